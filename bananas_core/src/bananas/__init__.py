@@ -1,0 +1,85 @@
+"""Bananas: a distributed task queue with pluggable storage.
+
+Submit named jobs with a JSON payload, run them on any number of workers with retries,
+leases, a dead letter queue, results and cron schedules. Storage comes from plugins:
+``bananas.connect("redis://...")``, ``"postgresql://..."``, ``"sqlite:///jobs.db"``,
+``"memory://"``.
+"""
+
+from bananas.backend import Backend, BackendOptions
+from bananas.capabilities import Capability
+from bananas.clock import Clock, ManualClock
+from bananas.errors import (
+    BackendUnavailable,
+    BananasError,
+    CapabilityNotSupported,
+    ConfigError,
+    DuplicateJob,
+    HandlerNotFound,
+    InvalidJob,
+    InvalidRoutingKey,
+    JobDecodeError,
+    JobNotFound,
+    PayloadError,
+    PluginError,
+    ResultNotReady,
+    ScheduleError,
+    SchemaError,
+    Timeout,
+    UnknownBackendScheme,
+)
+from bananas.job import Job, JobPriority, JobResult, JobStatus, validate_routing_key
+from bananas.plugins import BackendSpec, backend_specs, connect, hookimpl
+from bananas.protocols import (
+    Queue,
+    QueueDepths,
+    ResultBackend,
+    Scheduler,
+    ScheduleState,
+    WorkerInfo,
+    WorkerRegistry,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Backend",
+    "BackendOptions",
+    "BackendSpec",
+    "BackendUnavailable",
+    "BananasError",
+    "Capability",
+    "CapabilityNotSupported",
+    "Clock",
+    "ConfigError",
+    "DuplicateJob",
+    "HandlerNotFound",
+    "InvalidJob",
+    "InvalidRoutingKey",
+    "Job",
+    "JobDecodeError",
+    "JobNotFound",
+    "JobPriority",
+    "JobResult",
+    "JobStatus",
+    "ManualClock",
+    "PayloadError",
+    "PluginError",
+    "Queue",
+    "QueueDepths",
+    "ResultBackend",
+    "ResultNotReady",
+    "ScheduleError",
+    "ScheduleState",
+    "Scheduler",
+    "SchemaError",
+    "Timeout",
+    "UnknownBackendScheme",
+    "WorkerInfo",
+    "WorkerRegistry",
+    "__version__",
+    "backend_specs",
+    "connect",
+    "hookimpl",
+    "validate_routing_key",
+]

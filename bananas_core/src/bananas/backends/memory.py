@@ -1,0 +1,1 @@
+"""Placeholder: the in-memory backend is being written."""

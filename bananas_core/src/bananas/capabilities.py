@@ -1,0 +1,48 @@
+"""Optional capabilities a backend declares once, in its :class:`~bananas.plugins.types.BackendSpec`.
+
+Core semantics (enqueue, claim with leases, complete, fail with retry and dead letter,
+scheduled jobs, results, worker liveness) are not capabilities: every backend has them.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+
+from bananas.errors import CapabilityNotSupported
+
+__all__ = ["Capability", "require"]
+
+
+class Capability(enum.StrEnum):
+    """Something a backend may or may not do; the conformance suite tests each one it declares."""
+
+    CRON = "cron"
+    """Cron schedule storage (:class:`~bananas.protocols.Scheduler`): ticks fired once, schedule state."""
+
+    DEAD_LETTER_ADMIN = "dead_letter_admin"
+    """List, requeue and purge the dead letter queue."""
+
+    JOB_NAME_FILTER = "job_name_filter"
+    """``claim(job_names=...)`` takes only jobs with those names and leaves others in place."""
+
+    PUSH_WAKEUP = "push_wakeup"
+    """``wait_for_work`` returns within milliseconds of an enqueue by another client."""
+
+    RESULT_PUSH = "result_push"
+    """``wait`` for a result is woken by the store, not by polling."""
+
+    TRANSACTIONAL_ENQUEUE = "transactional_enqueue"
+    """Jobs can be submitted inside the caller's own database transaction."""
+
+    RESULT_TTL = "result_ttl"
+    """Results and finished jobs expire after their TTLs."""
+
+
+def require(declared: Iterable[Capability], needed: Capability, *, backend: str, operation: str) -> None:
+    """Raise :class:`CapabilityNotSupported` unless ``needed`` is among ``declared``."""
+    if needed not in set(declared):
+        raise CapabilityNotSupported(
+            f"the {backend!r} backend does not support {operation}: "
+            f"it does not declare the {needed.value!r} capability"
+        )

@@ -1,0 +1,151 @@
+"""The plugin manager: built once, fed by the ``bananas`` entry point group."""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import logging
+import os
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import attrs
+import pluggy
+
+from bananas.backend import Backend, BackendOptions, redact_url
+from bananas.errors import PluginError, UnknownBackendScheme
+from bananas.plugins import hookspecs
+from bananas.plugins.types import BackendSpec
+
+__all__ = ["DISABLE_ENV", "backend_specs", "connect", "get_plugin_manager", "resolve"]
+
+log = logging.getLogger("bananas.plugins")
+
+ENTRY_POINT_GROUP = "bananas"
+DISABLE_ENV = "BANANAS_DISABLE_PLUGINS"
+"""Comma-separated entry point names not to load (``*`` for every third-party plugin)."""
+
+BUILTIN_PLUGINS = frozenset({"memory"})
+
+WELL_KNOWN = {
+    "redis": "bananas[redis]",
+    "rediss": "bananas[redis]",
+    "redis+sentinel": "bananas[redis]",
+    "redis+cluster": "bananas[redis]",
+    "postgresql": "bananas[postgres]",
+    "postgres": "bananas[postgres]",
+    "postgresql+psycopg": "bananas[postgres]",
+    "sqlite": "bananas[sqlite]",
+}
+
+
+def _disabled() -> set[str]:
+    return {name.strip() for name in os.environ.get(DISABLE_ENV, "").split(",") if name.strip()}
+
+
+@functools.cache
+def get_plugin_manager() -> pluggy.PluginManager:
+    """The process-wide plugin manager, loading every ``bananas`` entry point once.
+
+    A plugin that fails to import is logged and skipped, never fatal.
+    """
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    disabled = _disabled()
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name in disabled or ("*" in disabled and ep.name not in BUILTIN_PLUGINS):
+            log.info("bananas plugin %r disabled by %s", ep.name, DISABLE_ENV)
+            continue
+        if pm.get_plugin(ep.name) is not None:
+            continue
+        try:
+            plugin = ep.load()
+        except Exception as exc:  # a broken plugin must not take the others down
+            log.warning("could not load bananas plugin %r (%s): %s", ep.name, ep.value, exc)
+            continue
+        dist = ep.dist.name if ep.dist is not None else ""
+        pm.register(plugin, name=ep.name)
+        _DISTRIBUTIONS[ep.name] = dist
+    return pm
+
+
+_DISTRIBUTIONS: dict[str, str] = {}
+
+
+@functools.cache
+def _schemes() -> dict[str, BackendSpec]:
+    pm = get_plugin_manager()
+    table: dict[str, BackendSpec] = {}
+    for plugin_name, plugin in pm.list_name_plugin():
+        hook = getattr(plugin, "bananas_backends", None)
+        if hook is None:
+            continue
+        try:
+            specs = list(hook())
+        except Exception as exc:
+            log.warning("bananas plugin %r failed to list its backends: %s", plugin_name, exc)
+            continue
+        for spec in specs:
+            spec = attrs.evolve(spec, distribution=_DISTRIBUTIONS.get(plugin_name, plugin_name))
+            for scheme in spec.schemes:
+                other = table.get(scheme)
+                if other is not None and other.name != spec.name:
+                    raise PluginError(
+                        f"URL scheme {scheme!r} is claimed by two backends: {other.name!r} "
+                        f"(from {other.distribution}) and {spec.name!r} (from {spec.distribution}); "
+                        f"uninstall one, or block it with {DISABLE_ENV}"
+                    )
+                table[scheme] = spec
+    return table
+
+
+def backend_specs() -> list[BackendSpec]:
+    """Every installed backend, once each, ordered by name."""
+    unique = {spec.name: spec for spec in _schemes().values()}
+    return [unique[name] for name in sorted(unique)]
+
+
+def _scheme_of(url: str) -> str:
+    if "://" not in url:
+        raise UnknownBackendScheme(
+            f"{url!r} is not a backend URL; expected SCHEME://..., for example "
+            "redis://localhost:6379/0, postgresql://localhost/app, sqlite:///jobs.db or memory://"
+        )
+    return url.split("://", 1)[0].lower()
+
+
+def resolve(url: str) -> BackendSpec:
+    """The installed backend serving ``url``'s scheme; raises :class:`UnknownBackendScheme`."""
+    scheme = _scheme_of(url)
+    table = _schemes()
+    spec = table.get(scheme)
+    if spec is not None:
+        return spec
+    installed = ", ".join(f"{s}://" for s in sorted(table)) or "none"
+    hint = f"; install it with: pip install {WELL_KNOWN[scheme]}" if scheme in WELL_KNOWN else ""
+    raise UnknownBackendScheme(
+        f"no installed backend serves {scheme}:// URLs{hint} (installed schemes: {installed})"
+    )
+
+
+def connect(url: str, **options: Any) -> Backend:
+    """A :class:`Backend` for ``url``, built by the plugin that serves its scheme.
+
+    Keyword arguments set :class:`BackendOptions` fields (``clock``, ``result_success_ttl``,
+    ...); any others, and the URL's query parameters, reach the backend as ``extra``.
+    Connections are opened on first use.
+    """
+    spec = resolve(url)
+    known = {f.name for f in attrs.fields(BackendOptions)} - {"extra"}
+    extra: dict[str, Any] = dict(parse_qsl(urlsplit(url).query))
+    extra.update(options.pop("extra", {}) or {})
+    extra.update({k: v for k, v in options.items() if k not in known})
+    opts = BackendOptions(**{k: v for k, v in options.items() if k in known}, extra=extra)
+    try:
+        return spec.factory(url, opts)
+    except ImportError as exc:
+        hint = WELL_KNOWN.get(_scheme_of(url), spec.distribution)
+        raise PluginError(
+            f"the {spec.name!r} backend for {redact_url(url)} needs a package that is not installed "
+            f"({exc.name or exc}); install it with: pip install {hint}"
+        ) from exc

@@ -1,0 +1,43 @@
+"""Plain records that plugins hand to the core."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import attrs
+
+from bananas.backend import Backend, BackendOptions
+from bananas.capabilities import Capability
+
+__all__ = ["BackendFactory", "BackendSpec", "SchemaMigrator"]
+
+BackendFactory = Callable[[str, BackendOptions], Backend]
+"""Builds a backend for a URL. Imports its storage client inside, so discovery stays light;
+connections are opened lazily, on first use."""
+
+SchemaMigrator = Callable[[str, BackendOptions], Awaitable[None]]
+"""Creates or upgrades the backend's storage schema for a URL (``bananas db upgrade``)."""
+
+
+def _schemes(value: object) -> tuple[str, ...]:
+    items = (value,) if isinstance(value, str) else tuple(value)  # type: ignore[call-overload]
+    return tuple(str(s).lower() for s in items)
+
+
+@attrs.frozen(kw_only=True)
+class BackendSpec:
+    """A storage backend a plugin offers: its name, URL schemes, factory and capabilities."""
+
+    name: str
+    schemes: tuple[str, ...] = attrs.field(converter=_schemes)
+    factory: BackendFactory
+    capabilities: frozenset[Capability] = attrs.field(default=frozenset(), converter=frozenset)
+    description: str = ""
+    migrate: SchemaMigrator | None = None
+    distribution: str = ""
+    """Filled in by the plugin manager: the distribution the plugin came from."""
+
+    @schemes.validator
+    def _check_schemes(self, _attr: object, value: tuple[str, ...]) -> None:
+        if not value:
+            raise ValueError(f"backend {self.name!r} must serve at least one URL scheme")

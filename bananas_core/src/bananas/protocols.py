@@ -1,0 +1,316 @@
+"""The storage contracts every backend implements: :class:`Queue`, :class:`ResultBackend`,
+:class:`Scheduler` (cron storage) and :class:`WorkerRegistry` (liveness).
+
+All methods are coroutines. All times a backend compares (leases, due jobs, heartbeats)
+come from its clock (:attr:`BackendOptions.clock <bananas.backend.BackendOptions.clock>`),
+never from the server, so tests can move time by hand. Every method may raise
+:class:`~bananas.errors.BackendUnavailable` when the store cannot be reached.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+import attrs
+
+from bananas.job import ALL_PRIORITIES, Job, JobPriority, JobResult
+
+__all__ = [
+    "DEFAULT_LEASE_SECONDS",
+    "LEASE_EXPIRED_ERROR",
+    "Queue",
+    "QueueDepths",
+    "ResultBackend",
+    "ScheduleState",
+    "Scheduler",
+    "WorkerInfo",
+    "WorkerRegistry",
+]
+
+DEFAULT_LEASE_SECONDS = 60.0
+LEASE_EXPIRED_ERROR = (
+    "lease expired: the worker running this job stopped renewing it "
+    "(it crashed, was killed, or stalled) before finishing"
+)
+
+
+@attrs.frozen(kw_only=True)
+class QueueDepths:
+    """How many jobs are where. ``ready`` maps ``(routing_key, priority)`` to a count (zeros may be left out)."""
+
+    ready: Mapping[tuple[str, JobPriority], int] = attrs.field(factory=dict)
+    processing: int = 0
+    scheduled: int = 0
+    dead: int = 0
+
+    @property
+    def total_ready(self) -> int:
+        """All ready jobs, over every routing key and priority."""
+        return sum(self.ready.values())
+
+    def ready_for(self, routing_key: str) -> int:
+        """Ready jobs of one routing key, over every priority."""
+        return sum(n for (key, _), n in self.ready.items() if key == routing_key)
+
+
+@attrs.frozen(kw_only=True)
+class WorkerInfo:
+    """A live worker as it announces itself."""
+
+    id: str
+    host: str
+    pid: int
+    routing_keys: tuple[str, ...] = attrs.field(converter=tuple)
+    priorities: tuple[JobPriority, ...] = attrs.field(converter=lambda ps: tuple(JobPriority.parse(p) for p in ps))
+    concurrency: int
+    in_flight: int = 0
+    mode: str = "default"
+    started_at: float = 0.0
+    last_heartbeat: float = 0.0
+
+    def to_dict(self) -> dict[str, object]:
+        """A JSON-ready mapping (what backends store)."""
+        d = attrs.asdict(self)
+        d["routing_keys"] = list(self.routing_keys)
+        d["priorities"] = [p.value for p in self.priorities]
+        return d
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> WorkerInfo:
+        """Read what :meth:`to_dict` wrote."""
+        fields = {f.name for f in attrs.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in fields})  # type: ignore[arg-type]
+
+
+@attrs.frozen(kw_only=True)
+class ScheduleState:
+    """What the store remembers of one cron schedule."""
+
+    schedule_id: str
+    last_run: datetime | None = None
+    next_run: datetime | None = None
+    last_success: datetime | None = None
+    last_error: str = ""
+    run_count: int = 0
+
+
+@runtime_checkable
+class Queue(Protocol):
+    """Where jobs wait, are claimed under a lease, and end completed or dead.
+
+    A job is always in exactly one place: ready, scheduled, processing (claimed), dead,
+    or finished. No operation leaves a job half-moved.
+    """
+
+    async def ping(self) -> None:
+        """Return if the store answers; raise :class:`~bananas.errors.BackendUnavailable` otherwise."""
+        ...
+
+    async def enqueue(self, job: Job) -> None:
+        """Store ``job`` and make it claimable.
+
+        A ``pending`` job becomes ready at once; a ``scheduled`` one when its
+        ``scheduled_for`` has passed and :meth:`move_scheduled` has run. Atomic: the job
+        is stored completely or not at all. Raises :class:`~bananas.errors.DuplicateJob`
+        if a job with the same id exists and :class:`~bananas.errors.InvalidJob` for any
+        other status.
+        """
+        ...
+
+    async def enqueue_many(self, jobs: Sequence[Job]) -> None:
+        """Enqueue every job in one batch, all or nothing (same rules as :meth:`enqueue`)."""
+        ...
+
+    async def claim(
+        self,
+        routing_keys: Sequence[str],
+        priorities: Sequence[JobPriority] = ALL_PRIORITIES,
+        *,
+        limit: int = 1,
+        lease: float = DEFAULT_LEASE_SECONDS,
+        job_names: Collection[str] | None = None,
+    ) -> list[Job]:
+        """Claim up to ``limit`` ready jobs, each leased for ``lease`` seconds.
+
+        Order: routing keys in the order given; within one, ``high`` before ``normal``
+        before ``low`` (only the ``priorities`` given); FIFO within a priority. Returned
+        jobs have status ``processing``. While its lease runs, a job is returned to no
+        other caller. A claimed id whose stored job is missing or unreadable goes to the
+        dead letter queue with an explanatory error and is not returned. ``job_names``
+        (needs :attr:`Capability.JOB_NAME_FILTER <bananas.capabilities.Capability>`)
+        takes only jobs with those names and leaves the others where they are.
+        Returns an empty list when nothing is ready; never blocks waiting for work.
+        """
+        ...
+
+    async def renew(self, job_ids: Sequence[str], lease: float = DEFAULT_LEASE_SECONDS) -> set[str]:
+        """Extend the leases of claimed jobs to now + ``lease``; return the ids still held.
+
+        An id missing from the answer has lost its lease (it was reaped, finished or
+        never claimed); its worker should stop reporting on it when it can.
+        """
+        ...
+
+    async def complete(self, job: Job) -> Job:
+        """Mark a claimed job ``completed``, release its lease; return the stored job.
+
+        The finished record is kept for the completed-job TTL.
+        """
+        ...
+
+    async def fail(self, job: Job, error: str) -> Job:
+        """Record a failed attempt of a claimed job; return the stored job.
+
+        ``attempts`` grows by one and ``error`` is set. While ``attempts < max_retries``
+        the job is retried: status ``pending``, ``scheduled_for`` = now + 2**attempts
+        seconds (claimable once that has passed and :meth:`move_scheduled` ran).
+        Otherwise it is ``failed`` and goes to the dead letter queue.
+        """
+        ...
+
+    async def release(self, job: Job) -> None:
+        """Hand a claimed, unfinished job back as next in line; ``attempts`` unchanged.
+
+        For a worker that stops gracefully before the job ran or finished.
+        """
+        ...
+
+    async def move_scheduled(self) -> int:
+        """Make every scheduled or retrying job whose time has come ready; return how many.
+
+        Safe to run from any number of workers at once: a job is never made ready twice.
+        """
+        ...
+
+    async def reap_expired(self) -> int:
+        """Take back every claimed job whose lease has run out; return how many.
+
+        Each counts as a failed attempt with :data:`LEASE_EXPIRED_ERROR`: it is ready
+        again at once while ``attempts < max_retries``, otherwise dead. Safe to run from
+        any number of workers at once.
+        """
+        ...
+
+    async def get_job(self, job_id: str) -> Job:
+        """The stored job; raises :class:`~bananas.errors.JobNotFound`."""
+        ...
+
+    async def depths(self) -> QueueDepths:
+        """How many jobs are ready (per routing key and priority), processing, scheduled and dead."""
+        ...
+
+    async def dead_letters(self, *, limit: int = 100, offset: int = 0) -> list[Job]:
+        """Dead jobs, most recently dead first (needs ``DEAD_LETTER_ADMIN``)."""
+        ...
+
+    async def requeue_dead(self, job_ids: Sequence[str] | None = None) -> int:
+        """Make dead jobs ready again with ``attempts`` 0 and no error; ``None`` means all.
+
+        Returns how many were requeued (ids not in the dead letter queue are ignored).
+        Needs ``DEAD_LETTER_ADMIN``.
+        """
+        ...
+
+    async def purge_dead(self, job_ids: Sequence[str] | None = None) -> int:
+        """Delete dead jobs for good; ``None`` means all. Needs ``DEAD_LETTER_ADMIN``."""
+        ...
+
+    async def wait_for_work(self, routing_keys: Sequence[str], timeout: float) -> None:
+        """Return when new work may be ready, or after ``timeout`` real seconds.
+
+        A hint only: the caller claims afterwards and may find nothing. Backends with
+        ``PUSH_WAKEUP`` return within milliseconds of an enqueue anywhere.
+        """
+        ...
+
+    async def close(self) -> None:
+        """Release connections. Idempotent."""
+        ...
+
+
+@runtime_checkable
+class ResultBackend(Protocol):
+    """Where results of finished jobs are kept for their TTL, and waited on."""
+
+    async def store(self, result: JobResult) -> None:
+        """Store ``result`` (success TTL or failure TTL by status) and wake its waiters."""
+        ...
+
+    async def get(self, job_id: str) -> JobResult | None:
+        """The stored result, or ``None`` if there is none (not finished, or expired)."""
+        ...
+
+    async def wait(self, job_id: str, timeout: float) -> JobResult:
+        """The result, waiting up to ``timeout`` real seconds; raises :class:`~bananas.errors.Timeout`.
+
+        A result stored at any moment, including between a first look and the start of
+        waiting, is not missed.
+        """
+        ...
+
+    async def delete(self, job_id: str) -> None:
+        """Forget the result (no error if there is none)."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections. Idempotent."""
+        ...
+
+
+@runtime_checkable
+class Scheduler(Protocol):
+    """Storage for cron schedules: each tick fired once across all schedulers."""
+
+    async def fire(self, schedule_id: str, tick: datetime, job: Job, next_run: datetime) -> bool:
+        """Enqueue ``job`` for ``tick`` unless this or a later tick of the schedule already fired.
+
+        Atomic with the enqueue: on ``True`` the job is stored, ``last_run`` is ``tick``,
+        ``next_run`` is set and ``run_count`` grew by one; on ``False`` nothing changed.
+        """
+        ...
+
+    async def record(
+        self,
+        schedule_id: str,
+        *,
+        next_run: datetime | None = None,
+        last_success: datetime | None = None,
+        last_error: str | None = None,
+    ) -> None:
+        """Update the given fields of the schedule's state (``last_error=""`` clears it)."""
+        ...
+
+    async def state(self, schedule_id: str) -> ScheduleState | None:
+        """The schedule's state, or ``None`` if it never fired or was recorded."""
+        ...
+
+    async def states(self) -> list[ScheduleState]:
+        """Every known schedule's state, ordered by id."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections. Idempotent."""
+        ...
+
+
+@runtime_checkable
+class WorkerRegistry(Protocol):
+    """Which workers are alive: each announces itself and renews the announcement."""
+
+    async def heartbeat(self, info: WorkerInfo, ttl: float) -> None:
+        """Announce (or renew) ``info``; it disappears ``ttl`` clock seconds after the last call."""
+        ...
+
+    async def deregister(self, worker_id: str) -> None:
+        """Remove a worker's record at once (it stopped). No error if absent."""
+        ...
+
+    async def workers(self) -> list[WorkerInfo]:
+        """The live workers (last heartbeat within its TTL), ordered by id."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections. Idempotent."""
+        ...

@@ -1,0 +1,1 @@
+"""The Bananas conformance suite (placeholder while it is being written)."""

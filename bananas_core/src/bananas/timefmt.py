@@ -1,0 +1,59 @@
+"""RFC 3339 times as the wire format writes and reads them.
+
+Writers produce UTC with a ``Z`` and trim trailing fractional zeros (like Go's
+``RFC3339Nano``). Readers accept 0-9 fractional digits, ``Z`` or a numeric offset,
+and a time with no offset at all, which is read as UTC.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta, timezone
+
+__all__ = ["format_time", "from_timestamp", "parse_time", "to_timestamp"]
+
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})"
+    r"(?:[.,](\d{1,9}))?"
+    r"(?:([Zz])|([+-])(\d{2}):?(\d{2}))?"
+)
+
+
+def parse_time(text: str) -> datetime:
+    """Parse an RFC 3339 time into an aware UTC datetime; raise ``ValueError`` if it is not one."""
+    m = _RFC3339.fullmatch(text.strip())
+    if m is None:
+        raise ValueError(f"not an RFC 3339 time: {text!r}")
+    year, month, day, hour, minute, second = (int(m.group(i)) for i in range(1, 7))
+    frac = m.group(7) or ""
+    micro = int((frac + "000000")[:6])
+    if second == 60:  # a leap second: the instant after :59
+        second = 59
+        micro = 999999
+    tz: timezone = UTC
+    if m.group(9):
+        sign = 1 if m.group(9) == "+" else -1
+        offset = timedelta(hours=int(m.group(10)), minutes=int(m.group(11)))
+        tz = timezone(sign * offset)
+    return datetime(year, month, day, hour, minute, second, micro, tzinfo=tz).astimezone(UTC)
+
+
+def format_time(value: datetime) -> str:
+    """Format an aware datetime as UTC RFC 3339 with ``Z``, fractional zeros trimmed."""
+    if value.tzinfo is None:
+        raise ValueError("cannot format a naive datetime; give it a time zone")
+    utc = value.astimezone(UTC)
+    text = utc.strftime("%Y-%m-%dT%H:%M:%S")
+    if utc.microsecond:
+        text += ("." + f"{utc.microsecond:06d}").rstrip("0")
+    return text + "Z"
+
+
+def to_timestamp(value: datetime) -> float:
+    """Unix seconds of an aware datetime."""
+    return value.timestamp()
+
+
+def from_timestamp(seconds: float) -> datetime:
+    """An aware UTC datetime from Unix seconds."""
+    return datetime.fromtimestamp(seconds, UTC)
