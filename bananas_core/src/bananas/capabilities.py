@@ -43,6 +43,5 @@ def require(declared: Iterable[Capability], needed: Capability, *, backend: str,
     """Raise :class:`CapabilityNotSupported` unless ``needed`` is among ``declared``."""
     if needed not in set(declared):
         raise CapabilityNotSupported(
-            f"the {backend!r} backend does not support {operation}: "
-            f"it does not declare the {needed.value!r} capability"
+            f"the {backend!r} backend does not support {operation}: it does not declare the {needed.value!r} capability"
         )

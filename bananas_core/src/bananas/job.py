@@ -117,8 +117,7 @@ def dumps(value: JSON) -> str:
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise PayloadError(
-            f"value is not JSON-serialisable ({exc}); use dicts, lists, strings, numbers, "
-            "booleans and None"
+            f"value is not JSON-serialisable ({exc}); use dicts, lists, strings, numbers, booleans and None"
         ) from None
 
 
@@ -176,6 +175,10 @@ def _check_max_retries(inst: object, attr: attrs.Attribute[int], value: int) -> 
         raise InvalidJob(f"max_retries must be between 0 and 100, got {value}")
 
 
+def _to_priority(value: JobPriority | str) -> JobPriority:
+    return JobPriority.parse(value)
+
+
 def _frozen_extra(value: Mapping[str, JSON] | None) -> Mapping[str, JSON]:
     return dict(value or {})
 
@@ -194,7 +197,7 @@ class Job:
     id: str = attrs.field(factory=lambda: str(uuid.uuid4()), validator=_check_id)
     description: str = ""
     status: JobStatus = attrs.field(default=JobStatus.PENDING, converter=JobStatus)
-    priority: JobPriority = attrs.field(default=JobPriority.NORMAL, converter=JobPriority.parse)
+    priority: JobPriority = attrs.field(default=JobPriority.NORMAL, converter=_to_priority)
     routing_key: str = attrs.field(default=DEFAULT_ROUTING_KEY, validator=_check_routing_key)
     created_at: datetime = attrs.field(factory=_utcnow, converter=_aware)
     updated_at: datetime = attrs.field(factory=_utcnow, converter=_aware)

@@ -9,7 +9,7 @@ never from the server, so tests can move time by hand. Every method may raise
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
@@ -55,6 +55,10 @@ class QueueDepths:
         return sum(n for (key, _), n in self.ready.items() if key == routing_key)
 
 
+def _priorities(values: Iterable[JobPriority | str]) -> tuple[JobPriority, ...]:
+    return tuple(JobPriority.parse(p) for p in values)
+
+
 @attrs.frozen(kw_only=True)
 class WorkerInfo:
     """A live worker as it announces itself."""
@@ -63,7 +67,7 @@ class WorkerInfo:
     host: str
     pid: int
     routing_keys: tuple[str, ...] = attrs.field(converter=tuple)
-    priorities: tuple[JobPriority, ...] = attrs.field(converter=lambda ps: tuple(JobPriority.parse(p) for p in ps))
+    priorities: tuple[JobPriority, ...] = attrs.field(converter=_priorities)
     concurrency: int
     in_flight: int = 0
     mode: str = "default"

@@ -17,7 +17,7 @@ from bananas.errors import PluginError, UnknownBackendScheme
 from bananas.plugins import hookspecs
 from bananas.plugins.types import BackendSpec
 
-__all__ = ["DISABLE_ENV", "backend_specs", "connect", "get_plugin_manager", "resolve"]
+__all__ = ["DISABLE_ENV", "backend_specs", "connect", "get_plugin_manager", "reload_plugins", "resolve"]
 
 log = logging.getLogger("bananas.plugins")
 
@@ -72,6 +72,13 @@ def get_plugin_manager() -> pluggy.PluginManager:
 _DISTRIBUTIONS: dict[str, str] = {}
 
 
+def reload_plugins() -> None:
+    """Forget the loaded plugins; the next lookup scans the entry points again."""
+    get_plugin_manager.cache_clear()
+    _schemes.cache_clear()
+    _DISTRIBUTIONS.clear()
+
+
 @functools.cache
 def _schemes() -> dict[str, BackendSpec]:
     pm = get_plugin_manager()
@@ -123,9 +130,7 @@ def resolve(url: str) -> BackendSpec:
         return spec
     installed = ", ".join(f"{s}://" for s in sorted(table)) or "none"
     hint = f"; install it with: pip install {WELL_KNOWN[scheme]}" if scheme in WELL_KNOWN else ""
-    raise UnknownBackendScheme(
-        f"no installed backend serves {scheme}:// URLs{hint} (installed schemes: {installed})"
-    )
+    raise UnknownBackendScheme(f"no installed backend serves {scheme}:// URLs{hint} (installed schemes: {installed})")
 
 
 def connect(url: str, **options: Any) -> Backend:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 import attrs
 
@@ -19,8 +19,8 @@ SchemaMigrator = Callable[[str, BackendOptions], Awaitable[None]]
 """Creates or upgrades the backend's storage schema for a URL (``bananas db upgrade``)."""
 
 
-def _schemes(value: object) -> tuple[str, ...]:
-    items = (value,) if isinstance(value, str) else tuple(value)  # type: ignore[call-overload]
+def _schemes(value: str | Iterable[str]) -> tuple[str, ...]:
+    items = (value,) if isinstance(value, str) else tuple(value)
     return tuple(str(s).lower() for s in items)
 
 

@@ -1,0 +1,268 @@
+"""The job model and its wire encoding (REDIS_WIRE_FORMAT.md, "The job JSON")."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+from datetime import UTC, datetime, timedelta, timezone
+
+import attrs
+import pytest
+from bananas import (
+    InvalidJob,
+    InvalidRoutingKey,
+    Job,
+    JobDecodeError,
+    JobPriority,
+    JobResult,
+    JobStatus,
+    PayloadError,
+    validate_routing_key,
+)
+from bananas.job import backoff_seconds
+from hypothesis import given
+from hypothesis import strategies as st
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=12,
+)
+aware_times = st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2200, 1, 1), timezones=st.just(UTC))
+routing_keys = st.from_regex(r"[A-Za-z0-9_-]{1,64}", fullmatch=True)
+extra_fields = st.dictionaries(
+    st.text(min_size=1, max_size=10).filter(lambda k: k not in Job.__attrs_attrs__.__dict__ and k.isidentifier()),
+    json_values,
+    max_size=3,
+).map(lambda d: {f"x_{k}": v for k, v in d.items()})
+
+jobs = st.builds(
+    Job,
+    name=st.text(min_size=1, max_size=40).filter(str.strip),
+    payload=json_values,
+    id=st.uuids().map(str),
+    description=st.text(max_size=30),
+    status=st.sampled_from(JobStatus),
+    priority=st.sampled_from(JobPriority),
+    routing_key=routing_keys,
+    created_at=aware_times,
+    updated_at=aware_times,
+    scheduled_for=st.none() | aware_times,
+    attempts=st.integers(0, 50),
+    max_retries=st.integers(0, 100),
+    error=st.text(max_size=30),
+    extra=extra_fields,
+)
+
+
+@given(jobs)
+def test_any_valid_job_survives_encode_decode(job: Job) -> None:
+    assert Job.from_json(job.to_json()) == job
+    assert Job.from_json(job.to_json().encode()) == job
+
+
+@given(st.binary(max_size=200))
+def test_decoding_arbitrary_bytes_raises_only_our_error(data: bytes) -> None:
+    with contextlib.suppress(JobDecodeError):
+        Job.from_json(data)
+
+
+@given(st.dictionaries(st.sampled_from(["id", "name", "status", "priority", "created_at", "attempts"]), json_values))
+def test_decoding_arbitrary_objects_raises_only_our_error(data: dict[str, object]) -> None:
+    with contextlib.suppress(JobDecodeError):
+        Job.from_json(json.dumps(data))
+
+
+def test_go_producer_job_is_read_exactly() -> None:
+    text = (
+        '{"id":"0b8e4c1e-6a4e-4f0f-9a53-0e4f3c2b1a10","name":"send_email","description":"Welcome email",'
+        '"payload":{"to":"user@example.com"},"status":"pending","priority":"normal","routing_key":"default",'
+        '"created_at":"2025-11-10T09:15:02.123456789Z","updated_at":"2025-11-10T09:15:02.123456789Z",'
+        '"scheduled_for":"2025-11-10T10:15:02Z","attempts":0,"max_retries":3,"error":"boom"}'
+    )
+    job = Job.from_json(text)
+    assert job.id == "0b8e4c1e-6a4e-4f0f-9a53-0e4f3c2b1a10"
+    assert job.payload == {"to": "user@example.com"}
+    assert job.created_at == datetime(2025, 11, 10, 9, 15, 2, 123456, tzinfo=UTC)
+    assert job.scheduled_for == datetime(2025, 11, 10, 10, 15, 2, tzinfo=UTC)
+    assert job.priority is JobPriority.NORMAL and job.status is JobStatus.PENDING
+    assert job.error == "boom"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2025-11-10T09:15:02Z", datetime(2025, 11, 10, 9, 15, 2, tzinfo=UTC)),
+        ("2025-11-10T09:15:02.1Z", datetime(2025, 11, 10, 9, 15, 2, 100000, tzinfo=UTC)),
+        ("2025-11-10T09:15:02.123456789Z", datetime(2025, 11, 10, 9, 15, 2, 123456, tzinfo=UTC)),
+        ("2025-11-10T11:15:02+02:00", datetime(2025, 11, 10, 9, 15, 2, tzinfo=UTC)),
+        ("2025-11-10T04:15:02.5-05:00", datetime(2025, 11, 10, 9, 15, 2, 500000, tzinfo=UTC)),
+        ("2025-11-10T09:15:02.000001", datetime(2025, 11, 10, 9, 15, 2, 1, tzinfo=UTC)),  # naive: UTC
+        ("2025-11-10T09:15:02", datetime(2025, 11, 10, 9, 15, 2, tzinfo=UTC)),
+    ],
+)
+def test_times_are_read_in_every_form_producers_write(text: str, expected: datetime) -> None:
+    job = Job.from_dict({"id": "a", "name": "n", "created_at": text, "updated_at": text})
+    assert job.created_at == expected
+    assert job.created_at.tzinfo is UTC
+
+
+def test_times_are_written_as_utc_z_with_trailing_zeros_trimmed() -> None:
+    created = datetime(2025, 11, 10, 10, 15, 2, 120000, tzinfo=timezone(timedelta(hours=1)))
+    data = Job(name="n", created_at=created, updated_at=created.replace(microsecond=0)).to_dict()
+    assert data["created_at"] == "2025-11-10T09:15:02.12Z"
+    assert data["updated_at"] == "2025-11-10T09:15:02Z"
+
+
+def test_empty_optional_fields_are_left_out_and_order_matches_go() -> None:
+    data = Job.create("n", {"k": 1}).to_dict()
+    assert "description" not in data and "error" not in data and "scheduled_for" not in data
+    assert list(data) == [
+        "id", "name", "payload", "status", "priority", "routing_key",
+        "created_at", "updated_at", "attempts", "max_retries",
+    ]  # fmt: skip
+    assert json.loads(Job.create("n", {"k": 1}).to_json())["payload"] == {"k": 1}  # embedded, not a string
+
+
+def test_missing_routing_key_means_default_and_unknown_fields_survive() -> None:
+    job = Job.from_dict({"id": "a", "name": "n", "trace_id": "abc", "meta": {"x": [1, 2]}})
+    assert job.routing_key == "default"
+    again = Job.from_json(job.evolve(status=JobStatus.COMPLETED).to_json())
+    assert again.extra == {"trace_id": "abc", "meta": {"x": [1, 2]}}
+    assert json.loads(again.to_json())["trace_id"] == "abc"
+
+
+def test_create_defaults_match_the_original() -> None:
+    job = Job.create("send_email", {"to": "x"})
+    assert job.routing_key == "default"
+    assert job.max_retries == 3
+    assert job.status is JobStatus.PENDING
+    assert job.attempts == 0
+    assert job.created_at.tzinfo is UTC
+    assert len(job.id) == 36
+
+
+def test_create_with_future_time_is_scheduled_and_past_time_runs_now() -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    later = Job.create("n", scheduled_for=now + timedelta(hours=1), now=now)
+    assert later.status is JobStatus.SCHEDULED
+    assert later.scheduled_for == now + timedelta(hours=1)
+    earlier = Job.create("n", scheduled_for=now - timedelta(hours=1), now=now)
+    assert earlier.status is JobStatus.PENDING
+    assert earlier.scheduled_for is None
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"name": ""}, "non-empty"),
+        ({"name": "   "}, "non-empty"),
+        ({"name": "x" * 300}, "at most 256"),
+        ({"name": "n", "payload": {1, 2}}, "not JSON-serialisable"),
+        ({"name": "n", "payload": float("nan")}, "not JSON-serialisable"),
+        ({"name": "n", "priority": "urgent"}, "use one of high, normal, low"),
+        ({"name": "n", "routing_key": "a b"}, "contains ' '"),
+        ({"name": "n", "scheduled_for": datetime(2030, 1, 1)}, "no time zone"),
+        ({"name": "n", "max_retries": -1}, ">= 0"),
+        ({"name": "n", "max_retries": 1000}, "between 0 and 100"),
+    ],
+)
+def test_bad_input_gets_a_clear_error(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(InvalidJob, match=message):
+        Job.create(**kwargs)  # type: ignore[arg-type]
+
+
+def test_priorities_accept_enum_or_any_case_string() -> None:
+    assert Job.create("n", priority="HIGH").priority is JobPriority.HIGH
+    assert Job.create("n", priority=JobPriority.LOW).priority is JobPriority.LOW
+    assert [p.rank for p in JobPriority] == [0, 1, 2]
+
+
+@given(routing_keys)
+def test_valid_routing_keys_pass(key: str) -> None:
+    assert validate_routing_key(key) == key
+    assert Job.create("n").set_routing_key(key).routing_key == key
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [("", "is empty"), ("a" * 65, "65 characters"), ("gpu!", "contains '!'"), ("é", "contains 'é'")],
+)
+def test_invalid_routing_keys_say_what_is_wrong(key: str, message: str) -> None:
+    with pytest.raises(InvalidRoutingKey, match=message) as info:
+        validate_routing_key(key)
+    assert "1-64 characters" in str(info.value)
+
+
+@given(st.text(max_size=70).filter(lambda k: not k.isascii() or not all(c.isalnum() or c in "_-" for c in k) or not k))
+def test_routing_keys_outside_the_rules_are_rejected(key: str) -> None:
+    with pytest.raises(InvalidRoutingKey):
+        validate_routing_key(key)
+
+
+@dataclasses.dataclass
+class Email:
+    to: str
+    cc: list[str] = dataclasses.field(default_factory=list)
+
+
+@attrs.define
+class Resize:
+    width: int
+    height: int
+
+
+def test_payload_structures_into_dataclasses_and_attrs_classes() -> None:
+    assert Job.create("n", {"to": "a@b", "cc": ["c@d"]}).payload_as(Email) == Email("a@b", ["c@d"])
+    assert Job.create("n", {"width": 3, "height": 4}).payload_as(Resize) == Resize(3, 4)
+
+
+def test_payload_that_does_not_fit_names_the_class_and_the_problem() -> None:
+    job = Job.create("resize", {"width": "wide"})
+    with pytest.raises(PayloadError, match=r"does not fit Resize.*height") as info:
+        job.payload_as(Resize)
+    assert job.id in str(info.value)
+
+
+def test_result_hash_matches_the_wire_format() -> None:
+    done = datetime(2025, 11, 10, 9, 15, 2, 500000, tzinfo=UTC)
+    ok = JobResult(job_id="j", status="completed", result={"n": 1}, completed_at=done, duration=timedelta(seconds=1.5))
+    assert ok.to_hash() == {
+        "status": "completed",
+        "completed_at": "2025-11-10T09:15:02.5Z",
+        "duration_ms": "1500",
+        "result": '{"n":1}',
+    }
+    bad = JobResult(job_id="j", status=JobStatus.FAILED, error="boom", completed_at=done)
+    assert bad.to_hash() == {
+        "status": "failed",
+        "completed_at": "2025-11-10T09:15:02.5Z",
+        "duration_ms": "0",
+        "error": "boom",
+    }
+    none = JobResult(job_id="j", status="completed", completed_at=done)
+    assert "result" not in none.to_hash()
+
+
+@given(json_values, st.integers(0, 10**7))
+def test_results_round_trip_through_the_hash(value: object, millis: int) -> None:
+    result = JobResult(
+        job_id="j", status="completed", result=value, completed_at=datetime(2025, 1, 1, tzinfo=UTC),
+        duration=timedelta(milliseconds=millis),
+    )  # fmt: skip
+    back = JobResult.from_hash("j", {k.encode(): v.encode() for k, v in result.to_hash().items()})
+    assert back == result
+    assert back.is_success() and not back.is_failed()
+
+
+def test_result_must_be_final_and_decodes_into_classes() -> None:
+    with pytest.raises(InvalidJob, match="completed or failed"):
+        JobResult(job_id="j", status="pending")
+    assert JobResult(job_id="j", status="completed", result={"width": 1, "height": 2}).result_as(Resize) == Resize(1, 2)
+    with pytest.raises(JobDecodeError):
+        JobResult.from_hash("j", {"status": "completed", "result": "{not json"})
+
+
+def test_backoff_doubles() -> None:
+    assert [backoff_seconds(a) for a in range(1, 5)] == [2, 4, 8, 16]
