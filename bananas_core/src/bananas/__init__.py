@@ -8,7 +8,9 @@ leases, a dead letter queue, results and cron schedules. Storage comes from plug
 
 from bananas.backend import Backend, BackendOptions
 from bananas.capabilities import Capability
+from bananas.client import AsyncClient, Client
 from bananas.clock import Clock, ManualClock
+from bananas.config import WorkerConfig, WorkerMode, load_worker_config
 from bananas.errors import (
     BackendUnavailable,
     BananasError,
@@ -39,10 +41,12 @@ from bananas.protocols import (
     WorkerInfo,
     WorkerRegistry,
 )
+from bananas.worker import Executor, JobContext, Pool, Registry
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncClient",
     "Backend",
     "BackendOptions",
     "BackendSpec",
@@ -50,13 +54,16 @@ __all__ = [
     "BananasError",
     "Capability",
     "CapabilityNotSupported",
+    "Client",
     "Clock",
     "ConfigError",
     "DuplicateJob",
+    "Executor",
     "HandlerNotFound",
     "InvalidJob",
     "InvalidRoutingKey",
     "Job",
+    "JobContext",
     "JobDecodeError",
     "JobNotFound",
     "JobPriority",
@@ -65,8 +72,10 @@ __all__ = [
     "ManualClock",
     "PayloadError",
     "PluginError",
+    "Pool",
     "Queue",
     "QueueDepths",
+    "Registry",
     "ResultBackend",
     "ResultNotReady",
     "ScheduleError",
@@ -75,11 +84,14 @@ __all__ = [
     "SchemaError",
     "Timeout",
     "UnknownBackendScheme",
+    "WorkerConfig",
     "WorkerInfo",
+    "WorkerMode",
     "WorkerRegistry",
     "__version__",
     "backend_specs",
     "connect",
     "hookimpl",
+    "load_worker_config",
     "validate_routing_key",
 ]

@@ -1,0 +1,504 @@
+"""Submitting jobs and reading their outcome: :class:`AsyncClient` and the synchronous :class:`Client`.
+
+Every submission is validated completely (name, JSON payload, priority, routing key, time
+zone) before anything is written, so a rejected call leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import weakref
+from collections.abc import Coroutine, Iterable, Mapping, Sequence
+from concurrent.futures import Future
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import Any, TypeVar
+
+from bananas.backend import Backend
+from bananas.config import EMBEDDED_DEFAULT_URL, connect_resolved
+from bananas.errors import InvalidJob
+from bananas.job import DEFAULT_MAX_RETRIES, DEFAULT_ROUTING_KEY, JSON, Job, JobPriority, JobResult
+from bananas.plugins.types import SchemaMigrator
+from bananas.timefmt import from_timestamp
+
+__all__ = ["AsyncClient", "Client", "JobSpec"]
+
+T = TypeVar("T")
+
+JobSpec = Job | Mapping[str, Any]
+"""What :meth:`AsyncClient.submit_many` takes: a :class:`Job`, or a mapping of the arguments
+of :meth:`Job.create` (``name``, ``payload``, ``priority``, ``routing_key``, ``description``,
+``scheduled_for``, ``max_retries``, ``job_id``)."""
+
+_SPEC_KEYS = frozenset(
+    {"name", "payload", "priority", "routing_key", "description", "scheduled_for", "max_retries", "job_id"}
+)
+Delay = datetime | timedelta | float
+
+
+def _seconds(value: float | timedelta | None) -> float | None:
+    return value.total_seconds() if isinstance(value, timedelta) else value
+
+
+class AsyncClient:
+    """Submit jobs and read results from coroutines.
+
+    Built from a URL (``AsyncClient("redis://localhost:6379/0")``; ``None`` means
+    ``$BANANAS_URL``, then the embedded default) or from an existing ``backend``, which the
+    client then does not close. Result TTLs (seconds or timedelta) and other keyword
+    arguments go to :func:`bananas.connect`. Use ``async with`` or call :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        backend: Backend | None = None,
+        result_success_ttl: float | timedelta | None = None,
+        result_failure_ttl: float | timedelta | None = None,
+        **options: Any,
+    ) -> None:
+        self._migrate: SchemaMigrator | None = None
+        self._ready = False
+        self._closed = False
+        if backend is not None:
+            if url is not None:
+                raise TypeError("pass either a url or a backend, not both")
+            self._backend, self._owned = backend, False
+            return
+        for key, ttl in (("result_success_ttl", result_success_ttl), ("result_failure_ttl", result_failure_ttl)):
+            if ttl is not None:
+                options[key] = _seconds(ttl)
+        self._backend, self._migrate = connect_resolved(url, **options)
+        self._owned = True
+
+    @property
+    def backend(self) -> Backend:
+        """The connected backend (queue, results, ...)."""
+        return self._backend
+
+    async def _prepared(self) -> Backend:
+        if self._closed:
+            raise RuntimeError("this client is closed")
+        if not self._ready:
+            if self._migrate is not None:
+                await self._migrate(EMBEDDED_DEFAULT_URL, self._backend.options)
+            self._ready = True
+        return self._backend
+
+    def _now(self) -> datetime:
+        return from_timestamp(self._backend.clock())
+
+    # -- submitting ----------------------------------------------------------------------
+
+    def _job(
+        self,
+        name: str,
+        payload: JSON,
+        priority: JobPriority | str,
+        description: str | None,
+        *,
+        routing_key: str = DEFAULT_ROUTING_KEY,
+        scheduled_for: Delay | None = None,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        job_id: str | None = None,
+    ) -> Job:
+        now = self._now()
+        return Job.create(
+            name,
+            payload,
+            priority=priority,
+            routing_key=routing_key,
+            description=description,
+            scheduled_for=self._when(scheduled_for, now),
+            max_retries=max_retries,
+            job_id=job_id,
+            now=now,
+        )
+
+    @staticmethod
+    def _when(value: Delay | None, now: datetime) -> datetime | None:
+        if value is None or isinstance(value, datetime):
+            return value  # Job.create rejects a naive datetime
+        if isinstance(value, timedelta):
+            return now + value
+        if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+            raise InvalidJob(
+                f"scheduled_for must be an aware datetime, a timedelta or a delay in seconds, got {value!r}"
+            )
+        return now + timedelta(seconds=value)
+
+    async def submit_job(
+        self,
+        name: str,
+        payload: JSON = None,
+        priority: JobPriority | str = JobPriority.NORMAL,
+        description: str | None = None,
+        *,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        job_id: str | None = None,
+    ) -> str:
+        """Enqueue a job on the ``default`` routing key; return its id.
+
+        Raises :class:`~bananas.errors.InvalidJob` (or its subclass ``PayloadError``) before
+        writing anything if the name, payload or priority is not acceptable.
+        """
+        job = self._job(name, payload, priority, description, max_retries=max_retries, job_id=job_id)
+        return await self._enqueue(job)
+
+    async def submit_job_with_route(
+        self,
+        name: str,
+        payload: JSON,
+        priority: JobPriority | str,
+        routing_key: str,
+        description: str | None = None,
+        *,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        job_id: str | None = None,
+    ) -> str:
+        """Enqueue a job for workers serving ``routing_key``; raises ``InvalidRoutingKey`` for a bad key."""
+        job = self._job(
+            name, payload, priority, description, routing_key=routing_key, max_retries=max_retries, job_id=job_id
+        )
+        return await self._enqueue(job)
+
+    async def submit_job_scheduled(
+        self,
+        name: str,
+        payload: JSON,
+        priority: JobPriority | str,
+        scheduled_for: Delay,
+        description: str | None = None,
+        *,
+        routing_key: str = DEFAULT_ROUTING_KEY,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        job_id: str | None = None,
+    ) -> str:
+        """Enqueue a job that becomes claimable at ``scheduled_for``: an aware datetime, a
+        timedelta or a delay in seconds. A time in the past means "run now"; a naive
+        datetime raises :class:`~bananas.errors.InvalidJob`."""
+        job = self._job(
+            name,
+            payload,
+            priority,
+            description,
+            routing_key=routing_key,
+            scheduled_for=scheduled_for,
+            max_retries=max_retries,
+            job_id=job_id,
+        )
+        return await self._enqueue(job)
+
+    async def submit_many(self, jobs: Iterable[JobSpec], *, batch_size: int = 500) -> list[str]:
+        """Enqueue many jobs with one round trip per ``batch_size`` jobs; return their ids in order.
+
+        Every job is validated before the first batch is written; each batch is stored
+        all or nothing.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        built = [self._from_spec(spec, i) for i, spec in enumerate(jobs)]
+        backend = await self._prepared()
+        for start in range(0, len(built), batch_size):
+            await backend.queue.enqueue_many(built[start : start + batch_size])
+        return [job.id for job in built]
+
+    def _from_spec(self, spec: JobSpec, index: int) -> Job:
+        if isinstance(spec, Job):
+            return spec
+        if not isinstance(spec, Mapping):
+            raise InvalidJob(f"job #{index} must be a Job or a mapping, not {type(spec).__name__}")
+        unknown = sorted(set(spec) - _SPEC_KEYS)
+        if unknown:
+            known = ", ".join(sorted(_SPEC_KEYS))
+            raise InvalidJob(f"job #{index} has unknown field(s) {', '.join(unknown)}; known: {known}")
+        if "name" not in spec:
+            raise InvalidJob(f"job #{index} has no 'name'")
+        try:
+            return self._job(
+                spec["name"],
+                spec.get("payload"),
+                spec.get("priority", JobPriority.NORMAL),
+                spec.get("description"),
+                routing_key=spec.get("routing_key", DEFAULT_ROUTING_KEY),
+                scheduled_for=spec.get("scheduled_for"),
+                max_retries=spec.get("max_retries", DEFAULT_MAX_RETRIES),
+                job_id=spec.get("job_id"),
+            )
+        except InvalidJob as exc:
+            raise type(exc)(f"job #{index}: {exc}") from None
+
+    async def _enqueue(self, job: Job) -> str:
+        backend = await self._prepared()
+        await backend.queue.enqueue(job)
+        return job.id
+
+    # -- reading -------------------------------------------------------------------------
+
+    async def get_job(self, job_id: str) -> Job:
+        """The job as stored now; raises :class:`~bananas.errors.JobNotFound`."""
+        backend = await self._prepared()
+        return await backend.queue.get_job(job_id)
+
+    async def get_result(self, job_id: str) -> JobResult | None:
+        """The job's result, or ``None`` while it has not finished (or the result expired)."""
+        backend = await self._prepared()
+        return await backend.results.get(job_id)
+
+    async def wait_for_result(self, job_id: str, timeout: float = 30.0) -> JobResult:
+        """The job's result, waiting up to ``timeout`` seconds; raises :class:`~bananas.errors.Timeout`."""
+        backend = await self._prepared()
+        return await backend.results.wait(job_id, timeout)
+
+    async def submit_and_wait(
+        self,
+        name: str,
+        payload: JSON = None,
+        priority: JobPriority | str = JobPriority.NORMAL,
+        timeout: float = 30.0,
+        *,
+        routing_key: str = DEFAULT_ROUTING_KEY,
+        description: str | None = None,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+    ) -> JobResult:
+        """Submit a job and wait up to ``timeout`` seconds for its result (success or failure).
+
+        Raises :class:`~bananas.errors.Timeout` if it has not finished by then (the job
+        stays queued and may still run).
+        """
+        job = self._job(name, payload, priority, description, routing_key=routing_key, max_retries=max_retries)
+        await self._enqueue(job)
+        return await self.wait_for_result(job.id, timeout)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Release the backend's connections (unless the backend was passed in). Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._owned:
+            await self._backend.close()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+
+class _LoopThread:
+    """An event loop running in a daemon thread, for the synchronous client."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="bananas-client", daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        return future.result()
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=5)
+        if not self.thread.is_alive():
+            self.loop.close()
+
+
+_CLIENTS: weakref.WeakSet[Client] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for client in list(_CLIENTS):
+        client._lock = threading.Lock()  # another thread may have held it at fork time
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class Client:
+    """The synchronous client, for scripts, WSGI apps and threads: same arguments and
+    methods as :class:`AsyncClient`, each call blocking until done.
+
+    Calls run on an event loop in a background thread, so the client may be shared by
+    threads and used where an event loop already runs. After ``os.fork()`` the child
+    opens its own connections on first use (the parent's are left alone).
+    """
+
+    def __init__(self, url: str | None = None, *, backend: Backend | None = None, **kwargs: Any) -> None:
+        self._args = (url, backend, kwargs)
+        self._lock = threading.Lock()
+        self._pid = -1
+        self._runner: _LoopThread | None = None
+        self._client: AsyncClient | None = None
+        self._closed = False
+        _CLIENTS.add(self)
+        self._start()  # fail fast on a bad URL
+
+    def _start(self) -> tuple[_LoopThread, AsyncClient]:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("this client is closed")
+            if self._pid != os.getpid() or self._runner is None or self._client is None:
+                url, backend, kwargs = self._args
+                runner = _LoopThread()
+
+                async def make() -> AsyncClient:
+                    return AsyncClient(url, backend=backend, **kwargs)
+
+                try:
+                    self._client = runner.run(make())
+                except BaseException:
+                    runner.stop()
+                    raise
+                self._runner, self._pid = runner, os.getpid()
+            return self._runner, self._client
+
+    def _call(self, coro_fn: Any, *args: Any, **kwargs: Any) -> Any:
+        runner, client = self._start()
+        return runner.run(coro_fn(client, *args, **kwargs))
+
+    @property
+    def backend(self) -> Backend:
+        """The connected backend (its methods are coroutines for this client's loop)."""
+        return self._start()[1].backend
+
+    def submit_job(
+        self,
+        name: str,
+        payload: JSON = None,
+        priority: JobPriority | str = JobPriority.NORMAL,
+        description: str | None = None,
+        *,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        job_id: str | None = None,
+    ) -> str:
+        """See :meth:`AsyncClient.submit_job`."""
+        result: str = self._call(
+            AsyncClient.submit_job, name, payload, priority, description, max_retries=max_retries, job_id=job_id
+        )
+        return result
+
+    def submit_job_with_route(
+        self,
+        name: str,
+        payload: JSON,
+        priority: JobPriority | str,
+        routing_key: str,
+        description: str | None = None,
+        *,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        job_id: str | None = None,
+    ) -> str:
+        """See :meth:`AsyncClient.submit_job_with_route`."""
+        result: str = self._call(
+            AsyncClient.submit_job_with_route,
+            name,
+            payload,
+            priority,
+            routing_key,
+            description,
+            max_retries=max_retries,
+            job_id=job_id,
+        )
+        return result
+
+    def submit_job_scheduled(
+        self,
+        name: str,
+        payload: JSON,
+        priority: JobPriority | str,
+        scheduled_for: Delay,
+        description: str | None = None,
+        *,
+        routing_key: str = DEFAULT_ROUTING_KEY,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        job_id: str | None = None,
+    ) -> str:
+        """See :meth:`AsyncClient.submit_job_scheduled`."""
+        result: str = self._call(
+            AsyncClient.submit_job_scheduled,
+            name,
+            payload,
+            priority,
+            scheduled_for,
+            description,
+            routing_key=routing_key,
+            max_retries=max_retries,
+            job_id=job_id,
+        )
+        return result
+
+    def submit_many(self, jobs: Iterable[JobSpec], *, batch_size: int = 500) -> list[str]:
+        """See :meth:`AsyncClient.submit_many`."""
+        specs: Sequence[JobSpec] = list(jobs)
+        result: list[str] = self._call(AsyncClient.submit_many, specs, batch_size=batch_size)
+        return result
+
+    def get_job(self, job_id: str) -> Job:
+        """See :meth:`AsyncClient.get_job`."""
+        result: Job = self._call(AsyncClient.get_job, job_id)
+        return result
+
+    def get_result(self, job_id: str) -> JobResult | None:
+        """See :meth:`AsyncClient.get_result`."""
+        result: JobResult | None = self._call(AsyncClient.get_result, job_id)
+        return result
+
+    def wait_for_result(self, job_id: str, timeout: float = 30.0) -> JobResult:
+        """See :meth:`AsyncClient.wait_for_result`."""
+        result: JobResult = self._call(AsyncClient.wait_for_result, job_id, timeout)
+        return result
+
+    def submit_and_wait(
+        self,
+        name: str,
+        payload: JSON = None,
+        priority: JobPriority | str = JobPriority.NORMAL,
+        timeout: float = 30.0,
+        *,
+        routing_key: str = DEFAULT_ROUTING_KEY,
+        description: str | None = None,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+    ) -> JobResult:
+        """See :meth:`AsyncClient.submit_and_wait`."""
+        result: JobResult = self._call(
+            AsyncClient.submit_and_wait,
+            name,
+            payload,
+            priority,
+            timeout,
+            routing_key=routing_key,
+            description=description,
+            max_retries=max_retries,
+        )
+        return result
+
+    def close(self) -> None:
+        """Close the connections and stop the background loop. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            runner, client = self._runner, self._client
+            self._runner = self._client = None
+        if runner is not None and client is not None and self._pid == os.getpid():
+            try:
+                runner.run(client.close())
+            finally:
+                runner.stop()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

@@ -1,0 +1,176 @@
+"""``bananas worker APP``: run a worker process for a :class:`Registry` named ``module:attribute``.
+
+Options mirror the environment variables (an option wins over its variable). User mistakes
+(bad APP, bad option value, unknown URL scheme) print one line on stderr and exit with 2;
+an unreachable backend exits with 1; a worker stopped by SIGINT/SIGTERM exits with 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+import os
+import sys
+from typing import Any
+
+from bananas.errors import BananasError, ConfigError, InvalidJob, PluginError, UnknownBackendScheme
+from bananas.worker.registry import Registry
+
+__all__ = ["AppError", "add_worker_arguments", "load_registry", "main", "run_worker"]
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+class AppError(ConfigError):
+    """APP does not name an importable :class:`Registry`."""
+
+
+def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add APP and the worker options to ``parser`` (used by ``bananas worker`` and ``python -m bananas.worker``)."""
+    parser.add_argument("app", metavar="APP", help="module:attribute naming a bananas.worker.Registry")
+    if not any("--url" in action.option_strings for action in parser._actions):
+        parser.add_argument(
+            "--url", default=None, help="backend URL (default: $BANANAS_URL, then the embedded default)"
+        )
+    parser.add_argument("--mode", help="thin, default, specialized, job-specialized or scheduler-only ($WORKER_MODE)")
+    parser.add_argument("--concurrency", help="jobs run at once, 1-1000 ($WORKER_CONCURRENCY)")
+    parser.add_argument("--priorities", help="comma-separated: high,normal,low ($WORKER_PRIORITIES)")
+    parser.add_argument("--routing-keys", help="comma-separated, in preference order ($WORKER_ROUTING_KEYS)")
+    parser.add_argument("--job-types", help="job names for job-specialized mode ($WORKER_JOB_TYPES)")
+    parser.add_argument("--scheduler-interval", help="e.g. 500ms, 1s, 1m ($SCHEDULER_INTERVAL)")
+    scheduler = parser.add_mutually_exclusive_group()
+    scheduler.add_argument(
+        "--enable-scheduler",
+        dest="enable_scheduler",
+        action="store_const",
+        const="true",
+        help="move scheduled jobs and fire cron schedules ($ENABLE_SCHEDULER)",
+    )
+    scheduler.add_argument("--no-scheduler", dest="enable_scheduler", action="store_const", const="false")
+    parser.add_argument("--job-timeout", help="seconds (or a duration) one attempt may run (default 300)")
+    parser.add_argument("--grace-period", help="seconds to wait for running jobs when stopping (default 30)")
+    parser.add_argument("--lease", help="seconds a claim is held between renewals (default 60)")
+    parser.add_argument(
+        "--log-level", default=os.environ.get("BANANAS_LOG_LEVEL", "INFO"), help="DEBUG, INFO, WARNING, ERROR"
+    )
+
+
+def load_registry(spec: str) -> Registry:
+    """Import ``module:attribute`` (the current directory is importable) and return the Registry.
+
+    Raises :class:`AppError` with a one-line explanation.
+    """
+    module_name, sep, attribute = spec.partition(":")
+    if not sep or not module_name or not attribute:
+        raise AppError(f"APP must look like module:attribute (for example myapp.tasks:registry), got {spec!r}")
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise AppError(f"cannot import {module_name!r} for APP {spec!r}: {exc}") from None
+    except Exception as exc:  # the user's module failed while importing
+        raise AppError(f"importing {module_name!r} for APP {spec!r} failed: {type(exc).__name__}: {exc}") from None
+    target: Any = module
+    for part in attribute.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise AppError(f"module {module_name!r} has no attribute {attribute!r} (APP {spec!r})") from None
+    if callable(target) and not isinstance(target, Registry):
+        target = target()  # a factory returning the registry
+    if not isinstance(target, Registry):
+        raise AppError(f"APP {spec!r} is a {type(target).__name__}, not a bananas.worker.Registry")
+    return target
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    """Run the worker described by parsed ``args`` until SIGINT/SIGTERM; return the exit code."""
+    from bananas.config import load_worker_config
+
+    _setup_logging(getattr(args, "log_level", "INFO"))
+    try:
+        registry = load_registry(args.app)
+        config = load_worker_config(
+            mode=args.mode,
+            concurrency=args.concurrency,
+            priorities=args.priorities,
+            routing_keys=args.routing_keys,
+            job_types=args.job_types,
+            scheduler_interval=args.scheduler_interval,
+            enable_scheduler=args.enable_scheduler,
+            job_timeout=args.job_timeout,
+            grace_period=args.grace_period,
+            lease=args.lease,
+        )
+        return asyncio.run(_serve(registry, config, args.url))
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except (ConfigError, InvalidJob, UnknownBackendScheme, PluginError) as exc:
+        _say(str(exc))
+        return EXIT_USAGE
+    except BananasError as exc:
+        _say(str(exc))
+        return EXIT_FAILURE
+    except OSError as exc:
+        _say(f"{type(exc).__name__}: {exc}")
+        return EXIT_FAILURE
+
+
+async def _serve(registry: Registry, config: Any, url: str | None) -> int:
+    from bananas.config import open_backend
+    from bananas.worker.executor import Executor
+    from bananas.worker.pool import Pool
+
+    backend = await open_backend(url)
+    try:
+        await backend.queue.ping()
+        executor = Executor(
+            registry,
+            backend.queue,
+            max(config.concurrency, 1),
+            clock=backend.clock,
+            job_timeout=config.job_timeout,
+            lease=config.lease,
+        )
+        executor.set_result_backend(backend.results)
+        logging.getLogger("bananas.worker").info(
+            "serving %d handler(s) from %s on %s", len(registry), registry, backend.url
+        )
+        await Pool(executor, backend, config).run()
+    finally:
+        await backend.close()
+    return EXIT_OK
+
+
+def _say(message: str) -> None:
+    print(f"bananas worker: {' '.join(message.split())}", file=sys.stderr)
+
+
+def _setup_logging(level: str) -> None:
+    if logging.getLogger().handlers:
+        return
+    logging.basicConfig(
+        level=getattr(logging, str(level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:
+        _say(f"{message} (see '{self.prog} --help')")
+        raise SystemExit(EXIT_USAGE)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bananas.worker APP [options]``."""
+    parser = _Parser(prog="python -m bananas.worker", description="Run a Bananas worker for APP.")
+    add_worker_arguments(parser)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    return run_worker(args)

@@ -1,0 +1,110 @@
+"""What a handler gets besides the job: deadline, cancellation, a bound logger, lease renewal."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import MutableMapping
+from typing import Any
+
+from bananas.clock import Clock
+from bananas.job import Job
+from bananas.protocols import DEFAULT_LEASE_SECONDS, Queue
+
+__all__ = ["JobContext", "JobLogger"]
+
+
+class JobLogger(logging.LoggerAdapter[logging.Logger]):
+    """A logger that prefixes every message with the job's name and id (also in ``extra``)."""
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
+        extra = dict(self.extra or {})
+        kwargs["extra"] = {**extra, **kwargs.get("extra", {})}
+        return f"[{extra.get('job_name')} {extra.get('job_id')}] {msg}", kwargs
+
+
+class JobContext:
+    """Passed to every handler as ``ctx``.
+
+    ``deadline`` is the clock time (Unix seconds) the attempt times out at. ``cancelled``
+    turns true when the attempt timed out, lost its lease or the worker stops hard;
+    long handlers should check it (sync) or await :meth:`wait_cancelled` (async) and
+    return early. Leases are renewed by the worker pool while a job runs;
+    :meth:`renew_lease` / :meth:`heartbeat` renew at once and say whether it is still held.
+    """
+
+    def __init__(
+        self,
+        job: Job,
+        *,
+        queue: Queue,
+        clock: Clock,
+        deadline: float,
+        lease: float = DEFAULT_LEASE_SECONDS,
+        loop: asyncio.AbstractEventLoop | None = None,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self.job = job
+        self.deadline = deadline
+        self.lease = lease
+        self._queue = queue
+        self._clock = clock
+        self._loop = loop or asyncio.get_running_loop()
+        self._cancelled = threading.Event()
+        self._async_cancelled = asyncio.Event()
+        self.cancel_reason = ""
+        base = logger or logging.getLogger("bananas.job")
+        self.logger = JobLogger(base, {"job_id": job.id, "job_name": job.name})
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the attempt should stop (timeout, lost lease, hard stop)."""
+        return self._cancelled.is_set()
+
+    @property
+    def time_left(self) -> float:
+        """Seconds until :attr:`deadline` (negative once passed)."""
+        return self.deadline - self._clock()
+
+    def cancel(self, reason: str) -> None:
+        """Ask the handler to stop (safe from any thread); the first reason is kept."""
+        if self._cancelled.is_set():
+            return
+        self.cancel_reason = reason
+        self._cancelled.set()
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
+            self._loop.call_soon_threadsafe(self._async_cancelled.set)
+
+    async def wait_cancelled(self) -> None:
+        """Return once :attr:`cancelled` is true."""
+        await self._async_cancelled.wait()
+
+    def wait_cancelled_sync(self, timeout: float | None = None) -> bool:
+        """From a sync handler: block up to ``timeout`` seconds; True if cancelled (an interruptible sleep)."""
+        return self._cancelled.wait(timeout)
+
+    async def renew_lease(self) -> bool:
+        """Extend this job's lease now; False (and :attr:`cancelled`) if the lease was lost."""
+        held = self.job.id in await self._queue.renew([self.job.id], self.lease)
+        if not held:
+            self.cancel("lease lost: the job was taken back (it will run again elsewhere)")
+        return held
+
+    def heartbeat(self, timeout: float = 10.0) -> bool:
+        """:meth:`renew_lease` for a sync handler running in a worker thread."""
+        if _on_loop(self._loop):
+            raise RuntimeError("heartbeat() is for sync handlers; in async code use `await ctx.renew_lease()`")
+        future = asyncio.run_coroutine_threadsafe(self.renew_lease(), self._loop)
+        return future.result(timeout)
+
+    def __repr__(self) -> str:
+        return f"<JobContext {self.job.name} {self.job.id}>"
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False

@@ -1,0 +1,241 @@
+"""Running one claimed job: find its handler, run it with a timeout, record the outcome.
+
+Whatever a handler does (raise, hang, return something that is not JSON, get cancelled)
+becomes a failed attempt with a readable error and goes through retry / dead letter
+handling; it never takes the worker down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import functools
+import inspect
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import attrs
+
+from bananas.clock import Clock, system_clock
+from bananas.errors import PayloadError
+from bananas.job import JSON, Job, JobResult, JobStatus, dumps
+from bananas.protocols import DEFAULT_LEASE_SECONDS, Queue, ResultBackend
+from bananas.timefmt import from_timestamp
+from bananas.worker.context import JobContext
+from bananas.worker.registry import Registry
+
+__all__ = ["Executor", "Outcome"]
+
+log = logging.getLogger("bananas.worker")
+
+DEFAULT_JOB_TIMEOUT = 300.0
+
+
+@attrs.frozen
+class Outcome:
+    """How one attempt ended: ``error`` is empty on success; ``result`` is the handler's value."""
+
+    result: JSON = None
+    error: str = ""
+    duration: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """True if the handler succeeded."""
+        return not self.error
+
+
+class Executor:
+    """Runs claimed jobs with their registered handlers, at most ``concurrency`` at once.
+
+    Plain ``def`` handlers run in their own daemon threads so they never block the event
+    loop (and a hung one never blocks interpreter exit).
+    """
+
+    def __init__(
+        self,
+        registry: Registry,
+        queue: Queue,
+        concurrency: int = 10,
+        *,
+        clock: Clock = system_clock,
+        job_timeout: float = DEFAULT_JOB_TIMEOUT,
+        lease: float = DEFAULT_LEASE_SECONDS,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+        self.registry = registry
+        self.queue = queue
+        self.concurrency = concurrency
+        self.clock = clock
+        self.job_timeout = job_timeout
+        self.lease = lease
+        self.results: ResultBackend | None = None
+        self.running: dict[str, JobContext] = {}
+        """Contexts of the jobs whose handlers run now, by job id."""
+        self._slots = asyncio.Semaphore(concurrency)
+
+    def set_result_backend(self, results: ResultBackend | None) -> None:
+        """Store a :class:`JobResult` for every success and every final failure (optional)."""
+        self.results = results
+
+    async def execute_job(self, job: Job, *, timeout: float | None = None) -> Job | None:
+        """Run ``job`` (claimed by this worker) and record the outcome; return the stored job.
+
+        Success: ``queue.complete`` then a success result. Failure: ``queue.fail`` (retry
+        or dead letter) and, when that made the job final, a failed result. Returns
+        ``None`` if the store could not record the outcome (the lease then runs out and the
+        job runs again).
+        """
+        return await self.record(job, await self.run(job, timeout=timeout))
+
+    async def run(self, job: Job, *, timeout: float | None = None) -> Outcome:
+        """Run ``job``'s handler (waiting for a free slot first) and say how it went; records nothing.
+
+        Never raises for what the handler does. If the caller cancels this coroutine, the
+        handler is cancelled (its ``ctx.cancelled`` turns true) and the job is left
+        claimed, for the caller to release.
+        """
+        async with self._slots:
+            return await self._run(job, self.job_timeout if timeout is None else timeout)
+
+    async def _run(self, job: Job, timeout: float) -> Outcome:
+        started = time.monotonic()
+        handler = self.registry.get(job.name)
+        if handler is None:
+            known = ", ".join(self.registry.names()) or "none"
+            error = f"HandlerNotFound: no handler is registered for job name {job.name!r} (registered: {known})"
+            return Outcome(error=error)
+        loop = asyncio.get_running_loop()
+        ctx = JobContext(job, queue=self.queue, clock=self.clock, deadline=self.clock() + timeout, lease=self.lease)
+        self.running[job.id] = ctx
+        attempt = asyncio.ensure_future(self._call(handler, ctx, job, loop))
+        try:
+            done, _ = await asyncio.wait({attempt}, timeout=timeout)
+        except asyncio.CancelledError:
+            ctx.cancel("the worker stopped before the job finished")
+            attempt.cancel()
+            raise
+        finally:
+            self.running.pop(job.id, None)
+        elapsed = time.monotonic() - started
+        if not done:
+            ctx.cancel(f"timed out after {timeout:g}s")
+            attempt.cancel()
+            return Outcome(error=f"Timeout: the handler did not finish within {timeout:g}s", duration=elapsed)
+        if attempt.cancelled():
+            return Outcome(error="Cancelled: the handler was cancelled before it finished", duration=elapsed)
+        exc = attempt.exception()
+        if exc is not None:
+            return Outcome(error=_describe_error(exc, ctx), duration=elapsed)
+        value = attempt.result()
+        try:
+            dumps(value)
+        except PayloadError as err:
+            error = f"PayloadError: handler for {job.name!r} returned a {type(value).__name__}, not JSON: {err}"
+            return Outcome(error=error, duration=elapsed)
+        return Outcome(result=value, duration=elapsed)
+
+    async def _call(
+        self, handler: Callable[..., Any], ctx: JobContext, job: Job, loop: asyncio.AbstractEventLoop
+    ) -> Any:
+        if _is_async(handler):
+            value = await handler(ctx, job)
+        else:
+            value = await _in_thread(loop, handler, ctx, job)
+        if inspect.isawaitable(value):  # e.g. a plain def returning a coroutine
+            value = await value
+        return value
+
+    async def record(self, job: Job, outcome: Outcome) -> Job | None:
+        """Record ``outcome`` of claimed ``job`` (see :meth:`execute_job`); never raises."""
+        try:
+            if outcome.ok:
+                stored = await self.queue.complete(job)
+                log.info("job %s (%s) completed in %.3fs", job.id, job.name, outcome.duration)
+                await self._store(job, JobStatus.COMPLETED, outcome)
+            else:
+                stored = await self.queue.fail(job, outcome.error)
+                final = stored.status is JobStatus.FAILED
+                log.warning(
+                    "job %s (%s) failed (attempt %d of %d%s): %s",
+                    job.id,
+                    job.name,
+                    stored.attempts,
+                    stored.max_retries,
+                    ", dead" if final else ", will retry",
+                    outcome.error,
+                )
+                if final:
+                    await self._store(job, JobStatus.FAILED, outcome)
+            return stored
+        except Exception:
+            log.exception("could not record the outcome of job %s (%s); its lease will run out", job.id, job.name)
+            return None
+
+    async def _store(self, job: Job, status: JobStatus, outcome: Outcome) -> None:
+        if self.results is None:
+            return
+        result = JobResult(
+            job_id=job.id,
+            status=status,
+            result=outcome.result if status is JobStatus.COMPLETED else None,
+            error=outcome.error,
+            completed_at=from_timestamp(self.clock()),
+            duration=timedelta(seconds=outcome.duration),
+        )
+        await self.results.store(result)
+
+
+def _is_async(handler: Callable[..., Any]) -> bool:
+    target = handler
+    while isinstance(target, functools.partial):
+        target = target.func
+    return inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(getattr(target, "__call__", None))  # noqa: B004
+
+
+def _describe_error(exc: BaseException, ctx: JobContext) -> str:
+    text = str(exc)
+    name = type(exc).__name__
+    if ctx.cancelled and ctx.cancel_reason:
+        return f"{name}: {text} ({ctx.cancel_reason})" if text else f"{name} ({ctx.cancel_reason})"
+    return f"{name}: {text}" if text else name
+
+
+async def _in_thread(loop: asyncio.AbstractEventLoop, func: Callable[..., Any], *args: Any) -> Any:
+    """Run ``func(*args)`` in a new daemon thread and await its result.
+
+    A daemon thread (not a pool) so that a handler that never returns cannot keep the
+    process alive after the worker stopped; the context variables are carried over.
+    """
+    future: asyncio.Future[Any] = loop.create_future()
+    context = contextvars.copy_context()
+
+    def settle(value: Any, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(value)
+
+    def target() -> None:
+        try:
+            value = context.run(func, *args)
+        except BaseException as exc:
+            _call_soon(loop, settle, None, exc)
+        else:
+            _call_soon(loop, settle, value, None)
+
+    threading.Thread(target=target, name=f"bananas-handler-{getattr(func, '__name__', 'job')}", daemon=True).start()
+    return await future
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], *args: Any) -> None:
+    with contextlib.suppress(RuntimeError):  # the loop closed while the handler ran: nobody waits
+        loop.call_soon_threadsafe(callback, *args)

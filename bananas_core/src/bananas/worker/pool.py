@@ -1,0 +1,341 @@
+"""The worker pool: the claim loop, named side tasks, and a graceful stop that loses nothing.
+
+Side tasks (each named, each surviving its own errors):
+
+- ``leases``: renews the leases of running jobs every ``lease / 3`` seconds;
+- ``maintenance``: every ``scheduler_interval``, ``reap_expired`` on every worker (so jobs of
+  a killed worker come back even in a fleet without a scheduler), and, when the scheduler
+  is enabled, ``move_scheduled`` and one cron tick;
+- ``heartbeat``: announces the worker in ``backend.workers``; the record is removed on stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from bananas.backend import Backend
+from bananas.capabilities import Capability
+from bananas.config import WorkerConfig, WorkerMode
+from bananas.job import Job
+from bananas.worker.executor import Executor
+from bananas.worker.liveness import Heartbeat, new_worker_id
+
+__all__ = ["Pool"]
+
+log = logging.getLogger("bananas.worker")
+
+
+class Pool:
+    """Claims jobs for ``config`` and runs them on ``executor`` until stopped.
+
+    At most ``config.concurrency`` jobs run at once; each claim asks for as many jobs as
+    there are free slots, so slots never idle while jobs wait. On stop it claims no more,
+    waits up to ``grace_period`` seconds for running jobs, then cancels the rest and hands
+    them back (``queue.release``) so another worker runs them. ``job_timeout``,
+    ``grace_period`` and ``lease`` default to the config's values.
+    """
+
+    def __init__(
+        self,
+        executor: Executor,
+        backend: Backend,
+        config: WorkerConfig,
+        *,
+        job_timeout: float | None = None,
+        grace_period: float | None = None,
+        lease: float | None = None,
+        poll_interval: float = 1.0,
+        heartbeat_interval: float = 5.0,
+        worker_id: str | None = None,
+    ) -> None:
+        self.executor = executor
+        self.backend = backend
+        self.queue = backend.queue
+        self.config = config
+        self.job_timeout = config.job_timeout if job_timeout is None else job_timeout
+        self.grace_period = config.grace_period if grace_period is None else grace_period
+        self.lease = config.lease if lease is None else lease
+        self.poll_interval = poll_interval
+        self.heartbeat_interval = heartbeat_interval
+        self.worker_id = worker_id or new_worker_id()
+        self.heartbeat = Heartbeat(
+            backend.workers, config, clock=backend.clock, worker_id=self.worker_id, ttl=3 * heartbeat_interval
+        )
+        self._active: dict[asyncio.Task[None], Job] = {}
+        self._recording: set[str] = set()
+        self._unfinished: list[Job] = []
+        self._side: list[asyncio.Task[None]] = []
+        self._claimer: asyncio.Task[None] | None = None
+        self._started = False
+        self._stopping = asyncio.Event()
+        self._force = asyncio.Event()
+        self._slot_freed = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._shutdown: asyncio.Task[None] | None = None
+        self._signals = 0
+
+    @property
+    def in_flight(self) -> int:
+        """Jobs claimed by this worker and not yet finished."""
+        return len(self._active)
+
+    @property
+    def running(self) -> bool:
+        """True between :meth:`start` and the end of :meth:`stop`."""
+        return self._started and not self._stopped.is_set()
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Announce the worker and start claiming (unless scheduler-only) and the side tasks."""
+        if self._started:
+            raise RuntimeError("this pool was already started; create a new one")
+        self._started = True
+        await self._guard("heartbeat", self.heartbeat.beat(0))
+        if self.config.claims_jobs:
+            self._claimer = asyncio.create_task(self._claim_loop(), name="bananas-claim")
+            self._side.append(self._every("leases", max(self.lease / 3, 0.05), self._renew_leases))
+        self._side.append(
+            self._every("maintenance", self.config.scheduler_interval, self._maintenance(), immediate=True)
+        )
+        self._side.append(self._every("heartbeat", self.heartbeat_interval, self._beat))
+        log.info(
+            "worker %s started: mode=%s concurrency=%d routing_keys=%s priorities=%s scheduler=%s",
+            self.worker_id,
+            self.config.mode.value,
+            self.config.concurrency,
+            ",".join(self.config.routing_keys),
+            ",".join(p.value for p in self.config.priorities) or "-",
+            "on" if self.config.enable_scheduler else "off",
+        )
+
+    def request_stop(self, *, force: bool = False) -> None:
+        """Begin stopping (safe to call from a signal handler on the loop); ``force`` skips the grace period."""
+        self._stopping.set()
+        if force:
+            self._force.set()
+        if self._started and self._shutdown is None:
+            self._shutdown = asyncio.get_running_loop().create_task(self._shut_down(), name="bananas-shutdown")
+
+    async def stop(self, *, force: bool = False) -> None:
+        """Stop gracefully (see the class docs) and return once stopped. Idempotent."""
+        if not self._started:
+            return
+        self.request_stop(force=force)
+        await self._stopped.wait()
+
+    async def run(self) -> None:
+        """Start, then block until stopped. On the main thread, SIGINT and SIGTERM stop the
+        pool gracefully; a second signal stops it at once (running jobs are handed back)."""
+        await self.start()
+        loop = asyncio.get_running_loop()
+        installed: list[signal.Signals] = []
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                try:
+                    loop.add_signal_handler(sig, self._on_signal, sig)
+                    installed.append(sig)
+                except (NotImplementedError, RuntimeError):  # not available on this platform/loop
+                    pass
+        try:
+            await self._stopped.wait()
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+            if not self._stopped.is_set():  # cancelled from outside: still hand the jobs back
+                self.request_stop(force=True)
+                await asyncio.shield(self._stopped.wait())
+
+    def run_forever(self) -> None:
+        """:meth:`run` on a new event loop (for plain scripts)."""
+        asyncio.run(self.run())
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        self._signals += 1
+        if self._signals == 1:
+            log.info("%s received: stopping; waiting up to %gs for running jobs", sig.name, self.grace_period)
+            self.request_stop()
+        else:
+            log.warning("%s received again: stopping now, handing running jobs back", sig.name)
+            self.request_stop(force=True)
+
+    async def _shut_down(self) -> None:
+        try:
+            if self._claimer is not None:
+                forced = asyncio.ensure_future(self._force.wait())
+                await asyncio.wait({self._claimer, forced}, return_when=asyncio.FIRST_COMPLETED)
+                forced.cancel()
+                self._claimer.cancel()  # a no-op unless forced while a claim hangs
+                await asyncio.gather(self._claimer, forced, return_exceptions=True)
+            await self._wait_for_running()
+            unfinished = list(self._active)
+            for task in unfinished:
+                task.cancel()
+            await asyncio.gather(*unfinished, return_exceptions=True)
+            for job in self._unfinished:
+                await self._guard(f"release of job {job.id}", self.queue.release(job))
+            if self._unfinished:
+                log.info("handed %d unfinished job(s) back to the queue", len(self._unfinished))
+            self._unfinished.clear()
+            for task in self._side:
+                task.cancel()
+            await asyncio.gather(*self._side, return_exceptions=True)
+            await self._guard("deregister", self.heartbeat.stop())
+            log.info("worker %s stopped", self.worker_id)
+        finally:
+            self._stopped.set()
+
+    async def _wait_for_running(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.grace_period
+        while self._active and not self._force.is_set():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                log.warning("grace period over: %d job(s) still running", len(self._active))
+                return
+            forced = asyncio.ensure_future(self._force.wait())
+            await asyncio.wait({*self._active, forced}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+            forced.cancel()
+
+    # -- claiming ------------------------------------------------------------------------
+
+    async def _claim_loop(self) -> None:
+        config = self.config
+        names = config.job_types if config.mode is WorkerMode.JOB_SPECIALIZED else ()
+        filtered = bool(names) and self.backend.supports(Capability.JOB_NAME_FILTER)
+        while not self._stopping.is_set():
+            free = config.concurrency - len(self._active)
+            if free <= 0:
+                self._slot_freed.clear()
+                await self._until(self._slot_freed.wait(), self.poll_interval)
+                continue
+            try:
+                jobs = await self.queue.claim(
+                    config.routing_keys,
+                    config.priorities,
+                    limit=free,
+                    lease=self.lease,
+                    job_names=names if filtered else None,
+                )
+            except Exception:
+                log.exception("claim failed; retrying in %gs", self.poll_interval)
+                await self._until(asyncio.sleep(self.poll_interval), self.poll_interval)
+                continue
+            foreign = [job for job in jobs if names and job.name not in names]
+            for job in foreign:  # a backend without JOB_NAME_FILTER: leave them for other workers
+                await self._guard(f"release of job {job.id}", self.queue.release(job))
+            mine = [job for job in jobs if job not in foreign]
+            if self._stopping.is_set():
+                for job in mine:
+                    await self._guard(f"release of job {job.id}", self.queue.release(job))
+                break
+            for job in mine:
+                self._launch(job)
+            if not mine:
+                if foreign:
+                    await self._until(asyncio.sleep(self.poll_interval), self.poll_interval)
+                else:
+                    await self._until(
+                        self.queue.wait_for_work(config.routing_keys, self.poll_interval), self.poll_interval
+                    )
+
+    def _launch(self, job: Job) -> None:
+        task = asyncio.create_task(self._execute(job), name=f"bananas-job-{job.id}")
+        self._active[task] = job
+        task.add_done_callback(self._finished)
+
+    async def _execute(self, job: Job) -> None:
+        outcome = await self.executor.run(job, timeout=self.job_timeout)
+        self._recording.add(job.id)
+        await asyncio.shield(self.executor.record(job, outcome))
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        job = self._active.pop(task)
+        if task.cancelled() and job.id not in self._recording:
+            self._unfinished.append(job)
+        elif not task.cancelled() and task.exception() is not None:
+            log.error("job %s: unexpected error in the worker", job.id, exc_info=task.exception())
+        self._recording.discard(job.id)
+        self._slot_freed.set()
+
+    async def _until(self, waiting: Awaitable[Any], timeout: float) -> None:
+        """Wait for ``waiting``, the stop request or ``timeout`` seconds, whichever is first."""
+        work = asyncio.ensure_future(waiting)
+        stop = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({work, stop}, timeout=timeout + 1.0, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (work, stop):
+                task.cancel()
+            await asyncio.gather(work, stop, return_exceptions=True)
+        if work.done() and not work.cancelled() and work.exception() is not None:
+            log.warning("waiting for work failed: %s", work.exception())
+            await asyncio.sleep(min(timeout, 1.0))
+
+    # -- side tasks ----------------------------------------------------------------------
+
+    def _every(
+        self, name: str, interval: float, step: Callable[[], Awaitable[None]], *, immediate: bool = False
+    ) -> asyncio.Task[None]:
+        async def loop() -> None:
+            if not immediate:
+                await asyncio.sleep(interval)
+            while True:
+                await self._guard(name, step())
+                await asyncio.sleep(interval)
+
+        return asyncio.create_task(loop(), name=f"bananas-{name}")
+
+    async def _guard(self, what: str, action: Awaitable[None]) -> None:
+        try:
+            await action
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s failed (the worker carries on)", what)
+
+    async def _renew_leases(self) -> None:
+        ids = [job.id for job in self._active.values()]
+        if not ids:
+            return
+        held = await self.queue.renew(ids, self.lease)
+        running = {job.id for job in self._active.values()}
+        for job_id in set(ids) - held:
+            if job_id in running and job_id not in self._recording:
+                log.warning("job %s lost its lease (it was taken back); asking its handler to stop", job_id)
+                ctx = self.executor.running.get(job_id)
+                if ctx is not None:
+                    ctx.cancel("lease lost: the job was taken back and will run again")
+
+    def _maintenance(self) -> Callable[[], Awaitable[None]]:
+        cron: Any = None
+        schedules = self.executor.registry.schedules
+        if self.config.enable_scheduler and schedules:
+            from bananas.scheduler import CronScheduler  # only workers with schedules need croniter
+
+            cron = CronScheduler(self.backend, schedules)
+
+        async def reap() -> None:
+            reaped = await self.queue.reap_expired()
+            if reaped:
+                log.warning("took back %d job(s) whose lease ran out", reaped)
+
+        async def move() -> None:
+            await self.queue.move_scheduled()
+
+        async def step() -> None:
+            await self._guard("reap_expired", reap())
+            if self.config.enable_scheduler:
+                await self._guard("move_scheduled", move())
+                if cron is not None:
+                    await self._guard("cron tick", cron.tick())
+
+        return step
+
+    async def _beat(self) -> None:
+        await self.heartbeat.beat(len(self._active))
