@@ -1,0 +1,6 @@
+"""Redis backend for Bananas: ``bananas.connect("redis://...")``.
+
+Importing this package is cheap; redis is imported when a backend is built.
+"""
+
+__version__ = "0.1.0"

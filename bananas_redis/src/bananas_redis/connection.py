@@ -1,0 +1,164 @@
+"""Redis connections: URL forms, Lua scripts by SHA, and retry with backoff on connection loss.
+
+URLs: ``redis://`` and ``rediss://`` (TLS) as redis-py reads them;
+``redis+sentinel://[:password@]host:port[,host:port...]/service_name[/db]``;
+``redis+cluster://[:password@]host:port[,host:port...]``.
+Bananas settings in the query string (``namespace``, ``retry_for``) are taken out before
+redis-py sees the URL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import importlib.resources
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+
+import redis.asyncio as aioredis
+from bananas.backend import BackendOptions, redact_url
+from bananas.errors import BackendUnavailable, ConfigError
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.commands.core import AsyncScript
+from redis.exceptions import ClusterDownError, TryAgainError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from bananas_redis.keys import DEFAULT_NAMESPACE, Keys
+
+__all__ = ["BANANAS_PARAMS", "Connection", "RETRYABLE", "load_lua"]
+
+log = logging.getLogger("bananas.redis")
+T = TypeVar("T")
+
+BANANAS_PARAMS = frozenset({"namespace", "retry_for"})
+"""Query parameters that configure Bananas, not redis-py."""
+
+RETRYABLE = (RedisConnectionError, RedisTimeoutError, ClusterDownError, TryAgainError, OSError)
+
+AnyRedis = Any
+"""A redis.asyncio Redis or RedisCluster client (typed loosely: their stubs disagree)."""
+
+
+@functools.cache
+def load_lua(name: str) -> str:
+    """The text of ``lua/<name>.lua`` (package data), read once."""
+    return importlib.resources.files("bananas_redis").joinpath("lua", f"{name}.lua").read_text("utf-8")
+
+
+def _hosts(netloc: str, default_port: int) -> tuple[str | None, list[tuple[str, int]]]:
+    password = None
+    if "@" in netloc:
+        auth, netloc = netloc.rsplit("@", 1)
+        password = unquote(auth.split(":", 1)[1]) if ":" in auth else unquote(auth) or None
+    out: list[tuple[str, int]] = []
+    for part in netloc.split(","):
+        if not part:
+            continue
+        host, _, port = part.rpartition(":") if part.count(":") == 1 else (part, "", "")
+        try:
+            out.append((host or part, int(port) if port else default_port))
+        except ValueError:
+            raise ConfigError(f"invalid port in Redis host {part!r}: use host:port") from None
+    if not out:
+        raise ConfigError("the Redis URL names no host: use SCHEME://host:port[,host:port...]")
+    return password, out
+
+
+def make_client(url: str) -> AnyRedis:
+    """A redis-py asyncio client for ``url`` (without Bananas query parameters)."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k not in BANANAS_PARAMS]
+    clean = urlunsplit(parts._replace(query=urlencode(query)))
+    if scheme in ("redis", "rediss", "unix"):
+        return aioredis.Redis.from_url(clean, decode_responses=False)
+    if scheme == "redis+cluster":
+        password, hosts = _hosts(parts.netloc, 6379)
+        return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in hosts], password=password)
+    if scheme == "redis+sentinel":
+        from redis.asyncio.sentinel import Sentinel
+
+        password, hosts = _hosts(parts.netloc, 26379)
+        path = [p for p in parts.path.split("/") if p]
+        if not path:
+            raise ConfigError(
+                "a redis+sentinel:// URL needs the service name: redis+sentinel://host:26379/mymaster[/db]"
+            )
+        db = int(path[1]) if len(path) > 1 else 0
+        sentinel = Sentinel(hosts, password=password)  # type: ignore[no-untyped-call]
+        return sentinel.master_for(path[0], db=db, password=password)
+    raise ConfigError(f"unsupported Redis URL scheme {scheme!r}: use redis, rediss, redis+sentinel or redis+cluster")
+
+
+class Connection:
+    """One client (opened lazily), the namespace's keys, scripts, and the retry policy.
+
+    :meth:`run` retries an operation on connection loss with exponential backoff (50 ms
+    doubling to 2 s) for up to ``retry_for`` seconds (extra ``retry_for``, default 30), then
+    raises :class:`BackendUnavailable` with the redacted URL. Only operations that are safe
+    to repeat are run through it; every Lua script here is written to be (see queue.py).
+    """
+
+    def __init__(self, url: str, options: BackendOptions) -> None:
+        self.url = url
+        self.redacted = redact_url(url)
+        self.options = options
+        self.keys = Keys(str(options.extra.get("namespace", DEFAULT_NAMESPACE)))
+        try:
+            self.retry_for = float(options.extra.get("retry_for", 30.0))
+        except (TypeError, ValueError):
+            raise ConfigError(f"retry_for must be a number of seconds, got {options.extra['retry_for']!r}") from None
+        self._client: AnyRedis | None = None
+        self._scripts: dict[str, AsyncScript] = {}
+        self.is_cluster = urlsplit(url).scheme.lower() == "redis+cluster"
+        self.closed = False
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = make_client(self.url)
+        return self._client
+
+    def now(self) -> float:
+        """The backend clock (never the server's)."""
+        return float(self.options.clock())
+
+    def script(self, name: str) -> AsyncScript:
+        """The named Lua script, registered once; called by SHA with a NOSCRIPT fallback."""
+        found = self._scripts.get(name)
+        if found is None:
+            found = self._scripts[name] = self.client.register_script(load_lua(name))
+        return found
+
+    async def run(self, op: Callable[[], Awaitable[T]], what: str = "operation") -> T:
+        """Run ``op`` (repeat-safe), retrying on connection loss; raise BackendUnavailable when it stays down."""
+        delay = 0.05
+        deadline = time.monotonic() + self.retry_for
+        while True:
+            try:
+                return await op()
+            except RETRYABLE as exc:
+                if time.monotonic() + delay > deadline:
+                    raise BackendUnavailable(
+                        f"Redis at {self.redacted} is unreachable ({what}): {exc}; "
+                        f"gave up after retrying for {self.retry_for:g}s"
+                    ) from exc
+                log.warning("Redis at %s: %s during %s; retrying in %.2fs", self.redacted, exc, what, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    async def call(self, name: str, keys: list[str], args: list[Any], what: str = "") -> Any:
+        """Run a Lua script through :meth:`run`."""
+        script = self.script(name)
+        return await self.run(lambda: script(keys=keys, args=args), what or name)
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self._client is not None:
+            await self._client.aclose()

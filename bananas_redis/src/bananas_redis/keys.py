@@ -1,0 +1,109 @@
+"""Key names, all derived from the namespace (``{ns}``), as the wire format documents them."""
+
+from __future__ import annotations
+
+import attrs
+from bananas.errors import ConfigError
+from bananas.job import ALL_PRIORITIES, DEFAULT_ROUTING_KEY, JobPriority
+
+__all__ = ["DEFAULT_NAMESPACE", "Keys"]
+
+DEFAULT_NAMESPACE = "bananas"
+
+
+def _check_namespace(_inst: object, _attr: object, value: str) -> None:
+    if not isinstance(value, str) or not value or any(c.isspace() for c in value) or "*" in value:
+        raise ConfigError(
+            f"invalid Redis namespace {value!r}: use a non-empty prefix without spaces or '*', "
+            "for example 'bananas' or '{bananas}' (hash-tagged, for Redis Cluster)"
+        )
+
+
+@attrs.frozen
+class Keys:
+    """Every key and channel of one namespace."""
+
+    ns: str = attrs.field(default=DEFAULT_NAMESPACE, validator=_check_namespace)
+
+    def job(self, job_id: str) -> str:
+        return f"{self.ns}:job:{job_id}"
+
+    def ready(self, routing_key: str, priority: JobPriority | str) -> str:
+        """The ready list of a routing key and priority (``default`` uses the short form)."""
+        p = JobPriority.parse(priority).value
+        if not routing_key or routing_key == DEFAULT_ROUTING_KEY:
+            return f"{self.ns}:queue:{p}"
+        return f"{self.ns}:route:{routing_key}:queue:{p}"
+
+    def legacy_default(self, priority: JobPriority | str) -> str:
+        """Where some older producers put default-route jobs; workers of ``default`` drain it too."""
+        return f"{self.ns}:route:{DEFAULT_ROUTING_KEY}:queue:{JobPriority.parse(priority).value}"
+
+    def claim_order(self, routing_keys: list[str], priorities: list[JobPriority] | None = None) -> list[str]:
+        """Ready lists in the order a claim walks them: routing keys as given, priorities high to low."""
+        wanted = set(priorities or ALL_PRIORITIES)
+        order = [p for p in ALL_PRIORITIES if p in wanted]
+        out: list[str] = []
+        for key in routing_keys:
+            for p in order:
+                out.append(self.ready(key, p))
+                if not key or key == DEFAULT_ROUTING_KEY:
+                    out.append(self.legacy_default(p))
+        return list(dict.fromkeys(out))
+
+    @property
+    def processing(self) -> str:
+        return f"{self.ns}:queue:processing"
+
+    @property
+    def scheduled(self) -> str:
+        return f"{self.ns}:queue:scheduled"
+
+    @property
+    def dead(self) -> str:
+        return f"{self.ns}:queue:dead"
+
+    @property
+    def leases(self) -> str:
+        """Our extra sorted set: claimed id -> lease deadline (clock seconds)."""
+        return f"{self.ns}:queue:leases"
+
+    @property
+    def dead_errors(self) -> str:
+        """Our extra hash: dead id -> why it died, for ids whose job JSON was missing or unreadable."""
+        return f"{self.ns}:dead:errors"
+
+    @property
+    def wakeup(self) -> str:
+        """Our extra pub/sub channel: a routing key is published on every enqueue."""
+        return f"{self.ns}:wakeup"
+
+    def result(self, job_id: str) -> str:
+        return f"{self.ns}:result:{job_id}"
+
+    def result_notify(self, job_id: str) -> str:
+        return f"{self.ns}:result:notify:{job_id}"
+
+    def schedule_lock(self, schedule_id: str) -> str:
+        return f"{self.ns}:schedule_lock:{schedule_id}"
+
+    def schedule(self, schedule_id: str) -> str:
+        return f"{self.ns}:schedules:{schedule_id}"
+
+    @property
+    def schedules_pattern(self) -> str:
+        return f"{self.ns}:schedules:*"
+
+    @property
+    def route_pattern(self) -> str:
+        return f"{self.ns}:route:*:queue:*"
+
+    @property
+    def workers(self) -> str:
+        """Our extra sorted set: worker id -> expiry (clock seconds)."""
+        return f"{self.ns}:workers"
+
+    @property
+    def workers_info(self) -> str:
+        """Our extra hash: worker id -> WorkerInfo JSON."""
+        return f"{self.ns}:workers:info"

@@ -1,0 +1,469 @@
+"""The job queue on Redis: enqueue, claim under a lease, settle, reap, schedule, dead letters.
+
+Claim design. One Lua call (claim.lua) walks the ready lists in the worker's order and
+moves up to ``limit`` ids to ``{ns}:queue:processing`` with RPOPLPUSH (never in no list),
+recording each lease deadline in the extra sorted set ``{ns}:queue:leases``. It returns
+the job JSON untouched; Python sets ``status``/``updated_at`` by editing only those fields
+(jobjson.py) and writes it back with set_if_held.lua, guarded by "lease still held and
+JSON unchanged". JSON is never re-encoded in Lua (cjson would rewrite floats, large
+integers and field order). A crash between the two steps leaves a leased job whose JSON
+still says ``pending``: the reaper treats it like any expired claim, so nothing is lost.
+
+Every write script is safe to repeat after a lost reply (see finish.lua's return codes),
+so operations are retried through :meth:`Connection.run` on connection loss.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Collection, Sequence
+from typing import Any
+
+from bananas.errors import DuplicateJob, InvalidJob, JobDecodeError, JobNotFound
+from bananas.job import ALL_PRIORITIES, DEFAULT_ROUTING_KEY, Job, JobPriority, JobResult, JobStatus, backoff_seconds
+from bananas.protocols import DEFAULT_LEASE_SECONDS, LEASE_EXPIRED_ERROR, QueueDepths
+from bananas.timefmt import from_timestamp
+
+from bananas_redis.connection import RETRYABLE, Connection
+from bananas_redis.jobjson import decode, edit, wire_time
+
+__all__ = ["MISSING_JOB_ERROR", "RedisQueue"]
+
+MISSING_JOB_ERROR = "job record missing: the id was in a ready list but its job JSON does not exist"
+REAPER_GRACE = 30.0
+"""Seconds a reaper holds a taken lease; if it dies, another reaper retries after this."""
+BATCH = 500
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
+
+
+class RedisQueue:
+    """:class:`bananas.protocols.Queue` on Redis, in the wire format of REDIS_WIRE_FORMAT.md."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.k = conn.keys
+        self._held: dict[str, dict[str, Any]] = {}  # claimed id -> stored JSON as a dict
+        self._pubsub: Any = None
+
+    async def ping(self) -> None:
+        await self.conn.run(self.conn.client.ping, "ping")
+
+    # -- enqueue ----------------------------------------------------------------------
+
+    def _enqueue_args(self, job: Job) -> list[Any]:
+        if job.status is JobStatus.PENDING:
+            return [job.id, job.to_json(), "L", self.k.ready(job.routing_key, job.priority), job.routing_key]
+        if job.status is JobStatus.SCHEDULED:
+            if job.scheduled_for is None:
+                raise InvalidJob(f"job {job.id} is scheduled but has no scheduled_for time")
+            return [job.id, job.to_json(), "Z", repr(job.scheduled_for.timestamp()), job.routing_key]
+        raise InvalidJob(f"only pending or scheduled jobs can be enqueued; job {job.id} is {job.status.value}")
+
+    async def enqueue(self, job: Job) -> None:
+        await self.enqueue_many([job])
+
+    async def enqueue_many(self, jobs: Sequence[Job]) -> None:
+        if not jobs:
+            return
+        args: list[Any] = [self.k.job(""), self.k.wakeup]
+        ids: set[str] = set()
+        for job in jobs:
+            if job.id in ids:
+                raise DuplicateJob(f"job id {job.id!r} appears twice in the batch; nothing was enqueued")
+            ids.add(job.id)
+            args += self._enqueue_args(job)
+        attempt = 0
+
+        async def once() -> Any:
+            nonlocal attempt
+            attempt += 1
+            return await self.conn.script("enqueue")(keys=[self.k.scheduled], args=args)
+
+        reply = await self.conn.run(once, "enqueue")
+        if reply:
+            dup = _text(reply[1])
+            if attempt > 1 and await self._already_enqueued(jobs):
+                return  # our own earlier try was applied and only its reply was lost
+            raise DuplicateJob(f"a job with id {dup!r} already exists; nothing was enqueued")
+
+    async def _already_enqueued(self, jobs: Sequence[Job]) -> bool:
+        stored = await self.conn.run(lambda: self.conn.client.mget([self.k.job(j.id) for j in jobs]), "mget")
+        return all(s is not None and _text(s) == j.to_json() for s, j in zip(stored, jobs, strict=True))
+
+    # -- claim ------------------------------------------------------------------------
+
+    async def claim(
+        self,
+        routing_keys: Sequence[str],
+        priorities: Sequence[JobPriority] = ALL_PRIORITIES,
+        *,
+        limit: int = 1,
+        lease: float = DEFAULT_LEASE_SECONDS,
+        job_names: Collection[str] | None = None,
+    ) -> list[Job]:
+        if limit < 1:
+            return []
+        if lease <= 0:
+            raise InvalidJob(f"lease must be > 0 seconds, got {lease!r}")
+        lists = self.k.claim_order(list(routing_keys), [JobPriority.parse(p) for p in priorities])
+        if not lists:
+            return []
+        now = self.conn.now()
+        deadline = repr(now + lease)
+        names = sorted(job_names) if job_names is not None else []
+        if job_names is not None and not names:
+            return []
+        k = self.k
+        reply = await self.conn.call(
+            "claim",
+            [k.processing, k.leases, k.dead, k.dead_errors, *lists],
+            [k.job(""), limit, deadline, MISSING_JOB_ERROR, len(names), *names],
+        )
+        claimed: list[Job] = []
+        writes: list[tuple[str, bytes, str]] = []
+        for i in range(0, len(reply), 2):
+            job_id, raw = _text(reply[i]), reply[i + 1]
+            try:
+                data, job = decode(raw)
+                if job.id != job_id:
+                    raise JobDecodeError(f"stored JSON has id {job.id!r}")
+            except JobDecodeError as exc:
+                await self._bury(job_id, f"job record unreadable: {exc}", deadline)
+                continue
+            data, text = edit(data, status=JobStatus.PROCESSING.value, updated_at=wire_time(now))
+            self._held[job_id] = data
+            writes.append((job_id, raw, text))
+            claimed.append(Job.from_dict(data))
+        if writes:
+            await self._set_if_held(writes)
+        return claimed
+
+    async def _set_if_held(self, writes: list[tuple[str, bytes, str]]) -> None:
+        script = self.conn.script("set_if_held")
+
+        async def once() -> None:
+            async with self.conn.client.pipeline(transaction=False) as pipe:
+                for job_id, old, new in writes:
+                    await script(keys=[self.k.leases, self.k.job(job_id)], args=[job_id, old, new], client=pipe)
+                await pipe.execute()
+
+        await self.conn.run(once, "claim")
+
+    async def _bury(self, job_id: str, error: str, token: str) -> None:
+        """Send a claimed id with unreadable JSON to the dead list, with a failed result saying why."""
+        result = JobResult(job_id=job_id, status=JobStatus.FAILED, error=error, completed_at=self._now_dt())
+        await self._finish(job_id, "", "dead", self.k.dead, 0, token=token, dead_error=error, result=result)
+
+    def _now_dt(self) -> Any:
+        return from_timestamp(self.conn.now())
+
+    async def renew(self, job_ids: Sequence[str], lease: float = DEFAULT_LEASE_SECONDS) -> set[str]:
+        if not job_ids:
+            return set()
+        reply = await self.conn.call("renew", [self.k.leases], [repr(self.conn.now() + lease), *job_ids])
+        held = {_text(x) for x in reply}
+        for lost in set(job_ids) - held:
+            self._held.pop(lost, None)
+        return held
+
+    # -- settle -------------------------------------------------------------------------
+
+    async def _finish(
+        self,
+        job_id: str,
+        json_text: str,
+        mode: str,
+        target: str,
+        n: float | int | str,
+        *,
+        token: str = "",
+        dead_error: str = "",
+        result: JobResult | None = None,
+    ) -> int:
+        k = self.k
+        keys = [k.processing, k.leases, k.job(job_id), target, k.dead_errors]
+        args: list[Any] = [job_id, json_text, mode, n, token, dead_error]
+        if result is not None:
+            keys.append(k.result(job_id))
+            args += [_ms(self.conn.options.result_failure_ttl), k.result_notify(job_id)]
+            for field, value in result.to_hash().items():
+                args += [field, value]
+        return int(await self.conn.call("finish", keys, args, f"{mode} {job_id}"))
+
+    def _base(self, job: Job) -> dict[str, Any]:
+        return self._held.pop(job.id, None) or job.to_dict()
+
+    async def complete(self, job: Job) -> Job:
+        now = self.conn.now()
+        data, text = edit(self._base(job), status=JobStatus.COMPLETED.value, updated_at=wire_time(now))
+        ttl = _ms(self.conn.options.completed_job_ttl)
+        await self._finish(job.id, text, "complete", self.k.dead, ttl)
+        return Job.from_dict(data)
+
+    async def fail(self, job: Job, error: str) -> Job:
+        now = self.conn.now()
+        attempts = job.attempts + 1
+        base = self._base(job)
+        if attempts < job.max_retries:
+            at = now + backoff_seconds(attempts)
+            data, text = edit(
+                base, status=JobStatus.PENDING.value, attempts=attempts, error=error or "failed",
+                scheduled_for=wire_time(at), updated_at=wire_time(now),
+            )  # fmt: skip
+            await self._finish(job.id, text, "retry", self.k.scheduled, repr(at))
+        else:
+            data, text = edit(
+                base, status=JobStatus.FAILED.value, attempts=attempts, error=error or "failed",
+                scheduled_for=None, updated_at=wire_time(now),
+            )  # fmt: skip
+            await self._finish(job.id, text, "dead", self.k.dead, _ms(self.conn.options.failed_job_ttl))
+        return Job.from_dict(data)
+
+    async def release(self, job: Job) -> None:
+        _, text = edit(self._base(job), status=JobStatus.PENDING.value, updated_at=wire_time(self.conn.now()))
+        await self._finish(job.id, text, "release", self.k.ready(job.routing_key, job.priority), 0)
+
+    # -- time-driven moves ------------------------------------------------------------
+
+    async def move_scheduled(self) -> int:
+        moved = 0
+        while True:
+            ids, raws = await self._due()
+            if not ids:
+                return moved
+            calls: list[tuple[list[str], list[Any]]] = []
+            for job_id, raw in zip(ids, raws, strict=True):
+                old = raw if raw is not None else b""
+                try:
+                    if raw is None:
+                        raise JobDecodeError("job record missing")
+                    data, job = decode(raw)
+                except JobDecodeError as exc:
+                    err = f"scheduled job unreadable: {exc}"
+                    keys = [self.k.scheduled, self.k.job(job_id), self.k.dead, self.k.dead_errors]
+                    calls.append((keys, [job_id, old, "", self.k.wakeup, "", err]))
+                    continue
+                _, text = edit(data, status=JobStatus.PENDING.value, scheduled_for=None)
+                keys = [self.k.scheduled, self.k.job(job_id), self.k.ready(job.routing_key, job.priority)]
+                calls.append(([*keys, self.k.dead_errors], [job_id, old, text, self.k.wakeup, job.routing_key, ""]))
+            results = await self._pipeline("promote", calls)
+            done = sum(int(r) for r in results)
+            moved += done
+            if len(ids) < BATCH or done == 0:
+                return moved
+
+    async def _due(self) -> tuple[list[str], list[Any]]:
+        client, now = self.conn.client, self.conn.now()
+        found = await self.conn.run(
+            lambda: client.zrangebyscore(self.k.scheduled, "-inf", repr(now), start=0, num=BATCH), "scan"
+        )
+        ids = [_text(i) for i in found]
+        if not ids:
+            return [], []
+        raws = await self.conn.run(lambda: client.mget([self.k.job(i) for i in ids]), "mget")
+        return ids, list(raws)
+
+    async def _pipeline(self, name: str, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+        script = self.conn.script(name)
+
+        async def once() -> list[Any]:
+            async with self.conn.client.pipeline(transaction=False) as pipe:
+                for keys, args in calls:
+                    await script(keys=keys, args=args, client=pipe)
+                return list(await pipe.execute())
+
+        return await self.conn.run(once, name)
+
+    async def reap_expired(self) -> int:
+        reaped = 0
+        while True:
+            now = self.conn.now()
+            token = repr(now + REAPER_GRACE)
+            reply = await self.conn.call("reap_take", [self.k.leases], [repr(now), token, BATCH, self.k.job("")])
+            if not reply:
+                return reaped
+            for i in range(0, len(reply), 2):
+                job_id, raw = _text(reply[i]), reply[i + 1]
+                self._held.pop(job_id, None)
+                try:
+                    if raw is None:
+                        raise JobDecodeError("job record missing")
+                    data, job = decode(raw)
+                except JobDecodeError as exc:
+                    await self._bury(job_id, f"job record unreadable: {exc}", token)
+                    reaped += 1
+                    continue
+                reaped += await self._reap_one(data, job, now, token)
+            if len(reply) < 2 * BATCH:
+                return reaped
+
+    async def _reap_one(self, data: dict[str, Any], job: Job, now: float, token: str) -> int:
+        attempts = job.attempts + 1
+        common = {
+            "attempts": attempts,
+            "error": LEASE_EXPIRED_ERROR,
+            "updated_at": wire_time(now),
+            "scheduled_for": None,
+        }
+        if attempts < job.max_retries:
+            _, text = edit(data, status=JobStatus.PENDING.value, **common)
+            target = self.k.ready(job.routing_key, job.priority)
+            applied = await self._finish(job.id, text, "ready", target, 0, token=token)
+        else:
+            _, text = edit(data, status=JobStatus.FAILED.value, **common)
+            result = JobResult(
+                job_id=job.id, status=JobStatus.FAILED, error=LEASE_EXPIRED_ERROR, completed_at=from_timestamp(now)
+            )
+            ttl = _ms(self.conn.options.failed_job_ttl)
+            applied = await self._finish(job.id, text, "dead", self.k.dead, ttl, token=token, result=result)
+        return 1 if applied == 1 else 0
+
+    # -- reading ----------------------------------------------------------------------
+
+    async def get_job(self, job_id: str) -> Job:
+        raw = await self.conn.run(lambda: self.conn.client.get(self.k.job(job_id)), "get_job")
+        if raw is None:
+            raise JobNotFound(job_id)
+        return Job.from_json(raw)
+
+    async def depths(self) -> QueueDepths:
+        client = self.conn.client
+        route_keys: list[str] = []
+
+        async def scan() -> None:
+            route_keys.clear()
+            async for key in client.scan_iter(match=self.k.route_pattern, count=1000):
+                route_keys.append(_text(key))
+
+        await self.conn.run(scan, "depths")
+        lists: list[tuple[str, str, JobPriority]] = [
+            (self.k.ready(DEFAULT_ROUTING_KEY, p), DEFAULT_ROUTING_KEY, p) for p in ALL_PRIORITIES
+        ]
+        prefix = f"{self.k.ns}:route:"
+        for key in sorted(set(route_keys)):
+            route, _, prio = key[len(prefix) :].rpartition(":queue:")
+            if prio in {p.value for p in ALL_PRIORITIES}:
+                lists.append((key, route, JobPriority(prio)))
+
+        async def counts() -> list[Any]:
+            async with client.pipeline(transaction=False) as pipe:
+                for key, _, _ in lists:
+                    pipe.llen(key)
+                pipe.llen(self.k.processing)
+                pipe.zcard(self.k.scheduled)
+                pipe.llen(self.k.dead)
+                return list(await pipe.execute())
+
+        values = await self.conn.run(counts, "depths")
+        ready: dict[tuple[str, JobPriority], int] = {}
+        for (_, route, prio), n in zip(lists, values, strict=False):
+            if n:
+                ready[(route, prio)] = ready.get((route, prio), 0) + int(n)
+        processing, scheduled, dead = (int(v) for v in values[-3:])
+        return QueueDepths(ready=ready, processing=processing, scheduled=scheduled, dead=dead)
+
+    # -- dead letters -----------------------------------------------------------------
+
+    async def _dead_ids(self, start: int, stop: int) -> list[str]:
+        ids = await self.conn.run(lambda: self.conn.client.lrange(self.k.dead, start, stop), "dead letters")
+        return [_text(i) for i in ids]
+
+    async def dead_letters(self, *, limit: int = 100, offset: int = 0) -> list[Job]:
+        if limit < 1:
+            return []
+        ids = await self._dead_ids(max(offset, 0), max(offset, 0) + limit - 1)
+        if not ids:
+            return []
+        raws = await self.conn.run(lambda: self.conn.client.mget([self.k.job(i) for i in ids]), "dead letters")
+        errors = await self.conn.run(lambda: self.conn.client.hmget(self.k.dead_errors, ids), "dead letters")
+        out: list[Job] = []
+        for job_id, raw, err in zip(ids, raws, errors, strict=True):
+            try:
+                out.append(Job.from_json(raw) if raw is not None else _stub(job_id, err))
+            except (JobDecodeError, InvalidJob):
+                with contextlib.suppress(InvalidJob):
+                    out.append(_stub(job_id, err))
+        return out
+
+    async def requeue_dead(self, job_ids: Sequence[str] | None = None) -> int:
+        ids = list(job_ids) if job_ids is not None else await self._dead_ids(0, -1)
+        if not ids:
+            return 0
+        raws = await self.conn.run(lambda: self.conn.client.mget([self.k.job(i) for i in ids]), "requeue")
+        now = wire_time(self.conn.now())
+        calls: list[tuple[list[str], list[Any]]] = []
+        for job_id, raw in zip(ids, raws, strict=True):
+            if raw is None:
+                continue
+            try:
+                data, job = decode(raw)
+            except JobDecodeError:
+                continue
+            _, text = edit(data, status="pending", attempts=0, error=None, scheduled_for=None, updated_at=now)
+            keys = [self.k.dead, self.k.job(job_id), self.k.ready(job.routing_key, job.priority), self.k.dead_errors]
+            calls.append((keys, [job_id, raw, text, self.k.wakeup, job.routing_key]))
+        if not calls:
+            return 0
+        return sum(int(r) for r in await self._pipeline("requeue", calls))
+
+    async def purge_dead(self, job_ids: Sequence[str] | None = None) -> int:
+        ids = list(job_ids) if job_ids is not None else await self._dead_ids(0, -1)
+        if not ids:
+            return 0
+        client = self.conn.client
+
+        async def once() -> list[Any]:
+            async with client.pipeline(transaction=False) as pipe:
+                for job_id in ids:
+                    pipe.lrem(self.k.dead, 0, job_id)
+                return list(await pipe.execute())
+
+        removed = await self.conn.run(once, "purge")
+        gone = [i for i, n in zip(ids, removed, strict=True) if int(n) > 0]
+        if gone:
+            await self.conn.run(lambda: client.delete(*[self.k.job(i) for i in gone]), "purge")
+            await self.conn.run(lambda: client.hdel(self.k.dead_errors, *gone), "purge")
+        return len(gone)
+
+    # -- wake-up ----------------------------------------------------------------------
+
+    async def wait_for_work(self, routing_keys: Sequence[str], timeout: float) -> None:
+        wanted = {r or DEFAULT_ROUTING_KEY for r in routing_keys}
+        loop = asyncio.get_running_loop()
+        end = loop.time() + max(timeout, 0.0)
+        try:
+            if self._pubsub is None:
+                pubsub = self.conn.client.pubsub()
+                await pubsub.subscribe(self.k.wakeup)
+                self._pubsub = pubsub
+            while (left := end - loop.time()) > 0:
+                msg = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=left)
+                if msg is not None and msg.get("type") == "message" and _text(msg["data"]) in wanted:
+                    return
+        except RETRYABLE:
+            await self._drop_pubsub()
+            await asyncio.sleep(max(0.0, min(end - loop.time(), 1.0)))
+
+    async def _drop_pubsub(self) -> None:
+        pubsub, self._pubsub = self._pubsub, None
+        if pubsub is not None:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()
+
+    async def close(self) -> None:
+        await self._drop_pubsub()
+        await self.conn.close()
+
+
+def _stub(job_id: str, err: Any) -> Job:
+    """A stand-in for a dead id whose job JSON is missing or unreadable."""
+    reason = _text(err) if err else "job record missing or unreadable"
+    return Job(id=job_id, name="<unreadable>", status=JobStatus.FAILED, error=reason)
