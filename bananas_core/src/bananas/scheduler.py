@@ -9,9 +9,11 @@ once, at its first occurrence.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -19,11 +21,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import attrs
 from croniter import croniter
 
+from bananas.backend import Backend
+from bananas.capabilities import Capability
 from bananas.errors import InvalidJob, ScheduleError
 from bananas.job import DEFAULT_ROUTING_KEY, JSON, Job, JobPriority, dumps, validate_routing_key
-from bananas.timefmt import format_time
+from bananas.protocols import ScheduleState
+from bananas.timefmt import format_time, from_timestamp
 
-__all__ = ["CRON_FORMAT", "Schedule", "resolve_zone"]
+__all__ = ["CRON_FORMAT", "CronScheduler", "Schedule", "resolve_zone"]
 
 log = logging.getLogger("bananas.scheduler")
 
@@ -234,3 +239,146 @@ def _instant(wall: datetime, zone: tzinfo) -> datetime | None:
     if instant.astimezone(zone).replace(tzinfo=None) != wall:
         return None
     return instant
+
+
+class CronScheduler:
+    """Fires due cron ticks through ``backend.scheduler`` (the backend's cron storage).
+
+    Any number of schedulers may run against one backend: the storage fires each tick of a
+    schedule once. Each :meth:`tick` fires, per enabled schedule, only the most recent tick
+    at or before now, so ticks missed while nothing ran are not replayed in a burst: at most
+    one catch-up. A schedule the storage has never seen fires a past tick only if it is at
+    most ``first_run_grace`` seconds old (it is due now, not missed); otherwise its first
+    run is its next tick. ``location`` is the zone of schedules that set no ``timezone``.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        schedules: Sequence[Schedule],
+        location: str | tzinfo | None = None,
+        *,
+        first_run_grace: float = 60.0,
+    ) -> None:
+        ids = [s.id for s in schedules]
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        if duplicates:
+            raise ScheduleError(f"schedule ids must be unique; repeated: {', '.join(map(repr, duplicates))}")
+        if any(s.enabled for s in schedules):
+            backend.require(Capability.CRON, "cron schedules")
+        self.backend = backend
+        self.schedules: tuple[Schedule, ...] = tuple(schedules)
+        self.location = resolve_zone(location, what="scheduler location")
+        self.first_run_grace = first_run_grace
+        self._seen: dict[str, datetime] = {}  # per schedule: the latest tick known to be fired or passed over
+        self._stop: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def now(self) -> datetime:
+        """The backend clock's time as an aware UTC datetime."""
+        return from_timestamp(self.backend.clock())
+
+    async def tick(self, now: datetime | None = None) -> int:
+        """Fire every enabled schedule's due tick not yet fired; return how many this call fired.
+
+        A failure of one schedule is logged and recorded as its ``last_error``; the others
+        still fire. ``now`` defaults to the backend's clock.
+        """
+        when = self.now() if now is None else _aware(now)
+        fired = 0
+        for schedule in self.schedules:
+            if not schedule.enabled:
+                continue
+            try:
+                fired += await self._fire_due(schedule, when)
+            except Exception as exc:  # one broken schedule or a storage hiccup must not stop the others
+                await self._record_error(schedule, exc)
+        return fired
+
+    async def _fire_due(self, schedule: Schedule, now: datetime) -> bool:
+        tick = schedule.latest_tick(now, self.location)
+        seen = self._seen.get(schedule.id)
+        if tick is None or (seen is not None and tick <= seen):
+            return False
+        storage = self.backend.scheduler
+        next_run = schedule.next_tick(now, self.location) or tick
+        state = await storage.state(schedule.id)
+        if state is None or (state.last_run is None and state.next_run is None):
+            if (now - tick).total_seconds() > self.first_run_grace:  # first sight: no catch-up
+                await storage.record(schedule.id, next_run=next_run)
+                self._seen[schedule.id] = tick
+                return False
+        elif state.last_run is None and state.next_run is not None and tick < state.next_run:
+            self._seen[schedule.id] = tick
+            return False
+        elif state.last_run is not None and state.last_run >= tick:
+            self._seen[schedule.id] = state.last_run
+            return False
+        fired = await storage.fire(schedule.id, tick, schedule.make_job(tick, now), next_run)
+        self._seen[schedule.id] = tick
+        if fired:
+            log.info("cron %s fired its %s tick", schedule.id, format_time(tick))
+            await storage.record(
+                schedule.id, last_success=now, last_error="" if state is not None and state.last_error else None
+            )
+        return fired
+
+    async def _record_error(self, schedule: Schedule, exc: Exception) -> None:
+        message = f"{type(exc).__name__}: {exc}"
+        log.warning("cron %s could not fire: %s", schedule.id, message)
+        try:
+            await self.backend.scheduler.record(schedule.id, last_error=message)
+        except Exception as again:
+            log.warning("cron %s: could not record the error either: %s", schedule.id, again)
+
+    async def states(self) -> list[ScheduleState]:
+        """The state of every schedule, in the order given: what the storage remembers, with
+        ``next_run`` computed from the cron expression when the storage has none (disabled
+        schedules have no ``next_run``)."""
+        stored: dict[str, ScheduleState] = {}
+        if self.backend.supports(Capability.CRON):
+            stored = {s.schedule_id: s for s in await self.backend.scheduler.states()}
+        now = self.now()
+        result = []
+        for schedule in self.schedules:
+            state = stored.get(schedule.id) or ScheduleState(schedule_id=schedule.id)
+            if schedule.enabled and (state.next_run is None or state.next_run <= now):
+                state = attrs.evolve(state, next_run=schedule.next_tick(now, self.location))
+            elif not schedule.enabled:
+                state = attrs.evolve(state, next_run=None)
+            result.append(state)
+        return result
+
+    async def run(self, stop: asyncio.Event, interval: float = 1.0) -> None:
+        """Call :meth:`tick` every ``interval`` seconds until ``stop`` is set."""
+        if interval <= 0:
+            raise ScheduleError(f"scheduler interval must be > 0 seconds, got {interval!r}")
+        while not stop.is_set():
+            try:
+                await self.tick()
+            except Exception:  # tick records per-schedule errors; this is a last resort
+                log.exception("cron tick failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
+
+    def start(self, interval: float = 1.0) -> asyncio.Task[None]:
+        """Run :meth:`run` as a task of the running event loop (stop it with :meth:`stop`)."""
+        if self._task is not None and not self._task.done():
+            return self._task
+        self._stop = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self.run(self._stop, interval), name="bananas-cron")
+        return self._task
+
+    async def stop(self) -> None:
+        """Stop the task :meth:`start` made and wait for it. Idempotent."""
+        if self._stop is not None:
+            self._stop.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+
+
+def _aware(value: datetime) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ScheduleError(f"naive datetime {value.isoformat()} has no time zone; pass an aware datetime")
+    return value.astimezone(UTC)

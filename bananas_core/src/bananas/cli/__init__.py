@@ -1,0 +1,130 @@
+"""The ``bananas`` command: run a worker, submit and inspect jobs, watch the fleet, run the demo.
+
+``main(argv)`` returns the exit code: 0 on success, 1 for an operational failure (backend
+unreachable, job not found, timeout), 2 for a usage mistake (bad option, bad JSON payload,
+bad priority, unknown URL scheme, bad APP). Errors are one line on stderr, never a traceback
+(set ``BANANAS_DEBUG=1`` to see one for an unexpected error).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from bananas.cli.common import UsageError, add_common
+from bananas.errors import (
+    BananasError,
+    ConfigError,
+    InvalidJob,
+    PluginError,
+    UnknownBackendScheme,
+)
+
+__all__ = ["build_parser", "main"]
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose mistakes are one line and exit code 2, not usage dumps."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``bananas`` argument parser with every subcommand."""
+    from bananas.cli import admin, demo, jobs
+
+    parser = _Parser(
+        prog="bananas",
+        description="Bananas: a distributed task queue with pluggable storage.",
+        epilog="Every command takes --url (default: $BANANAS_URL, then sqlite:///bananas.db) and --json.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    _add_worker(sub)
+    jobs.register(sub)
+    admin.register(sub)
+    demo.register(sub)
+    return parser
+
+
+def _version() -> str:
+    from bananas import __version__
+
+    return __version__
+
+
+def _add_worker(sub: Any) -> None:
+    help_text = "run a worker for APP (module:attribute naming a Registry)"
+    parser = sub.add_parser("worker", help=help_text, description=help_text)
+    try:
+        from bananas.worker.command import add_worker_arguments, run_worker
+    except ImportError as exc:  # the worker runtime is optional for every other command
+        reason = str(exc)
+        add_common(parser)
+        parser.add_argument("rest", nargs=argparse.REMAINDER)
+
+        def unavailable(_args: argparse.Namespace) -> int:
+            raise PluginError(f"bananas worker is not available: {reason}")
+
+        parser.set_defaults(run=unavailable)
+        return
+    add_worker_arguments(parser)
+    parser.set_defaults(run=run_worker)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``bananas`` command with ``argv`` (default ``sys.argv[1:]``); return the exit code."""
+    try:
+        parser = build_parser()
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exc:  # --help and --version exit 0 through argparse
+            return exc.code if isinstance(exc.code, int) else EXIT_OK
+        result = args.run(args)
+        if asyncio.iscoroutine(result):
+            result = asyncio.run(result)
+        return int(result or 0)
+    except KeyboardInterrupt:
+        print("bananas: interrupted", file=sys.stderr)
+        return 130
+    except BaseException as exc:
+        if isinstance(exc, SystemExit):
+            return exc.code if isinstance(exc.code, int) else EXIT_FAILURE
+        return _report(exc)
+
+
+def _report(exc: BaseException) -> int:
+    """Print ``exc`` as one line on stderr and choose the exit code."""
+    code = exit_code(exc)
+    if isinstance(exc, BananasError | UsageError):
+        message = str(exc)
+    elif isinstance(exc, OSError):
+        message = f"{type(exc).__name__}: {exc}"
+    else:
+        message = f"unexpected error: {type(exc).__name__}: {exc}"
+        if os.environ.get("BANANAS_DEBUG"):
+            traceback.print_exception(exc)
+        else:
+            message += " (set BANANAS_DEBUG=1 to see the traceback)"
+    print(f"bananas: {' '.join(message.split())}", file=sys.stderr)
+    return code
+
+
+def exit_code(exc: BaseException) -> int:
+    """2 for the user's own mistakes (fix the command line), 1 for everything else."""
+    if isinstance(exc, UsageError | InvalidJob | ConfigError | UnknownBackendScheme):
+        return EXIT_USAGE
+    return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

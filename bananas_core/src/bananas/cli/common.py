@@ -1,0 +1,71 @@
+"""What every ``bananas`` subcommand shares: --url/--json, opening the backend, loading an APP."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from bananas.backend import Backend
+
+__all__ = ["UsageError", "add_common", "load_app", "open_from_args", "schedules_of"]
+
+
+class UsageError(Exception):
+    """The command line is wrong; the message says how (exit code 2)."""
+
+
+def add_common(parser: argparse.ArgumentParser) -> None:
+    """Add ``--url`` and ``--json`` to a subcommand."""
+    parser.add_argument(
+        "--url",
+        default=None,
+        help="backend URL (default: $BANANAS_URL, then the embedded default sqlite:///bananas.db)",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON for scripts instead of tables")
+
+
+@asynccontextmanager
+async def open_from_args(args: argparse.Namespace) -> AsyncIterator[Backend]:
+    """The backend named by ``--url`` (or the default), closed afterwards."""
+    from bananas.config import open_backend
+
+    backend = await open_backend(args.url)
+    try:
+        yield backend
+    finally:
+        await backend.close()
+
+
+def load_app(spec: str) -> Any:
+    """Import ``module:attribute`` (the current directory is importable); raise :class:`UsageError`."""
+    module_name, sep, attribute = spec.partition(":")
+    if not sep or not module_name or not attribute:
+        raise UsageError(f"APP must be module:attribute, for example myapp.tasks:registry; got {spec!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise UsageError(f"cannot import {module_name!r} (from APP {spec!r}): {exc}") from None
+    target: Any = module
+    for part in attribute.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise UsageError(f"module {module_name!r} has no attribute {attribute!r} (from APP {spec!r})") from None
+    return target
+
+
+def schedules_of(app: Any, spec: str) -> Sequence[Any]:
+    """The cron schedules of an APP: a Registry's ``schedules``, or a sequence of Schedule."""
+    from bananas.scheduler import Schedule
+
+    items = getattr(app, "schedules", app)
+    if isinstance(items, Sequence) and not isinstance(items, str) and all(isinstance(s, Schedule) for s in items):
+        return list(items)
+    raise UsageError(f"APP {spec!r} is a {type(app).__name__}, not a Registry or a list of Schedule")

@@ -1,0 +1,297 @@
+"""Job commands: ``submit``, ``job``, ``result``, ``stats`` and ``dlq``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from bananas.cli.common import UsageError, add_common, open_from_args
+from bananas.cli.output import (
+    emit_json,
+    job_dict,
+    print_pairs,
+    print_table,
+    relative,
+    result_dict,
+    shorten,
+)
+from bananas.errors import ConfigError, JobNotFound, Timeout
+from bananas.job import ALL_PRIORITIES, DEFAULT_MAX_RETRIES, Job, JobResult
+from bananas.timefmt import format_time, from_timestamp
+
+__all__ = ["register"]
+
+
+def register(sub: Any) -> None:
+    """Add the job commands to the ``bananas`` subparsers."""
+    p = sub.add_parser("submit", help="submit a job", description="Submit a job and print its id.")
+    p.add_argument("name", help="job name (the handler that runs it)")
+    p.add_argument("--payload", default="null", help="the payload as JSON text (default: null)")
+    p.add_argument("--priority", default="normal", help="high, normal or low (default: normal)")
+    p.add_argument("--route", default="default", help="routing key (default: default)")
+    when = p.add_mutually_exclusive_group()
+    when.add_argument("--at", help="run at this time, ISO 8601 with a zone, e.g. 2030-01-01T09:00:00Z")
+    when.add_argument("--in", dest="delay", help="run after a delay: seconds, or 90s, 5m, 2h, 1h30m")
+    p.add_argument("--max-retries", type=int, default=DEFAULT_MAX_RETRIES, help="attempts before dead (default 3)")
+    p.add_argument("--description", default="", help="a note shown with the job")
+    p.add_argument("--wait", type=float, metavar="SECONDS", help="wait up to SECONDS for the result and print it")
+    add_common(p)
+    p.set_defaults(run=submit)
+
+    p = sub.add_parser("job", help="show a job", description="Show a stored job.")
+    p.add_argument("id", help="job id")
+    add_common(p)
+    p.set_defaults(run=show_job)
+
+    p = sub.add_parser("result", help="show a job's result", description="Show the result of a finished job.")
+    p.add_argument("id", help="job id")
+    p.add_argument("--wait", type=float, metavar="SECONDS", help="wait up to SECONDS for the result")
+    add_common(p)
+    p.set_defaults(run=show_result)
+
+    p = sub.add_parser(
+        "stats",
+        help="queue depths",
+        description="Ready jobs per routing key and priority; processing, scheduled, dead.",
+    )
+    add_common(p)
+    p.set_defaults(run=stats)
+
+    p = sub.add_parser("dlq", help="the dead letter queue", description="List, requeue or purge dead jobs.")
+    dlq = p.add_subparsers(dest="dlq_command", metavar="ACTION", parser_class=type(p))
+    dlq.required = True
+    q = dlq.add_parser("list", help="list dead jobs, most recently dead first")
+    q.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
+    q.add_argument("--offset", type=int, default=0, help="skip this many first")
+    add_common(q)
+    q.set_defaults(run=dlq_list)
+    q = dlq.add_parser("requeue", help="make dead jobs ready again (all of them when no IDS are given)")
+    q.add_argument("ids", nargs="*", metavar="ID")
+    add_common(q)
+    q.set_defaults(run=dlq_requeue)
+    q = dlq.add_parser("purge", help="delete dead jobs for good (IDS, or --all)")
+    q.add_argument("ids", nargs="*", metavar="ID")
+    q.add_argument("--all", action="store_true", help="purge every dead job")
+    add_common(q)
+    q.set_defaults(run=dlq_purge)
+
+
+def _payload(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(
+            f"--payload is not valid JSON ({exc.msg} at column {exc.colno}): "
+            'quote it for the shell, for example --payload \'{"to": "a@example.com"}\''
+        ) from None
+
+
+def _when(args: argparse.Namespace, now: datetime) -> datetime | None:
+    if args.at:
+        try:
+            at = datetime.fromisoformat(args.at)
+        except ValueError:
+            raise UsageError(f"--at {args.at!r} is not an ISO 8601 time such as 2030-01-01T09:00:00Z") from None
+        if at.tzinfo is None:
+            raise UsageError(f"--at {args.at!r} has no time zone: add Z (UTC) or an offset such as +02:00")
+        return at.astimezone(UTC)
+    if args.delay:
+        from bananas.config import parse_duration
+
+        try:
+            seconds = parse_duration(args.delay, name="--in")
+        except ConfigError as exc:
+            raise UsageError(str(exc)) from None
+        if seconds < 0:
+            raise UsageError(f"--in {args.delay!r} is negative; give a delay of 0 or more")
+        return now + timedelta(seconds=seconds)
+    return None
+
+
+async def submit(args: argparse.Namespace) -> int:
+    """``bananas submit NAME``: enqueue one job; print its id (and its result with ``--wait``)."""
+    payload = _payload(args.payload)
+    if args.wait is not None and args.wait <= 0:
+        raise UsageError("--wait must be a number of seconds > 0")
+    async with open_from_args(args) as backend:
+        now = from_timestamp(backend.clock())
+        job = Job.create(
+            args.name,
+            payload,
+            priority=args.priority,
+            routing_key=args.route,
+            description=args.description or None,
+            scheduled_for=_when(args, now),
+            max_retries=args.max_retries,
+            now=now,
+        )
+        await backend.queue.enqueue(job)
+        result = await backend.results.wait(job.id, args.wait) if args.wait is not None else None
+    if args.json:
+        out: dict[str, Any] = {"id": job.id, "status": job.status.value}
+        if job.scheduled_for is not None:
+            out["scheduled_for"] = format_time(job.scheduled_for)
+        if result is not None:
+            out["result"] = result_dict(result)
+        emit_json(out)
+    elif result is not None:
+        _print_result(result)
+    else:
+        print(job.id)
+    return 1 if result is not None and result.is_failed() else 0
+
+
+async def show_job(args: argparse.Namespace) -> int:
+    """``bananas job ID``: the stored job."""
+    async with open_from_args(args) as backend:
+        job = await backend.queue.get_job(args.id)
+        now = from_timestamp(backend.clock())
+    if args.json:
+        emit_json(job_dict(job))
+        return 0
+    print_pairs(
+        [
+            ("id", job.id),
+            ("name", job.name),
+            ("status", job.status.value),
+            ("priority", job.priority.value),
+            ("routing key", job.routing_key),
+            ("attempts", f"{job.attempts} of {job.max_retries}"),
+            ("created", relative(job.created_at, now)),
+            ("updated", relative(job.updated_at, now)),
+            ("scheduled for", relative(job.scheduled_for, now)),
+            ("description", job.description or "-"),
+            ("payload", shorten(json.dumps(job.payload), 200)),
+            ("error", job.error or "-"),
+        ]
+    )
+    return 0
+
+
+async def show_result(args: argparse.Namespace) -> int:
+    """``bananas result ID``: the result, or exit 1 when the job has none (yet)."""
+    if args.wait is not None and args.wait <= 0:
+        raise UsageError("--wait must be a number of seconds > 0")
+    async with open_from_args(args) as backend:
+        if args.wait is not None:
+            try:
+                result: JobResult | None = await backend.results.wait(args.id, args.wait)
+            except Timeout:
+                result = None
+        else:
+            result = await backend.results.get(args.id)
+        status = ""
+        if result is None:
+            try:
+                status = (await backend.queue.get_job(args.id)).status.value
+            except JobNotFound:
+                raise JobNotFound(args.id) from None
+    if result is None:
+        waited = f" after waiting {args.wait:g}s" if args.wait is not None else ""
+        print(f"bananas: job {args.id!r} has no result yet{waited} (status: {status})", file=sys.stderr)
+        return 1
+    if args.json:
+        emit_json(result_dict(result))
+    else:
+        _print_result(result)
+    return 0
+
+
+def _print_result(result: JobResult) -> None:
+    print_pairs(
+        [
+            ("job", result.job_id),
+            ("status", result.status.value),
+            ("result", shorten(json.dumps(result.result), 200) if result.is_success() else "-"),
+            ("error", result.error or "-"),
+            ("completed", format_time(result.completed_at)),
+            ("duration", f"{result.duration.total_seconds() * 1000:.0f} ms"),
+        ]
+    )
+
+
+async def stats(args: argparse.Namespace) -> int:
+    """``bananas stats``: queue depths."""
+    async with open_from_args(args) as backend:
+        depths = await backend.queue.depths()
+    keys = sorted({key for key, _ in depths.ready})
+    by_key = {key: {p.value: depths.ready.get((key, p), 0) for p in ALL_PRIORITIES} for key in keys}
+    if args.json:
+        emit_json(
+            {
+                "ready": by_key,
+                "ready_total": depths.total_ready,
+                "processing": depths.processing,
+                "scheduled": depths.scheduled,
+                "dead": depths.dead,
+            }
+        )
+        return 0
+    rows = [[key, *by_key[key].values(), sum(by_key[key].values())] for key in keys]
+    if rows:
+        print_table(["ROUTING KEY", "HIGH", "NORMAL", "LOW", "READY"], rows)
+    else:
+        print("no jobs ready")
+    print()
+    print_pairs(
+        [
+            ("ready", depths.total_ready),
+            ("processing", depths.processing),
+            ("scheduled", depths.scheduled),
+            ("dead", depths.dead),
+        ]
+    )
+    return 0
+
+
+async def dlq_list(args: argparse.Namespace) -> int:
+    """``bananas dlq list``: dead jobs, most recently dead first."""
+    if args.limit < 1 or args.offset < 0:
+        raise UsageError("--limit must be >= 1 and --offset >= 0")
+    async with open_from_args(args) as backend:
+        jobs = await backend.queue.dead_letters(limit=args.limit, offset=args.offset)
+        now = from_timestamp(backend.clock())
+    if args.json:
+        emit_json([job_dict(job) for job in jobs])
+        return 0
+    if not jobs:
+        print("the dead letter queue is empty")
+        return 0
+    print_table(
+        ["ID", "NAME", "ROUTE", "PRIORITY", "ATTEMPTS", "DIED", "ERROR"],
+        [
+            [j.id, j.name, j.routing_key, j.priority.value, j.attempts, relative(j.updated_at, now), shorten(j.error)]
+            for j in jobs
+        ],
+    )
+    return 0
+
+
+async def dlq_requeue(args: argparse.Namespace) -> int:
+    """``bananas dlq requeue [IDS]``: dead jobs ready again (all without IDS)."""
+    async with open_from_args(args) as backend:
+        count = await backend.queue.requeue_dead(args.ids or None)
+    _report_count(args, "requeued", count)
+    return 0
+
+
+async def dlq_purge(args: argparse.Namespace) -> int:
+    """``bananas dlq purge IDS|--all``: delete dead jobs for good."""
+    if not args.ids and not args.all:
+        raise UsageError("name the dead jobs to purge, or pass --all to purge every dead job")
+    if args.ids and args.all:
+        raise UsageError("give job ids or --all, not both")
+    async with open_from_args(args) as backend:
+        count = await backend.queue.purge_dead(args.ids or None)
+    _report_count(args, "purged", count)
+    return 0
+
+
+def _report_count(args: argparse.Namespace, verb: str, count: int) -> None:
+    if args.json:
+        emit_json({verb: count})
+    else:
+        print(f"{verb} {count} dead job{'s' if count != 1 else ''}")
