@@ -5,10 +5,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 
+import bananas.plugins
 import pytest
 import redis.asyncio as aioredis
-
-import bananas.plugins
 from bananas.backend import Backend
 from bananas.clock import ManualClock
 

@@ -6,17 +6,16 @@ import asyncio
 import time
 from datetime import timedelta
 
+import bananas.plugins
 import pytest
 import redis.asyncio as aioredis
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
-import bananas.plugins
 from bananas.backend import Backend
 from bananas.clock import ManualClock
 from bananas.errors import BackendUnavailable, DuplicateJob, InvalidJob, JobNotFound
 from bananas.job import Job, JobPriority, JobStatus
 from bananas.protocols import LEASE_EXPIRED_ERROR
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 pytestmark = pytest.mark.anyio
 
