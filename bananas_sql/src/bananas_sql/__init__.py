@@ -1,0 +1,26 @@
+"""Bananas storage on SQL: PostgreSQL (``postgresql://``) and SQLite (``sqlite:///file.db``).
+
+Backends are reached through :func:`bananas.connect`; this package adds the schema
+command (:func:`upgrade`) and transactional submission on PostgreSQL
+(:func:`enqueue_in_transaction`, :func:`enqueue_in_transaction_async`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from bananas_sql.migrate import upgrade
+
+if TYPE_CHECKING:
+    from bananas_sql.postgres import enqueue_in_transaction, enqueue_in_transaction_async
+
+__all__ = ["enqueue_in_transaction", "enqueue_in_transaction_async", "upgrade"]
+
+
+def __getattr__(name: str) -> Any:
+    # The PostgreSQL helpers load SQLAlchemy's PostgreSQL support only when asked for.
+    if name in ("enqueue_in_transaction", "enqueue_in_transaction_async"):
+        from bananas_sql import postgres
+
+        return getattr(postgres, name)
+    raise AttributeError(f"module 'bananas_sql' has no attribute {name!r}")

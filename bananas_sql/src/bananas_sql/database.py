@@ -1,0 +1,155 @@
+"""What the PostgreSQL and SQLite backends share: the engine, named queries, the schema
+check, and running a unit of work with reconnects. Dialects subclass :class:`Database`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from bananas.backend import BackendOptions, redact_url
+from bananas.errors import BackendUnavailable, SchemaError
+from bananas.job import JobPriority
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from bananas_sql.queries import compile_all
+from bananas_sql.tables import SCHEMA_VERSION, Names
+
+log = logging.getLogger("bananas.sql")
+T = TypeVar("T")
+
+DEFAULT_RETRY_SECONDS = 15.0
+"""How long an operation keeps retrying while the database is unreachable."""
+
+
+def upgrade_command(url: str, names: Names) -> str:
+    """The command that creates or upgrades the schema of ``url``'s namespace."""
+    return f"bananas db upgrade --url {redact_url(url)}"
+
+
+class Database:
+    """One namespace in one database: engine, queries, reconnecting transactions.
+
+    Subclasses set :attr:`dialect`, :attr:`fragments` and implement :meth:`claim_rows`,
+    :meth:`wait_for_work` and :meth:`wait_for_result`.
+    """
+
+    dialect = ""
+    fragments: Mapping[str, str] = {}
+
+    def __init__(self, url: str, engine: AsyncEngine, options: BackendOptions) -> None:
+        self.url = url
+        self.engine = engine
+        self.options = options
+        self.clock = options.clock
+        self.names = Names.from_extra(options.extra)
+        self.q = compile_all(self.names.as_mapping(), self.fragments)
+        self.retry_seconds = float(options.extra.get("retry_seconds", DEFAULT_RETRY_SECONDS))
+        self._schema_ok = False
+        self._closed = False
+
+    # -- transactions ------------------------------------------------------------------
+
+    async def run(self, work: Callable[[AsyncConnection], Awaitable[T]], *, readonly: bool = False) -> T:
+        """Run ``work`` in one transaction, retrying with backoff while the connection is lost.
+
+        ``work`` must be safe to run again (every caller here is); ``readonly`` work may skip
+        taking a write lock (SQLite). Raises
+        :class:`BackendUnavailable` when the database stays unreachable for ``retry_seconds``.
+        """
+        deadline = time.monotonic() + self.retry_seconds
+        delay = 0.05
+        while True:
+            try:
+                if not self._schema_ok:
+                    await self._check_schema()
+                async with self.engine.connect() as conn:
+                    if readonly:
+                        await conn.execution_options(bananas_readonly=True)
+                    async with conn.begin():
+                        return await work(conn)
+            except (OperationalError, InterfaceError) as exc:
+                if self._closed or time.monotonic() + delay > deadline:
+                    raise BackendUnavailable(
+                        f"{self.dialect} database at {redact_url(self.url)} is unavailable: {exc.orig or exc}"
+                    ) from exc
+                log.warning("database unavailable (%s); retrying in %.2fs", exc.orig or exc, delay)
+            except DBAPIError as exc:
+                if not exc.connection_invalidated or time.monotonic() + delay > deadline:
+                    raise
+            except OSError as exc:
+                if time.monotonic() + delay > deadline:
+                    raise BackendUnavailable(f"database at {redact_url(self.url)} is unavailable: {exc}") from exc
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    async def _check_schema(self) -> None:
+        cmd = upgrade_command(self.url, self.names)
+        where = f"namespace {self.names.prefix!r}" + (f" in schema {self.names.schema!r}" if self.names.schema else "")
+        async with self.engine.connect() as conn:
+            try:
+                version = (await conn.execute(self.q["schema_version"])).scalar()
+            except (OperationalError, InterfaceError) as exc:
+                if not self._missing_table(exc):
+                    raise
+                version = None
+            except sa.exc.ProgrammingError:
+                version = None
+            await conn.rollback()
+        if version is None:
+            raise SchemaError(
+                f"the Bananas tables ({where}) do not exist in {redact_url(self.url)}; create them with: {cmd}"
+            )
+        if version < SCHEMA_VERSION:
+            raise SchemaError(
+                f"the Bananas tables ({where}) are at schema version {version} but this bananas-sql needs "
+                f"{SCHEMA_VERSION}; upgrade them with: {cmd}"
+            )
+        if version > SCHEMA_VERSION:
+            raise SchemaError(
+                f"the Bananas tables ({where}) are at schema version {version}, newer than this bananas-sql "
+                f"understands ({SCHEMA_VERSION}); upgrade the bananas-sql package"
+            )
+        self._schema_ok = True
+
+    @staticmethod
+    def _missing_table(exc: DBAPIError) -> bool:
+        return "no such table" in str(exc.orig)
+
+    # -- dialect hooks -----------------------------------------------------------------
+
+    async def claim_rows(
+        self,
+        conn: AsyncConnection,
+        routing_keys: Sequence[str],
+        priorities: Sequence[JobPriority],
+        *,
+        limit: int,
+        lease_until: float,
+        job_names: Sequence[str] | None,
+        now: float,
+    ) -> Sequence[sa.Row[Any]]:
+        """Mark up to ``limit`` claimable rows processing; return ``(seq, state, data, error, name, id, key_rank,
+        priority, position)`` rows in claim order."""
+        raise NotImplementedError
+
+    async def wait_for_work(self, routing_keys: Sequence[str], timeout: float) -> None:
+        """Return when work may be ready for ``routing_keys`` or after ``timeout`` seconds."""
+        raise NotImplementedError
+
+    async def wait_for_result(self, job_id: str, timeout: float, check: Callable[[], Awaitable[bool]]) -> bool:
+        """Wait until ``check()`` is true (re-checked on every wake-up) or ``timeout`` passes."""
+        raise NotImplementedError
+
+    def note_claim(self) -> None:
+        """Called before each claim (lets push wake-ups avoid a lost-wake-up race)."""
+
+    async def close(self) -> None:
+        """Dispose of the engine. Idempotent."""
+        if not self._closed:
+            self._closed = True
+            await self.engine.dispose()

@@ -1,0 +1,288 @@
+"""PostgreSQL: one-statement SKIP LOCKED claims, LISTEN/NOTIFY wake-ups, transactional enqueue."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from bananas.backend import Backend, BackendOptions
+from bananas.clock import Clock, system_clock
+from bananas.errors import DuplicateJob
+from bananas.job import ALL_PRIORITIES, Job, JobPriority
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, create_async_engine
+from sqlalchemy.orm import Session
+
+from bananas_sql.database import Database
+from bananas_sql.plugin import POSTGRES_CAPABILITIES
+from bananas_sql.queries import compile_all
+from bananas_sql.queue import SqlQueue, job_params
+from bananas_sql.results import SqlResults, SqlScheduler, SqlWorkers
+from bananas_sql.tables import Names
+from bananas_sql.urls import number, postgres_conninfo, postgres_sqlalchemy_url
+
+log = logging.getLogger("bananas.sql.postgres")
+
+FRAGMENTS: Mapping[str, str] = {
+    "next_pos": "nextval('{position_seq}')",
+    "front_pos": "-nextval('{position_seq}')",
+    "lock": "FOR UPDATE SKIP LOCKED",
+}
+
+_CLAIM = """
+UPDATE {jobs} AS j SET state = 'processing', lease_until = :lease_until
+WHERE j.seq IN (
+    SELECT seq FROM {jobs}
+    WHERE state IN ('ready', 'scheduled') AND run_at <= :now AND {key_filter} {priority_filter} {name_filter}
+    ORDER BY {key_order} priority, position
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING j.seq, j.state, j.data, j.error, j.name, j.id, {key_rank} AS key_rank, j.priority, j.position
+"""
+
+
+class PostgresDatabase(Database):
+    """PostgreSQL flavour of :class:`Database`."""
+
+    dialect = "postgresql"
+    fragments = FRAGMENTS
+
+    def __init__(self, url: str, options: BackendOptions) -> None:
+        extra = options.extra
+        engine = create_async_engine(
+            postgres_sqlalchemy_url(url),
+            pool_pre_ping=True,
+            pool_size=int(number(extra, "pool_size", 10)),
+            max_overflow=20,
+        )
+        super().__init__(url, engine, options)
+        self._claims: dict[tuple[bool, bool, bool], sa.TextClause] = {}
+        self.listener = Listener(postgres_conninfo(url), self.names.channel("work"), self.names.channel("result"))
+        self._seen_generation = -1
+
+    def _claim_query(self, single_key: bool, all_priorities: bool, by_name: bool) -> sa.TextClause:
+        variant = (single_key, all_priorities, by_name)
+        query = self._claims.get(variant)
+        if query is None:
+            # A single key and all priorities let the claim walk the partial index in order.
+            sql = _CLAIM.format(
+                jobs=self.names.jobs,
+                key_filter="routing_key = :key" if single_key else "routing_key = ANY(CAST(:keys AS text[]))",
+                key_order="" if single_key else "array_position(CAST(:keys AS text[]), routing_key),",
+                key_rank="0" if single_key else "array_position(CAST(:keys AS text[]), j.routing_key)",
+                priority_filter="" if all_priorities else "AND priority = ANY(CAST(:prios AS smallint[]))",
+                name_filter="AND name = ANY(CAST(:names AS text[]))" if by_name else "",
+            )
+            query = self._claims[variant] = sa.text(sql)
+        return query
+
+    async def claim_rows(
+        self,
+        conn: AsyncConnection,
+        routing_keys: Sequence[str],
+        priorities: Sequence[JobPriority],
+        *,
+        limit: int,
+        lease_until: float,
+        job_names: Sequence[str] | None,
+        now: float,
+    ) -> Sequence[sa.Row[Any]]:
+        single = len(routing_keys) == 1
+        all_prios = set(priorities) == set(ALL_PRIORITIES)
+        query = self._claim_query(single, all_prios, job_names is not None)
+        params: dict[str, Any] = {"now": now, "lease_until": lease_until, "limit": limit}
+        if single:
+            params["key"] = routing_keys[0]
+        else:
+            params["keys"] = list(routing_keys)
+        if not all_prios:
+            params["prios"] = [p.rank for p in priorities]
+        if job_names is not None:
+            params["names"] = list(job_names)
+        rows = (await conn.execute(query, params)).all()
+        return sorted(rows, key=lambda r: (r.key_rank, r.priority, r.position))
+
+    def note_claim(self) -> None:
+        self.listener.start()
+        self._seen_generation = self.listener.generation
+
+    async def wait_for_work(self, routing_keys: Sequence[str], timeout: float) -> None:
+        self.listener.start()
+        if self.listener.generation != self._seen_generation:
+            self._seen_generation = self.listener.generation
+            return  # something was announced since the last claim
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.listener.work_event.wait(), timeout)
+        self._seen_generation = self.listener.generation
+
+    async def wait_for_result(self, job_id: str, timeout: float, check: Callable[[], Awaitable[bool]]) -> bool:
+        deadline = time.monotonic() + timeout
+        self.listener.start()
+        event = self.listener.watch(job_id)
+        try:
+            while True:
+                event.clear()
+                if await check():
+                    return True
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                # Re-check now and then in case the listener connection was down when it fired.
+                step = min(left, 5.0 if self.listener.connected else 0.5)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(event.wait(), step)
+        finally:
+            self.listener.unwatch(job_id, event)
+
+    async def close(self) -> None:
+        await self.listener.stop()
+        await super().close()
+
+
+class Listener:
+    """One dedicated connection LISTENing for new work and stored results, reconnecting when lost."""
+
+    def __init__(self, conninfo: str, work_channel: str, result_channel: str) -> None:
+        self.conninfo = conninfo
+        self.work_channel = work_channel
+        self.result_channel = result_channel
+        self.generation = 0
+        self.work_event = asyncio.Event()
+        self.connected = False
+        self._results: dict[str, set[asyncio.Event]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="bananas-sql-listener")
+
+    def watch(self, job_id: str) -> asyncio.Event:
+        event = asyncio.Event()
+        self._results.setdefault(job_id, set()).add(event)
+        return event
+
+    def unwatch(self, job_id: str, event: asyncio.Event) -> None:
+        events = self._results.get(job_id)
+        if events is not None:
+            events.discard(event)
+            if not events:
+                del self._results[job_id]
+
+    def _wake_work(self) -> None:
+        self.generation += 1
+        event, self.work_event = self.work_event, asyncio.Event()
+        event.set()
+
+    def _wake_all(self) -> None:
+        self._wake_work()
+        for events in self._results.values():
+            for event in events:
+                event.set()
+
+    async def _run(self) -> None:
+        import psycopg
+
+        delay = 0.1
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True) as conn:
+                    await conn.execute(f'LISTEN "{self.work_channel}"')
+                    await conn.execute(f'LISTEN "{self.result_channel}"')
+                    self.connected = True
+                    delay = 0.1
+                    self._wake_all()  # whatever happened while we were not listening
+                    async for note in conn.notifies():
+                        if note.channel == self.work_channel:
+                            self._wake_work()
+                        else:
+                            for event in self._results.get(note.payload, ()):
+                                event.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.info("LISTEN connection lost (%s); reconnecting in %.1fs", exc, delay)
+            self.connected = False
+            self._wake_all()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self.connected = False
+
+
+def connect_postgres(url: str, options: BackendOptions) -> Backend:
+    """The PostgreSQL backend for ``url`` (connections open on first use)."""
+    db = PostgresDatabase(url, options)
+    return Backend(
+        name="postgresql",
+        url=url,
+        queue=SqlQueue(db),
+        results=SqlResults(db),
+        workers=SqlWorkers(db),
+        scheduler=SqlScheduler(db),
+        capabilities=POSTGRES_CAPABILITIES,
+        options=options,
+    )
+
+
+# -- transactional submission -----------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=64)
+def _enqueue_query(prefix_key: tuple[tuple[str, str], ...]) -> sa.TextClause:
+    names = Names.from_extra(dict(prefix_key))
+    return compile_all(names.as_mapping(), FRAGMENTS)["enqueue"]
+
+
+def _prepare(
+    job: Job, namespace: str | None, table_prefix: str | None, schema: str | None, clock: Clock
+) -> tuple[sa.TextClause, dict[str, Any]]:
+    extra = {k: v for k, v in (("namespace", namespace), ("table_prefix", table_prefix), ("schema", schema)) if v}
+    return _enqueue_query(tuple(sorted(extra.items()))), job_params(job, clock())
+
+
+def enqueue_in_transaction(
+    connection: sa.Connection | Session,
+    job: Job,
+    *,
+    namespace: str | None = None,
+    table_prefix: str | None = None,
+    schema: str | None = None,
+    clock: Clock = system_clock,
+) -> None:
+    """Insert ``job`` through the caller's SQLAlchemy ``Connection`` or ``Session``.
+
+    The job exists (and idle workers are woken) only when the caller's transaction
+    commits; a rollback leaves no trace. PostgreSQL only. Raises
+    :class:`~bananas.errors.DuplicateJob` if the id exists, :class:`~bananas.errors.InvalidJob`
+    for a status other than pending/scheduled.
+    """
+    query, params = _prepare(job, namespace, table_prefix, schema, clock)
+    if connection.execute(query, params).first() is None:
+        raise DuplicateJob(f"a job with id {job.id!r} already exists")
+
+
+async def enqueue_in_transaction_async(
+    connection: AsyncConnection | AsyncSession,
+    job: Job,
+    *,
+    namespace: str | None = None,
+    table_prefix: str | None = None,
+    schema: str | None = None,
+    clock: Clock = system_clock,
+) -> None:
+    """:func:`enqueue_in_transaction` for an ``AsyncConnection`` or ``AsyncSession``."""
+    query, params = _prepare(job, namespace, table_prefix, schema, clock)
+    if (await connection.execute(query, params)).first() is None:
+        raise DuplicateJob(f"a job with id {job.id!r} already exists")

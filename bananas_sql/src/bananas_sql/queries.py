@@ -1,0 +1,143 @@
+"""Every SQL statement of the backend, by name.
+
+Templates use ``{jobs}``-style table names (see :meth:`Names.as_mapping
+<bananas_sql.tables.Names.as_mapping>`) and two dialect fragments: ``{next_pos}`` (a
+position after every other, for FIFO) and ``{front_pos}`` (a position before every
+other, for a released job). ``:name`` are bound parameters; ``now`` is always one,
+read from the backend's clock. Lists bind as expanding ``IN :ids`` parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import sqlalchemy as sa
+
+EXPANDING = frozenset({"ids", "keys", "prios", "names"})
+
+_JOB_COLUMNS = "state, data, error, name, id"
+
+TEMPLATES: Mapping[str, str] = {
+    "schema_version": "SELECT version FROM {version} WHERE id = 1",
+    # -- jobs --------------------------------------------------------------------------
+    "enqueue": (
+        "INSERT INTO {jobs} AS j (id, name, state, routing_key, priority, position, run_at, data) "
+        "VALUES (:id, :name, :state, :routing_key, :priority, {next_pos}, :run_at, :data) "
+        "ON CONFLICT (id) DO UPDATE SET name = excluded.name, state = excluded.state, "
+        "routing_key = excluded.routing_key, priority = excluded.priority, position = excluded.position, "
+        "run_at = excluded.run_at, data = excluded.data, lease_until = NULL, finished_at = NULL, "
+        "expires_at = NULL, error = NULL "
+        "WHERE j.expires_at IS NOT NULL AND j.expires_at <= :now "
+        "RETURNING id"
+    ),
+    "insert": (
+        "INSERT INTO {jobs} (id, name, state, routing_key, priority, position, run_at, data) "
+        "VALUES (:id, :name, :state, :routing_key, :priority, {next_pos}, :run_at, :data)"
+    ),
+    "delete_expired_ids": "DELETE FROM {jobs} WHERE id IN :ids AND expires_at <= :now",
+    "complete": (
+        "UPDATE {jobs} SET state = 'completed', data = :data, lease_until = NULL, finished_at = :now, "
+        "expires_at = :expires_at WHERE id = :id RETURNING id"
+    ),
+    "retry_later": (
+        "UPDATE {jobs} SET state = 'scheduled', data = :data, lease_until = NULL, run_at = :run_at, "
+        "position = {next_pos} WHERE id = :id RETURNING id"
+    ),
+    "bury": (
+        "UPDATE {jobs} SET state = 'dead', data = :data, lease_until = NULL, finished_at = :now, "
+        "expires_at = :expires_at WHERE id = :id RETURNING id"
+    ),
+    "release": (
+        "UPDATE {jobs} SET state = 'ready', lease_until = NULL, run_at = 0, position = {front_pos} "
+        "WHERE id = :id AND state = 'processing'"
+    ),
+    "renew": "UPDATE {jobs} SET lease_until = :until WHERE state = 'processing' AND id IN :ids RETURNING id",
+    "move_scheduled": (
+        "UPDATE {jobs} SET state = 'ready', position = {next_pos} WHERE seq IN ("
+        "SELECT seq FROM {jobs} WHERE state = 'scheduled' AND run_at <= :now ORDER BY run_at, position {lock})"
+    ),
+    "expired_leases": (
+        "SELECT seq, data FROM {jobs} WHERE state = 'processing' AND lease_until < :now ORDER BY lease_until {lock}"
+    ),
+    "reap_ready": (
+        "UPDATE {jobs} SET state = 'ready', data = :data, lease_until = NULL, run_at = 0, position = {next_pos} "
+        "WHERE seq = :seq AND state = 'processing'"
+    ),
+    "reap_dead": (
+        "UPDATE {jobs} SET state = 'dead', data = :data, lease_until = NULL, finished_at = :now, "
+        "expires_at = :expires_at WHERE seq = :seq AND state = 'processing'"
+    ),
+    "bury_unreadable": (
+        "UPDATE {jobs} SET state = 'dead', error = :error, lease_until = NULL, finished_at = :now, "
+        "expires_at = :expires_at WHERE seq = :seq"
+    ),
+    "get_job": f"SELECT {_JOB_COLUMNS} FROM {{jobs}} WHERE id = :id AND (expires_at IS NULL OR expires_at > :now)",
+    "depths": (
+        "SELECT state, routing_key, priority, COUNT(*) FROM {jobs} "
+        "WHERE state IN ('ready', 'scheduled', 'processing', 'dead') GROUP BY state, routing_key, priority"
+    ),
+    "dead_letters": (
+        f"SELECT {_JOB_COLUMNS} FROM {{jobs}} WHERE state = 'dead' AND (expires_at IS NULL OR expires_at > :now) "
+        "ORDER BY finished_at DESC, seq DESC LIMIT :limit OFFSET :offset"
+    ),
+    "dead_all": "SELECT seq, data FROM {jobs} WHERE state = 'dead' ORDER BY finished_at, seq {lock}",
+    "dead_some": "SELECT seq, data FROM {jobs} WHERE state = 'dead' AND id IN :ids ORDER BY finished_at, seq {lock}",
+    "requeue": (
+        "UPDATE {jobs} SET state = 'ready', data = :data, run_at = 0, finished_at = NULL, expires_at = NULL, "
+        "error = NULL, position = {next_pos} WHERE seq = :seq AND state = 'dead'"
+    ),
+    "purge_all": "DELETE FROM {jobs} WHERE state = 'dead'",
+    "purge_some": "DELETE FROM {jobs} WHERE state = 'dead' AND id IN :ids",
+    "prune_jobs": ("DELETE FROM {jobs} WHERE seq IN (SELECT seq FROM {jobs} WHERE expires_at <= :now LIMIT 1000)"),
+    "any_ready": (
+        "SELECT 1 FROM {jobs} WHERE state IN ('ready', 'scheduled') AND run_at <= :now AND routing_key IN :keys LIMIT 1"
+    ),
+    # -- results -----------------------------------------------------------------------
+    "store_result": (
+        "INSERT INTO {results} AS r (job_id, data, expires_at) VALUES (:id, :data, :expires_at) "
+        "ON CONFLICT (job_id) DO UPDATE SET data = excluded.data, expires_at = excluded.expires_at"
+    ),
+    "get_result": "SELECT data FROM {results} WHERE job_id = :id AND expires_at > :now",
+    "delete_result": "DELETE FROM {results} WHERE job_id = :id",
+    "prune_results": (
+        "DELETE FROM {results} WHERE job_id IN (SELECT job_id FROM {results} WHERE expires_at <= :now LIMIT 1000)"
+    ),
+    # -- cron --------------------------------------------------------------------------
+    "fire": (
+        "INSERT INTO {schedules} AS s (schedule_id, last_run, next_run, run_count) VALUES (:id, :tick, :next_run, 1) "
+        "ON CONFLICT (schedule_id) DO UPDATE SET last_run = excluded.last_run, next_run = excluded.next_run, "
+        "run_count = s.run_count + 1 WHERE s.last_run IS NULL OR s.last_run < excluded.last_run "
+        "RETURNING schedule_id"
+    ),
+    "schedule_state": (
+        "SELECT schedule_id, last_run, next_run, last_success, last_error, run_count FROM {schedules} "
+        "WHERE schedule_id = :id"
+    ),
+    "schedule_states": (
+        "SELECT schedule_id, last_run, next_run, last_success, last_error, run_count FROM {schedules} "
+        "ORDER BY schedule_id"
+    ),
+    # -- workers -----------------------------------------------------------------------
+    "heartbeat": (
+        "INSERT INTO {workers} AS w (id, data, expires_at) VALUES (:id, :data, :expires_at) "
+        "ON CONFLICT (id) DO UPDATE SET data = excluded.data, expires_at = excluded.expires_at"
+    ),
+    "deregister": "DELETE FROM {workers} WHERE id = :id",
+    "workers": "SELECT data FROM {workers} WHERE expires_at > :now ORDER BY id",
+    "prune_workers": "DELETE FROM {workers} WHERE expires_at <= :now",
+}
+
+
+def render(template: str, names: Mapping[str, str]) -> sa.TextClause:
+    """A :class:`~sqlalchemy.sql.expression.TextClause` for ``template`` with names filled in."""
+    clause = sa.text(template.format(**names))
+    expanding: list[sa.BindParameter[Any]] = [sa.bindparam(p, expanding=True) for p in EXPANDING if f":{p}" in template]
+    return clause.bindparams(*expanding) if expanding else clause
+
+
+def compile_all(names: Mapping[str, str], fragments: Mapping[str, str]) -> dict[str, sa.TextClause]:
+    """Every named query, rendered for one namespace and dialect."""
+    values = dict(names)
+    values.update({k: v.format(**names) for k, v in fragments.items()})
+    return {name: render(template, values) for name, template in TEMPLATES.items()}

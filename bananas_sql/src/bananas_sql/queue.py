@@ -1,0 +1,326 @@
+"""The :class:`~bananas.protocols.Queue` on SQL, shared by PostgreSQL and SQLite."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from bananas.errors import DuplicateJob, InvalidJob, JobDecodeError, JobNotFound
+from bananas.job import ALL_PRIORITIES, Job, JobPriority, JobStatus, backoff_seconds, validate_routing_key
+from bananas.protocols import DEFAULT_LEASE_SECONDS, LEASE_EXPIRED_ERROR, QueueDepths
+from bananas.timefmt import from_timestamp
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from bananas_sql import tables as t
+from bananas_sql.database import Database
+
+_RANK_TO_PRIORITY = {p.rank: p for p in ALL_PRIORITIES}
+
+
+def job_params(job: Job, now: float) -> dict[str, Any]:
+    """Column values of a newly submitted ``job``; raises :class:`InvalidJob` for a status other
+    than pending/scheduled."""
+    if job.status is JobStatus.PENDING:
+        state, run_at = t.READY, 0.0
+    elif job.status is JobStatus.SCHEDULED:
+        if job.scheduled_for is None:
+            raise InvalidJob(f"job {job.id} is 'scheduled' but has no scheduled_for time; give it one")
+        state, run_at = t.SCHEDULED, job.scheduled_for.timestamp()
+    else:
+        raise InvalidJob(f"only pending or scheduled jobs can be submitted; job {job.id} is {job.status.value!r}")
+    return {
+        "id": job.id,
+        "name": job.name,
+        "state": state,
+        "routing_key": job.routing_key,
+        "priority": job.priority.rank,
+        "run_at": run_at,
+        "data": job.to_json(),
+        "now": now,
+    }
+
+
+def row_to_job(state: str, data: str, error: str | None, name: str, job_id: str) -> Job:
+    """The job a row holds; the ``state`` column decides status where moves did not rewrite ``data``."""
+    try:
+        job = Job.from_json(data)
+    except JobDecodeError as exc:
+        # An unreadable row that was buried: show what we know.
+        return Job(id=job_id, name=name or "unknown", status=JobStatus.FAILED, error=error or str(exc))
+    if state == t.READY and (job.status is not JobStatus.PENDING or job.scheduled_for is not None):
+        job = job.evolve(status=JobStatus.PENDING, scheduled_for=None)
+    elif state == t.PROCESSING and job.status is not JobStatus.PROCESSING:
+        job = job.evolve(status=JobStatus.PROCESSING, scheduled_for=None)
+    return job
+
+
+class SqlQueue:
+    """Jobs in one table; see :mod:`bananas_sql.tables` for the states and indexes."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.q = db.q
+
+    def _now(self) -> float:
+        return self.db.clock()
+
+    async def ping(self) -> None:
+        async def work(conn: AsyncConnection) -> None:
+            await conn.execute(sa.text("SELECT 1"))
+
+        await self.db.run(work)
+
+    async def enqueue(self, job: Job) -> None:
+        params = job_params(job, self._now())
+        attempts = 0
+
+        async def work(conn: AsyncConnection) -> None:
+            nonlocal attempts
+            attempts += 1
+            if (await conn.execute(self.q["enqueue"], params)).first() is None and attempts == 1:
+                # A retry after a lost connection finding the job means our first try committed.
+                raise DuplicateJob(f"a job with id {job.id!r} already exists; nothing was written")
+
+        await self.db.run(work)
+
+    async def enqueue_many(self, jobs: Sequence[Job]) -> None:
+        if not jobs:
+            return
+        now = self._now()
+        rows = [job_params(job, now) for job in jobs]
+        ids = [r["id"] for r in rows]
+        if len(set(ids)) != len(ids):
+            dupes = sorted({i for i in ids if ids.count(i) > 1})
+            raise DuplicateJob(f"the batch holds the same job id more than once: {', '.join(dupes)}")
+
+        async def work(conn: AsyncConnection) -> None:
+            await conn.execute(self.q["delete_expired_ids"], {"ids": ids, "now": now})
+            try:
+                await conn.execute(self.q["insert"], rows)
+            except sa.exc.IntegrityError:
+                raise DuplicateJob(
+                    "a job with one of these ids already exists; nothing of the batch was written"
+                ) from None
+
+        await self.db.run(work)
+
+    async def claim(
+        self,
+        routing_keys: Sequence[str],
+        priorities: Sequence[JobPriority] = ALL_PRIORITIES,
+        *,
+        limit: int = 1,
+        lease: float = DEFAULT_LEASE_SECONDS,
+        job_names: Collection[str] | None = None,
+    ) -> list[Job]:
+        if isinstance(routing_keys, str):
+            raise TypeError("routing_keys must be a sequence of routing keys, not one string")
+        keys = list(dict.fromkeys(validate_routing_key(k) for k in routing_keys))
+        prios = [JobPriority.parse(p) for p in priorities]
+        if not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"limit must be a whole number >= 1, got {limit!r}")
+        if not keys or not prios or (job_names is not None and not job_names):
+            return []
+        names = sorted(job_names) if job_names is not None else None
+        self.db.note_claim()
+        now = self._now()
+
+        async def work(conn: AsyncConnection) -> list[Job]:
+            rows = await self.db.claim_rows(
+                conn, keys, prios, limit=limit, lease_until=now + lease, job_names=names, now=now
+            )
+            claimed: list[Job] = []
+            for row in rows:
+                try:
+                    job = Job.from_json(row.data)
+                except JobDecodeError as exc:
+                    await conn.execute(
+                        self.q["bury_unreadable"],
+                        {"seq": row.seq, "error": f"claimed job {row.id} is unreadable: {exc}", "now": now,
+                         "expires_at": now + self.db.options.failed_job_ttl},
+                    )  # fmt: skip
+                    continue
+                claimed.append(job.evolve(status=JobStatus.PROCESSING, scheduled_for=None))
+            return claimed
+
+        return await self.db.run(work)
+
+    async def renew(self, job_ids: Sequence[str], lease: float = DEFAULT_LEASE_SECONDS) -> set[str]:
+        ids = list(job_ids)
+        if not ids:
+            return set()
+        until = self._now() + lease
+
+        async def work(conn: AsyncConnection) -> set[str]:
+            return {r[0] for r in await conn.execute(self.q["renew"], {"ids": ids, "until": until})}
+
+        return await self.db.run(work)
+
+    async def _update_one(self, query: str, job: Job, params: dict[str, Any]) -> Job:
+        async def work(conn: AsyncConnection) -> None:
+            if (await conn.execute(self.q[query], params)).first() is None:
+                raise JobNotFound(job.id)
+
+        await self.db.run(work)
+        return job
+
+    async def complete(self, job: Job) -> Job:
+        now = self._now()
+        done = job.evolve(status=JobStatus.COMPLETED, updated_at=from_timestamp(now), scheduled_for=None)
+        params = {
+            "id": job.id,
+            "data": done.to_json(),
+            "now": now,
+            "expires_at": now + self.db.options.completed_job_ttl,
+        }
+        return await self._update_one("complete", done, params)
+
+    async def fail(self, job: Job, error: str) -> Job:
+        now = self._now()
+        attempts = job.attempts + 1
+        if attempts < job.max_retries:
+            run_at = now + backoff_seconds(attempts)
+            retry = job.evolve(
+                status=JobStatus.PENDING, attempts=attempts, error=error,
+                updated_at=from_timestamp(now), scheduled_for=from_timestamp(run_at),
+            )  # fmt: skip
+            return await self._update_one(
+                "retry_later", retry, {"id": job.id, "data": retry.to_json(), "run_at": run_at}
+            )
+        dead = job.evolve(
+            status=JobStatus.FAILED, attempts=attempts, error=error, updated_at=from_timestamp(now), scheduled_for=None
+        )
+        params = {"id": job.id, "data": dead.to_json(), "now": now, "expires_at": now + self.db.options.failed_job_ttl}
+        return await self._update_one("bury", dead, params)
+
+    async def release(self, job: Job) -> None:
+        async def work(conn: AsyncConnection) -> None:
+            await conn.execute(self.q["release"], {"id": job.id})
+
+        await self.db.run(work)
+
+    async def move_scheduled(self) -> int:
+        now = self._now()
+
+        async def work(conn: AsyncConnection) -> int:
+            return (await conn.execute(self.q["move_scheduled"], {"now": now})).rowcount
+
+        return await self.db.run(work)
+
+    async def reap_expired(self) -> int:
+        """Take back expired leases (see the protocol), then prune expired rows."""
+        now = self._now()
+        ttl = self.db.options.failed_job_ttl
+
+        async def work(conn: AsyncConnection) -> int:
+            ready: list[dict[str, Any]] = []
+            dead: list[dict[str, Any]] = []
+            for seq, data in await conn.execute(self.q["expired_leases"], {"now": now}):
+                try:
+                    job = Job.from_json(data)
+                except JobDecodeError as exc:
+                    await conn.execute(
+                        self.q["bury_unreadable"],
+                        {"seq": seq, "error": f"job is unreadable: {exc}", "now": now, "expires_at": now + ttl},
+                    )
+                    continue
+                attempts = job.attempts + 1
+                stamp = {"attempts": attempts, "error": LEASE_EXPIRED_ERROR, "updated_at": from_timestamp(now)}
+                if attempts < job.max_retries:
+                    again = job.evolve(status=JobStatus.PENDING, scheduled_for=None, **stamp)
+                    ready.append({"seq": seq, "data": again.to_json()})
+                else:
+                    buried = job.evolve(status=JobStatus.FAILED, scheduled_for=None, **stamp)
+                    dead.append({"seq": seq, "data": buried.to_json(), "now": now, "expires_at": now + ttl})
+            if ready:
+                await conn.execute(self.q["reap_ready"], ready)
+            if dead:
+                await conn.execute(self.q["reap_dead"], dead)
+            await conn.execute(self.q["prune_jobs"], {"now": now})
+            await conn.execute(self.q["prune_results"], {"now": now})
+            await conn.execute(self.q["prune_workers"], {"now": now})
+            return len(ready) + len(dead)
+
+        return await self.db.run(work)
+
+    async def get_job(self, job_id: str) -> Job:
+        now = self._now()
+
+        async def work(conn: AsyncConnection) -> Job:
+            row = (await conn.execute(self.q["get_job"], {"id": job_id, "now": now})).first()
+            if row is None:
+                raise JobNotFound(job_id)
+            return row_to_job(*row)
+
+        return await self.db.run(work, readonly=True)
+
+    async def depths(self) -> QueueDepths:
+        async def work(conn: AsyncConnection) -> QueueDepths:
+            ready: dict[tuple[str, JobPriority], int] = {}
+            totals = {t.SCHEDULED: 0, t.PROCESSING: 0, t.DEAD: 0}
+            for state, key, rank, count in await conn.execute(self.q["depths"]):
+                if state == t.READY:
+                    ready[(key, _RANK_TO_PRIORITY[rank])] = count
+                else:
+                    totals[state] += count
+            return QueueDepths(
+                ready=ready, processing=totals[t.PROCESSING], scheduled=totals[t.SCHEDULED], dead=totals[t.DEAD]
+            )
+
+        return await self.db.run(work, readonly=True)
+
+    async def dead_letters(self, *, limit: int = 100, offset: int = 0) -> list[Job]:
+        if limit < 0 or offset < 0:
+            raise ValueError(f"limit and offset must be >= 0, got limit={limit}, offset={offset}")
+        now = self._now()
+
+        async def work(conn: AsyncConnection) -> list[Job]:
+            rows = await conn.execute(self.q["dead_letters"], {"limit": limit, "offset": offset, "now": now})
+            return [row_to_job(*row) for row in rows]
+
+        return await self.db.run(work, readonly=True)
+
+    async def requeue_dead(self, job_ids: Sequence[str] | None = None) -> int:
+        now = self._now()
+
+        async def work(conn: AsyncConnection) -> int:
+            if job_ids is None:
+                rows = await conn.execute(self.q["dead_all"])
+            elif not job_ids:
+                return 0
+            else:
+                rows = await conn.execute(self.q["dead_some"], {"ids": list(job_ids)})
+            updates = []
+            for seq, data in rows:
+                try:
+                    job = Job.from_json(data)
+                    fresh = job.evolve(
+                        status=JobStatus.PENDING, attempts=0, error="", scheduled_for=None,
+                        updated_at=from_timestamp(now),
+                    )  # fmt: skip
+                    data = fresh.to_json()
+                except JobDecodeError:
+                    pass  # requeued as it is; the next claim buries it again with its error
+                updates.append({"seq": seq, "data": data})
+            if updates:
+                await conn.execute(self.q["requeue"], updates)
+            return len(updates)
+
+        return await self.db.run(work)
+
+    async def purge_dead(self, job_ids: Sequence[str] | None = None) -> int:
+        async def work(conn: AsyncConnection) -> int:
+            if job_ids is None:
+                return (await conn.execute(self.q["purge_all"])).rowcount
+            if not job_ids:
+                return 0
+            return (await conn.execute(self.q["purge_some"], {"ids": list(job_ids)})).rowcount
+
+        return await self.db.run(work)
+
+    async def wait_for_work(self, routing_keys: Sequence[str], timeout: float) -> None:
+        await self.db.wait_for_work(list(routing_keys), timeout)
+
+    async def close(self) -> None:
+        await self.db.close()

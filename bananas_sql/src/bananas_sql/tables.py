@@ -1,0 +1,189 @@
+"""The schema: table names (prefixed per namespace) and their SQLAlchemy definitions.
+
+The ``state`` column of a job row is authoritative for where the job is; ``data`` holds
+the job as wire-format JSON (:meth:`bananas.job.Job.to_json`) so unknown fields survive.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+import sqlalchemy as sa
+from bananas.errors import ConfigError
+
+SCHEMA_VERSION = 1
+"""The schema this code needs; bump it and add a step in :mod:`bananas_sql.migrate` on change."""
+
+DEFAULT_PREFIX = "bananas_"
+_IDENT = re.compile(r"[a-z_][a-z0-9_]*")
+_MAX_IDENT = 63  # PostgreSQL's identifier limit
+
+# Job states (the ``state`` column).
+READY = "ready"
+SCHEDULED = "scheduled"
+PROCESSING = "processing"
+COMPLETED = "completed"
+DEAD = "dead"
+
+
+def _prefix_from(extra: Mapping[str, Any]) -> str:
+    raw = extra.get("table_prefix")
+    if raw is None:
+        ns = extra.get("namespace")
+        if ns is None or ns == "":
+            return DEFAULT_PREFIX
+        raw = re.sub(r"[^a-z0-9_]", "_", str(ns).lower()) + "_"
+        if not _IDENT.fullmatch(raw):
+            raw = "ns_" + raw
+    raw = str(raw)
+    if not _IDENT.fullmatch(raw):
+        raise ConfigError(
+            f"table_prefix {raw!r} is not usable: use lower-case letters, digits and '_', starting with a letter"
+        )
+    if len(raw) > 40:  # leave room for the longest suffix below
+        raw = raw[:28] + hashlib.sha1(raw.encode()).hexdigest()[:11] + "_"
+    return raw
+
+
+@attrs.frozen
+class Names:
+    """Every database object name of one namespace (unquoted, schema-qualified where needed)."""
+
+    prefix: str
+    schema: str | None = None
+
+    @classmethod
+    def from_extra(cls, extra: Mapping[str, Any]) -> Names:
+        """Names from ``extra["namespace"]``/``extra["table_prefix"]`` and ``extra["schema"]``."""
+        schema = extra.get("schema") or None
+        if schema is not None and not _IDENT.fullmatch(str(schema)):
+            raise ConfigError(f"schema {schema!r} is not usable: use lower-case letters, digits and '_'")
+        return cls(_prefix_from(extra), schema)
+
+    def table(self, name: str) -> str:
+        base = self.prefix + name
+        return f"{self.schema}.{base}" if self.schema else base
+
+    @property
+    def jobs(self) -> str:
+        return self.table("jobs")
+
+    @property
+    def results(self) -> str:
+        return self.table("results")
+
+    @property
+    def schedules(self) -> str:
+        return self.table("schedules")
+
+    @property
+    def workers(self) -> str:
+        return self.table("workers")
+
+    @property
+    def version(self) -> str:
+        return self.table("schema_version")
+
+    @property
+    def position_seq(self) -> str:
+        return self.table("job_position")
+
+    def channel(self, what: str) -> str:
+        """A LISTEN/NOTIFY channel name for this namespace (``work`` or ``result``)."""
+        name = f"{self.schema}_{self.prefix}{what}" if self.schema else f"{self.prefix}{what}"
+        return name[:_MAX_IDENT]
+
+    def as_mapping(self) -> dict[str, str]:
+        """The names as ``str.format`` arguments for the query templates."""
+        return {
+            "jobs": self.jobs,
+            "results": self.results,
+            "schedules": self.schedules,
+            "workers": self.workers,
+            "version": self.version,
+            "position_seq": self.position_seq,
+            "prefix": self.prefix,
+            "schema_prefix": f"{self.schema}." if self.schema else "",
+            "work_channel": self.channel("work"),
+            "result_channel": self.channel("result"),
+        }
+
+
+_Double = sa.Float(precision=53).with_variant(sa.Double(), "postgresql")
+_Seq = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # INTEGER PRIMARY KEY is SQLite's rowid
+
+
+def metadata(names: Names, dialect: str) -> sa.MetaData:
+    """The tables and indexes of one namespace for ``dialect`` (``postgresql`` or ``sqlite``)."""
+    md = sa.MetaData(schema=names.schema)
+    p = names.prefix
+    ready = sa.text(f"state IN ('{READY}', '{SCHEDULED}')")
+    jobs = sa.Table(
+        p + "jobs",
+        md,
+        sa.Column("seq", _Seq, primary_key=True, autoincrement=True),
+        sa.Column("id", sa.String(256), nullable=False, unique=True),
+        sa.Column("name", sa.Text, nullable=False),
+        sa.Column("state", sa.String(16), nullable=False),
+        sa.Column("routing_key", sa.String(64), nullable=False),
+        sa.Column("priority", sa.SmallInteger, nullable=False),
+        sa.Column("position", sa.BigInteger, nullable=False),
+        sa.Column("run_at", _Double, nullable=False),
+        sa.Column("lease_until", _Double),
+        sa.Column("finished_at", _Double),
+        sa.Column("expires_at", _Double),
+        sa.Column("error", sa.Text),
+        sa.Column("data", sa.Text, nullable=False),
+    )
+    # The claim index holds only claimable rows, so finished history never slows a claim.
+    sa.Index(
+        p + "jobs_claim", jobs.c.routing_key, jobs.c.priority, jobs.c.position,
+        postgresql_where=ready, sqlite_where=ready,
+    )  # fmt: skip
+    processing = sa.text(f"state = '{PROCESSING}'")
+    sa.Index(p + "jobs_lease", jobs.c.lease_until, postgresql_where=processing, sqlite_where=processing)
+    dead = sa.text(f"state = '{DEAD}'")
+    sa.Index(p + "jobs_dead", jobs.c.finished_at, postgresql_where=dead, sqlite_where=dead)
+    expiring = sa.text("expires_at IS NOT NULL")
+    sa.Index(p + "jobs_expiry", jobs.c.expires_at, postgresql_where=expiring, sqlite_where=expiring)
+    if dialect == "sqlite":
+        # SQLite has no sequences: positions come from MAX/MIN(position), kept cheap by this index.
+        sa.Index(p + "jobs_position", jobs.c.position)
+    else:
+        sa.Sequence(p + "job_position", metadata=md)
+    results = sa.Table(
+        p + "results",
+        md,
+        sa.Column("job_id", sa.String(256), primary_key=True),
+        sa.Column("data", sa.Text, nullable=False),
+        sa.Column("expires_at", _Double, nullable=False),
+    )
+    sa.Index(p + "results_expiry", results.c.expires_at)
+    sa.Table(
+        p + "schedules",
+        md,
+        sa.Column("schedule_id", sa.String(256), primary_key=True),
+        sa.Column("last_run", _Double),
+        sa.Column("next_run", _Double),
+        sa.Column("last_success", _Double),
+        sa.Column("last_error", sa.Text, nullable=False, server_default=""),
+        sa.Column("run_count", sa.BigInteger, nullable=False, server_default="0"),
+    )
+    sa.Table(
+        p + "workers",
+        md,
+        sa.Column("id", sa.String(256), primary_key=True),
+        sa.Column("data", sa.Text, nullable=False),
+        sa.Column("expires_at", _Double, nullable=False),
+    )
+    sa.Table(
+        p + "schema_version",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("version", sa.Integer, nullable=False),
+    )
+    return md
