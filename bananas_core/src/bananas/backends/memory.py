@@ -1,1 +1,525 @@
-"""Placeholder: the in-memory backend is being written."""
+"""The in-memory backend, ``memory://``: the executable reference of the storage contracts.
+
+Every ``connect("memory://NAME")`` (or ``memory://`` with ``namespace=...``) in one process
+shares one store, so a client and a worker in the same process see the same jobs; a new
+name is an empty store. Stores are thread-safe and work from any number of event loops.
+Jobs are kept as wire-format JSON, like the other backends keep them, so what you read
+back is a fresh decoded copy. Dead jobs stay until requeued or purged.
+"""
+
+from __future__ import annotations
+
+import heapq
+import threading
+import time
+from collections import deque
+from collections.abc import Collection, Iterable, Sequence
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import attrs
+
+from bananas.backend import Backend, BackendOptions
+from bananas.backends._signal import Signal
+from bananas.capabilities import Capability
+from bananas.errors import DuplicateJob, InvalidJob, JobNotFound, Timeout
+from bananas.job import ALL_PRIORITIES, Job, JobPriority, JobResult, JobStatus, backoff_seconds
+from bananas.plugins.hookspecs import hookimpl
+from bananas.plugins.types import BackendSpec
+from bananas.protocols import DEFAULT_LEASE_SECONDS, LEASE_EXPIRED_ERROR, QueueDepths, ScheduleState, WorkerInfo
+from bananas.timefmt import from_timestamp
+
+__all__ = [
+    "CAPABILITIES",
+    "MemoryQueue",
+    "MemoryResults",
+    "MemoryScheduler",
+    "MemoryStore",
+    "MemoryWorkers",
+    "bananas_backends",
+    "connect_memory",
+    "store_for",
+]
+
+CAPABILITIES = frozenset(Capability) - {Capability.TRANSACTIONAL_ENQUEUE}
+_Ready = tuple[str, JobPriority]
+
+
+class MemoryStore:
+    """Everything one ``memory://`` name holds. Guard every access with :attr:`lock`."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.jobs: dict[str, str] = {}  # id -> wire-format JSON
+        self.ready: dict[_Ready, deque[str]] = {}
+        self.processing: dict[str, float] = {}  # id -> lease deadline
+        self.scheduled: dict[str, float] = {}  # id -> when it becomes ready
+        self.dead: dict[str, None] = {}  # ids in the order they died (oldest first)
+        self.job_expiry: dict[str, float] = {}  # finished job id -> when its record goes
+        self.results: dict[str, tuple[JobResult, float]] = {}  # id -> (result, expires at)
+        self.expiries: list[tuple[float, str, str]] = []  # heap of (when, "job"|"result", id)
+        self.schedules: dict[str, ScheduleState] = {}
+        self.workers: dict[str, tuple[WorkerInfo, float]] = {}  # id -> (info, expires at)
+        self.work_signal = Signal()
+        self.result_signals: dict[str, Signal] = {}
+
+    # -- helpers; the caller holds the lock ------------------------------------------
+
+    def load(self, job_id: str) -> Job:
+        text = self.jobs.get(job_id)
+        if text is None:
+            raise JobNotFound(job_id)
+        return Job.from_json(text)
+
+    def save(self, job: Job) -> None:
+        self.jobs[job.id] = job.to_json()
+
+    def push_ready(self, job: Job, *, front: bool = False) -> None:
+        line = self.ready.setdefault((job.routing_key, job.priority), deque())
+        line.appendleft(job.id) if front else line.append(job.id)
+
+    def unlink(self, job_id: str) -> None:
+        """Take ``job_id`` out of every place it may be waiting (not out of ``jobs``)."""
+        self.processing.pop(job_id, None)
+        self.scheduled.pop(job_id, None)
+        self.dead.pop(job_id, None)
+        self.job_expiry.pop(job_id, None)
+        for line in self.ready.values():
+            if job_id in line:
+                line.remove(job_id)
+
+    def expire(self, now: float) -> None:
+        """Forget finished jobs and results whose TTL has run out."""
+        while self.expiries and self.expiries[0][0] <= now:
+            _, kind, key = heapq.heappop(self.expiries)
+            if kind == "job" and self.job_expiry.get(key, now + 1) <= now:
+                del self.job_expiry[key]
+                self.jobs.pop(key, None)
+            elif kind == "result" and key in self.results and self.results[key][1] <= now:
+                del self.results[key]
+
+    def expire_at(self, kind: str, key: str, when: float) -> None:
+        heapq.heappush(self.expiries, (when, kind, key))
+        if kind == "job":
+            self.job_expiry[key] = when
+
+    def kill(self, job: Job) -> None:
+        """Park an already-saved failed job in the dead letter queue (kept until purged)."""
+        self.dead[job.id] = None
+
+    def signal_for(self, job_id: str) -> Signal:
+        return self.result_signals.setdefault(job_id, Signal())
+
+
+_STORES: dict[tuple[str, str], MemoryStore] = {}
+_STORES_LOCK = threading.Lock()
+
+
+def store_for(name: str = "", namespace: str = "") -> MemoryStore:
+    """The process-wide store of ``memory://NAME`` with ``namespace`` (created empty on first use)."""
+    with _STORES_LOCK:
+        return _STORES.setdefault((name, namespace), MemoryStore())
+
+
+class _Part:
+    def __init__(self, store: MemoryStore, options: BackendOptions) -> None:
+        self._store = store
+        self._options = options
+
+    def _now(self) -> float:
+        return float(self._options.clock())
+
+    async def close(self) -> None:
+        """Nothing to release; idempotent."""
+
+
+class MemoryQueue(_Part):
+    """:class:`~bananas.protocols.Queue` over a :class:`MemoryStore`."""
+
+    async def ping(self) -> None:
+        """Always answers."""
+
+    async def enqueue(self, job: Job) -> None:
+        """Store ``job`` and make it claimable (see :meth:`bananas.protocols.Queue.enqueue`)."""
+        await self.enqueue_many([job])
+
+    async def enqueue_many(self, jobs: Sequence[Job]) -> None:
+        """Enqueue every job, all or nothing."""
+        encoded = [(_check_new(job), job.to_json()) for job in jobs]
+        s = self._store
+        with s.lock:
+            s.expire(self._now())
+            seen: set[str] = set()
+            for job, _ in encoded:
+                if job.id in s.jobs or job.id in seen:
+                    raise DuplicateJob(f"a job with id {job.id!r} already exists; nothing was enqueued")
+                seen.add(job.id)
+            for job, text in encoded:
+                self._add_locked(job, text)
+        s.work_signal.wake_all()
+
+    def _add_locked(self, job: Job, text: str) -> None:
+        s = self._store
+        s.jobs[job.id] = text
+        if job.status is JobStatus.SCHEDULED:
+            assert job.scheduled_for is not None
+            s.scheduled[job.id] = job.scheduled_for.timestamp()
+        else:
+            s.push_ready(job)
+
+    async def claim(
+        self,
+        routing_keys: Sequence[str],
+        priorities: Sequence[JobPriority] = ALL_PRIORITIES,
+        *,
+        limit: int = 1,
+        lease: float = DEFAULT_LEASE_SECONDS,
+        job_names: Collection[str] | None = None,
+    ) -> list[Job]:
+        """Claim up to ``limit`` ready jobs in routing-key, priority, FIFO order."""
+        if isinstance(routing_keys, str):
+            raise TypeError("routing_keys must be a sequence of routing keys, not one string")
+        names = None if job_names is None else set(job_names)
+        order = sorted({JobPriority.parse(p) for p in priorities}, key=lambda p: p.rank)
+        s = self._store
+        claimed: list[Job] = []
+        with s.lock:
+            now = self._now()
+            s.expire(now)
+            for key in dict.fromkeys(routing_keys):
+                for priority in order:
+                    line = s.ready.get((key, priority))
+                    while line and len(claimed) < limit:
+                        job_id = self._next(line, names, s)
+                        if job_id is None:
+                            break
+                        job = s.load(job_id).evolve(status=JobStatus.PROCESSING, updated_at=from_timestamp(now))
+                        s.save(job)
+                        s.processing[job.id] = now + lease
+                        claimed.append(job)
+        return claimed
+
+    @staticmethod
+    def _next(line: deque[str], names: set[str] | None, s: MemoryStore) -> str | None:
+        if names is None:
+            return line.popleft()
+        for job_id in line:
+            if s.load(job_id).name in names:
+                line.remove(job_id)
+                return job_id
+        return None
+
+    async def renew(self, job_ids: Sequence[str], lease: float = DEFAULT_LEASE_SECONDS) -> set[str]:
+        """Extend the leases of the given claimed jobs; return those still held."""
+        s = self._store
+        with s.lock:
+            deadline = self._now() + lease
+            held = {job_id for job_id in job_ids if job_id in s.processing}
+            for job_id in held:
+                s.processing[job_id] = deadline
+        return held
+
+    async def complete(self, job: Job) -> Job:
+        """Mark the job completed; its record expires after ``completed_job_ttl``."""
+        s = self._store
+        with s.lock:
+            now = self._now()
+            stored = s.load(job.id).evolve(status=JobStatus.COMPLETED, updated_at=from_timestamp(now))
+            s.unlink(job.id)
+            s.save(stored)
+            s.expire_at("job", job.id, now + self._options.completed_job_ttl)
+        return stored
+
+    async def fail(self, job: Job, error: str) -> Job:
+        """Count a failed attempt: retry after 2**attempts seconds, or dead."""
+        s = self._store
+        with s.lock:
+            now = self._now()
+            s.unlink(job.id)
+            stored = self._failed_locked(s.load(job.id), error, now, retry_delay=True)
+        return stored
+
+    def _failed_locked(self, job: Job, error: str, now: float, *, retry_delay: bool) -> Job:
+        s = self._store
+        attempts = job.attempts + 1
+        at = from_timestamp(now)
+        if attempts < job.max_retries:
+            if retry_delay:
+                due = now + backoff_seconds(attempts)
+                job = job.evolve(status=JobStatus.PENDING, attempts=attempts, error=error,
+                                 updated_at=at, scheduled_for=from_timestamp(due))  # fmt: skip
+                s.scheduled[job.id] = due
+            else:
+                job = job.evolve(status=JobStatus.PENDING, attempts=attempts, error=error, updated_at=at)
+                s.push_ready(job)
+        else:
+            job = job.evolve(status=JobStatus.FAILED, attempts=attempts, error=error, updated_at=at, scheduled_for=None)
+            s.kill(job)
+        s.save(job)
+        return job
+
+    async def release(self, job: Job) -> None:
+        """Put a claimed job back at the head of its line; a job no longer held is left alone."""
+        s = self._store
+        with s.lock:
+            if s.processing.pop(job.id, None) is None:
+                return
+            stored = s.load(job.id).evolve(status=JobStatus.PENDING, updated_at=from_timestamp(self._now()))
+            s.save(stored)
+            s.push_ready(stored, front=True)
+        s.work_signal.wake_all()
+
+    async def move_scheduled(self) -> int:
+        """Make due scheduled and retrying jobs ready; return how many."""
+        s = self._store
+        with s.lock:
+            now = self._now()
+            due = sorted((when, job_id) for job_id, when in s.scheduled.items() if when <= now)
+            for _, job_id in due:
+                del s.scheduled[job_id]
+                at = from_timestamp(now)
+                job = s.load(job_id).evolve(status=JobStatus.PENDING, scheduled_for=None, updated_at=at)
+                s.save(job)
+                s.push_ready(job)
+        if due:
+            s.work_signal.wake_all()
+        return len(due)
+
+    async def reap_expired(self) -> int:
+        """Take back claimed jobs whose lease ran out, counting a failed attempt each."""
+        s = self._store
+        with s.lock:
+            now = self._now()
+            expired = [job_id for job_id, deadline in s.processing.items() if deadline <= now]
+            for job_id in expired:
+                del s.processing[job_id]
+                self._failed_locked(s.load(job_id), LEASE_EXPIRED_ERROR, now, retry_delay=False)
+        if expired:
+            s.work_signal.wake_all()
+        return len(expired)
+
+    async def get_job(self, job_id: str) -> Job:
+        """The stored job; raises :class:`~bananas.errors.JobNotFound`."""
+        s = self._store
+        with s.lock:
+            s.expire(self._now())
+            return s.load(job_id)
+
+    async def depths(self) -> QueueDepths:
+        """Counts of ready (per routing key and priority), processing, scheduled and dead jobs."""
+        s = self._store
+        with s.lock:
+            ready = {key: len(line) for key, line in s.ready.items() if line}
+            return QueueDepths(ready=ready, processing=len(s.processing), scheduled=len(s.scheduled), dead=len(s.dead))
+
+    async def dead_letters(self, *, limit: int = 100, offset: int = 0) -> list[Job]:
+        """Dead jobs, most recently dead first."""
+        s = self._store
+        with s.lock:
+            ids = list(reversed(s.dead))[offset : offset + limit]
+            return [s.load(job_id) for job_id in ids]
+
+    async def requeue_dead(self, job_ids: Sequence[str] | None = None) -> int:
+        """Make dead jobs ready again with no attempts and no error."""
+        s = self._store
+        with s.lock:
+            at = from_timestamp(self._now())
+            chosen = [i for i in (list(s.dead) if job_ids is None else dict.fromkeys(job_ids)) if i in s.dead]
+            for job_id in chosen:
+                del s.dead[job_id]
+                s.job_expiry.pop(job_id, None)
+                job = s.load(job_id).evolve(status=JobStatus.PENDING, attempts=0, error="", updated_at=at)
+                s.save(job)
+                s.push_ready(job)
+        if chosen:
+            s.work_signal.wake_all()
+        return len(chosen)
+
+    async def purge_dead(self, job_ids: Sequence[str] | None = None) -> int:
+        """Delete dead jobs for good."""
+        s = self._store
+        with s.lock:
+            chosen = [i for i in (list(s.dead) if job_ids is None else dict.fromkeys(job_ids)) if i in s.dead]
+            for job_id in chosen:
+                s.unlink(job_id)
+                s.jobs.pop(job_id, None)
+        return len(chosen)
+
+    async def wait_for_work(self, routing_keys: Sequence[str], timeout: float) -> None:
+        """Return at once if work is ready, else when any arrives or after ``timeout`` real seconds."""
+        s = self._store
+        with s.lock:
+            keys = set(routing_keys)
+            if any(line for (key, _), line in s.ready.items() if key in keys):
+                return
+            fut = s.work_signal.register()
+        await s.work_signal.wait(fut, timeout)
+
+
+def _check_new(job: Job) -> Job:
+    if not isinstance(job, Job):
+        raise InvalidJob(f"expected a Job, got {type(job).__name__}")
+    if job.status is JobStatus.SCHEDULED and job.scheduled_for is None:
+        raise InvalidJob(f"job {job.id!r} is 'scheduled' but has no scheduled_for time")
+    if job.status not in (JobStatus.PENDING, JobStatus.SCHEDULED):
+        raise InvalidJob(
+            f"job {job.id!r} has status {job.status.value!r}; only pending or scheduled jobs can be enqueued"
+        )
+    return job
+
+
+class MemoryResults(_Part):
+    """:class:`~bananas.protocols.ResultBackend` over a :class:`MemoryStore`; TTLs follow the clock."""
+
+    async def store(self, result: JobResult) -> None:
+        """Store ``result`` for its TTL and wake its waiters."""
+        s = self._store
+        ttl = self._options.result_success_ttl if result.is_success() else self._options.result_failure_ttl
+        with s.lock:
+            expires = self._now() + ttl
+            s.results[result.job_id] = (result, expires)
+            s.expire_at("result", result.job_id, expires)
+            signal = s.result_signals.pop(result.job_id, None)
+        if signal is not None:
+            signal.wake_all()
+
+    async def get(self, job_id: str) -> JobResult | None:
+        """The stored result, or ``None``."""
+        s = self._store
+        with s.lock:
+            s.expire(self._now())
+            entry = s.results.get(job_id)
+        return None if entry is None else entry[0]
+
+    async def wait(self, job_id: str, timeout: float) -> JobResult:
+        """The result, waiting up to ``timeout`` real seconds; raises :class:`~bananas.errors.Timeout`."""
+        deadline = time.monotonic() + timeout
+        s = self._store
+        while True:
+            with s.lock:
+                s.expire(self._now())
+                entry = s.results.get(job_id)
+                if entry is not None:
+                    return entry[0]
+                signal = s.signal_for(job_id)
+                fut = signal.register()
+            left = deadline - time.monotonic()
+            if left <= 0 or not await signal.wait(fut, left):
+                raise Timeout(f"no result for job {job_id!r} within {timeout:g} seconds")
+
+    async def delete(self, job_id: str) -> None:
+        """Forget the result."""
+        with self._store.lock:
+            self._store.results.pop(job_id, None)
+
+
+class MemoryScheduler(_Part):
+    """:class:`~bananas.protocols.Scheduler` over a :class:`MemoryStore`."""
+
+    def __init__(self, store: MemoryStore, options: BackendOptions, queue: MemoryQueue) -> None:
+        super().__init__(store, options)
+        self._queue = queue
+
+    async def fire(self, schedule_id: str, tick: datetime, job: Job, next_run: datetime) -> bool:
+        """Enqueue ``job`` for ``tick`` unless this or a later tick already fired."""
+        text = _check_new(job).to_json()
+        s = self._store
+        with s.lock:
+            state = s.schedules.get(schedule_id) or ScheduleState(schedule_id=schedule_id)
+            if state.last_run is not None and state.last_run >= tick:
+                return False
+            if job.id in s.jobs:
+                raise DuplicateJob(f"a job with id {job.id!r} already exists; the tick was not fired")
+            self._queue._add_locked(job, text)
+            s.schedules[schedule_id] = attrs.evolve(
+                state, last_run=tick, next_run=next_run, run_count=state.run_count + 1
+            )
+        s.work_signal.wake_all()
+        return True
+
+    async def record(
+        self,
+        schedule_id: str,
+        *,
+        next_run: datetime | None = None,
+        last_success: datetime | None = None,
+        last_error: str | None = None,
+    ) -> None:
+        """Update the given fields of the schedule's state."""
+        changes: dict[str, Any] = {}
+        if next_run is not None:
+            changes["next_run"] = next_run
+        if last_success is not None:
+            changes["last_success"] = last_success
+        if last_error is not None:
+            changes["last_error"] = last_error
+        with self._store.lock:
+            state = self._store.schedules.get(schedule_id) or ScheduleState(schedule_id=schedule_id)
+            self._store.schedules[schedule_id] = attrs.evolve(state, **changes)
+
+    async def state(self, schedule_id: str) -> ScheduleState | None:
+        """The schedule's state, or ``None``."""
+        with self._store.lock:
+            return self._store.schedules.get(schedule_id)
+
+    async def states(self) -> list[ScheduleState]:
+        """Every schedule's state, ordered by id."""
+        with self._store.lock:
+            return [self._store.schedules[k] for k in sorted(self._store.schedules)]
+
+
+class MemoryWorkers(_Part):
+    """:class:`~bananas.protocols.WorkerRegistry` over a :class:`MemoryStore`."""
+
+    async def heartbeat(self, info: WorkerInfo, ttl: float) -> None:
+        """Announce ``info`` until ``ttl`` clock seconds from now."""
+        now = self._now()
+        with self._store.lock:
+            self._store.workers[info.id] = (attrs.evolve(info, last_heartbeat=now), now + ttl)
+
+    async def deregister(self, worker_id: str) -> None:
+        """Remove the worker's record."""
+        with self._store.lock:
+            self._store.workers.pop(worker_id, None)
+
+    async def workers(self) -> list[WorkerInfo]:
+        """Live workers, ordered by id."""
+        now = self._now()
+        with self._store.lock:
+            for worker_id in [w for w, (_, until) in self._store.workers.items() if until <= now]:
+                del self._store.workers[worker_id]
+            return [self._store.workers[w][0] for w in sorted(self._store.workers)]
+
+
+def connect_memory(url: str, options: BackendOptions) -> Backend:
+    """The :class:`~bananas.plugins.types.BackendFactory` of ``memory://``."""
+    parts = urlsplit(url)
+    name = (parts.netloc + parts.path).strip("/")
+    store = store_for(name, str(options.extra.get("namespace", "")))
+    queue = MemoryQueue(store, options)
+    return Backend(
+        name="memory",
+        url=url,
+        queue=queue,
+        results=MemoryResults(store, options),
+        workers=MemoryWorkers(store, options),
+        scheduler=MemoryScheduler(store, options, queue),
+        capabilities=CAPABILITIES,
+        options=options,
+    )
+
+
+@hookimpl
+def bananas_backends() -> Iterable[BackendSpec]:
+    """``memory://``: every optional capability except transactional enqueue."""
+    return [
+        BackendSpec(
+            name="memory",
+            schemes=("memory",),
+            factory=connect_memory,
+            capabilities=CAPABILITIES,  # type: ignore[arg-type]  # attrs' frozenset converter
+            description="in-process store shared by name; the reference backend and a test double",
+        )
+    ]
+

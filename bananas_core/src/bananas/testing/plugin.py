@@ -1,1 +1,113 @@
-"""pytest plugin of the conformance suite (placeholder while it is being written)."""
+"""The pytest plugin of the conformance suite (loaded through the ``pytest11`` entry point).
+
+It adds the ``--bananas-url`` option, the ``bananas_capability(cap)`` marker and the
+fixtures the suite runs on. Override ``bananas_url`` or ``bananas_backend_factory`` (in a
+conftest or in your :class:`~bananas.testing.suite.BackendConformance` subclass) to point
+the suite at your backend.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterable
+from typing import Any, Protocol
+
+import pytest
+
+from bananas.backend import Backend
+from bananas.capabilities import Capability
+from bananas.clock import Clock, ManualClock
+
+__all__ = ["BackendFactory", "skip_unless_capable"]
+
+MARKER = "bananas_capability"
+
+
+class BackendFactory(Protocol):
+    """What the ``bananas_backend_factory`` fixture returns.
+
+    Each call returns a FRESH, ISOLATED backend (its own empty namespace) reading time from
+    ``clock``; keyword ``options`` are :class:`~bananas.backend.BackendOptions` fields such
+    as ``result_success_ttl`` and must be honoured.
+    """
+
+    def __call__(self, clock: Clock, /, **options: Any) -> Backend: ...
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("bananas", "Bananas backend conformance suite")
+    group.addoption(
+        "--bananas-url",
+        dest="bananas_url",
+        default=None,
+        help="backend URL the conformance suite runs against, e.g. memory:// or redis://localhost:6380/0",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        f"{MARKER}(capability): the test needs this optional bananas Capability; "
+        "it is skipped (with a reason) when the backend does not declare it",
+    )
+    config.addinivalue_line(
+        "markers", "bananas_realtime: the test sleeps in real time (TTL expiry) instead of using the ManualClock"
+    )
+
+
+def required_capabilities(node: pytest.Item) -> list[Capability]:
+    """The capabilities a test's ``bananas_capability`` markers ask for."""
+    return [Capability(arg) for mark in node.iter_markers(MARKER) for arg in mark.args]
+
+
+def skip_unless_capable(backend: Backend, capabilities: Iterable[Capability]) -> None:
+    """Skip the running test, naming the capability, unless ``backend`` declares them all."""
+    for cap in capabilities:
+        if not backend.supports(cap):
+            pytest.skip(f"the {backend.name!r} backend does not declare the {cap.value!r} capability")
+
+
+@pytest.fixture
+def bananas_url(request: pytest.FixtureRequest) -> str:
+    """The URL under test: the test class's ``bananas_url`` attribute, else ``--bananas-url``."""
+    url = getattr(request.cls, "bananas_url", None) if request.cls is not None else None
+    url = url if isinstance(url, str) and url else request.config.getoption("bananas_url")
+    if not url:
+        pytest.skip("no backend URL: pass --bananas-url, set bananas_url on the test class, or override the fixture")
+    return str(url)
+
+
+@pytest.fixture
+def bananas_backend_factory(bananas_url: str) -> BackendFactory:
+    """``factory(clock, **options) -> Backend``: a fresh backend in a new namespace on each call.
+
+    Default: ``bananas.connect(bananas_url, clock=clock, namespace="t" + uuid hex, **options)``.
+    """
+    from bananas.plugins import connect
+
+    def factory(clock: Clock, /, **options: Any) -> Backend:
+        return connect(bananas_url, clock=clock, namespace="t" + uuid.uuid4().hex, **options)
+
+    return factory
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    """A clock that moves only when the test says so."""
+    return ManualClock()
+
+
+@pytest.fixture
+async def backend(
+    anyio_backend: object, request: pytest.FixtureRequest, bananas_backend_factory: BackendFactory, clock: ManualClock
+) -> AsyncIterator[Backend]:
+    """A fresh backend on the test's :func:`clock`, closed afterwards.
+
+    Skips the test when it is marked with a capability the backend does not declare.
+    """
+    b = bananas_backend_factory(clock)
+    try:
+        skip_unless_capable(b, required_capabilities(request.node))
+        yield b
+    finally:
+        await b.close()

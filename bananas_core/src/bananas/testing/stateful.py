@@ -1,0 +1,296 @@
+"""A hypothesis state machine comparing a backend's queue with a tiny pure-Python model.
+
+Random sequences of enqueue (now or later), claim, complete, fail, release, renew, clock
+moves, move_scheduled, reap_expired and requeue_dead run against both; after every step
+the queue depths must agree, and every claim must return what the model allows.
+
+The model follows :mod:`bananas.protocols` exactly: routing keys in the order given,
+``high`` > ``normal`` > ``low``, FIFO within a priority. Where the protocol leaves an order
+open (jobs made ready together by one ``move_scheduled``, ``reap_expired`` or
+``requeue_dead``), the model keeps them as one *batch* whose members may come in any order.
+Time is a :class:`~bananas.clock.ManualClock`; the machine never lands the clock exactly on
+a lease deadline or due time, where "expired" and "due" would be a matter of ``<`` vs ``<=``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import attrs
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
+
+from bananas.backend import Backend
+from bananas.capabilities import Capability
+from bananas.clock import Clock, ManualClock
+from bananas.job import ALL_PRIORITIES, Job, JobPriority, JobStatus, backoff_seconds
+from bananas.protocols import LEASE_EXPIRED_ERROR
+
+__all__ = ["DEFAULT_SETTINGS", "QueueModel", "QueueStateMachine", "make_state_machine", "run_state_machine"]
+
+T = TypeVar("T")
+Line = tuple[str, JobPriority]
+KEYS = ("default", "gpu")
+TICK = 1 / 64  # exact in binary and in microseconds, so every backend stores times exactly
+
+DEFAULT_SETTINGS = settings(
+    max_examples=40,
+    stateful_step_count=25,
+    deadline=None,
+    database=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+
+
+@attrs.define
+class ModelJob:
+    id: str
+    line: Line
+    max_retries: int
+    status: JobStatus = JobStatus.PENDING
+    attempts: int = 0
+
+
+@attrs.define
+class QueueModel:
+    """Where each job is, as the protocols say it must be."""
+
+    jobs: dict[str, ModelJob] = attrs.field(factory=dict)
+    lines: dict[Line, list[set[str]]] = attrs.field(factory=dict)  # FIFO of batches
+    processing: dict[str, float] = attrs.field(factory=dict)  # id -> lease deadline
+    scheduled: dict[str, float] = attrs.field(factory=dict)  # id -> due time
+    dead: list[str] = attrs.field(factory=list)
+
+    def make_ready(self, ids: list[str], *, front: bool = False) -> None:
+        """Ids made ready together: one batch per line (in front of the line for a release)."""
+        by_line: dict[Line, set[str]] = {}
+        for job_id in ids:
+            job = self.jobs[job_id]
+            job.status = JobStatus.PENDING
+            by_line.setdefault(job.line, set()).add(job_id)
+        for line, batch in by_line.items():
+            self.lines.setdefault(line, []).insert(0, batch) if front else self.lines.setdefault(line, []).append(batch)
+
+    def check_claim(self, keys: list[str], priorities: list[JobPriority], limit: int, got: list[str]) -> None:
+        """Assert ``got`` is a claim the protocol allows, and apply it."""
+        taken = 0
+        for key in dict.fromkeys(keys):
+            for priority in sorted(set(priorities), key=lambda p: p.rank):
+                batches = self.lines.get((key, priority), [])
+                while batches and taken < limit:
+                    assert taken < len(got), (
+                        f"claim({keys}, {[p.value for p in priorities]}, limit={limit}) returned {len(got)} "
+                        f"jobs but more were ready, e.g. in {key}/{priority.value}: {sorted(batches[0])}"
+                    )
+                    job_id = got[taken]
+                    assert job_id in batches[0], (
+                        f"claim returned {job_id} as job #{taken + 1}; next in line is {key}/{priority.value} "
+                        f"{sorted(batches[0])} (routing keys in order, then priority, then FIFO)"
+                    )
+                    batches[0].discard(job_id)
+                    if not batches[0]:
+                        batches.pop(0)
+                    taken += 1
+        assert taken == len(got), f"claim returned {got[taken:]} beyond the ready jobs it may take"
+
+    def ready_counts(self) -> dict[Line, int]:
+        counts = {line: sum(len(b) for b in batches) for line, batches in self.lines.items()}
+        return {line: n for line, n in counts.items() if n}
+
+    def failed_attempt(self, job_id: str, now: float, *, retry_delay: bool) -> bool:
+        """Count a failed attempt; True if the job will be retried."""
+        job = self.jobs[job_id]
+        self.processing.pop(job_id, None)
+        job.attempts += 1
+        if job.attempts < job.max_retries:
+            job.status = JobStatus.PENDING
+            if retry_delay:
+                self.scheduled[job_id] = now + backoff_seconds(job.attempts)
+            return True
+        job.status = JobStatus.FAILED
+        self.dead.append(job_id)
+        return False
+
+
+class QueueStateMachine(RuleBasedStateMachine):
+    """Subclass with a ``factory`` (see :func:`make_state_machine`) to run it on a backend."""
+
+    factory: Callable[[Clock], Backend]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.runner = asyncio.Runner()
+        self.clock = ManualClock()
+        self.backend = self.factory(self.clock)
+        self.model = QueueModel()
+        self.claimed: dict[str, Job] = {}
+        self.counter = 0
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self.runner.run(coro)
+
+    def teardown(self) -> None:
+        try:
+            self.run(self.backend.close())
+        finally:
+            self.runner.close()
+
+    def _new_id(self) -> str:
+        self.counter += 1
+        return f"job-{self.counter:04d}"
+
+    def _held(self, data: st.DataObject) -> str:
+        return data.draw(st.sampled_from(sorted(self.model.processing)), label="job")
+
+    # -- rules ------------------------------------------------------------------------
+
+    @rule(
+        specs=st.lists(st.tuples(st.sampled_from(KEYS), st.sampled_from(ALL_PRIORITIES)), min_size=1, max_size=3),
+        max_retries=st.integers(min_value=0, max_value=3),
+    )
+    def enqueue(self, specs: list[tuple[str, JobPriority]], max_retries: int) -> None:
+        jobs = [Job.create("task", {"i": self.counter}, routing_key=key, priority=prio, max_retries=max_retries,
+                           job_id=self._new_id(), now=self.clock.now()) for key, prio in specs]  # fmt: skip
+        self.run(self.backend.queue.enqueue_many(jobs) if len(jobs) > 1 else self.backend.queue.enqueue(jobs[0]))
+        for job in jobs:
+            self.model.jobs[job.id] = ModelJob(job.id, (job.routing_key, job.priority), max_retries)
+        for job in jobs:  # one at a time: FIFO within the batch too
+            self.model.make_ready([job.id])
+
+    @rule(key=st.sampled_from(KEYS), priority=st.sampled_from(ALL_PRIORITIES), delay=st.integers(1, 40))
+    def enqueue_scheduled(self, key: str, priority: JobPriority, delay: int) -> None:
+        when = self.clock.now() + timedelta(seconds=delay)
+        job = Job.create("later", None, routing_key=key, priority=priority, job_id=self._new_id(), now=self.clock.now())
+        job = job.evolve(status=JobStatus.SCHEDULED, scheduled_for=when)
+        self.run(self.backend.queue.enqueue(job))
+        self.model.jobs[job.id] = ModelJob(job.id, (key, priority), job.max_retries, status=JobStatus.SCHEDULED)
+        self.model.scheduled[job.id] = when.timestamp()
+
+    @rule(
+        keys=st.lists(st.sampled_from(KEYS), min_size=1, max_size=2, unique=True),
+        priorities=st.lists(st.sampled_from(ALL_PRIORITIES), min_size=1, max_size=3, unique=True),
+        limit=st.integers(1, 3),
+        lease=st.sampled_from([5, 20, 60]),
+    )
+    def claim(self, keys: list[str], priorities: list[JobPriority], limit: int, lease: int) -> None:
+        jobs = self.run(self.backend.queue.claim(keys, priorities, limit=limit, lease=lease))
+        got = [j.id for j in jobs]
+        assert len(got) == len(set(got)), f"claim returned a job twice: {got}"
+        for job_id in got:
+            assert job_id not in self.model.processing, f"{job_id} claimed while its lease still runs"
+        self.model.check_claim(keys, priorities, limit, got)
+        now = self.clock()
+        for job in jobs:
+            model_job = self.model.jobs[job.id]
+            assert (job.status, job.attempts) == (JobStatus.PROCESSING, model_job.attempts), job.id
+            model_job.status = JobStatus.PROCESSING
+            self.model.processing[job.id] = now + lease
+            self.claimed[job.id] = job
+
+    @precondition(lambda self: self.model.processing)
+    @rule(data=st.data())
+    def complete(self, data: st.DataObject) -> None:
+        job_id = self._held(data)
+        done = self.run(self.backend.queue.complete(self.claimed[job_id]))
+        assert (done.id, done.status) == (job_id, JobStatus.COMPLETED)
+        del self.model.processing[job_id]
+        self.model.jobs[job_id].status = JobStatus.COMPLETED
+
+    @precondition(lambda self: self.model.processing)
+    @rule(data=st.data())
+    def fail(self, data: st.DataObject) -> None:
+        job_id = self._held(data)
+        now = self.clock()
+        stored = self.run(self.backend.queue.fail(self.claimed[job_id], "boom"))
+        retried = self.model.failed_attempt(job_id, now, retry_delay=True)
+        model_job = self.model.jobs[job_id]
+        assert (stored.status, stored.attempts, stored.error) == (model_job.status, model_job.attempts, "boom")
+        if retried:
+            assert stored.scheduled_for is not None
+            assert stored.scheduled_for.timestamp() == self.model.scheduled[job_id], "retry not at now + 2**attempts"
+
+    @precondition(lambda self: self.model.processing)
+    @rule(data=st.data())
+    def release(self, data: st.DataObject) -> None:
+        job_id = self._held(data)
+        self.run(self.backend.queue.release(self.claimed[job_id]))
+        del self.model.processing[job_id]
+        self.model.make_ready([job_id], front=True)
+
+    @precondition(lambda self: self.model.processing)
+    @rule(data=st.data(), lease=st.sampled_from([5, 30]))
+    def renew(self, data: st.DataObject, lease: int) -> None:
+        job_id = self._held(data)
+        held = self.run(self.backend.queue.renew([job_id, "job-unknown"], lease=lease))
+        assert held == {job_id}
+        self.model.processing[job_id] = self.clock() + lease
+
+    @rule(seconds=st.sampled_from([0.5, 1, 2, 3, 5, 8, 13, 30, 61]))
+    def advance(self, seconds: float) -> None:
+        boundaries = set(self.model.processing.values()) | set(self.model.scheduled.values())
+        target = self.clock() + seconds
+        while target in boundaries:
+            target += TICK
+        self.clock.set(target)
+
+    @rule()
+    def move_scheduled(self) -> None:
+        now = self.clock()
+        due = sorted(job_id for job_id, when in self.model.scheduled.items() if when <= now)
+        assert self.run(self.backend.queue.move_scheduled()) == len(due), f"expected {due} to become ready"
+        for job_id in due:
+            del self.model.scheduled[job_id]
+        self.model.make_ready(due)
+
+    @rule()
+    def reap_expired(self) -> None:
+        now = self.clock()
+        expired = sorted(job_id for job_id, deadline in self.model.processing.items() if deadline <= now)
+        assert self.run(self.backend.queue.reap_expired()) == len(expired), f"expected {expired} to be reaped"
+        again = [job_id for job_id in expired if self.model.failed_attempt(job_id, now, retry_delay=False)]
+        self.model.make_ready(again)
+        for job_id in expired:
+            stored = self.run(self.backend.queue.get_job(job_id))
+            assert (stored.attempts, stored.error) == (self.model.jobs[job_id].attempts, LEASE_EXPIRED_ERROR)
+
+    @precondition(lambda self: self.model.dead and self.backend.supports(Capability.DEAD_LETTER_ADMIN))
+    @rule()
+    def requeue_dead(self) -> None:
+        dead, self.model.dead = self.model.dead, []
+        assert self.run(self.backend.queue.requeue_dead()) == len(dead)
+        for job_id in dead:
+            self.model.jobs[job_id].attempts = 0
+        self.model.make_ready(dead)
+
+    @precondition(lambda self: self.model.jobs)
+    @rule(data=st.data())
+    def get_job(self, data: st.DataObject) -> None:
+        job_id = data.draw(st.sampled_from(sorted(self.model.jobs)), label="job")
+        stored = self.run(self.backend.queue.get_job(job_id))
+        model_job = self.model.jobs[job_id]
+        assert (stored.status, stored.attempts) == (model_job.status, model_job.attempts), job_id
+
+    # -- invariants -------------------------------------------------------------------
+
+    @invariant()
+    def depths_agree(self) -> None:
+        depths = self.run(self.backend.queue.depths())
+        assert {k: v for k, v in depths.ready.items() if v} == self.model.ready_counts(), "ready jobs differ"
+        assert depths.processing == len(self.model.processing), "processing count differs"
+        assert depths.scheduled == len(self.model.scheduled), "scheduled count differs"
+        assert depths.dead == len(self.model.dead), "dead count differs"
+
+
+def make_state_machine(factory: Callable[[Clock], Backend]) -> type[QueueStateMachine]:
+    """A :class:`QueueStateMachine` bound to ``factory`` (called once per example with a ManualClock)."""
+    return type("BackendStateMachine", (QueueStateMachine,), {"factory": staticmethod(factory)})
+
+
+def run_state_machine(factory: Callable[[Clock], Backend], settings_: settings | None = None) -> None:
+    """Run the state machine against ``factory``'s backends; raises on the first disagreement."""
+    run_state_machine_as_test(make_state_machine(factory), settings=settings_ or DEFAULT_SETTINGS)

@@ -1,0 +1,114 @@
+"""The conformance suite: :class:`BackendConformance`, every contract test in one base class.
+
+Subclass it in a test module (the class name must start with ``Test``) and point it at
+your backend, by URL or by factory::
+
+    from bananas.testing.suite import BackendConformance
+
+    class TestMyBackend(BackendConformance):
+        bananas_url = "mine://localhost/0"
+
+Test names are stable, so you can list known failures with ``pytest.mark.xfail`` in your
+subclass (override the method and decorate it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import Any, ClassVar
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bananas.clock import ManualClock
+from bananas.job import JSON, Job, JobResult
+from bananas.testing import stateful, strategies
+from bananas.testing.plugin import BackendFactory
+from bananas.testing.suite._helpers import new_job
+from bananas.testing.suite.extras import CapabilityTests, CronTests, WakeupTests, WorkerRegistryTests
+from bananas.testing.suite.lifecycle import CompleteFailTests, DeadLetterTests, ScheduledTests
+from bananas.testing.suite.queue import ClaimTests, EnqueueTests, LeaseTests
+from bananas.testing.suite.results import ResultTests, ResultTTLTests
+
+__all__ = ["BackendConformance"]
+
+_PROPERTY_SETTINGS = settings(
+    max_examples=25, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+class PropertyTests:
+    """Hypothesis: every JSON payload and result survives; the queue matches a model."""
+
+    stateful_settings: ClassVar[settings] = stateful.DEFAULT_SETTINGS
+    """Settings of :meth:`test_state_machine`; override for more (or fewer) examples and steps."""
+
+    @_PROPERTY_SETTINGS
+    @given(payloads=st.lists(strategies.json_values(), min_size=1, max_size=4))
+    def test_payload_round_trip(self, bananas_backend_factory: BackendFactory, payloads: list[JSON]) -> None:
+        async def check() -> None:
+            clock = ManualClock()
+            async with bananas_backend_factory(clock) as backend:
+                jobs = [new_job(clock, payload=p) for p in payloads]
+                await backend.queue.enqueue_many(jobs)
+                for job in jobs:
+                    assert (await backend.queue.get_job(job.id)).payload == job.payload
+                claimed = await backend.queue.claim(["default"], limit=len(jobs))
+                assert [j.payload for j in claimed] == payloads
+
+        _run(check())
+
+    @_PROPERTY_SETTINGS
+    @given(job=strategies.jobs())
+    def test_job_fields_round_trip(self, bananas_backend_factory: BackendFactory, job: Job) -> None:
+        async def check() -> None:
+            async with bananas_backend_factory(ManualClock()) as backend:
+                await backend.queue.enqueue(job)
+                stored = await backend.queue.get_job(job.id)
+                assert stored.to_dict() == job.to_dict()
+
+        _run(check())
+
+    @_PROPERTY_SETTINGS
+    @given(result=strategies.job_results())
+    def test_result_values_round_trip(self, bananas_backend_factory: BackendFactory, result: JobResult) -> None:
+        async def check() -> None:
+            async with bananas_backend_factory(ManualClock()) as backend:
+                await backend.results.store(result)
+                assert await backend.results.get(result.job_id) == result
+
+        _run(check())
+
+    def test_state_machine(self, bananas_backend_factory: BackendFactory) -> None:
+        stateful.run_state_machine(bananas_backend_factory, self.stateful_settings)
+
+
+def _run(coro: Coroutine[Any, Any, None]) -> None:
+    asyncio.run(coro)
+
+
+@pytest.mark.anyio
+class BackendConformance(
+    EnqueueTests,
+    ClaimTests,
+    LeaseTests,
+    CompleteFailTests,
+    ScheduledTests,
+    DeadLetterTests,
+    ResultTests,
+    ResultTTLTests,
+    CronTests,
+    WorkerRegistryTests,
+    WakeupTests,
+    CapabilityTests,
+    PropertyTests,
+):
+    """Every contract of :mod:`bananas.protocols`, for one backend.
+
+    Point it at the backend by setting ``bananas_url``, or by overriding the
+    ``bananas_url`` or ``bananas_backend_factory`` fixture (see :mod:`bananas.testing.plugin`).
+    """
+
+    bananas_url: ClassVar[str | None] = None
