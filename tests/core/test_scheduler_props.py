@@ -102,7 +102,7 @@ async def _race(schedule: Schedule, start: datetime, steps: list[tuple[int, floa
         fired = 0
         for who, seconds in steps:
             if who == 3:
-                counts = await asyncio.gather(schedulers[0].tick(), schedulers[1].tick())
+                counts = list(await asyncio.gather(schedulers[0].tick(), schedulers[1].tick()))
             else:
                 counts = [await schedulers[who % 2].tick()]
             assert all(c <= 1 for c in counts)  # never a burst, whatever was missed
