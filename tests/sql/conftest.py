@@ -7,11 +7,11 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-
-import bananas_sql
 from bananas.backend import Backend
 from bananas.clock import ManualClock
 from bananas.plugins import connect
+
+import bananas_sql
 
 
 @pytest.fixture

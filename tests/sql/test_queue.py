@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-
 from bananas.backend import Backend
 from bananas.clock import ManualClock
 from bananas.errors import DuplicateJob, InvalidJob, JobNotFound
