@@ -156,6 +156,24 @@ class Connection:
         script = self.script(name)
         return await self.run(lambda: script(keys=keys, args=args), what or name)
 
+    async def batch(self, name: str, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+        """Run a script once per ``(keys, args)`` in one round trip; return the replies in order.
+
+        A pipeline on a single server; on Cluster (whose pipelines refuse EVALSHA) the calls
+        are sent concurrently instead.
+        """
+        script = self.script(name)
+
+        async def once() -> list[Any]:
+            if self.is_cluster:
+                return list(await asyncio.gather(*(script(keys=k, args=a) for k, a in calls)))
+            async with self.client.pipeline(transaction=False) as pipe:
+                for keys, args in calls:
+                    await script(keys=keys, args=args, client=pipe)
+                return list(await pipe.execute())
+
+        return await self.run(once, name)
+
     async def close(self) -> None:
         if self.closed:
             return

@@ -147,15 +147,10 @@ class RedisQueue:
         return claimed
 
     async def _set_if_held(self, writes: list[tuple[str, bytes, str]]) -> None:
-        script = self.conn.script("set_if_held")
-
-        async def once() -> None:
-            async with self.conn.client.pipeline(transaction=False) as pipe:
-                for job_id, old, new in writes:
-                    await script(keys=[self.k.leases, self.k.job(job_id)], args=[job_id, old, new], client=pipe)
-                await pipe.execute()
-
-        await self.conn.run(once, "claim")
+        args: list[Any] = [self.k.job("")]
+        for job_id, old, new in writes:
+            args += [job_id, old, new]
+        await self.conn.call("set_if_held", [self.k.leases], args, "claim")
 
     async def _bury(self, job_id: str, error: str, token: str) -> None:
         """Send a claimed id with unreadable JSON to the dead list, with a failed result saying why."""
@@ -272,15 +267,7 @@ class RedisQueue:
         return ids, list(raws)
 
     async def _pipeline(self, name: str, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
-        script = self.conn.script(name)
-
-        async def once() -> list[Any]:
-            async with self.conn.client.pipeline(transaction=False) as pipe:
-                for keys, args in calls:
-                    await script(keys=keys, args=args, client=pipe)
-                return list(await pipe.execute())
-
-        return await self.conn.run(once, name)
+        return await self.conn.batch(name, calls)
 
     async def reap_expired(self) -> int:
         reaped = 0
