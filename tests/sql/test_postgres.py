@@ -1,0 +1,128 @@
+"""PostgreSQL specifics: transactional enqueue, LISTEN/NOTIFY wake-ups, the claim plan."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import sqlalchemy as sa
+from bananas.backend import Backend
+from bananas.errors import DuplicateJob
+from bananas.job import Job, JobResult, JobStatus
+from bananas.plugins import connect
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.orm import Session
+
+import bananas_sql
+from bananas_sql.urls import postgres_sqlalchemy_url
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def pg(postgres_url: str, namespace: str) -> AsyncIterator[Backend]:
+    await bananas_sql.upgrade(postgres_url, namespace=namespace)
+    async with connect(postgres_url, namespace=namespace) as backend:
+        yield backend
+
+
+@pytest.fixture
+def sync_engine(postgres_url: str) -> Iterator[sa.Engine]:
+    engine = sa.create_engine(postgres_sqlalchemy_url(postgres_url))
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+async def async_engine(postgres_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_async_engine(postgres_sqlalchemy_url(postgres_url))
+    yield engine
+    await engine.dispose()
+
+
+async def test_transactional_enqueue_commit_and_rollback(pg: Backend, sync_engine: sa.Engine, namespace: str) -> None:
+    kept, dropped = Job.create("kept"), Job.create("dropped")
+    with sync_engine.begin() as conn:
+        bananas_sql.enqueue_in_transaction(conn, kept, namespace=namespace)
+    with pytest.raises(RuntimeError), Session(sync_engine) as session, session.begin():
+        bananas_sql.enqueue_in_transaction(session, dropped, namespace=namespace)
+        raise RuntimeError("the application's transaction fails")
+    assert (await pg.queue.get_job(kept.id)).status is JobStatus.PENDING
+    assert [j.id for j in await pg.queue.claim(["default"], limit=5)] == [kept.id]
+    with pytest.raises(DuplicateJob), sync_engine.begin() as conn:
+        bananas_sql.enqueue_in_transaction(conn, kept, namespace=namespace)
+
+
+async def test_async_transactional_enqueue(pg: Backend, async_engine: AsyncEngine, namespace: str) -> None:
+    kept, dropped = Job.create("kept"), Job.create("dropped")
+    async with async_engine.connect() as conn:
+        async with conn.begin():
+            await bananas_sql.enqueue_in_transaction_async(conn, kept, namespace=namespace)
+        trans = await conn.begin()
+        await bananas_sql.enqueue_in_transaction_async(conn, dropped, namespace=namespace)
+        await trans.rollback()
+    assert [j.id for j in await pg.queue.claim(["default"], limit=5)] == [kept.id]
+
+
+async def test_idle_worker_is_woken_by_enqueue_elsewhere(pg: Backend, postgres_url: str, namespace: str) -> None:
+    assert await pg.queue.claim(["default"]) == []
+    await pg.queue.wait_for_work(["default"], 5)  # the listener's first connect counts as a wake-up
+    async with connect(postgres_url, namespace=namespace) as producer:
+
+        async def enqueue_later() -> None:
+            await asyncio.sleep(0.3)
+            await producer.queue.enqueue(Job.create("wake"))
+
+        task = asyncio.ensure_future(enqueue_later())
+        started = time.monotonic()
+        await pg.queue.wait_for_work(["default"], 30)
+        waited = time.monotonic() - started
+        await task
+    assert waited < 15, "wait_for_work was not woken by the enqueue; it ran to its timeout"
+    assert [j.name for j in await pg.queue.claim(["default"])] == ["wake"]
+
+
+async def test_result_wait_is_pushed(pg: Backend, postgres_url: str, namespace: str) -> None:
+    async with connect(postgres_url, namespace=namespace) as worker:
+
+        async def store_later() -> None:
+            await asyncio.sleep(0.3)
+            await worker.results.store(JobResult(job_id="r", status=JobStatus.COMPLETED, result=[1]))
+
+        task = asyncio.ensure_future(store_later())
+        result = await pg.results.wait("r", 30)
+        await task
+    assert result.result == [1]
+
+
+async def test_claim_uses_partial_index_with_large_history(
+    pg: Backend, async_engine: AsyncEngine, namespace: str
+) -> None:
+    jobs = f"{namespace}_jobs"
+    finished = json.dumps(Job.create("old").to_dict())
+    async with async_engine.begin() as conn:
+        await conn.execute(
+            sa.text(
+                f"INSERT INTO {jobs} (id, name, state, routing_key, priority, position, run_at, data, expires_at) "
+                f"SELECT 'old-' || g, 'old', CASE WHEN g % 10 = 0 THEN 'dead' ELSE 'completed' END, 'default', 1, "
+                f"nextval('{namespace}_job_position'), 0, :data, 1e12 FROM generate_series(1, 200000) AS g"
+            ),
+            {"data": finished},
+        )
+        await conn.execute(sa.text(f"ANALYZE {jobs}"))
+    await pg.queue.enqueue_many([Job.create(f"new{i}") for i in range(5)])
+    db = pg.queue.db  # type: ignore[attr-defined]
+    for single in (True, False):
+        query = db._claim_query(single, True, False)
+        params = {"now": 0.0, "lease_until": 60.0, "limit": 3}
+        params.update({"key": "default"} if single else {"keys": ["default", "other"]})
+        async with async_engine.begin() as conn:
+            plan = "\n".join(r[0] for r in await conn.execute(sa.text("EXPLAIN " + query.text), params))
+            await conn.rollback()
+        assert f"{namespace}_jobs_claim" in plan, plan
+        assert "Seq Scan" not in plan, plan
+    claimed = await pg.queue.claim(["default"], limit=3)
+    assert [j.name for j in claimed] == ["new0", "new1", "new2"]
