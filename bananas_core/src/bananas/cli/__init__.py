@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import logging
 import os
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, NoReturn
 
 from bananas.cli.common import UsageError, add_common
@@ -89,9 +91,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             args = parser.parse_args(argv)
         except SystemExit as exc:  # --help and --version exit 0 through argparse
             return exc.code if isinstance(exc.code, int) else EXIT_OK
-        result = args.run(args)
-        if asyncio.iscoroutine(result):
-            result = asyncio.run(result)
+        with _quiet_logs(args.command):
+            result = args.run(args)
+            if asyncio.iscoroutine(result):
+                result = asyncio.run(result)
         return int(result or 0)
     except KeyboardInterrupt:
         print("bananas: interrupted", file=sys.stderr)
@@ -100,6 +103,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(exc, SystemExit):
             return exc.code if isinstance(exc.code, int) else EXIT_FAILURE
         return _report(exc)
+
+
+@contextlib.contextmanager
+def _quiet_logs(command: str) -> Iterator[None]:
+    """Keep library warnings (such as reconnect attempts) out of one-shot commands' output;
+    the worker logs as configured, and ``BANANAS_DEBUG=1`` shows everything."""
+    logger = logging.getLogger("bananas")
+    level = logger.level
+    if command != "worker" and not os.environ.get("BANANAS_DEBUG"):
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _report(exc: BaseException) -> int:

@@ -14,7 +14,10 @@ from bananas.job import JobPriority
 from bananas.protocols import WorkerInfo
 from bananas.timefmt import from_timestamp
 
-__all__ = ["register", "unserved"]
+__all__ = ["CHECK_RETRY_SECONDS", "register", "unserved"]
+
+CHECK_RETRY_SECONDS = 2.0
+"""A health check answers quickly: an unreachable backend is retried this long, then reported."""
 
 
 def register(sub: Any) -> None:
@@ -153,7 +156,7 @@ def unserved(ready: dict[tuple[str, JobPriority], int], live: list[WorkerInfo]) 
 async def check(args: argparse.Namespace) -> int:
     """``bananas check``: 0 and ``ok ...`` when healthy, else 1 and the reason on one line."""
     try:
-        async with open_from_args(args) as backend:
+        async with open_from_args(args, retry=CHECK_RETRY_SECONDS) as backend:
             await backend.queue.ping()
             depths = await backend.queue.depths()
             live = await backend.workers.workers()

@@ -9,6 +9,7 @@ import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 from bananas.backend import Backend
 
@@ -29,12 +30,27 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON for scripts instead of tables")
 
 
-@asynccontextmanager
-async def open_from_args(args: argparse.Namespace) -> AsyncIterator[Backend]:
-    """The backend named by ``--url`` (or the default), closed afterwards."""
-    from bananas.config import open_backend
+# How long one-shot commands let a backend retry a lost connection before they report it.
+# Backends name this setting differently; each reads its own name and ignores the others.
+COMMAND_RETRY_SECONDS = 5.0
+_RETRY_OPTIONS = ("retry_for", "retry_seconds")
 
-    backend = await open_backend(args.url)
+
+@asynccontextmanager
+async def open_from_args(
+    args: argparse.Namespace, *, retry: float | None = COMMAND_RETRY_SECONDS
+) -> AsyncIterator[Backend]:
+    """The backend named by ``--url`` (or the default), closed afterwards.
+
+    ``retry`` bounds how long an unreachable backend is retried (unless the URL sets it).
+    """
+    from bananas.config import open_backend, resolve_url
+
+    extra: dict[str, Any] = {}
+    if retry is not None:
+        given = {key for key, _ in parse_qsl(urlsplit(resolve_url(args.url)).query)}
+        extra = {name: retry for name in _RETRY_OPTIONS if name not in given}
+    backend = await open_backend(args.url, extra=extra)
     try:
         yield backend
     finally:
