@@ -55,7 +55,12 @@ async def test_foreign_job_is_claimed_completed_and_stored_as_documented(
     assert job.extra == {"trace_id": "abc", "x_custom": {"n": 1}}
     assert await raw.lrange(f"{ns}:queue:processing", 0, -1) == [job_id]
     assert await raw.llen(ready_key.format(ns=ns)) == 0
-    stored = json.loads(await raw.get(f"{ns}:job:{job_id}"))
+    claimed_text = await raw.get(f"{ns}:job:{job_id}")
+    # one claim call marks it processing; every other byte is the producer's
+    assert claimed_text == original.replace('"status":"pending"', '"status":"processing"').replace(
+        f'"updated_at":"{GO_TIME}"', f'"updated_at":"{format_time(clock.now())}"'
+    )
+    stored = json.loads(claimed_text)
     assert stored["status"] == "processing"
     assert stored["created_at"] == GO_TIME  # other implementations' times are kept byte for byte
     assert stored["payload"]["big"] == 12345678901234567890123 and stored["payload"]["f"] == 0.1

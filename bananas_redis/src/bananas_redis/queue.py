@@ -2,12 +2,15 @@
 
 Claim design. One Lua call (claim.lua) walks the ready lists in the worker's order and
 moves up to ``limit`` ids to ``{ns}:queue:processing`` with RPOPLPUSH (never in no list),
-recording each lease deadline in the extra sorted set ``{ns}:queue:leases``. It returns
-the job JSON untouched; Python sets ``status``/``updated_at`` by editing only those fields
-(jobjson.py) and writes it back with set_if_held.lua, guarded by "lease still held and
-JSON unchanged". JSON is never re-encoded in Lua (cjson would rewrite floats, large
-integers and field order). A crash between the two steps leaves a leased job whose JSON
-still says ``pending``: the reaper treats it like any expired claim, so nothing is lost.
+records each lease deadline in the extra sorted set ``{ns}:queue:leases``, and marks the
+job ``processing`` by replacing the values of the top-level ``status`` and ``updated_at``
+strings in the JSON text: every other byte stays as its producer wrote it (cjson would
+rewrite floats, big integers and field order, so JSON is never re-encoded in Lua). One
+round trip claims a whole batch. For a JSON text the in-place editor does not handle (no
+top-level ``status`` string, say), Python edits the decoded dict (jobjson.py) and writes
+it with set_if_held.lua, guarded by "lease still held and JSON unchanged"; a crash in
+between leaves a leased job still saying ``pending``, which the reaper takes back like any
+expired claim, so nothing is lost.
 
 Every write script is safe to repeat after a lost reply (see finish.lua's return codes),
 so operations are retried through :meth:`Connection.run` on connection loss.
@@ -125,12 +128,12 @@ class RedisQueue:
         reply = await self.conn.call(
             "claim",
             [k.processing, k.leases, k.dead, k.dead_errors, *lists],
-            [k.job(""), limit, deadline, MISSING_JOB_ERROR, len(names), *names],
+            [k.job(""), limit, deadline, MISSING_JOB_ERROR, wire_time(now), len(names), *names],
         )
         claimed: list[Job] = []
-        writes: list[tuple[str, bytes, str]] = []
-        for i in range(0, len(reply), 2):
-            job_id, raw = _text(reply[i]), reply[i + 1]
+        writes: list[tuple[str, bytes, str]] = []  # JSON the script could not edit in place
+        for i in range(0, len(reply), 3):
+            job_id, raw, edited = _text(reply[i]), reply[i + 1], int(reply[i + 2])
             try:
                 data, job = decode(raw)
                 if job.id != job_id:
@@ -138,9 +141,10 @@ class RedisQueue:
             except JobDecodeError as exc:
                 await self._bury(job_id, f"job record unreadable: {exc}", deadline)
                 continue
-            data, text = edit(data, status=JobStatus.PROCESSING.value, updated_at=wire_time(now))
+            if not edited:
+                data, text = edit(data, status=JobStatus.PROCESSING.value, updated_at=wire_time(now))
+                writes.append((job_id, raw, text))
             self._held[job_id] = data
-            writes.append((job_id, raw, text))
             claimed.append(Job.from_dict(data))
         if writes:
             await self._set_if_held(writes)
