@@ -1,0 +1,56 @@
+"""The application the end-to-end tests run in real worker processes:
+``python -m bananas.worker tests.e2e.app:registry``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from typing import Any
+
+from bananas import Job, Registry
+from bananas.worker import JobContext
+
+registry = Registry()
+
+
+@registry.handler("echo")
+async def echo(ctx: JobContext, job: Job) -> Any:
+    """Return the payload unchanged."""
+    return job.payload
+
+
+@registry.handler("echo_sync")
+def echo_sync(ctx: JobContext, job: Job) -> Any:
+    """Return the payload unchanged, from a plain function (run in a thread)."""
+    return {"sync": job.payload}
+
+
+@registry.handler("fail")
+async def fail(ctx: JobContext, job: Job) -> None:
+    """Always fail."""
+    raise RuntimeError(f"failing on purpose (attempt {job.attempts + 1})")
+
+
+def _log(path: str, **fields: Any) -> None:
+    line = json.dumps({"pid": os.getpid(), "at": time.time(), **fields})
+    with open(path, "a", encoding="utf-8") as f:  # one short append per line: atomic enough for tests
+        f.write(line + "\n")
+
+
+@registry.handler("record")
+async def record(ctx: JobContext, job: Job) -> dict[str, Any]:
+    """Log a start line to ``payload["log"]``, sleep ``payload.get("sleep", 0)`` seconds, log a done line.
+
+    With ``payload["hang_first"]``, the first start (no earlier start logged) sleeps an hour:
+    a worker killed then must not lose the job.
+    """
+    path = job.payload["log"]
+    first = not os.path.exists(path)  # noqa: ASYNC240  (a test app: one tiny local check)
+    _log(path, event="start", id=job.id, attempts=job.attempts)
+    if job.payload.get("hang_first") and first:
+        await asyncio.sleep(3600)
+    await asyncio.sleep(float(job.payload.get("sleep", 0)))
+    _log(path, event="done", id=job.id)
+    return {"pid": os.getpid()}
