@@ -25,9 +25,10 @@ from typing import Any
 
 from bananas.errors import DuplicateJob, InvalidJob, JobDecodeError, JobNotFound
 from bananas.job import ALL_PRIORITIES, DEFAULT_ROUTING_KEY, Job, JobPriority, JobResult, JobStatus, backoff_seconds
-from bananas.protocols import DEFAULT_LEASE_SECONDS, LEASE_EXPIRED_ERROR, QueueDepths
+from bananas.protocols import DEFAULT_LEASE_SECONDS, LEASE_EXPIRED_ERROR
 from bananas.timefmt import from_timestamp
 
+from bananas_redis.admin import QueueAdmin, _text
 from bananas_redis.connection import RETRYABLE, Connection
 from bananas_redis.jobjson import decode, edit, wire_time
 
@@ -39,15 +40,11 @@ REAPER_GRACE = 30.0
 BATCH = 500
 
 
-def _text(value: Any) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
-
-
 def _ms(seconds: float) -> int:
     return max(1, int(seconds * 1000))
 
 
-class RedisQueue:
+class RedisQueue(QueueAdmin):
     """:class:`bananas.protocols.Queue` on Redis, in the wire format of REDIS_WIRE_FORMAT.md."""
 
     def __init__(self, conn: Connection) -> None:
@@ -175,7 +172,7 @@ class RedisQueue:
 
     # -- settle -------------------------------------------------------------------------
 
-    async def _finish(
+    def _finish_call(
         self,
         job_id: str,
         json_text: str,
@@ -186,7 +183,8 @@ class RedisQueue:
         token: str = "",
         dead_error: str = "",
         result: JobResult | None = None,
-    ) -> int:
+    ) -> tuple[list[str], list[Any]]:
+        """KEYS and ARGV of finish.lua (see the script for the modes and return codes)."""
         k = self.k
         keys = [k.processing, k.leases, k.job(job_id), target, k.dead_errors]
         args: list[Any] = [job_id, json_text, mode, n, token, dead_error]
@@ -195,6 +193,11 @@ class RedisQueue:
             args += [_ms(self.conn.options.result_failure_ttl), k.result_notify(job_id)]
             for field, value in result.to_hash().items():
                 args += [field, value]
+        return keys, args
+
+    async def _finish(self, job_id: str, json_text: str, mode: str, target: str, n: float | int | str,
+                      **kw: Any) -> int:  # fmt: skip
+        keys, args = self._finish_call(job_id, json_text, mode, target, n, **kw)
         return int(await self.conn.call("finish", keys, args, f"{mode} {job_id}"))
 
     def _base(self, job: Job) -> dict[str, Any]:
@@ -270,9 +273,6 @@ class RedisQueue:
         raws = await self.conn.run(lambda: client.mget([self.k.job(i) for i in ids]), "mget")
         return ids, list(raws)
 
-    async def _pipeline(self, name: str, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
-        return await self.conn.batch(name, calls)
-
     async def reap_expired(self) -> int:
         reaped = 0
         while True:
@@ -281,41 +281,39 @@ class RedisQueue:
             reply = await self.conn.call("reap_take", [self.k.leases], [repr(now), token, BATCH, self.k.job("")])
             if not reply:
                 return reaped
+            calls = []
             for i in range(0, len(reply), 2):
                 job_id, raw = _text(reply[i]), reply[i + 1]
                 self._held.pop(job_id, None)
-                try:
-                    if raw is None:
-                        raise JobDecodeError("job record missing")
-                    data, job = decode(raw)
-                except JobDecodeError as exc:
-                    await self._bury(job_id, f"job record unreadable: {exc}", token)
-                    reaped += 1
-                    continue
-                reaped += await self._reap_one(data, job, now, token)
+                calls.append(self._reap_call(job_id, raw, now, token))
+            reaped += sum(1 for r in await self.conn.batch("finish", calls) if int(r) == 1)
             if len(reply) < 2 * BATCH:
                 return reaped
 
-    async def _reap_one(self, data: dict[str, Any], job: Job, now: float, token: str) -> int:
+    def _reap_call(self, job_id: str, raw: bytes | None, now: float, token: str) -> tuple[list[str], list[Any]]:
+        """The finish.lua call that takes back one expired claim (a failed attempt)."""
+        try:
+            if raw is None:
+                raise JobDecodeError("job record missing")
+            data, job = decode(raw)
+        except JobDecodeError as exc:
+            error = f"job record unreadable: {exc}"
+            result = JobResult(job_id=job_id, status=JobStatus.FAILED, error=error, completed_at=from_timestamp(now))
+            return self._finish_call(job_id, "", "dead", self.k.dead, 0, token=token, dead_error=error, result=result)
         attempts = job.attempts + 1
         common = {
-            "attempts": attempts,
-            "error": LEASE_EXPIRED_ERROR,
-            "updated_at": wire_time(now),
-            "scheduled_for": None,
-        }
+            "attempts": attempts, "error": LEASE_EXPIRED_ERROR, "updated_at": wire_time(now), "scheduled_for": None,
+        }  # fmt: skip
         if attempts < job.max_retries:
             _, text = edit(data, status=JobStatus.PENDING.value, **common)
             target = self.k.ready(job.routing_key, job.priority)
-            applied = await self._finish(job.id, text, "ready", target, 0, token=token)
-        else:
-            _, text = edit(data, status=JobStatus.FAILED.value, **common)
-            result = JobResult(
-                job_id=job.id, status=JobStatus.FAILED, error=LEASE_EXPIRED_ERROR, completed_at=from_timestamp(now)
-            )
-            ttl = _ms(self.conn.options.failed_job_ttl)
-            applied = await self._finish(job.id, text, "dead", self.k.dead, ttl, token=token, result=result)
-        return 1 if applied == 1 else 0
+            return self._finish_call(job.id, text, "ready", target, 0, token=token)
+        _, text = edit(data, status=JobStatus.FAILED.value, **common)
+        result = JobResult(
+            job_id=job.id, status=JobStatus.FAILED, error=LEASE_EXPIRED_ERROR, completed_at=from_timestamp(now)
+        )
+        ttl = _ms(self.conn.options.failed_job_ttl)
+        return self._finish_call(job.id, text, "dead", self.k.dead, ttl, token=token, result=result)
 
     # -- reading ----------------------------------------------------------------------
 
@@ -324,105 +322,6 @@ class RedisQueue:
         if raw is None:
             raise JobNotFound(job_id)
         return Job.from_json(raw)
-
-    async def depths(self) -> QueueDepths:
-        client = self.conn.client
-        route_keys: list[str] = []
-
-        async def scan() -> None:
-            route_keys.clear()
-            async for key in client.scan_iter(match=self.k.route_pattern, count=1000):
-                route_keys.append(_text(key))
-
-        await self.conn.run(scan, "depths")
-        lists: list[tuple[str, str, JobPriority]] = [
-            (self.k.ready(DEFAULT_ROUTING_KEY, p), DEFAULT_ROUTING_KEY, p) for p in ALL_PRIORITIES
-        ]
-        prefix = f"{self.k.ns}:route:"
-        for key in sorted(set(route_keys)):
-            route, _, prio = key[len(prefix) :].rpartition(":queue:")
-            if prio in {p.value for p in ALL_PRIORITIES}:
-                lists.append((key, route, JobPriority(prio)))
-
-        async def counts() -> list[Any]:
-            async with client.pipeline(transaction=False) as pipe:
-                for key, _, _ in lists:
-                    pipe.llen(key)
-                pipe.llen(self.k.processing)
-                pipe.zcard(self.k.scheduled)
-                pipe.llen(self.k.dead)
-                return list(await pipe.execute())
-
-        values = await self.conn.run(counts, "depths")
-        ready: dict[tuple[str, JobPriority], int] = {}
-        for (_, route, prio), n in zip(lists, values, strict=False):
-            if n:
-                ready[(route, prio)] = ready.get((route, prio), 0) + int(n)
-        processing, scheduled, dead = (int(v) for v in values[-3:])
-        return QueueDepths(ready=ready, processing=processing, scheduled=scheduled, dead=dead)
-
-    # -- dead letters -----------------------------------------------------------------
-
-    async def _dead_ids(self, start: int, stop: int) -> list[str]:
-        ids = await self.conn.run(lambda: self.conn.client.lrange(self.k.dead, start, stop), "dead letters")
-        return [_text(i) for i in ids]
-
-    async def dead_letters(self, *, limit: int = 100, offset: int = 0) -> list[Job]:
-        if limit < 1:
-            return []
-        ids = await self._dead_ids(max(offset, 0), max(offset, 0) + limit - 1)
-        if not ids:
-            return []
-        raws = await self.conn.run(lambda: self.conn.client.mget([self.k.job(i) for i in ids]), "dead letters")
-        errors = await self.conn.run(lambda: self.conn.client.hmget(self.k.dead_errors, ids), "dead letters")
-        out: list[Job] = []
-        for job_id, raw, err in zip(ids, raws, errors, strict=True):
-            try:
-                out.append(Job.from_json(raw) if raw is not None else _stub(job_id, err))
-            except (JobDecodeError, InvalidJob):
-                with contextlib.suppress(InvalidJob):
-                    out.append(_stub(job_id, err))
-        return out
-
-    async def requeue_dead(self, job_ids: Sequence[str] | None = None) -> int:
-        ids = list(job_ids) if job_ids is not None else await self._dead_ids(0, -1)
-        if not ids:
-            return 0
-        raws = await self.conn.run(lambda: self.conn.client.mget([self.k.job(i) for i in ids]), "requeue")
-        now = wire_time(self.conn.now())
-        calls: list[tuple[list[str], list[Any]]] = []
-        for job_id, raw in zip(ids, raws, strict=True):
-            if raw is None:
-                continue
-            try:
-                data, job = decode(raw)
-            except JobDecodeError:
-                continue
-            _, text = edit(data, status="pending", attempts=0, error=None, scheduled_for=None, updated_at=now)
-            keys = [self.k.dead, self.k.job(job_id), self.k.ready(job.routing_key, job.priority), self.k.dead_errors]
-            calls.append((keys, [job_id, raw, text, self.k.wakeup, job.routing_key]))
-        if not calls:
-            return 0
-        return sum(int(r) for r in await self._pipeline("requeue", calls))
-
-    async def purge_dead(self, job_ids: Sequence[str] | None = None) -> int:
-        ids = list(job_ids) if job_ids is not None else await self._dead_ids(0, -1)
-        if not ids:
-            return 0
-        client = self.conn.client
-
-        async def once() -> list[Any]:
-            async with client.pipeline(transaction=False) as pipe:
-                for job_id in ids:
-                    pipe.lrem(self.k.dead, 0, job_id)
-                return list(await pipe.execute())
-
-        removed = await self.conn.run(once, "purge")
-        gone = [i for i, n in zip(ids, removed, strict=True) if int(n) > 0]
-        if gone:
-            await self.conn.run(lambda: client.delete(*[self.k.job(i) for i in gone]), "purge")
-            await self.conn.run(lambda: client.hdel(self.k.dead_errors, *gone), "purge")
-        return len(gone)
 
     # -- wake-up ----------------------------------------------------------------------
 
@@ -452,9 +351,3 @@ class RedisQueue:
     async def close(self) -> None:
         await self._drop_pubsub()
         await self.conn.close()
-
-
-def _stub(job_id: str, err: Any) -> Job:
-    """A stand-in for a dead id whose job JSON is missing or unreadable."""
-    reason = _text(err) if err else "job record missing or unreadable"
-    return Job(id=job_id, name="<unreadable>", status=JobStatus.FAILED, error=reason)
