@@ -22,7 +22,7 @@ import attrs
 
 from bananas.backend import Backend, BackendOptions
 from bananas.backends._signal import Signal
-from bananas.capabilities import Capability
+from bananas.capabilities import Capability, require
 from bananas.errors import DuplicateJob, InvalidJob, JobNotFound, Timeout
 from bananas.job import ALL_PRIORITIES, Job, JobPriority, JobResult, JobStatus, backoff_seconds
 from bananas.plugins.hookspecs import hookimpl
@@ -39,6 +39,7 @@ __all__ = [
     "MemoryWorkers",
     "bananas_backends",
     "connect_memory",
+    "memory_backend",
     "store_for",
 ]
 
@@ -137,6 +138,15 @@ class _Part:
 class MemoryQueue(_Part):
     """:class:`~bananas.protocols.Queue` over a :class:`MemoryStore`."""
 
+    def __init__(
+        self, store: MemoryStore, options: BackendOptions, capabilities: frozenset[Capability] = CAPABILITIES
+    ) -> None:
+        super().__init__(store, options)
+        self._capabilities = capabilities
+
+    def _require(self, capability: Capability, operation: str) -> None:
+        require(self._capabilities, capability, backend="memory", operation=operation)
+
     async def ping(self) -> None:
         """Always answers."""
 
@@ -178,6 +188,8 @@ class MemoryQueue(_Part):
         job_names: Collection[str] | None = None,
     ) -> list[Job]:
         """Claim up to ``limit`` ready jobs in routing-key, priority, FIFO order."""
+        if job_names is not None:
+            self._require(Capability.JOB_NAME_FILTER, "claim(job_names=...)")
         if isinstance(routing_keys, str):
             raise TypeError("routing_keys must be a sequence of routing keys, not one string")
         names = None if job_names is None else set(job_names)
@@ -315,6 +327,7 @@ class MemoryQueue(_Part):
 
     async def dead_letters(self, *, limit: int = 100, offset: int = 0) -> list[Job]:
         """Dead jobs, most recently dead first."""
+        self._require(Capability.DEAD_LETTER_ADMIN, "dead_letters")
         s = self._store
         with s.lock:
             ids = list(reversed(s.dead))[offset : offset + limit]
@@ -322,6 +335,7 @@ class MemoryQueue(_Part):
 
     async def requeue_dead(self, job_ids: Sequence[str] | None = None) -> int:
         """Make dead jobs ready again with no attempts and no error."""
+        self._require(Capability.DEAD_LETTER_ADMIN, "requeue_dead")
         s = self._store
         with s.lock:
             at = from_timestamp(self._now())
@@ -338,6 +352,7 @@ class MemoryQueue(_Part):
 
     async def purge_dead(self, job_ids: Sequence[str] | None = None) -> int:
         """Delete dead jobs for good."""
+        self._require(Capability.DEAD_LETTER_ADMIN, "purge_dead")
         s = self._store
         with s.lock:
             chosen = [i for i in (list(s.dead) if job_ids is None else dict.fromkeys(job_ids)) if i in s.dead]
@@ -496,16 +511,27 @@ def connect_memory(url: str, options: BackendOptions) -> Backend:
     """The :class:`~bananas.plugins.types.BackendFactory` of ``memory://``."""
     parts = urlsplit(url)
     name = (parts.netloc + parts.path).strip("/")
-    store = store_for(name, str(options.extra.get("namespace", "")))
-    queue = MemoryQueue(store, options)
+    return memory_backend(store_for(name, str(options.extra.get("namespace", ""))), options, url=url)
+
+
+def memory_backend(
+    store: MemoryStore,
+    options: BackendOptions,
+    *,
+    url: str = "memory://",
+    queue_class: type[MemoryQueue] = MemoryQueue,
+    capabilities: frozenset[Capability] = CAPABILITIES,
+) -> Backend:
+    """A backend over ``store`` (also how tests build deliberately altered variants)."""
+    queue = queue_class(store, options, capabilities)
     return Backend(
         name="memory",
         url=url,
         queue=queue,
         results=MemoryResults(store, options),
         workers=MemoryWorkers(store, options),
-        scheduler=MemoryScheduler(store, options, queue),
-        capabilities=CAPABILITIES,
+        scheduler=MemoryScheduler(store, options, queue) if Capability.CRON in capabilities else None,
+        capabilities=capabilities,
         options=options,
     )
 

@@ -22,7 +22,14 @@ from typing import Any, TypeVar
 import attrs
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 
 from bananas.backend import Backend
 from bananas.capabilities import Capability
@@ -144,10 +151,13 @@ class QueueStateMachine(RuleBasedStateMachine):
         self.counter += 1
         return f"job-{self.counter:04d}"
 
-    def _held(self, data: st.DataObject) -> str:
-        return data.draw(st.sampled_from(sorted(self.model.processing)), label="job")
-
     # -- rules ------------------------------------------------------------------------
+
+    @initialize(specs=st.lists(st.tuples(st.sampled_from(KEYS), st.sampled_from(ALL_PRIORITIES)), max_size=6),
+                max_retries=st.integers(min_value=0, max_value=3))  # fmt: skip
+    def start_with_jobs(self, specs: list[tuple[str, JobPriority]], max_retries: int) -> None:
+        if specs:
+            self.enqueue(specs, max_retries)
 
     @rule(
         specs=st.lists(st.tuples(st.sampled_from(KEYS), st.sampled_from(ALL_PRIORITIES)), min_size=1, max_size=3),
@@ -192,19 +202,13 @@ class QueueStateMachine(RuleBasedStateMachine):
             self.model.processing[job.id] = now + lease
             self.claimed[job.id] = job
 
-    @precondition(lambda self: self.model.processing)
-    @rule(data=st.data())
-    def complete(self, data: st.DataObject) -> None:
-        job_id = self._held(data)
+    def _complete(self, job_id: str) -> None:
         done = self.run(self.backend.queue.complete(self.claimed[job_id]))
         assert (done.id, done.status) == (job_id, JobStatus.COMPLETED)
         del self.model.processing[job_id]
         self.model.jobs[job_id].status = JobStatus.COMPLETED
 
-    @precondition(lambda self: self.model.processing)
-    @rule(data=st.data())
-    def fail(self, data: st.DataObject) -> None:
-        job_id = self._held(data)
+    def _fail(self, job_id: str) -> None:
         now = self.clock()
         stored = self.run(self.backend.queue.fail(self.claimed[job_id], "boom"))
         retried = self.model.failed_attempt(job_id, now, retry_delay=True)
@@ -213,32 +217,38 @@ class QueueStateMachine(RuleBasedStateMachine):
         if retried:
             assert stored.scheduled_for is not None
             assert stored.scheduled_for.timestamp() == self.model.scheduled[job_id], "retry not at now + 2**attempts"
+            self.move_scheduled()  # nothing is due between clock moves: a retry waits 2**attempts >= 2 seconds
 
-    @precondition(lambda self: self.model.processing)
-    @rule(data=st.data())
-    def release(self, data: st.DataObject) -> None:
-        job_id = self._held(data)
+    def _release(self, job_id: str) -> None:
         self.run(self.backend.queue.release(self.claimed[job_id]))
         del self.model.processing[job_id]
         self.model.make_ready([job_id], front=True)
 
-    @precondition(lambda self: self.model.processing)
-    @rule(data=st.data(), lease=st.sampled_from([5, 30]))
-    def renew(self, data: st.DataObject, lease: int) -> None:
-        job_id = self._held(data)
-        held = self.run(self.backend.queue.renew([job_id, "job-unknown"], lease=lease))
+    def _renew(self, job_id: str) -> None:
+        held = self.run(self.backend.queue.renew([job_id, "job-unknown"], lease=30))
         assert held == {job_id}
-        self.model.processing[job_id] = self.clock() + lease
+        self.model.processing[job_id] = self.clock() + 30
 
-    @rule(seconds=st.sampled_from([0.5, 1, 2, 3, 5, 8, 13, 30, 61]))
+    @precondition(lambda self: self.model.processing)
+    @rule(data=st.data(), action=st.sampled_from(["fail", "complete", "release", "renew"]))
+    def finish(self, data: st.DataObject, action: str) -> None:
+        """A worker reports on a job it holds."""
+        job_id = data.draw(st.sampled_from(sorted(self.model.processing)), label="job")
+        getattr(self, "_" + action)(job_id)
+
+    @rule(seconds=st.sampled_from([61, 30, 13, 8, 5, 3, 2, 1, 0.5]))
     def advance(self, seconds: float) -> None:
+        """Time passes (never onto a deadline), then a worker's housekeeping runs."""
         boundaries = set(self.model.processing.values()) | set(self.model.scheduled.values())
         target = self.clock() + seconds
         while target in boundaries:
             target += TICK
         self.clock.set(target)
+        self.move_scheduled()
+        self.reap_expired()
+        assert self.run(self.backend.queue.move_scheduled()) == 0, "move_scheduled moved a job twice"
+        assert self.run(self.backend.queue.reap_expired()) == 0, "reap_expired took a job back twice"
 
-    @rule()
     def move_scheduled(self) -> None:
         now = self.clock()
         due = sorted(job_id for job_id, when in self.model.scheduled.items() if when <= now)
@@ -247,7 +257,6 @@ class QueueStateMachine(RuleBasedStateMachine):
             del self.model.scheduled[job_id]
         self.model.make_ready(due)
 
-    @rule()
     def reap_expired(self) -> None:
         now = self.clock()
         expired = sorted(job_id for job_id, deadline in self.model.processing.items() if deadline <= now)
@@ -266,14 +275,6 @@ class QueueStateMachine(RuleBasedStateMachine):
         for job_id in dead:
             self.model.jobs[job_id].attempts = 0
         self.model.make_ready(dead)
-
-    @precondition(lambda self: self.model.jobs)
-    @rule(data=st.data())
-    def get_job(self, data: st.DataObject) -> None:
-        job_id = data.draw(st.sampled_from(sorted(self.model.jobs)), label="job")
-        stored = self.run(self.backend.queue.get_job(job_id))
-        model_job = self.model.jobs[job_id]
-        assert (stored.status, stored.attempts) == (model_job.status, model_job.attempts), job_id
 
     # -- invariants -------------------------------------------------------------------
 
