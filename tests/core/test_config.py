@@ -3,8 +3,10 @@ and which backend URL is used when none is given."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
-from bananas import ConfigError, JobPriority
+from bananas import AsyncClient, ConfigError, Job, JobPriority, UnknownBackendScheme, config
 from bananas.config import (
     EMBEDDED_DEFAULT_URL,
     WorkerConfig,
@@ -121,7 +123,8 @@ BAD_VALUES = [
     ({"SCHEDULER_INTERVAL": "99ms"}, "SCHEDULER_INTERVAL", "100ms to 1m"),
     ({"SCHEDULER_INTERVAL": "0"}, "SCHEDULER_INTERVAL", "100ms to 1m"),
     ({"SCHEDULER_INTERVAL": "1m1s"}, "SCHEDULER_INTERVAL", "100ms to 1m"),
-    ({"SCHEDULER_INTERVAL": "nan"}, "SCHEDULER_INTERVAL", "100ms to 1m"),
+    ({"SCHEDULER_INTERVAL": "nan"}, "SCHEDULER_INTERVAL", "500ms, 1s"),
+    ({"SCHEDULER_INTERVAL": "inf"}, "SCHEDULER_INTERVAL", "500ms, 1s"),
     ({"ENABLE_SCHEDULER": "maybe"}, "ENABLE_SCHEDULER", "true or false"),
     ({"WORKER_MODE": "scheduler-only", "ENABLE_SCHEDULER": "false"}, "ENABLE_SCHEDULER", "scheduler-only"),
 ]
@@ -195,3 +198,27 @@ async def test_open_backend_connects_to_the_url(monkeypatch: pytest.MonkeyPatch)
         await backend.queue.ping()
     finally:
         await backend.close()
+
+
+@pytest.mark.anyio
+async def test_embedded_default_is_created_with_a_notice(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    try:
+        resolve(EMBEDDED_DEFAULT_URL)
+    except UnknownBackendScheme:
+        pytest.skip("no installed plugin serves sqlite:// (bananas-sql)")
+    monkeypatch.delenv("BANANAS_URL", raising=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(config, "_notice_shown", False)
+    backend = await open_backend()
+    try:
+        await backend.queue.enqueue(Job.create("hello"))
+        assert (await backend.queue.depths()).total_ready == 1
+    finally:
+        await backend.close()
+    assert (tmp_path / "bananas.db").exists()
+    assert capsys.readouterr().err == "bananas: using embedded default sqlite:///bananas.db\n"
+    async with AsyncClient() as client:  # the client migrates (idempotently) and sees the same file
+        assert (await client.backend.queue.depths()).total_ready == 1
+    assert capsys.readouterr().err == ""  # the notice is shown once per process

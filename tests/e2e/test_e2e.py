@@ -107,3 +107,21 @@ def test_kill_9_mid_job_loses_no_job(backend_url: str, workers: Any, tmp_path: P
     assert starts[1]["pid"] == result.result["pid"] != victim.proc.pid
     assert job.status is JobStatus.COMPLETED
     assert job.attempts == 1  # the lost attempt counts
+
+
+def test_a_second_sigterm_stops_at_once_and_hands_the_job_back(backend_url: str, workers: Any, tmp_path: Path) -> None:
+    log = tmp_path / "second-signal.log"
+    worker = workers(backend_url, "--grace-period", "600")
+    with Client(backend_url) as client:
+        job_id = client.submit_job("record", {"log": str(log), "hang_first": True})
+        wait_for(lambda: bool(read_log(log)), 30, "the job to start")
+        worker.signal(signal.SIGTERM)
+        time.sleep(0.3)
+        assert worker.proc.poll() is None  # the first signal waits for the running job
+        worker.signal(signal.SIGTERM)
+        assert worker.wait(timeout=15) == 0
+        handed_back = client.get_job(job_id)
+        assert (handed_back.status, handed_back.attempts) == (JobStatus.PENDING, 0)
+        workers(backend_url)
+        result = client.wait_for_result(job_id, timeout=30)
+    assert result.is_success()

@@ -10,6 +10,7 @@ the backend.
 from __future__ import annotations
 
 import enum
+import math
 import os
 import re
 import sys
@@ -73,9 +74,12 @@ def parse_duration(text: str, *, name: str = "duration") -> float:
     """
     raw = text.strip()
     try:
-        return float(raw)
+        seconds = float(raw)
     except ValueError:
         pass
+    else:
+        if math.isfinite(seconds):
+            return seconds
     pos, total = 0, 0.0
     for m in _DURATION_PART.finditer(raw):
         if m.start() != pos:

@@ -1,0 +1,108 @@
+"""``bananas worker APP`` / ``python -m bananas.worker APP``: loading the app and user mistakes
+(one line on stderr, exit code 2, no traceback)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from bananas import Registry
+from bananas.worker.command import AppError, load_registry, main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def app_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    name = f"h4_app_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text(
+        "from bananas import Registry\n"
+        "registry = Registry()\n"
+        "registry.register('noop', lambda ctx, job: None)\n"
+        "def make():\n"
+        "    return registry\n"
+        "not_a_registry = 42\n"
+        "class holder:\n"
+        "    inner = registry\n"
+    )
+    (tmp_path / f"{name}_broken.py").write_text("raise RuntimeError('config missing')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return name
+
+
+def test_load_registry_by_attribute_factory_and_dotted_path(app_module: str) -> None:
+    registry = load_registry(f"{app_module}:registry")
+    assert isinstance(registry, Registry)
+    assert "noop" in registry
+    assert load_registry(f"{app_module}:make") is registry
+    assert load_registry(f"{app_module}:holder.inner") is registry
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("{m}", "must look like module:attribute"),
+        ("{m}:", "must look like module:attribute"),
+        (":registry", "must look like module:attribute"),
+        ("no_such_module_h4:registry", "cannot import 'no_such_module_h4'"),
+        ("{m}:missing", "has no attribute 'missing'"),
+        ("{m}:not_a_registry", "is a int, not a bananas.worker.Registry"),
+        ("{m}_broken:registry", "failed: RuntimeError: config missing"),
+    ],
+)
+def test_bad_app_specs_say_what_is_wrong(app_module: str, spec: str, message: str) -> None:
+    with pytest.raises(AppError, match=message):
+        load_registry(spec.format(m=app_module))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["nope"], "must look like module:attribute"),
+        (["{m}:registry", "--concurrency", "lots"], r"WORKER_CONCURRENCY \(--concurrency\)='lots' is not a whole"),
+        (["{m}:registry", "--mode", "turbo"], "is not a worker mode: use one of thin, default"),
+        (["{m}:registry", "--mode", "job-specialized"], "WORKER_JOB_TYPES is required"),
+        (["{m}:registry", "--routing-keys", "a b"], "invalid routing key 'a b'"),
+        (["{m}:registry", "--scheduler-interval", "1y"], "is not a duration"),
+        (["{m}:registry", "--grace-period", "-5"], "grace_period=-5.0 is out of range"),
+        (["{m}:registry", "--url", "nosuch://x"], "no installed backend serves nosuch://"),
+        (["{m}:registry", "--bogus"], "unrecognized arguments: --bogus"),
+        ([], "the following arguments are required: APP"),
+    ],
+)
+def test_user_mistakes_are_one_line_and_exit_code_2(
+    app_module: str, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    code = main([a.format(m=app_module) for a in args])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith("bananas worker:")]
+    assert len(lines) == 1, err
+    assert re.search(message, lines[0]), lines[0]
+
+
+def test_help_lists_the_options(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for option in ("--mode", "--concurrency", "--priorities", "--routing-keys", "--job-types",
+                   "--scheduler-interval", "--enable-scheduler", "--no-scheduler", "--url",
+                   "--job-timeout", "--grace-period", "--lease"):  # fmt: skip
+        assert option in out
+
+
+def test_python_dash_m_reports_a_bad_app_without_traceback() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "bananas.worker", "no_such_module_h4:registry", "--url", "memory://"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert "cannot import 'no_such_module_h4'" in proc.stderr
