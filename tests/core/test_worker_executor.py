@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import threading
 import uuid
 from collections.abc import AsyncIterator
@@ -163,6 +164,24 @@ async def test_a_handler_cancelling_itself_is_a_failure(backend: Backend) -> Non
     assert stored is not None
     assert stored.attempts == 1
     assert stored.error.startswith("Cancelled")
+
+
+@pytest.mark.parametrize("kind", ["async", "sync"])
+async def test_sys_exit_or_keyboard_interrupt_in_a_handler_is_only_a_failure(backend: Backend, kind: str) -> None:
+    registry = Registry()
+
+    async def exits(ctx: JobContext, job: Job) -> None:
+        sys.exit(3)
+
+    def interrupted(ctx: JobContext, job: Job) -> None:
+        raise KeyboardInterrupt
+
+    registry.register("quit", exits if kind == "async" else interrupted)
+    job = await claimed(backend, "quit")
+    stored = await executor_for(registry, backend).execute_job(job)
+    assert stored is not None
+    assert stored.attempts == 1
+    assert stored.error == ("SystemExit: 3" if kind == "async" else "KeyboardInterrupt")
 
 
 async def test_handler_returning_none_completes_with_no_result_value(backend: Backend) -> None:

@@ -144,12 +144,15 @@ class Executor:
     async def _call(
         self, handler: Callable[..., Any], ctx: JobContext, job: Job, loop: asyncio.AbstractEventLoop
     ) -> Any:
-        if _is_async(handler):
-            value = await handler(ctx, job)
-        else:
-            value = await _in_thread(loop, handler, ctx, job)
-        if inspect.isawaitable(value):  # e.g. a plain def returning a coroutine
-            value = await value
+        try:
+            if _is_async(handler):
+                value = await handler(ctx, job)
+            else:
+                value = await _in_thread(loop, handler, ctx, job)
+            if inspect.isawaitable(value):  # e.g. a plain def returning a coroutine
+                value = await value
+        except (SystemExit, KeyboardInterrupt) as exc:  # a handler must not stop the worker
+            raise _HandlerExit(exc) from None
         return value
 
     async def record(self, job: Job, outcome: Outcome) -> Job | None:
@@ -199,7 +202,17 @@ def _is_async(handler: Callable[..., Any]) -> bool:
     return inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(getattr(target, "__call__", None))  # noqa: B004
 
 
+class _HandlerExit(Exception):
+    """A handler raised SystemExit or KeyboardInterrupt: a failed attempt, not a worker exit."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
 def _describe_error(exc: BaseException, ctx: JobContext) -> str:
+    if isinstance(exc, _HandlerExit):
+        exc = exc.cause
     text = str(exc)
     name = type(exc).__name__
     if ctx.cancelled and ctx.cancel_reason:

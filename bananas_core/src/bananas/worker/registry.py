@@ -106,12 +106,15 @@ class Registry:
         payload: JSON = None,
         *,
         priority: JobPriority | str = JobPriority.NORMAL,
-        timezone: str = "UTC",
+        timezone: str | None = None,
         enabled: bool = True,
         description: str = "",
         **extra: Any,
     ) -> Schedule:
-        """Create a :class:`~bananas.scheduler.Schedule` (validated there) and add it."""
+        """Create a :class:`~bananas.scheduler.Schedule` (validated there) and add it.
+
+        ``timezone`` ``None`` means the cron scheduler's location (UTC unless set).
+        """
         from bananas.scheduler import Schedule  # the scheduler module is optional until used
 
         return self.add_schedule(
