@@ -13,11 +13,11 @@ from bananas.backend import Backend
 from bananas.errors import DuplicateJob
 from bananas.job import Job, JobResult, JobStatus
 from bananas.plugins import connect
+from bananas_sql.urls import postgres_sqlalchemy_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import Session
 
 import bananas_sql
-from bananas_sql.urls import postgres_sqlalchemy_url
 
 pytestmark = pytest.mark.anyio
 
@@ -47,9 +47,14 @@ async def test_transactional_enqueue_commit_and_rollback(pg: Backend, sync_engin
     kept, dropped = Job.create("kept"), Job.create("dropped")
     with sync_engine.begin() as conn:
         bananas_sql.enqueue_in_transaction(conn, kept, namespace=namespace)
-    with pytest.raises(RuntimeError), Session(sync_engine) as session, session.begin():
-        bananas_sql.enqueue_in_transaction(session, dropped, namespace=namespace)
-        raise RuntimeError("the application's transaction fails")
+
+    def failing_transaction() -> None:
+        with Session(sync_engine) as session, session.begin():
+            bananas_sql.enqueue_in_transaction(session, dropped, namespace=namespace)
+            raise RuntimeError("the application's transaction fails")
+
+    with pytest.raises(RuntimeError):
+        failing_transaction()
     assert (await pg.queue.get_job(kept.id)).status is JobStatus.PENDING
     assert [j.id for j in await pg.queue.claim(["default"], limit=5)] == [kept.id]
     with pytest.raises(DuplicateJob), sync_engine.begin() as conn:
