@@ -228,3 +228,18 @@ async def test_unreachable_server_raises_backend_unavailable_with_redacted_url()
         assert "secret" not in str(info.value) and "***" in str(info.value)
     finally:
         await b.close()
+
+
+async def test_late_completion_after_reap_is_not_run_again(backend: Backend, clock: ManualClock) -> None:
+    q = backend.queue
+    job = mk(clock)
+    await q.enqueue(job)
+    [slow] = await q.claim(["default"], lease=5)
+    clock.advance(6)
+    assert await q.reap_expired() == 1  # ready again, attempts 1
+    done = await q.complete(slow)  # the slow worker finishes after all
+    assert done.status is JobStatus.COMPLETED
+    assert await q.claim(["default"]) == []  # the stale ready entry is dropped, not run twice
+    d = await q.depths()
+    assert (d.total_ready, d.processing) == (0, 0)
+    assert (await q.get_job(job.id)).status is JobStatus.COMPLETED

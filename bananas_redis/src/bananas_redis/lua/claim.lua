@@ -4,7 +4,8 @@
 -- ARGV[1] job key prefix, ARGV[2] limit, ARGV[3] lease deadline, ARGV[4] error for missing jobs,
 -- ARGV[5] updated_at (RFC 3339), ARGV[6] number of job names to filter on (0: any), ARGV[7..] the names
 -- Each claimed id moves to processing (RPOPLPUSH: never in no list) with a lease deadline.
--- An id whose job JSON is missing goes to the dead list at once.
+-- An id whose job JSON is missing goes to the dead list at once; an id whose job already
+-- says completed or failed (finished late by a worker whose lease was reaped) is dropped.
 -- The JSON is never decoded and re-encoded here (cjson would rewrite floats, big integers and
 -- field order): the values of the top-level "status" and "updated_at" strings are replaced in
 -- place in the text. Returns {id, json, edited, ...}: edited is 1 when the stored JSON now says
@@ -63,8 +64,7 @@ local function top_level_strings(s)
   return spans
 end
 
-local function mark_processing(json)
-  local spans = top_level_strings(json)
+local function mark_processing(json, spans)
   if not spans or not spans['status'] then return nil end
   local edits = {{spans['status'], '"processing"'}}
   if spans['updated_at'] then edits[2] = {spans['updated_at'], '"' .. now .. '"'} end
@@ -89,8 +89,17 @@ local function take(id)
     redis.call('HSET', KEYS[4], id, missing)
     return
   end
+  local spans = top_level_strings(json)
+  if spans and spans['status'] then
+    local status = string.sub(json, spans['status'][1], spans['status'][2])
+    if status == '"completed"' or status == '"failed"' then
+      -- already finished (a worker completed it after its lease was reaped): drop the stale id
+      redis.call('LREM', KEYS[1], 1, id)
+      return
+    end
+  end
   redis.call('ZADD', KEYS[2], deadline, id)
-  local edited = mark_processing(json)
+  local edited = mark_processing(json, spans)
   if edited then
     redis.call('SET', prefix .. id, edited)
     json = edited
