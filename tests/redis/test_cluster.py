@@ -7,14 +7,19 @@ import random
 import socket
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 
 import bananas.plugins
 import pytest
-from bananas.clock import ManualClock
+from bananas.backend import Backend
+from bananas.clock import Clock, ManualClock
 from bananas.job import Job, JobResult, JobStatus
 from bananas.protocols import WorkerInfo
+from bananas.testing.plugin import BackendFactory
+from bananas.testing.suite import BackendConformance
 from servers import RedisServer
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
@@ -97,3 +102,15 @@ async def test_backend_on_cluster(cluster_url: str) -> None:
         info = WorkerInfo(id="w", host="h", pid=1, routing_keys=["default"], priorities=["high"], concurrency=1)
         await b.workers.heartbeat(info, 10)
         assert [w.id for w in await b.workers.workers()] == ["w"]
+
+
+@pytest.mark.slow
+class TestConformanceOnCluster(BackendConformance):
+    """The whole conformance suite on the cluster, each test in its own hash-tagged namespace."""
+
+    @pytest.fixture
+    def bananas_backend_factory(self, cluster_url: str) -> BackendFactory:
+        def factory(clock: Clock, /, **options: Any) -> Backend:
+            return bananas.plugins.connect(cluster_url, clock=clock, namespace="{t" + uuid.uuid4().hex + "}", **options)
+
+        return factory
