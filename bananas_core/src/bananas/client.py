@@ -61,6 +61,7 @@ class AsyncClient:
         **options: Any,
     ) -> None:
         self._migrate: SchemaMigrator | None = None
+        self._migrating: asyncio.Lock | None = None
         self._ready = False
         self._closed = False
         if backend is not None:
@@ -83,9 +84,14 @@ class AsyncClient:
         if self._closed:
             raise RuntimeError("this client is closed")
         if not self._ready:
-            if self._migrate is not None:
-                await self._migrate(EMBEDDED_DEFAULT_URL, self._backend.options)
-            self._ready = True
+            if self._migrate is None:
+                self._ready = True
+            else:
+                self._migrating = self._migrating or asyncio.Lock()
+                async with self._migrating:  # concurrent first calls create the schema once
+                    if not self._ready:
+                        await self._migrate(EMBEDDED_DEFAULT_URL, self._backend.options)
+                        self._ready = True
         return self._backend
 
     def _now(self) -> datetime:
