@@ -171,6 +171,14 @@ def test_result_of_an_unfinished_or_unknown_job_exits_1(capsys: pytest.CaptureFi
     code, _, err = run_cli(capsys, "result", "no-such-job", "--url", url)
     assert code == 1 and "'no-such-job' not found" in one_line(err)
 
+    async def finish_without_result(b: Backend) -> None:
+        (claimed,) = await b.queue.claim(["default"])
+        await b.queue.complete(claimed)
+
+    on(url, finish_without_result)  # as if its result had outlived its TTL
+    code, _, err = run_cli(capsys, "result", job.id, "--url", url)
+    assert code == 1 and "finished (completed) but its result has expired" in one_line(err)
+
 
 # -- stats and the dead letter queue ----------------------------------------------------------
 

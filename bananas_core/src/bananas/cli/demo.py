@@ -40,10 +40,12 @@ def register(sub: Any) -> None:
 
 
 class _Tally:
-    """What the demo's handlers did, as they did it (the summary is checked against storage)."""
+    """What the demo's handlers did to this run's jobs, as they did it (the summary is checked
+    against storage). Jobs left by an interrupted earlier demo also run, but are not counted."""
 
     def __init__(self, total: int) -> None:
         self.total = total
+        self.ours: set[str] = set()
         self.succeeded = 0
         self.retried = 0
         self.dead = 0
@@ -52,7 +54,13 @@ class _Tally:
     def finished(self) -> int:
         return self.succeeded + self.dead
 
+    def succeeded_once(self, job: Job) -> None:
+        if job.id in self.ours:
+            self.succeeded += 1
+
     def failed_attempt(self, job: Job) -> None:
+        if job.id not in self.ours:
+            return
         if job.attempts + 1 >= job.max_retries:
             self.dead += 1
         else:
@@ -67,7 +75,7 @@ def _registry(tally: _Tally) -> Any:
     @registry.handler("demo.add")
     async def add(_ctx: Any, job: Job) -> int:
         await asyncio.sleep(0.005)
-        tally.succeeded += 1
+        tally.succeeded_once(job)
         return int(job.payload["a"]) + int(job.payload["b"])
 
     @registry.handler("demo.flaky")
@@ -75,7 +83,7 @@ def _registry(tally: _Tally) -> Any:
         if job.attempts == 0:
             tally.failed_attempt(job)
             raise ConnectionError("flaky: the first attempt always fails")
-        tally.succeeded += 1
+        tally.succeeded_once(job)
         return f"ok on attempt {job.attempts + 1}"
 
     @registry.handler("demo.broken")
@@ -129,7 +137,7 @@ class _Progress:
         if self.tty:
             width = 30
             filled = int(width * tally.finished / max(tally.total, 1))
-            self.out.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {counts}")
+            self.out.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {counts}\x1b[K")  # \x1b[K: clear the rest
             if final:
                 self.out.write("\n")
             self.out.flush()
@@ -169,6 +177,7 @@ async def run_demo(args: argparse.Namespace) -> int:
             pool = Pool(executor, backend, config, poll_interval=0.2, grace_period=5.0)
             started = time.monotonic()
             jobs = _sample_jobs(args.jobs, _now(backend))
+            tally.ours = {job.id for job in jobs}
             await pool.start()
             try:
                 await backend.queue.enqueue_many(jobs)

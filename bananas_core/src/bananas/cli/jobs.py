@@ -19,7 +19,7 @@ from bananas.cli.output import (
     shorten,
 )
 from bananas.errors import ConfigError, JobNotFound, Timeout
-from bananas.job import ALL_PRIORITIES, DEFAULT_MAX_RETRIES, Job, JobResult
+from bananas.job import ALL_PRIORITIES, DEFAULT_MAX_RETRIES, Job, JobResult, JobStatus
 from bananas.timefmt import format_time, from_timestamp
 
 __all__ = ["register"]
@@ -190,8 +190,12 @@ async def show_result(args: argparse.Namespace) -> int:
             except JobNotFound:
                 raise JobNotFound(args.id) from None
     if result is None:
-        waited = f" after waiting {args.wait:g}s" if args.wait is not None else ""
-        print(f"bananas: job {args.id!r} has no result yet{waited} (status: {status})", file=sys.stderr)
+        if status in (JobStatus.COMPLETED.value, JobStatus.FAILED.value):
+            message = f"job {args.id!r} finished ({status}) but its result has expired (results are kept for their TTL)"
+        else:
+            waited = f" after waiting {args.wait:g}s" if args.wait is not None else ""
+            message = f"job {args.id!r} has no result yet{waited} (status: {status})"
+        print(f"bananas: {message}", file=sys.stderr)
         return 1
     if args.json:
         emit_json(result_dict(result))
