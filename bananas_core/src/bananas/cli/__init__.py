@@ -141,7 +141,3 @@ def exit_code(exc: BaseException) -> int:
     if isinstance(exc, UsageError | InvalidJob | ConfigError | UnknownBackendScheme):
         return EXIT_USAGE
     return EXIT_FAILURE
-
-
-if __name__ == "__main__":
-    sys.exit(main())
