@@ -243,3 +243,28 @@ async def test_late_completion_after_reap_is_not_run_again(backend: Backend, clo
     d = await q.depths()
     assert (d.total_ready, d.processing) == (0, 0)
     assert (await q.get_job(job.id)).status is JobStatus.COMPLETED
+
+
+async def test_many_waiters_share_one_subscription(backend: Backend, raw: aioredis.Redis) -> None:
+    from bananas.job import JobResult
+
+    before = len(await raw.client_list(_type="pubsub"))
+    waits = [asyncio.create_task(backend.results.wait(f"j{i}", 10)) for i in range(200)]
+    await asyncio.sleep(0.2)
+    assert len(await raw.client_list(_type="pubsub")) - before == 1
+    started = time.monotonic()
+    for i in range(200):
+        await backend.results.store(JobResult(job_id=f"j{i}", status=JobStatus.COMPLETED, result=i))
+    assert [r.result for r in await asyncio.gather(*waits)] == list(range(200))
+    assert time.monotonic() - started < 5
+
+
+async def test_waiter_survives_a_dropped_subscription(backend: Backend, raw: aioredis.Redis) -> None:
+    from bananas.job import JobResult
+
+    waiting = asyncio.create_task(backend.results.wait("k", 10))
+    await asyncio.sleep(0.2)
+    await raw.client_kill_filter(_type="pubsub", skipme=True)
+    await asyncio.sleep(0.1)
+    await backend.results.store(JobResult(job_id="k", status=JobStatus.FAILED, error="e"))
+    assert (await waiting).error == "e"

@@ -23,6 +23,7 @@ class RedisResults:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self.k = conn.keys
+        self._notifications = _Notifications(conn)
 
     async def store(self, result: JobResult) -> None:
         opts = self.conn.options
@@ -44,32 +45,107 @@ class RedisResults:
             return found
         loop = asyncio.get_running_loop()
         end = loop.time() + max(timeout, 0.0)
-        pubsub: Any = None
+        channel = self.k.result_notify(job_id)
+        woken = asyncio.Event()
+        await self._notifications.add(channel, woken)
         try:
-            with contextlib.suppress(*RETRYABLE):
-                pubsub = self.conn.client.pubsub()
-                await pubsub.subscribe(self.k.result_notify(job_id))
             while True:
+                woken.clear()
                 found = await self.get(job_id)  # after subscribing: nothing stored in between is missed
                 if found is not None:
                     return found
                 left = end - loop.time()
                 if left <= 0:
                     raise Timeout(f"no result for job {job_id!r} within {timeout:g}s")
-                step = min(left, RECHECK_SECONDS)
-                try:
-                    if pubsub is None:
-                        raise ConnectionError("no subscription")
-                    await pubsub.get_message(ignore_subscribe_messages=True, timeout=step)
-                except (*RETRYABLE, ConnectionError):
-                    await asyncio.sleep(min(step, 0.2))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(woken.wait(), min(left, RECHECK_SECONDS))
         finally:
-            if pubsub is not None:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+            await self._notifications.remove(channel, woken)
 
     async def delete(self, job_id: str) -> None:
         await self.conn.run(lambda: self.conn.client.delete(self.k.result(job_id)), "delete result")
 
     async def close(self) -> None:
+        await self._notifications.close()
         await self.conn.close()
+
+
+class _Notifications:
+    """One pub/sub connection shared by every waiter of a :class:`RedisResults`.
+
+    A reader task sets the waiters' events when their channel gets a message, and all of
+    them when the connection fails (they re-read the hash, which is the truth either way).
+    """
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.events: dict[str, set[asyncio.Event]] = {}
+        self.pubsub: Any = None
+        self.reader: asyncio.Task[None] | None = None
+        self.lock = asyncio.Lock()
+
+    async def add(self, channel: str, event: asyncio.Event) -> None:
+        self.events.setdefault(channel, set()).add(event)
+        try:
+            async with self.lock:
+                if self.pubsub is None:
+                    self.pubsub = self.conn.client.pubsub()
+                await self.pubsub.subscribe(channel)
+                if self.reader is None or self.reader.done():
+                    self.reader = asyncio.create_task(self._read())
+        except RETRYABLE:
+            await self._reset()  # the waiter still re-reads the hash every RECHECK_SECONDS
+
+    async def remove(self, channel: str, event: asyncio.Event) -> None:
+        waiters = self.events.get(channel)
+        if waiters is None:
+            return
+        waiters.discard(event)
+        if not waiters:
+            del self.events[channel]
+            if self.pubsub is not None:
+                with contextlib.suppress(Exception):
+                    await self.pubsub.unsubscribe(channel)
+
+    async def _read(self) -> None:
+        while True:
+            try:
+                async with self.lock:
+                    if self.pubsub is None:  # lost: listen again for every current waiter
+                        if not self.events:
+                            return
+                        self.pubsub = self.conn.client.pubsub()
+                        await self.pubsub.subscribe(*self.events)
+                    pubsub = self.pubsub
+                msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=RECHECK_SECONDS)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self._wake_all()
+                await self._reset()
+                await asyncio.sleep(0.2)
+                continue
+            if msg is not None and msg.get("type") == "message":
+                channel = msg["channel"]
+                channel = channel.decode() if isinstance(channel, bytes) else channel
+                for event in self.events.get(channel, ()):
+                    event.set()
+
+    def _wake_all(self) -> None:
+        for waiters in self.events.values():
+            for event in waiters:
+                event.set()
+
+    async def _reset(self) -> None:
+        pubsub, self.pubsub = self.pubsub, None
+        if pubsub is not None:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()
+
+    async def close(self) -> None:
+        reader, self.reader = self.reader, None
+        if reader is not None:
+            reader.cancel()
+            with contextlib.suppress(BaseException):
+                await reader
+        await self._reset()
