@@ -462,6 +462,14 @@ def test_user_mistakes_are_one_line(
     assert out == ""
 
 
+def test_url_and_json_may_come_before_the_command(capsys: pytest.CaptureFixture[str], url: str) -> None:
+    on(url, lambda b: b.queue.enqueue(Job.create("x", routing_key="early")))
+    code, out, _ = run_cli(capsys, "--url", url, "--json", "stats")
+    assert code == 0 and json.loads(out)["ready"] == {"early": {"high": 0, "normal": 1, "low": 0}}
+    code, out, _ = run_cli(capsys, "--url", "memory://elsewhere-unused", "stats", "--url", url, "--json")
+    assert json.loads(out)["ready_total"] == 1  # the command's own --url wins
+
+
 def test_help_and_version(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run_cli(capsys, "--help")
     assert code == 0

@@ -49,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Every command takes --url (default: $BANANAS_URL, then sqlite:///bananas.db) and --json.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--url", dest="global_url", metavar="URL", default=None, help="backend URL, for any command")
+    parser.add_argument("--json", dest="global_json", action="store_true", help="JSON output, for any command")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     _add_worker(sub)
@@ -91,6 +93,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             args = parser.parse_args(argv)
         except SystemExit as exc:  # --help and --version exit 0 through argparse
             return exc.code if isinstance(exc.code, int) else EXIT_OK
+        if getattr(args, "url", None) is None:  # `bananas --url X stats` as well as `bananas stats --url X`
+            args.url = args.global_url
+        args.json = bool(getattr(args, "json", False) or args.global_json)
         with _quiet_logs(args.command):
             result = args.run(args)
             if asyncio.iscoroutine(result):
