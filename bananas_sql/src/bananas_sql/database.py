@@ -54,11 +54,14 @@ class Database:
 
     # -- transactions ------------------------------------------------------------------
 
-    async def run(self, work: Callable[[AsyncConnection], Awaitable[T]], *, readonly: bool = False) -> T:
+    async def run(
+        self, work: Callable[[AsyncConnection], Awaitable[T]], *, readonly: bool = False, single: bool = False
+    ) -> T:
         """Run ``work`` in one transaction, retrying with backoff while the connection is lost.
 
         ``work`` must be safe to run again (every caller here is); ``readonly`` work may skip
-        taking a write lock (SQLite). Raises
+        taking a write lock (SQLite); ``single`` work is one statement, atomic by itself, so it
+        may run without BEGIN/COMMIT round trips (PostgreSQL). Raises
         :class:`BackendUnavailable` when the database stays unreachable for ``retry_seconds``.
         """
         deadline = time.monotonic() + self.retry_seconds
@@ -68,8 +71,9 @@ class Database:
                 if not self._schema_ok:
                     await self._check_schema()
                 async with self.engine.connect() as conn:
-                    if readonly:
-                        await conn.execution_options(bananas_readonly=True)
+                    options = self.execution_options(readonly=readonly, single=single)
+                    if options:
+                        await conn.execution_options(**options)
                     async with conn.begin():
                         return await work(conn)
             except (OperationalError, InterfaceError) as exc:
@@ -121,6 +125,10 @@ class Database:
         return "no such table" in str(exc.orig)
 
     # -- dialect hooks -----------------------------------------------------------------
+
+    def execution_options(self, *, readonly: bool, single: bool) -> dict[str, Any]:
+        """Connection execution options for one unit of work."""
+        return {"bananas_readonly": True} if readonly else {}
 
     async def claim_rows(
         self,

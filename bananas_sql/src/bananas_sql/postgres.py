@@ -57,7 +57,9 @@ class PostgresDatabase(Database):
         extra = options.extra
         engine = create_async_engine(
             postgres_sqlalchemy_url(url),
-            pool_pre_ping=True,
+            # Off by default: every operation already retries on a lost connection, and a
+            # ping would add a round trip to each one.
+            pool_pre_ping=str(extra.get("pool_pre_ping", "")).lower() in ("1", "true", "yes"),
             pool_size=int(number(extra, "pool_size", 10)),
             max_overflow=20,
         )
@@ -107,6 +109,10 @@ class PostgresDatabase(Database):
             params["names"] = list(job_names)
         rows = (await conn.execute(query, params)).all()
         return sorted(rows, key=lambda r: (r.key_rank, r.priority, r.position))
+
+    def execution_options(self, *, readonly: bool, single: bool) -> dict[str, Any]:
+        # One statement is atomic by itself: skip the BEGIN and COMMIT round trips.
+        return {"isolation_level": "AUTOCOMMIT"} if readonly or single else {}
 
     def note_claim(self) -> None:
         self.listener.start()

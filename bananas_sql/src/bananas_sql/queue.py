@@ -69,7 +69,7 @@ class SqlQueue:
         async def work(conn: AsyncConnection) -> None:
             await conn.execute(sa.text("SELECT 1"))
 
-        await self.db.run(work)
+        await self.db.run(work, single=True)
 
     async def enqueue(self, job: Job) -> None:
         params = job_params(job, self._now())
@@ -82,7 +82,7 @@ class SqlQueue:
                 # A retry after a lost connection finding the job means our first try committed.
                 raise DuplicateJob(f"a job with id {job.id!r} already exists; nothing was written")
 
-        await self.db.run(work)
+        await self.db.run(work, single=True)
 
     async def enqueue_many(self, jobs: Sequence[Job]) -> None:
         if not jobs:
@@ -144,7 +144,7 @@ class SqlQueue:
                 claimed.append(job.evolve(status=JobStatus.PROCESSING, scheduled_for=None))
             return claimed
 
-        return await self.db.run(work)
+        return await self.db.run(work, single=True)
 
     async def renew(self, job_ids: Sequence[str], lease: float = DEFAULT_LEASE_SECONDS) -> set[str]:
         ids = list(job_ids)
@@ -155,14 +155,14 @@ class SqlQueue:
         async def work(conn: AsyncConnection) -> set[str]:
             return {r[0] for r in await conn.execute(self.q["renew"], {"ids": ids, "until": until})}
 
-        return await self.db.run(work)
+        return await self.db.run(work, single=True)
 
     async def _update_one(self, query: str, job: Job, params: dict[str, Any]) -> Job:
         async def work(conn: AsyncConnection) -> None:
             if (await conn.execute(self.q[query], params)).first() is None:
                 raise JobNotFound(job.id)
 
-        await self.db.run(work)
+        await self.db.run(work, single=True)
         return job
 
     async def complete(self, job: Job) -> Job:
@@ -198,7 +198,7 @@ class SqlQueue:
         async def work(conn: AsyncConnection) -> None:
             await conn.execute(self.q["release"], {"id": job.id})
 
-        await self.db.run(work)
+        await self.db.run(work, single=True)
 
     async def move_scheduled(self) -> int:
         now = self._now()
@@ -206,7 +206,7 @@ class SqlQueue:
         async def work(conn: AsyncConnection) -> int:
             return (await conn.execute(self.q["move_scheduled"], {"now": now})).rowcount
 
-        return await self.db.run(work)
+        return await self.db.run(work, single=True)
 
     async def reap_expired(self) -> int:
         """Take back expired leases (see the protocol), then prune expired rows."""
@@ -317,7 +317,7 @@ class SqlQueue:
                 return 0
             return (await conn.execute(self.q["purge_some"], {"ids": list(job_ids)})).rowcount
 
-        return await self.db.run(work)
+        return await self.db.run(work, single=True)
 
     async def wait_for_work(self, routing_keys: Sequence[str], timeout: float) -> None:
         await self.db.wait_for_work(list(routing_keys), timeout)

@@ -32,7 +32,7 @@ class SqlResults:
         async def work(conn: AsyncConnection) -> None:
             await conn.execute(self.db.q["store_result"], params)
 
-        await self.db.run(work)
+        await self.db.run(work, single=True)
 
     async def get(self, job_id: str) -> JobResult | None:
         now = self.db.clock()
@@ -65,7 +65,7 @@ class SqlResults:
         async def work(conn: AsyncConnection) -> None:
             await conn.execute(self.db.q["delete_result"], {"id": job_id})
 
-        await self.db.run(work)
+        await self.db.run(work, single=True)
 
     async def close(self) -> None:
         await self.db.close()
@@ -135,7 +135,7 @@ class SqlScheduler:
         async def work(conn: AsyncConnection) -> None:
             await conn.execute(sa.text(sql), {"id": schedule_id, **values})
 
-        await self.db.run(work)
+        await self.db.run(work, single=True)
 
     async def state(self, schedule_id: str) -> ScheduleState | None:
         async def work(conn: AsyncConnection) -> ScheduleState | None:
@@ -167,13 +167,13 @@ class SqlWorkers:
         async def work(conn: AsyncConnection) -> None:
             await conn.execute(self.db.q["heartbeat"], {"id": info.id, "data": data, "expires_at": now + ttl})
 
-        await self.db.run(work)
+        await self.db.run(work, single=True)
 
     async def deregister(self, worker_id: str) -> None:
         async def work(conn: AsyncConnection) -> None:
             await conn.execute(self.db.q["deregister"], {"id": worker_id})
 
-        await self.db.run(work)
+        await self.db.run(work, single=True)
 
     async def workers(self) -> list[WorkerInfo]:
         now = self.db.clock()
