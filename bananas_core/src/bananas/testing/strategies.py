@@ -1,7 +1,8 @@
 """Hypothesis strategies for jobs, payloads and results (used by the suite and the core tests).
 
 Text leaves out NUL and lone surrogates: they are valid in Python strings but not in
-UTF-8 or PostgreSQL ``jsonb``, so no backend can be asked to store them.
+UTF-8 or PostgreSQL ``jsonb``, so no backend can be asked to store them. Integers stay
+within +-2**53 and floats within +-1e15, the range every JSON implementation round-trips.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ __all__ = [
 ]
 
 MAX_SAFE_INT = 2**53 - 1
+MAX_PORTABLE_FLOAT = 1e15
+"""Larger floats print with an exponent (``1e+16``), which PostgreSQL ``jsonb`` turns into a
+long exact integer that no longer equals the float it came from."""
 
 
 def texts(*, min_size: int = 0, max_size: int = 40) -> st.SearchStrategy[str]:
@@ -40,7 +44,7 @@ def json_values(*, max_leaves: int = 12) -> st.SearchStrategy[JSON]:
         st.none()
         | st.booleans()
         | st.integers(min_value=-MAX_SAFE_INT, max_value=MAX_SAFE_INT)
-        | st.floats(allow_nan=False, allow_infinity=False, allow_subnormal=False)
+        | st.floats(min_value=-MAX_PORTABLE_FLOAT, max_value=MAX_PORTABLE_FLOAT, allow_subnormal=False)
         | texts()
     )
     return st.recursive(
