@@ -170,35 +170,71 @@ class PostgresServer:
         _wait_port(self.port, 30, self.proc)
         return self
 
+    def _postmaster_pid(self) -> int | None:
+        # When root, self.proc is runuser: signals must go to the postmaster itself.
+        try:
+            with open(os.path.join(self.datadir, "postmaster.pid")) as f:
+                return int(f.readline())
+        except (OSError, ValueError):
+            return None
+
+    def _signal_and_wait(self, sig: signal.Signals, timeout: float) -> bool:
+        pid = self._postmaster_pid()
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            alive = pid is not None and _alive(pid)
+            if not alive and (self.proc is None or self.proc.poll() is not None):
+                return True
+            time.sleep(0.05)
+        return False
+
     def kill(self) -> None:
-        """Stop at once (SIGKILL to the postmaster and its children), keeping the data."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-        # orphaned backends hold the shared memory; give them a moment to notice
-        pid_file = os.path.join(self.datadir, "postmaster.pid")
+        """Stop at once (SIGKILL to the postmaster; its backends exit on their own), keeping the data."""
+        if not self._signal_and_wait(signal.SIGKILL, 10) and self.proc is not None:
+            self.proc.kill()
+        if self.proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(5)
+        # orphaned backends still hold the shared memory and the pid file; wait for them
         deadline = time.monotonic() + 10
-        while os.path.exists(pid_file) and time.monotonic() < deadline:
-            try:
-                with open(pid_file) as f:
-                    pid = int(f.readline())
-                os.kill(pid, 0)
-            except (OSError, ValueError):
-                break
-            time.sleep(0.1)
+        while time.monotonic() < deadline and any(_alive(p) for p in self._children()):
+            time.sleep(0.05)
+
+    def _children(self) -> list[int]:
+        pids = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                with contextlib.suppress(OSError):
+                    cmd = Path(f"/proc/{entry}/cmdline").read_bytes()
+                    if self.datadir.encode() in cmd or f"-p\x00{self.port}\x00".encode() in cmd:
+                        pids.append(int(entry))
+        return pids
 
     def restart(self) -> None:
         self.kill()
         self.start()
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)  # fast shutdown
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        if self.proc is not None and self.proc.poll() is None and not self._signal_and_wait(signal.SIGINT, 20):
+            self.kill()  # SIGINT = fast shutdown; if that hangs, kill
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie child of ours counts as gone
+    with contextlib.suppress(OSError):
+        if Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z"):
+            return False
+    return True
 
 
 @contextlib.contextmanager

@@ -55,6 +55,10 @@ class QueueDepths:
         return sum(n for (key, _), n in self.ready.items() if key == routing_key)
 
 
+def _strings(values: Iterable[str]) -> tuple[str, ...]:
+    return tuple(values)
+
+
 def _priorities(values: Iterable[JobPriority | str]) -> tuple[JobPriority, ...]:
     return tuple(JobPriority.parse(p) for p in values)
 
@@ -66,7 +70,7 @@ class WorkerInfo:
     id: str
     host: str
     pid: int
-    routing_keys: tuple[str, ...] = attrs.field(converter=tuple)
+    routing_keys: tuple[str, ...] = attrs.field(converter=_strings)
     priorities: tuple[JobPriority, ...] = attrs.field(converter=_priorities)
     concurrency: int
     in_flight: int = 0
