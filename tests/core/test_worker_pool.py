@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
-from bananas import AsyncClient, Backend, Capability, Job, JobStatus, ManualClock, Registry, connect
+from bananas import AsyncClient, Backend, BackendUnavailable, Capability, Job, JobStatus, ManualClock, Registry, connect
 from bananas.config import WorkerConfig, load_worker_config
 from bananas.protocols import LEASE_EXPIRED_ERROR
 from bananas.worker import Executor, JobContext, Pool
@@ -406,3 +406,32 @@ async def test_run_returns_when_stopped_from_another_task(backend: Backend) -> N
     await pool.stop()
     await asyncio.wait_for(runner, 5)
     assert await backend.workers.workers() == []
+
+
+async def test_the_pool_survives_a_store_outage_while_claiming(
+    backend: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = Registry()
+    registry.register("after_outage", lambda ctx, job: "ran")
+    failures = 3
+    real_claim = backend.queue.claim
+
+    async def flaky_claim(*args: Any, **kwargs: Any) -> list[Job]:
+        nonlocal failures
+        if failures:
+            failures -= 1
+            raise BackendUnavailable("connection refused")
+        return await real_claim(*args, **kwargs)
+
+    backend.queue.claim = flaky_claim  # type: ignore[method-assign]
+    pool = make_pool(registry, backend)
+    async with AsyncClient(backend=backend) as client:
+        job_id = await client.submit_job("after_outage")
+        await pool.start()
+        try:
+            result = await client.wait_for_result(job_id, timeout=5)
+        finally:
+            await pool.stop()
+    assert result.result == "ran"
+    assert failures == 0
+    assert "claim failed (connection refused)" in caplog.text

@@ -21,6 +21,7 @@ from typing import Any
 from bananas.backend import Backend
 from bananas.capabilities import Capability
 from bananas.config import WorkerConfig, WorkerMode
+from bananas.errors import BananasError
 from bananas.job import Job
 from bananas.worker.executor import Executor
 from bananas.worker.liveness import Heartbeat, new_worker_id
@@ -68,6 +69,7 @@ class Pool:
         )
         self._active: dict[asyncio.Task[None], Job] = {}
         self._recording: set[str] = set()
+        self._records: set[asyncio.Future[Job | None]] = set()
         self._unfinished: list[Job] = []
         self._side: list[asyncio.Task[None]] = []
         self._claimer: asyncio.Task[None] | None = None
@@ -177,6 +179,7 @@ class Pool:
             for task in unfinished:
                 task.cancel()
             await asyncio.gather(*unfinished, return_exceptions=True)
+            await asyncio.gather(*self._records, return_exceptions=True)  # outcomes being recorded
             for job in self._unfinished:
                 await self._guard(f"release of job {job.id}", self.queue.release(job))
             if self._unfinished:
@@ -222,6 +225,10 @@ class Pool:
                     lease=self.lease,
                     job_names=names if filtered else None,
                 )
+            except BananasError as exc:  # e.g. the store is unreachable: say so without a traceback
+                log.warning("claim failed (%s); retrying in %gs", exc, self.poll_interval)
+                await self._until(asyncio.sleep(self.poll_interval), self.poll_interval)
+                continue
             except Exception:
                 log.exception("claim failed; retrying in %gs", self.poll_interval)
                 await self._until(asyncio.sleep(self.poll_interval), self.poll_interval)
@@ -252,7 +259,10 @@ class Pool:
     async def _execute(self, job: Job) -> None:
         outcome = await self.executor.run(job, timeout=self.job_timeout)
         self._recording.add(job.id)
-        await asyncio.shield(self.executor.record(job, outcome))
+        record = asyncio.ensure_future(self.executor.record(job, outcome))
+        self._records.add(record)
+        record.add_done_callback(self._records.discard)
+        await asyncio.shield(record)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         job = self._active.pop(task)
