@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import sqlalchemy as sa
 from bananas.backend import BackendOptions, redact_url
@@ -26,9 +27,14 @@ DEFAULT_RETRY_SECONDS = 15.0
 """How long an operation keeps retrying while the database is unreachable."""
 
 
-def upgrade_command(url: str, names: Names) -> str:
-    """The command that creates or upgrades the schema of ``url``'s namespace."""
-    return f"bananas db upgrade --url {redact_url(url)}"
+def upgrade_command(url: str, extra: Mapping[str, Any]) -> str:
+    """The command that creates or upgrades the schema of ``url``'s namespace (options given
+    as keyword arguments are added to the URL's query string, where the command reads them)."""
+    query = dict(parse_qsl(urlsplit(url).query))
+    missing = {k: str(extra[k]) for k in ("namespace", "table_prefix", "schema") if extra.get(k) and k not in query}
+    if missing:
+        url += ("&" if "?" in url else "?") + urlencode(missing)
+    return f"bananas db upgrade --url '{redact_url(url)}'"
 
 
 class Database:
@@ -92,7 +98,7 @@ class Database:
             delay = min(delay * 2, 1.0)
 
     async def _check_schema(self) -> None:
-        cmd = upgrade_command(self.url, self.names)
+        cmd = upgrade_command(self.url, self.options.extra)
         where = f"namespace {self.names.prefix!r}" + (f" in schema {self.names.schema!r}" if self.names.schema else "")
         async with self.engine.connect() as conn:
             try:
