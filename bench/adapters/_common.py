@@ -1,0 +1,136 @@
+"""What every adapter shares: the store the job body touches and the identical job body.
+
+Runs inside each system's own virtual environment (bench/.venvs/<system>), which holds
+redis-py and psycopg besides the system itself. The driver (bench/run.py) passes the store
+through the environment:
+
+- ``BENCH_STORE``: ``redis``, ``postgres`` or ``sqlite`` (the store the queue uses);
+- ``BENCH_REDIS_URL`` / ``BENCH_PG_URL`` / ``BENCH_SQLITE_PATH``.
+
+Job body (identical in every system): one counter increment in that store (Redis ``INCR
+bench:counter`` or ``UPDATE bench_counter SET n = n + 1 WHERE id = 1``). A job carrying a
+submit time ``t`` (W3) also records ``now - t`` in seconds (Redis ``RPUSH bench:latency``,
+SQL ``INSERT INTO bench_latency``), stamped when the handler starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import threading
+import time
+from typing import Any
+
+COUNTER_KEY = "bench:counter"
+LATENCY_KEY = "bench:latency"
+INCR_SQL = "UPDATE bench_counter SET n = n + 1 WHERE id = 1"
+LATENCY_SQL = "INSERT INTO bench_latency (s) VALUES (%s)"
+
+
+def store() -> str:
+    return os.environ.get("BENCH_STORE", "redis")
+
+
+def redis_url() -> str:
+    return os.environ["BENCH_REDIS_URL"]
+
+
+def pg_url() -> str:
+    return os.environ["BENCH_PG_URL"]
+
+
+def sqlite_path() -> str:
+    return os.environ["BENCH_SQLITE_PATH"]
+
+
+# ---- synchronous job body (thread pools, forked children) ------------------------------
+
+_local = threading.local()
+_sync_redis: Any = None
+_sync_redis_pid = 0
+
+
+def _redis_sync() -> Any:
+    global _sync_redis, _sync_redis_pid
+    if _sync_redis is None or _sync_redis_pid != os.getpid():
+        import redis
+
+        _sync_redis = redis.Redis.from_url(redis_url())
+        _sync_redis_pid = os.getpid()
+    return _sync_redis
+
+
+def _thread_conn(kind: str) -> Any:
+    conn = getattr(_local, kind, None)
+    if conn is None or getattr(_local, "pid", 0) != os.getpid():
+        if kind == "postgres":
+            import psycopg
+
+            conn = psycopg.connect(pg_url(), autocommit=True)
+        else:
+            conn = sqlite3.connect(sqlite_path(), timeout=60, isolation_level=None)
+            conn.execute("PRAGMA busy_timeout = 60000")
+        setattr(_local, kind, conn)
+        _local.pid = os.getpid()
+    return conn
+
+
+def count_sync(i: int, t: float | None = None) -> None:
+    """The job body, synchronous client."""
+    started = time.time()
+    kind = store()
+    if kind == "redis":
+        r = _redis_sync()
+        if t is not None:
+            r.rpush(LATENCY_KEY, repr(started - t))
+        r.incr(COUNTER_KEY)
+    elif kind == "postgres":
+        conn = _thread_conn("postgres")
+        if t is not None:
+            conn.execute(LATENCY_SQL, (started - t,))
+        conn.execute(INCR_SQL)
+    else:
+        conn = _thread_conn("sqlite")
+        if t is not None:
+            conn.execute(LATENCY_SQL.replace("%s", "?"), (started - t,))
+        conn.execute(INCR_SQL)
+
+
+# ---- asynchronous job body -------------------------------------------------------------
+
+_async_redis: dict[int, Any] = {}
+_async_pg_idle: dict[int, list[Any]] = {}
+
+
+def _loop_key() -> int:
+    return id(asyncio.get_running_loop()) ^ os.getpid()
+
+
+async def count_async(i: int, t: float | None = None) -> None:
+    """The job body, asynchronous client (redis.asyncio / psycopg AsyncConnection)."""
+    started = time.time()
+    kind = store()
+    key = _loop_key()
+    if kind == "redis":
+        r = _async_redis.get(key)
+        if r is None:
+            import redis.asyncio
+
+            r = _async_redis[key] = redis.asyncio.Redis.from_url(redis_url())
+        if t is not None:
+            await r.rpush(LATENCY_KEY, repr(started - t))
+        await r.incr(COUNTER_KEY)
+    elif kind == "postgres":
+        import psycopg
+
+        idle = _async_pg_idle.setdefault(key, [])
+        conn = idle.pop() if idle else await psycopg.AsyncConnection.connect(pg_url(), autocommit=True)
+        try:
+            if t is not None:
+                await conn.execute(LATENCY_SQL, (started - t,))
+            await conn.execute(INCR_SQL)
+        finally:
+            idle.append(conn)
+    else:
+        await asyncio.to_thread(count_sync, i, t)

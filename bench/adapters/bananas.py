@@ -1,0 +1,105 @@
+"""Bananas on Redis ("bananas-redis"), PostgreSQL ("bananas-pg") or SQLite ("bananas-sqlite").
+
+Producer: AsyncClient (default) or the synchronous Client (--sync); bulk: submit_many (one
+enqueue_many per batch). Worker: `python -m bananas.worker adapters.bananas:registry --url URL
+--concurrency 10`, one process. The handler is `async def` on Redis and PostgreSQL and a plain
+`def` (run in the worker's thread pool) on SQLite, whose Python driver is synchronous.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import sys
+from typing import Any
+
+from adapters import _common
+
+STORE = "redis, postgres or sqlite"
+STYLE = "async (sync on SQLite)"
+NOTES = "--concurrency 10, one process, defaults otherwise"
+
+
+def url() -> str:
+    kind = _common.store()
+    if kind == "redis":
+        return _common.redis_url()
+    if kind == "postgres":
+        return _common.pg_url()
+    return "sqlite:///" + os.path.abspath(_common.sqlite_path())
+
+
+def _registry() -> Any:
+    from bananas.worker import Registry
+
+    reg = Registry()
+    if _common.store() == "sqlite":
+
+        def count_sync(ctx: Any, job: Any) -> None:
+            _common.count_sync(job.payload["i"], job.payload.get("t"))
+
+        reg.register("count", count_sync)
+    else:
+
+        async def count(ctx: Any, job: Any) -> None:
+            await _common.count_async(job.payload["i"], job.payload.get("t"))
+
+        reg.register("count", count)
+    return reg
+
+
+registry = _registry() if "BENCH_STORE" in os.environ else None
+
+
+def worker_argv(concurrency: int) -> list[str]:
+    return [sys.executable, "-m", "bananas.worker", "adapters.bananas:registry", "--url", url(),
+            "--concurrency", str(concurrency)]  # fmt: skip
+
+
+def _payload(i: int, t: float | None) -> dict[str, Any]:
+    return {"i": i} if t is None else {"i": i, "t": t}
+
+
+class Producer:
+    async def open(self) -> None:
+        from bananas import AsyncClient
+
+        self.client = AsyncClient(url())
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    async def submit(self, i: int, t: float | None = None) -> Any:
+        return await self.client.submit_job("count", _payload(i, t))
+
+    async def submit_many(self, items: list[int]) -> Any:
+        return await self.client.submit_many([{"name": "count", "payload": {"i": i}} for i in items])
+
+
+class SyncProducer:
+    def open(self) -> None:
+        from bananas import Client
+
+        self.client = Client(url())
+
+    def close(self) -> None:
+        self.client.close()
+
+    def submit(self, i: int, t: float | None = None) -> Any:
+        return self.client.submit_job("count", _payload(i, t))
+
+    def submit_many(self, items: list[int]) -> Any:
+        return self.client.submit_many([{"name": "count", "payload": {"i": i}} for i in items])
+
+
+def needs_setup() -> bool:
+    return _common.store() != "redis"
+
+
+async def setup() -> None:
+    if _common.store() != "redis":
+        import bananas_sql
+
+        done = bananas_sql.upgrade(url())
+        if inspect.isawaitable(done):
+            await done

@@ -1,0 +1,1 @@
+"""The benchmark driver's parts: stores (servers and counters), processes, report."""

@@ -1,0 +1,117 @@
+"""Adapter processes: one-shot roles (submit, bulk, latency, ...) and worker process groups,
+with CPU seconds and resident memory read from /proc for each worker's whole process group."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from benchlib.stores import BENCH, SCRATCH
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+class AdapterError(RuntimeError):
+    """An adapter role failed; the message carries the end of its stderr."""
+
+
+def run_role(python: str, module: str, env: dict[str, str], role: str, *args: str, timeout: float) -> dict[str, Any]:
+    """Run ``python -m adapters MODULE ROLE ARGS`` and return the JSON it printed last."""
+    cmd = [python, "-m", "adapters", module, role, *args]
+    try:
+        proc = subprocess.run(cmd, cwd=BENCH, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise AdapterError(f"{module} {role}: no answer within {timeout:.0f}s") from exc
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-12:]
+        raise AdapterError(f"{module} {role} exited {proc.returncode}:\n  " + "\n  ".join(tail))
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
+
+
+def _group_members(pgid: int) -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[2]) == pgid:
+            pids.append(int(entry))
+    return pids
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """utime + stime of every live process in the group (threads included)."""
+    total = 0
+    for pid in _group_members(pgid):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / CLK_TCK
+
+
+def group_rss_bytes(pgid: int) -> int:
+    total = 0
+    for pid in _group_members(pgid):
+        try:
+            total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
+        except OSError:
+            continue
+    return total
+
+
+class WorkerGroup:
+    """K worker processes of one system, each in its own session (so we can stop exactly
+    the processes we started, children included)."""
+
+    def __init__(self, python: str, module: str, env: dict[str, str], count: int, concurrency: int, tag: str) -> None:
+        logs = SCRATCH / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        self.procs: list[subprocess.Popen[bytes]] = []
+        for k in range(count):
+            log = open(logs / f"{tag}-{k}.log", "wb")  # noqa: SIM115 - closed with the process
+            cmd = [python, "-m", "adapters", module, "worker", "--concurrency", str(concurrency)]
+            self.procs.append(
+                subprocess.Popen(cmd, cwd=BENCH, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            )
+            log.close()
+
+    def alive(self) -> bool:
+        return all(p.poll() is None for p in self.procs)
+
+    def cpu_seconds(self) -> float:
+        return sum(group_cpu_seconds(p.pid) for p in self.procs)
+
+    def rss_bytes(self) -> int:
+        return sum(group_rss_bytes(p.pid) for p in self.procs)
+
+    def stop(self, grace: float = 10.0) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(p.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for p in self.procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.wait(max(0.1, deadline - time.monotonic()))
+        for p in self.procs:
+            # the group may outlive its leader (forked children): kill what is left of it
+            if p.poll() is None or _group_members(p.pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(p.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.wait(5)

@@ -1,0 +1,159 @@
+"""The report: machine description, the Markdown results table (also written into
+bench/README.md between markers) and the PNG plot of W2 and W3 per system."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+START = "<!-- bench:results:start -->"
+END = "<!-- bench:results:end -->"
+
+# (metric key, column title, format)
+COLUMNS = [
+    ("W1 submit/s", "W1 submit/s", "{:,.0f}"),
+    ("W1 sync submit/s", "W1 sync/s", "{:,.0f}"),
+    ("W1b bulk/s", "W1b bulk/s", "{:,.0f}"),
+    ("W2 drain/s", "W2 drain/s", "{:,.0f}"),
+    ("W2 CPU ms/job", "W2 CPU ms/job", "{:.3f}"),
+    ("W3 p50 ms", "W3 p50 ms", "{:.2f}"),
+    ("W3 p95 ms", "W3 p95 ms", "{:.2f}"),
+    ("W3 p99 ms", "W3 p99 ms", "{:.2f}"),
+    ("W4 1 proc/s", "W4 1p/s", "{:,.0f}"),
+    ("W4 2 proc/s", "W4 2p/s", "{:,.0f}"),
+    ("W4 4 proc/s", "W4 4p/s", "{:,.0f}"),
+    ("W5 drain/s backlog", "W5 drain/s backlog", "{:,.0f}"),
+    ("W5 drain/s history", "W5 drain/s history", "{:,.0f}"),
+    ("W5h p50 ms", "W5 p50 ms history", "{:.2f}"),
+    ("worker RSS MB", "RSS MB", "{:.0f}"),
+    ("redis bytes/job", "Redis B/job", "{:.0f}"),
+]
+
+
+def _cmd(*args: str) -> str:
+    try:
+        return subprocess.run(args, capture_output=True, text=True, timeout=20, check=False).stdout.strip()
+    except OSError:
+        return "?"
+
+
+def machine(servers: Any) -> dict[str, Any]:
+    cpu = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        mem_kb = int(
+            next(x for x in Path("/proc/meminfo").read_text().splitlines() if x.startswith("MemTotal")).split()[1]
+        )
+    except (OSError, StopIteration, ValueError):
+        mem_kb = 0
+    info: dict[str, Any] = {
+        "nproc": os.cpu_count(), "cpu": cpu, "memory_gib": round(mem_kb / 2**20, 1),
+        "kernel": platform.release(), "python": platform.python_version(),
+    }  # fmt: skip
+    if servers.redis is not None:
+        info["redis"] = _cmd(servers.redis.binary, "--version").split(" sha=")[0]
+    if servers.postgres is not None:
+        info["postgresql"] = (
+            _cmd(str(servers.postgres.bindir / "postgres"), "--version") + " (fsync on, synchronous_commit on)"
+        )
+    return info
+
+
+def _cell(metric: dict[str, Any] | None, fmt: str) -> str:
+    if not metric:
+        return "n/a"
+    med = fmt.format(metric["median"])
+    if len(metric["runs"]) > 1:
+        return f"{med} ({fmt.format(metric['min'])}-{fmt.format(metric['max'])})"
+    return med
+
+
+def markdown(results: dict[str, Any]) -> str:
+    m = results["machine"]
+    cfg = results["config"]
+    lines = [
+        f"Run {results['started']} on {m['nproc']} cores ({m['cpu']}), {m['memory_gib']} GiB, Linux {m['kernel']}, "
+        f"Python {m['python']}; {m.get('redis', '')}; {m.get('postgresql', '')}.",
+        "",
+        f"{cfg['jobs']:,} jobs per W1/W1b/W2/W4 run, {cfg['latency_jobs']} W3 jobs, median of {cfg['repeat']} runs "
+        f"(min-max in brackets); W5: {cfg['backlog']:,} waiting jobs / {cfg['history']:,} finished rows, "
+        f"{cfg['backlog_repeat']} run; bulk batches of {cfg['batch']}; concurrency {cfg['concurrency']} per worker "
+        "process where the system has the knob. n/a = not measured or not offered.",
+        "",
+    ]
+    shown = [c for c in COLUMNS if any(c[0] in s.get("metrics", {}) for s in results["systems"].values())]
+    lines.append("| system | store | " + " | ".join(c[1] for c in shown) + " |")
+    lines.append("|---|---|" + "---|" * len(shown))
+    for name, s in results["systems"].items():
+        cells = [_cell(s.get("metrics", {}).get(key), fmt) for key, _, fmt in shown]
+        lines.append(f"| {name} | {s.get('store', '?')} | " + " | ".join(cells) + " |")
+    lines += ["", "Configuration and versions per system:", ""]
+    for name, s in results["systems"].items():
+        info = s.get("info", {})
+        versions = ", ".join(f"{k} {v}" for k, v in info.get("versions", {}).items())
+        notes = "; ".join([info.get("notes", ""), *s.get("notes", [])]).strip("; ")
+        lines.append(f"- **{name}**: {notes}. {versions}.")
+        for err in s.get("errors", []):
+            first = err.strip().splitlines()
+            lines.append(f"  - error: {' / '.join(x.strip() for x in first[:3])[:400]}")
+    return "\n".join(lines) + "\n"
+
+
+def write_readme(path: Path, table: str) -> None:
+    text = path.read_text() if path.exists() else f"# Benchmarks\n\n{START}\n{END}\n"
+    if START not in text:
+        text += f"\n{START}\n{END}\n"
+    text = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: f"{START}\n{table}{END}", text, flags=re.S)
+    path.write_text(text)
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("bench: matplotlib not installed (bench/setup driver installs it): no plot")
+        return
+    systems = [n for n, s in results["systems"].items() if s.get("metrics")]
+    if not systems:
+        return
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(14, 0.5 * len(systems) + 2.5))
+    colors = ["#d4a017" if n.startswith("bananas") else "#7f8c8d" for n in systems]
+    y = range(len(systems))
+
+    def bars(ax: Any, key: str, offset: float, height: float, color: Any, label: str | None) -> None:
+        vals, lo, hi = [], [], []
+        for n in systems:
+            met = results["systems"][n]["metrics"].get(key)
+            v = met["median"] if met else 0.0
+            vals.append(v)
+            lo.append(v - met["min"] if met else 0.0)
+            hi.append(met["max"] - v if met else 0.0)
+        ax.barh([i + offset for i in y], vals, height=height, color=color, xerr=[lo, hi], capsize=2, label=label)
+
+    bars(ax1, "W2 drain/s", 0, 0.7, colors, None)
+    ax1.set_title("W2 drain, one worker process (jobs/s, higher is better)")
+    bars(ax2, "W3 p50 ms", -0.2, 0.4, colors, "p50")
+    bars(ax2, "W3 p99 ms", 0.2, 0.4, "#c0392b", "p99")
+    ax2.set_xscale("log")
+    ax2.set_title("W3 idle pickup latency (ms, log scale, lower is better)")
+    ax2.legend()
+    for ax in (ax1, ax2):
+        ax.set_yticks(list(y))
+        ax.set_yticklabels(systems)
+        ax.invert_yaxis()
+        ax.grid(axis="x", alpha=0.3)
+    m = results["machine"]
+    fig.suptitle(f"Bananas vs peers, {m['nproc']} cores ({m['cpu']}), {results['started']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

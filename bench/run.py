@@ -1,0 +1,352 @@
+"""Run the benchmark matrix: every system, every workload, side by side on one machine.
+
+    python bench/run.py                      # everything (after bench/setup)
+    python bench/run.py --quick              # ~10 s smoke run (CI): tiny counts, Bananas only
+    python bench/run.py --systems rq,bananas-redis --workloads W2,W3 --jobs 5000 --backlog 100000
+
+Run it with the driver venv (bench/.venvs/driver/bin/python, made by bench/setup) or any Python
+that has redis-py and psycopg (matplotlib for the plot). It starts its own redis-server and
+PostgreSQL cluster on free loopback ports and stops them at the end. Results go to
+bench/results/<timestamp>.json (and latest.json), the table into bench/README.md between
+markers, the plot to bench/results/bench.png. See bench/README.md for what each workload measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+import traceback
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchlib import report
+from benchlib.procs import AdapterError, WorkerGroup, run_role
+from benchlib.stores import BENCH, ROOT, Servers, Store, rmtree_scratch
+
+# name -> (venv under bench/.venvs, adapter module, store)
+SYSTEMS: dict[str, tuple[str, str, str]] = {
+    "bananas-redis": ("bananas", "bananas", "redis"),
+    "bananas-pg": ("bananas", "bananas", "postgres"),
+    "bananas-sqlite": ("bananas", "bananas", "sqlite"),
+    "rq": ("rq", "rq", "redis"),
+    "arq": ("arq", "arq", "redis"),
+    "saq": ("saq", "saq", "redis"),
+    "celery": ("celery", "celery", "redis"),
+    "dramatiq": ("dramatiq", "dramatiq", "redis"),
+    "taskiq": ("taskiq", "taskiq", "redis"),
+    "huey": ("huey", "huey", "redis"),
+    "procrastinate": ("procrastinate", "procrastinate", "postgres"),
+    "pgqueuer": ("pgqueuer", "pgqueuer", "postgres"),
+    "saq-pg": ("saq", "saq", "postgres"),
+}
+WORKLOADS = ("W1", "W1b", "W2", "W3", "W4", "W5")
+
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile of an already sorted list."""
+    rank = max(1, min(len(sorted_values), round(q / 100 * len(sorted_values) + 0.5)))
+    return sorted_values[rank - 1]
+
+
+class SystemBench:
+    """Runs the selected workloads for one system and collects one value per metric per run."""
+
+    def __init__(self, name: str, python: str, servers: Servers, args: argparse.Namespace) -> None:
+        self.name = name
+        self.python = python
+        _, self.module, kind = SYSTEMS[name]
+        self.args = args
+        self.store = Store(kind, name, servers)
+        self.env = {**os.environ, "PYTHONPATH": str(BENCH), "PYTHONUNBUFFERED": "1", **self.store.env()}
+        self.env.pop("BANANAS_URL", None)
+        self.metrics: dict[str, list[float]] = defaultdict(list)
+        self.notes: list[str] = []
+        self.info: dict[str, Any] = {}
+        self.t_start = time.monotonic()
+
+    def role(self, role: str, *args: str, timeout: float = 600) -> dict[str, Any]:
+        return run_role(self.python, self.module, self.env, role, *args, timeout=timeout)
+
+    def fresh(self) -> None:
+        self.store.fresh()
+        if self.info.get("setup", True):
+            self.role("setup", timeout=120)
+
+    def log(self, text: str) -> None:
+        print(f"  [{self.name} {time.monotonic() - self.t_start:5.1f}s] {text}", flush=True)
+
+    # ---- workloads -------------------------------------------------------------------
+    def w1(self) -> None:
+        n = self.args.jobs
+        self.fresh()
+        mem0 = self.store.redis_used_memory()
+        r = self.role("submit", str(n))
+        self.metrics["W1 submit/s"].append(n / r["seconds"])
+        mem1 = self.store.redis_used_memory()
+        if mem0 is not None and mem1 is not None:
+            self.metrics["redis bytes/job"].append((mem1 - mem0) / n)
+        self.log(f"W1 {n / r['seconds']:.0f} jobs/s")
+        if self.info.get("sync_client"):
+            self.fresh()
+            r = self.role("submit", str(n), "--sync")
+            self.metrics["W1 sync submit/s"].append(n / r["seconds"])
+            self.log(f"W1 sync {n / r['seconds']:.0f} jobs/s")
+
+    def w1b(self) -> None:
+        n = self.args.jobs
+        self.fresh()
+        r = self.role("bulk", str(n), "--batch", str(self.args.batch))
+        if "unsupported" in r:
+            self._note(f"W1b: {r['unsupported']}")
+            return
+        self.metrics["W1b bulk/s"].append(n / r["seconds"])
+        self.log(f"W1b {n / r['seconds']:.0f} jobs/s")
+
+    def drain(self, workers: int, n: int, tag: str) -> dict[str, float]:
+        """Start `workers` processes on a queue holding at least n jobs; time the first n."""
+        self.store.reset_counter()
+        group = WorkerGroup(self.python, self.module, self.env, workers, self.args.concurrency, f"{self.name}-{tag}")
+        try:
+            deadline = time.monotonic() + 120
+            c = self.store.counter()
+            while c == 0:
+                if not group.alive():
+                    raise AdapterError(
+                        f"a worker exited before doing any job (see bench/.scratch/logs/{self.name}-{tag}-*.log)"
+                    )
+                if time.monotonic() > deadline:
+                    raise AdapterError("no job done within 120 s of starting the worker")
+                time.sleep(0.002)
+                c = self.store.counter()
+            t0, c0, cpu0 = time.perf_counter(), c, group.cpu_seconds()
+            deadline = time.monotonic() + max(300.0, n / 20)
+            while c < n:
+                time.sleep(0.005)
+                c = self.store.counter()
+                if time.monotonic() > deadline or not group.alive():
+                    raise AdapterError(f"drain stalled at {c}/{n} jobs (worker alive: {group.alive()})")
+            t1, cpu1, rss = time.perf_counter(), group.cpu_seconds(), group.rss_bytes()
+        finally:
+            group.stop()
+        done = n - c0
+        return {"rate": done / (t1 - t0), "cpu": cpu1 - cpu0, "cpu_per_job_ms": (cpu1 - cpu0) / done * 1000, "rss": rss}
+
+    def fill(self, n: int) -> None:
+        self.role("fill", str(n), "--batch", str(self.args.batch), timeout=max(600.0, n / 200))
+
+    def w2(self) -> None:
+        n = self.args.jobs
+        self.fresh()
+        self.fill(n)
+        d = self.drain(1, n, "w2")
+        self.metrics["W2 drain/s"].append(d["rate"])
+        self.metrics["W2 worker CPU s"].append(d["cpu"])
+        self.metrics["W2 CPU ms/job"].append(d["cpu_per_job_ms"])
+        self.metrics["worker RSS MB"].append(d["rss"] / 2**20)
+        self.log(f"W2 {d['rate']:.0f} jobs/s, CPU {d['cpu']:.2f} s, RSS {d['rss'] / 2**20:.0f} MB")
+
+    def w4(self) -> None:
+        n = self.args.jobs
+        for k in self.args.scale:
+            if k == 1 and "W2" in self.args.workloads and self.metrics.get("W2 drain/s"):
+                self.metrics["W4 1 proc/s"].append(self.metrics["W2 drain/s"][-1])
+                continue
+            self.fresh()
+            self.fill(n)
+            d = self.drain(k, n, f"w4-{k}")
+            self.metrics[f"W4 {k} proc/s"].append(d["rate"])
+            self.log(f"W4 {k} processes: {d['rate']:.0f} jobs/s")
+
+    def latency(self, key: str) -> None:
+        group = WorkerGroup(self.python, self.module, self.env, 1, self.args.concurrency, f"{self.name}-{key}")
+        try:
+            r = self.role("latency", str(self.args.latency_jobs), timeout=300)
+        finally:
+            group.stop()
+        lat = sorted(r["latencies_ms"])
+        for q in (50, 95, 99):
+            self.metrics[f"{key} p{q} ms"].append(_percentile(lat, q))
+        self.log(f"{key} p50 {_percentile(lat, 50):.2f} ms, p99 {_percentile(lat, 99):.2f} ms")
+
+    def w3(self) -> None:
+        self.fresh()
+        self.latency("W3")
+
+    def w5(self) -> None:
+        """Drain rate of the first `jobs` of a `backlog`-job queue; on PostgreSQL also the drain
+        rate and pickup latency with `history` finished rows kept."""
+        n, b = self.args.jobs, max(self.args.backlog, self.args.jobs)
+        self.fresh()
+        started = time.perf_counter()
+        self.fill(b)
+        self.log(f"W5 backlog of {b} filled in {time.perf_counter() - started:.0f} s")
+        d = self.drain(1, n, "w5")
+        self.metrics["W5 drain/s backlog"].append(d["rate"])
+        self.log(f"W5 with {b} waiting: {d['rate']:.0f} jobs/s")
+        if self.store.kind != "postgres" or self.args.history <= 0:
+            return
+        self.fresh()
+        r = self.role("history", str(self.args.history), timeout=1800)
+        if "unsupported" in r:
+            self._note(f"W5 history: {r['unsupported']}")
+            return
+        self.log(f"W5 {self.args.history} finished rows added in {r['seconds']:.0f} s")
+        self.fill(n)
+        d = self.drain(1, n, "w5h")
+        self.metrics["W5 drain/s history"].append(d["rate"])
+        self.log(f"W5 with {self.args.history} finished rows: {d['rate']:.0f} jobs/s")
+        self.latency("W5h")
+
+    def _note(self, text: str) -> None:
+        if text not in self.notes:
+            self.notes.append(text)
+
+    # ---- the whole system ------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        errors: list[str] = []
+        try:
+            self.info = run_role(self.python, self.module, self.env, "info", timeout=120)
+        except AdapterError as exc:
+            return {"store": self.store.kind, "errors": [str(exc)], "metrics": {}}
+        steps = [("W1", self.w1), ("W1b", self.w1b), ("W2", self.w2), ("W4", self.w4), ("W3", self.w3)]
+        for rep in range(self.args.repeat):
+            for key, step in steps:
+                if key not in self.args.workloads:
+                    continue
+                try:
+                    step()
+                except AdapterError as exc:
+                    errors.append(f"run {rep + 1} {key}: {exc}")
+                    self.log(f"{key} FAILED: {exc}")
+        if "W5" in self.args.workloads:
+            for _ in range(self.args.backlog_repeat):
+                try:
+                    self.w5()
+                except AdapterError as exc:
+                    errors.append(f"W5: {exc}")
+                    self.log(f"W5 FAILED: {exc}")
+        try:
+            self.store.cleanup()
+        except Exception as exc:  # cleanup problems must not hide results
+            errors.append(f"cleanup: {exc}")
+        return {
+            "store": self.store.kind, "info": self.info, "notes": self.notes, "errors": errors,
+            "metrics": {k: summarize(v) for k, v in self.metrics.items()},
+        }  # fmt: skip
+
+
+def summarize(values: list[float]) -> dict[str, Any]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "runs": values}
+
+
+def venv_python(name: str, overrides: dict[str, str]) -> str:
+    venv = overrides.get(name) or str(BENCH / ".venvs" / name)
+    return str(Path(venv) / "bin" / "python")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="smoke run: ~10 s, tiny counts, bananas-redis and -sqlite")
+    p.add_argument("--systems", help=f"comma-separated, default all: {','.join(SYSTEMS)}")
+    p.add_argument("--workloads", help=f"comma-separated, default all: {','.join(WORKLOADS)}")
+    p.add_argument("--jobs", type=int, help="jobs per W1/W1b/W2/W4 run (default 20000)")
+    p.add_argument("--repeat", type=int, help="runs of each workload (default 3)")
+    p.add_argument("--latency-jobs", type=int, help="W3 jobs in sequence (default 200)")
+    p.add_argument("--backlog", type=int, help="W5 waiting jobs (default 1000000)")
+    p.add_argument("--history", type=int, help="W5 finished rows on PostgreSQL (default = --backlog)")
+    p.add_argument("--backlog-repeat", type=int, default=1, help="runs of W5 (default 1: it is long)")
+    p.add_argument("--batch", type=int, default=1000, help="jobs per bulk call (default 1000)")
+    p.add_argument("--concurrency", type=int, default=10, help="per worker process, where the system has the knob")
+    p.add_argument("--scale", default="1,2,4", help="W4 worker process counts (default 1,2,4)")
+    p.add_argument("--venv", action="append", default=[], metavar="NAME=PATH", help="use another venv for NAME")
+    p.add_argument("--out", help="results JSON (default bench/results/<UTC time>.json)")
+    p.add_argument("--no-readme", action="store_true", help="do not rewrite the table in bench/README.md")
+    p.add_argument("--no-plot", action="store_true")
+    args = p.parse_args(argv)
+    quick = args.quick
+    args.systems = args.systems.split(",") if args.systems else (
+        ["bananas-redis", "bananas-sqlite"] if quick else list(SYSTEMS))  # fmt: skip
+    args.workloads = args.workloads.split(",") if args.workloads else (
+        ["W1", "W1b", "W2", "W3"] if quick else list(WORKLOADS))  # fmt: skip
+    unknown = [s for s in args.systems if s not in SYSTEMS] + [w for w in args.workloads if w not in WORKLOADS]
+    if unknown:
+        p.error(f"unknown system/workload {unknown}; systems: {list(SYSTEMS)}, workloads: {list(WORKLOADS)}")
+    args.jobs = args.jobs or (100 if quick else 20000)
+    args.repeat = args.repeat or (1 if quick else 3)
+    args.latency_jobs = args.latency_jobs or (10 if quick else 200)
+    args.backlog = args.backlog or (1000 if quick else 1_000_000)
+    args.history = args.backlog if args.history is None else args.history
+    args.scale = [int(k) for k in args.scale.split(",")]
+    args.venvs = dict(v.split("=", 1) for v in args.venv)
+    if quick:
+        args.no_readme = True
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    rmtree_scratch()
+    kinds = {SYSTEMS[s][2] for s in args.systems}
+    print(
+        f"bench: systems {args.systems}, workloads {args.workloads}, {args.jobs} jobs x {args.repeat} runs", flush=True
+    )
+    started = time.time()
+    servers = Servers(need_redis="redis" in kinds, need_postgres="postgres" in kinds)
+    results: dict[str, Any] = {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "machine": report.machine(servers),
+        "config": {k: getattr(args, k) for k in ("jobs", "repeat", "latency_jobs", "backlog", "history",
+                                                   "backlog_repeat", "batch", "concurrency", "scale", "workloads")},
+        "systems": {},
+    }  # fmt: skip
+    out = Path(args.out) if args.out else BENCH / "results" / time.strftime("%Y%m%dT%H%M%SZ.json", time.gmtime(started))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    failed = False
+    try:
+        for name in args.systems:
+            python = venv_python(SYSTEMS[name][0], args.venvs)
+            if not Path(python).exists():
+                results["systems"][name] = {
+                    "store": SYSTEMS[name][2],
+                    "errors": [f"no venv ({python}): run bench/setup"],
+                    "metrics": {},
+                }
+                failed = True
+                continue
+            print(f"bench: {name}", flush=True)
+            try:
+                results["systems"][name] = SystemBench(name, python, servers, args).run()
+            except Exception:
+                results["systems"][name] = {
+                    "store": SYSTEMS[name][2],
+                    "errors": [traceback.format_exc()],
+                    "metrics": {},
+                }
+            if results["systems"][name]["errors"]:
+                failed = True
+            results["seconds"] = time.time() - started
+            out.write_text(json.dumps(results, indent=1))
+    finally:
+        servers.stop()
+    if not args.quick:
+        (BENCH / "results" / "latest.json").write_text(json.dumps(results, indent=1))
+    table = report.markdown(results)
+    print(table)
+    if not args.no_readme:
+        report.write_readme(BENCH / "README.md", table)
+    if not args.no_plot:
+        report.plot(results, BENCH / "results" / ("smoke.png" if args.quick else "bench.png"))
+    print(f"bench: results in {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out} "
+          f"({time.time() - started:.0f} s)", flush=True)  # fmt: skip
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
