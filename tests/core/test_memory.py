@@ -193,3 +193,29 @@ async def test_without_declared_capabilities_operations_raise() -> None:
         await backend.queue.purge_dead()
     with pytest.raises(bananas.CapabilityNotSupported, match="cron"):
         _ = backend.scheduler
+
+
+def test_claims_from_many_threads_never_double_claim() -> None:
+    url = fresh_url()
+    jobs = [Job.create("task", i) for i in range(300)]
+    asyncio.run(bananas.connect(url).queue.enqueue_many(jobs))
+    claimed: list[list[str]] = []
+
+    def worker() -> None:
+        async def loop() -> list[str]:
+            backend, mine = bananas.connect(url), []
+            while batch := await backend.queue.claim(["default"], limit=3):
+                mine.extend(j.id for j in batch)
+                await asyncio.sleep(0)
+            return mine
+
+        claimed.append(asyncio.run(loop()))
+
+    threads = [threading.Thread(target=worker) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    every = [job_id for ids in claimed for job_id in ids]
+    assert len(claimed) == 6
+    assert sorted(every) == sorted(j.id for j in jobs)
