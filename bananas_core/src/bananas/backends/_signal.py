@@ -35,6 +35,11 @@ class Signal:
         with self._lock:
             self._waiters.pop(id(fut), None)
 
+    def __bool__(self) -> bool:
+        """True while anyone is registered."""
+        with self._lock:
+            return bool(self._waiters)
+
     def wake_all(self) -> None:
         """Wake every registered waiter; callable from any thread."""
         with self._lock:

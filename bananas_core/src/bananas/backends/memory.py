@@ -420,7 +420,11 @@ class MemoryResults(_Part):
                 signal = s.signal_for(job_id)
                 fut = signal.register()
             left = deadline - time.monotonic()
-            if left <= 0 or not await signal.wait(fut, left):
+            if not (left > 0 and await signal.wait(fut, left)):
+                signal.discard(fut)
+                with s.lock:
+                    if not signal and s.result_signals.get(job_id) is signal:
+                        del s.result_signals[job_id]
                 raise Timeout(f"no result for job {job_id!r} within {timeout:g} seconds")
 
     async def delete(self, job_id: str) -> None:
