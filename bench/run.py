@@ -232,6 +232,12 @@ class SystemBench:
                 except AdapterError as exc:
                     errors.append(f"W5: {exc}")
                     self.log(f"W5 FAILED: {exc}")
+        for key, ref in (("W5 drain/s backlog", "W2 drain/s"), ("W5 drain/s history", "W2 drain/s"),
+                         ("W5h p50 ms", "W3 p50 ms")):  # fmt: skip
+            if self.metrics.get(key) and self.metrics.get(ref):
+                self.metrics[f"{key} / empty"] = [
+                    statistics.median(self.metrics[key]) / statistics.median(self.metrics[ref])
+                ]
         try:
             self.store.cleanup()
         except Exception as exc:  # cleanup problems must not hide results

@@ -134,3 +134,36 @@ async def count_async(i: int, t: float | None = None) -> None:
             idle.append(conn)
     else:
         await asyncio.to_thread(count_sync, i, t)
+
+
+# ---- W5: finished history on PostgreSQL ----------------------------------------------
+
+
+async def clone_finished_rows(table: str, where: str, n: int, overrides: dict[str, str], skip: set[str]) -> None:
+    """Insert ``n`` copies of the one row of ``table`` matching ``where`` (a job the system
+    itself just wrote, so every column is as the system writes it), with ``overrides`` (column ->
+    SQL expression over the series value ``g``) making them finished jobs; ``skip`` columns
+    take their defaults (serial keys). The template row is deleted afterwards."""
+    import psycopg
+
+    conn = await psycopg.AsyncConnection.connect(pg_url(), autocommit=True)
+    try:
+        cur = await conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = %s AND table_schema = 'public' "
+            "ORDER BY ordinal_position",
+            (table,),
+        )
+        cols = [r[0] for r in await cur.fetchall() if r[0] not in skip]
+        select = ", ".join(overrides.get(c, f'"{c}"') for c in cols)
+        names = ", ".join(f'"{c}"' for c in cols)
+        step = 100_000
+        for lo in range(0, n, step):
+            hi = min(n, lo + step)
+            await conn.execute(
+                f"INSERT INTO {table} ({names}) SELECT {select} FROM {table}, "
+                f"generate_series({lo + 1}, {hi}) AS g WHERE {where}"
+            )
+        await conn.execute(f"DELETE FROM {table} WHERE {where}")
+        await conn.execute(f"VACUUM ANALYZE {table}")
+    finally:
+        await conn.close()

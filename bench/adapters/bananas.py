@@ -103,3 +103,27 @@ async def setup() -> None:
         done = bananas_sql.upgrade(url())
         if inspect.isawaitable(done):
             await done
+
+
+async def add_history(n: int) -> None:
+    """W5 on PostgreSQL: n completed jobs kept (expiring in a day, so retention keeps them)."""
+    if _common.store() != "postgres":
+        raise SystemExit("history rows are only added on PostgreSQL")
+    from bananas import AsyncClient
+
+    async with AsyncClient(url()) as client:
+        job_id = await client.submit_job("count", {"i": -1}, job_id="bench-history-template")
+    await _common.clone_finished_rows(
+        "bananas_jobs",
+        f"id = '{job_id}'",
+        n,
+        {
+            "id": "id || '-' || g",
+            "state": "'completed'",
+            "position": "position + g",
+            "lease_until": "NULL",
+            "finished_at": "extract(epoch FROM now())",
+            "expires_at": "extract(epoch FROM now()) + 86400",
+        },
+        {"seq"},
+    )

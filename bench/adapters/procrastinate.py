@@ -51,3 +51,10 @@ class Producer:
 async def setup() -> None:
     async with app.open_async():
         await app.schema_manager.apply_schema_async()
+
+
+async def add_history(n: int) -> None:
+    """W5: n succeeded jobs kept in procrastinate_jobs (procrastinate keeps finished jobs)."""
+    async with app.open_async():
+        job_id = await count.defer_async(i=-1)
+    await _common.clone_finished_rows("procrastinate_jobs", f"id = {int(job_id)}", n, {"status": "'succeeded'"}, {"id"})

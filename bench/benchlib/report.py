@@ -28,7 +28,10 @@ COLUMNS = [
     ("W4 4 proc/s", "W4 4p/s", "{:,.0f}"),
     ("W5 drain/s backlog", "W5 drain/s backlog", "{:,.0f}"),
     ("W5 drain/s history", "W5 drain/s history", "{:,.0f}"),
+    ("W5 drain/s backlog / empty", "W5 backlog ÷ W2", "{:.2f}"),
+    ("W5 drain/s history / empty", "W5 history ÷ W2", "{:.2f}"),
     ("W5h p50 ms", "W5 p50 ms history", "{:.2f}"),
+    ("W5h p50 ms / empty", "W5 p50 history ÷ W3", "{:.2f}"),
     ("worker RSS MB", "RSS MB", "{:.0f}"),
     ("redis bytes/job", "Redis B/job", "{:.0f}"),
 ]
