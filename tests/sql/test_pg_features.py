@@ -120,10 +120,10 @@ async def test_claim_uses_partial_index_with_large_history(
         await conn.execute(sa.text(f"ANALYZE {jobs}"))
     await pg.queue.enqueue_many([Job.create(f"new{i}") for i in range(5)])
     db = pg.queue.db  # type: ignore[attr-defined]
-    for single in (True, False):
-        query = db._claim_query(single, True, False)
-        params = {"now": 0.0, "lease_until": 60.0, "limit": 3}
-        params.update({"key": "default"} if single else {"keys": ["default", "other"]})
+    for keys in (["default"], ["other", "default"]):
+        query = db._claim_query(len(keys), True, False)
+        params: dict[str, object] = {"now": 0.0, "lease_until": 60.0, "limit": 3}
+        params.update({f"k{i}": key for i, key in enumerate(keys)})
         async with async_engine.begin() as conn:
             plan = "\n".join(r[0] for r in await conn.execute(sa.text("EXPLAIN " + query.text), params))
             await conn.rollback()

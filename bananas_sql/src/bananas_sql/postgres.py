@@ -34,17 +34,38 @@ FRAGMENTS: Mapping[str, str] = {
     "lock": "FOR UPDATE SKIP LOCKED",
 }
 
-_CLAIM = """
-UPDATE {jobs} AS j SET state = 'processing', lease_until = :lease_until
-WHERE j.seq IN (
+_CLAIM_ONE_KEY = """
+UPDATE {jobs} SET state = 'processing', lease_until = :lease_until
+WHERE seq IN (
     SELECT seq FROM {jobs}
-    WHERE state IN ('ready', 'scheduled') AND run_at <= :now AND {key_filter} {priority_filter} {name_filter}
-    ORDER BY {key_order} priority, position
-    LIMIT :limit
+    WHERE state IN ('ready', 'scheduled') AND run_at <= :now AND routing_key = :k{i} {priority_filter} {name_filter}
+    ORDER BY priority, position
+    LIMIT {limit}
     FOR UPDATE SKIP LOCKED
 )
-RETURNING j.seq, j.state, j.data, j.error, j.name, j.id, {key_rank} AS key_rank, j.priority, j.position
-"""
+RETURNING seq, state, data, error, name, id, {i} AS key_rank, priority, position"""
+
+
+def claim_sql(jobs: str, n_keys: int, all_priorities: bool, by_name: bool) -> str:
+    """One statement claiming up to ``:limit`` jobs over ``n_keys`` routing keys in order.
+
+    Each key is a data-modifying CTE walking the partial index in (priority, position)
+    order, limited to what the keys before it left; so no claim sorts the whole backlog.
+    """
+    priority_filter = "" if all_priorities else "AND priority = ANY(CAST(:prios AS smallint[]))"
+    name_filter = "AND name = ANY(CAST(:names AS text[]))" if by_name else ""
+    parts = []
+    for i in range(n_keys):
+        taken = "".join(f" - (SELECT count(*) FROM c{j})" for j in range(i))
+        limit = f"(:limit{taken})" if taken else ":limit"
+        body = _CLAIM_ONE_KEY.format(
+            jobs=jobs, i=i, limit=limit, priority_filter=priority_filter, name_filter=name_filter
+        )
+        parts.append(body)
+    if n_keys == 1:
+        return parts[0]
+    ctes = ",\n".join(f"c{i} AS ({body})" for i, body in enumerate(parts))
+    return f"WITH {ctes}\n" + "\nUNION ALL ".join(f"SELECT * FROM c{i}" for i in range(n_keys))
 
 
 class PostgresDatabase(Database):
@@ -64,24 +85,15 @@ class PostgresDatabase(Database):
             max_overflow=20,
         )
         super().__init__(url, engine, options)
-        self._claims: dict[tuple[bool, bool, bool], sa.TextClause] = {}
+        self._claims: dict[tuple[int, bool, bool], sa.TextClause] = {}
         self.listener = Listener(postgres_conninfo(url), self.names.channel("work"), self.names.channel("result"))
         self._seen_generation = -1
 
-    def _claim_query(self, single_key: bool, all_priorities: bool, by_name: bool) -> sa.TextClause:
-        variant = (single_key, all_priorities, by_name)
+    def _claim_query(self, n_keys: int, all_priorities: bool, by_name: bool) -> sa.TextClause:
+        variant = (n_keys, all_priorities, by_name)
         query = self._claims.get(variant)
         if query is None:
-            # A single key and all priorities let the claim walk the partial index in order.
-            sql = _CLAIM.format(
-                jobs=self.names.jobs,
-                key_filter="routing_key = :key" if single_key else "routing_key = ANY(CAST(:keys AS text[]))",
-                key_order="" if single_key else "array_position(CAST(:keys AS text[]), routing_key),",
-                key_rank="0" if single_key else "array_position(CAST(:keys AS text[]), j.routing_key)",
-                priority_filter="" if all_priorities else "AND priority = ANY(CAST(:prios AS smallint[]))",
-                name_filter="AND name = ANY(CAST(:names AS text[]))" if by_name else "",
-            )
-            query = self._claims[variant] = sa.text(sql)
+            query = self._claims[variant] = sa.text(claim_sql(self.names.jobs, n_keys, all_priorities, by_name))
         return query
 
     async def claim_rows(
@@ -95,14 +107,10 @@ class PostgresDatabase(Database):
         job_names: Sequence[str] | None,
         now: float,
     ) -> Sequence[sa.Row[Any]]:
-        single = len(routing_keys) == 1
         all_prios = set(priorities) == set(ALL_PRIORITIES)
-        query = self._claim_query(single, all_prios, job_names is not None)
+        query = self._claim_query(len(routing_keys), all_prios, job_names is not None)
         params: dict[str, Any] = {"now": now, "lease_until": lease_until, "limit": limit}
-        if single:
-            params["key"] = routing_keys[0]
-        else:
-            params["keys"] = list(routing_keys)
+        params.update({f"k{i}": key for i, key in enumerate(routing_keys)})
         if not all_prios:
             params["prios"] = [p.rank for p in priorities]
         if job_names is not None:
