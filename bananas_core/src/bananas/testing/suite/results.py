@@ -48,6 +48,15 @@ class ResultTests:
         stored = await backend.results.get("job-4")
         assert stored is not None and stored.result == value and type(stored.result) is type(value)
 
+    @pytest.mark.parametrize("millis", [0, 1, 16217, 86_400_123])
+    async def test_result_duration_milliseconds(self, backend: Backend, millis: int) -> None:
+        result = JobResult(job_id=f"job-d{millis}", status=JobStatus.COMPLETED, completed_at=AT,
+                           duration=timedelta(milliseconds=millis))  # fmt: skip
+        await backend.results.store(result)
+        stored = await backend.results.get(result.job_id)
+        assert stored is not None
+        assert stored.duration == result.duration, "duration must survive to the millisecond (wire: duration_ms)"
+
     async def test_result_missing_is_none(self, backend: Backend) -> None:
         assert await backend.results.get("never-ran") is None
 
