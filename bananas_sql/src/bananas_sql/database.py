@@ -99,7 +99,9 @@ class Database:
 
     async def _check_schema(self) -> None:
         cmd = upgrade_command(self.url, self.options.extra)
-        where = f"namespace {self.names.prefix!r}" + (f" in schema {self.names.schema!r}" if self.names.schema else "")
+        where = f"table prefix {self.names.prefix!r}"
+        if self.names.schema:
+            where += f" in schema {self.names.schema!r}"
         async with self.engine.connect() as conn:
             try:
                 version = (await conn.execute(self.q["schema_version"])).scalar()
