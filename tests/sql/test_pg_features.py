@@ -129,5 +129,8 @@ async def test_claim_uses_partial_index_with_large_history(
             await conn.rollback()
         assert f"{namespace}_jobs_claim" in plan, plan
         assert "Seq Scan" not in plan, plan
+    async with async_engine.begin() as conn:
+        plan = "\n".join(r[0] for r in await conn.execute(sa.text("EXPLAIN " + db.q["depths"].text)))
+    assert "Seq Scan" not in plan, plan  # queue depths do not read the finished history either
     claimed = await pg.queue.claim(["default"], limit=3)
     assert [j.name for j in claimed] == ["new0", "new1", "new2"]

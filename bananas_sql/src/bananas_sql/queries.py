@@ -73,9 +73,12 @@ TEMPLATES: Mapping[str, str] = {
         "expires_at = :expires_at WHERE seq = :seq"
     ),
     "get_job": f"SELECT {_JOB_COLUMNS} FROM {{jobs}} WHERE id = :id AND (expires_at IS NULL OR expires_at > :now)",
+    # Three branches, each matching one partial index, so finished history is never scanned.
     "depths": (
         "SELECT state, routing_key, priority, COUNT(*) FROM {jobs} "
-        "WHERE state IN ('ready', 'scheduled', 'processing', 'dead') GROUP BY state, routing_key, priority"
+        "WHERE state IN ('ready', 'scheduled') GROUP BY state, routing_key, priority "
+        "UNION ALL SELECT 'processing', '', 0, COUNT(*) FROM {jobs} WHERE state = 'processing' "
+        "UNION ALL SELECT 'dead', '', 0, COUNT(*) FROM {jobs} WHERE state = 'dead'"
     ),
     "dead_letters": (
         f"SELECT {_JOB_COLUMNS} FROM {{jobs}} WHERE state = 'dead' AND (expires_at IS NULL OR expires_at > :now) "
