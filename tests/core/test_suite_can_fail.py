@@ -1,32 +1,37 @@
-"""The conformance suite catches broken backends: deliberately broken memory:// variants fail
-the tests (and the state machine) that guard the broken contract, by name."""
+"""The conformance suite catches broken backends.
+
+Deliberately broken memory:// variants are installed as a plugin distribution of their own
+(a ``bananas`` entry point serving one URL scheme per variant), the suite is run against
+each URL exactly as a third party would, and the tests (and state machine) guarding the
+broken contract must fail, by name, while the others pass.
+"""
 
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Iterator
 
 import pytest
+from bananas.plugins import reload_plugins
 
 pytest_plugins = ["pytester"]
 
-VARIANTS = '''
-from bananas.backend import BackendOptions
+BROKEN_PLUGIN = '''
+"""Broken variants of memory://, each under its own URL scheme."""
+
+import collections
+
 from bananas.backends import memory
 from bananas.capabilities import Capability
 from bananas.job import JobPriority
-from bananas.testing.stateful import DEFAULT_SETTINGS
-from bananas.testing.suite import BackendConformance
-from hypothesis import Phase, settings
-import pytest
-
-NO_SHRINKING = settings(DEFAULT_SETTINGS, phases=[Phase.generate])
+from bananas.plugins import BackendSpec, hookimpl
 
 
 class PriorityBlindStore(memory.MemoryStore):
     """Ignores priority: one FIFO line per routing key."""
 
     def push_ready(self, job, *, front=False):
-        line = self.ready.setdefault((job.routing_key, JobPriority.NORMAL), __import__("collections").deque())
+        line = self.ready.setdefault((job.routing_key, JobPriority.NORMAL), collections.deque())
         line.appendleft(job.id) if front else line.append(job.id)
 
 
@@ -72,46 +77,65 @@ class IgnoresNameFilter(memory.MemoryQueue):
         return await super().claim(routing_keys, priorities, **kwargs)
 
 
-def factory_of(store_class=memory.MemoryStore, queue_class=memory.MemoryQueue, capabilities=memory.CAPABILITIES):
-    @pytest.fixture
-    def bananas_backend_factory(self):
-        def make(clock, **options):
-            return memory.memory_backend(store_class(), BackendOptions(clock=clock, **options),
-                                         queue_class=queue_class, capabilities=capabilities)
-        return make
-    return bananas_backend_factory
+NO_CRON_NO_FILTER = memory.CAPABILITIES - {Capability.CRON, Capability.JOB_NAME_FILTER}
+VARIANTS = {
+    "broken-priority": (PriorityBlindStore, memory.MemoryQueue, memory.CAPABILITIES),
+    "broken-reap": (memory.MemoryStore, LosesReapedJobs, memory.CAPABILITIES),
+    "broken-double": (memory.MemoryStore, DoubleClaims, memory.CAPABILITIES),
+    "broken-retry": (memory.MemoryStore, RetriesEarly, memory.CAPABILITIES),
+    "broken-caps": (memory.MemoryStore, IgnoresNameFilter, NO_CRON_NO_FILTER),
+}
+
+
+def connect(url, options):
+    """A fresh store per connection (the suite connects once per namespace)."""
+    store_class, queue_class, capabilities = VARIANTS[url.split("://")[0]]
+    return memory.memory_backend(store_class(), options, url=url, queue_class=queue_class, capabilities=capabilities)
+
+
+@hookimpl
+def bananas_backends():
+    return [BackendSpec(name=scheme, schemes=(scheme,), factory=connect, capabilities=caps)
+            for scheme, (_, _, caps) in VARIANTS.items()]
+'''
+
+SUITE_RUNS = '''
+from bananas.plugins import reload_plugins
+from bananas.testing.stateful import DEFAULT_SETTINGS
+from bananas.testing.suite import BackendConformance
+from hypothesis import Phase, settings
+
+reload_plugins()  # pick up the broken-bananas distribution installed next to this file
+NO_SHRINKING = settings(DEFAULT_SETTINGS, phases=[Phase.generate])
 
 
 class TestCorrect(BackendConformance):
-    bananas_backend_factory = factory_of()
+    bananas_url = "memory://"
 
 
 class TestPriorityBlind(BackendConformance):
+    bananas_url = "broken-priority://"
     stateful_settings = NO_SHRINKING
-    bananas_backend_factory = factory_of(store_class=PriorityBlindStore)
 
 
 class TestLosesReaped(BackendConformance):
+    bananas_url = "broken-reap://"
     stateful_settings = NO_SHRINKING
-    bananas_backend_factory = factory_of(queue_class=LosesReapedJobs)
 
 
 class TestDoubleClaims(BackendConformance):
+    bananas_url = "broken-double://"
     stateful_settings = NO_SHRINKING
-    bananas_backend_factory = factory_of(queue_class=DoubleClaims)
 
 
 class TestRetriesEarly(BackendConformance):
+    bananas_url = "broken-retry://"
     stateful_settings = NO_SHRINKING
-    bananas_backend_factory = factory_of(queue_class=RetriesEarly)
 
 
 class TestNoCronNoNameFilter(BackendConformance):
+    bananas_url = "broken-caps://"
     stateful_settings = NO_SHRINKING
-    bananas_backend_factory = factory_of(
-        queue_class=IgnoresNameFilter,
-        capabilities=memory.CAPABILITIES - {Capability.CRON, Capability.JOB_NAME_FILTER},
-    )
 '''
 
 SELECTED = [
@@ -139,9 +163,21 @@ EXPECTED_FAILURES = {
 }
 
 
-def run_variants(pytester: pytest.Pytester) -> dict[str, dict[str, str]]:
+@pytest.fixture
+def broken_plugin(pytester: pytest.Pytester) -> Iterator[pytest.Pytester]:
+    """The broken variants installed as distribution ``broken-bananas`` with a ``bananas`` entry point."""
+    pytester.makepyfile(broken_bananas=textwrap.dedent(BROKEN_PLUGIN))
+    info = pytester.mkdir("broken_bananas-1.0.dist-info")
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-bananas\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[bananas]\nbroken = broken_bananas\n")
+    pytester.syspathinsert()
+    yield pytester
+    reload_plugins()  # forget the variants once the run is over
+
+
+def run_suite(pytester: pytest.Pytester) -> dict[str, dict[str, str]]:
     """``{class: {test: outcome}}`` of the selected suite tests on every variant."""
-    pytester.makepyfile(test_variants=textwrap.dedent(VARIANTS))
+    pytester.makepyfile(test_variants=textwrap.dedent(SUITE_RUNS))
     reprec = pytester.inline_run("-p", "no:cacheprovider", "-k", " or ".join(SELECTED))
     result: dict[str, dict[str, str]] = {}
     for report in reprec.getreports("pytest_runtest_logreport"):
@@ -151,10 +187,10 @@ def run_variants(pytester: pytest.Pytester) -> dict[str, dict[str, str]]:
     return result
 
 
-def test_suite_fails_exactly_where_a_variant_is_broken(pytester: pytest.Pytester) -> None:
-    outcomes = run_variants(pytester)
+def test_suite_fails_exactly_where_a_variant_is_broken(broken_plugin: pytest.Pytester) -> None:
+    outcomes = run_suite(broken_plugin)
     failed = {
-        variant: {test for test, outcome in outcomes[variant].items() if outcome == "failed"}
+        variant: {test for test, outcome in outcomes.get(variant, {}).items() if outcome == "failed"}
         for variant in EXPECTED_FAILURES
     }
     assert failed == EXPECTED_FAILURES
