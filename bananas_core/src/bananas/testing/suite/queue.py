@@ -11,6 +11,7 @@ from bananas.clock import ManualClock
 from bananas.errors import DuplicateJob, InvalidJob, JobNotFound
 from bananas.job import Job, JobPriority, JobStatus
 from bananas.protocols import LEASE_EXPIRED_ERROR
+from bananas.testing.plugin import BackendFactory
 from bananas.testing.suite._helpers import claim_ids, drain, new_job
 
 HIGH, NORMAL, LOW = JobPriority.HIGH, JobPriority.NORMAL, JobPriority.LOW
@@ -27,6 +28,12 @@ class EnqueueTests:
 
     async def test_ping(self, backend: Backend) -> None:
         await backend.queue.ping()
+
+    async def test_close_is_idempotent(self, bananas_backend_factory: BackendFactory, clock: ManualClock) -> None:
+        backend = bananas_backend_factory(clock)
+        await backend.queue.ping()
+        await backend.close()
+        await backend.close()
 
     async def test_enqueue_then_get_job(self, backend: Backend, clock: ManualClock) -> None:
         job = new_job(clock, "send_email", payload={"to": "a@example.com", "n": [1, 2.5, None, True]},
@@ -143,6 +150,11 @@ class ClaimTests:
         await backend.queue.enqueue(other)
         assert await claim_ids(backend, ["default", "gpu"]) == []
         assert await claim_ids(backend, ["other"]) == [other.id]
+
+    async def test_claim_repeated_routing_key_counts_once(self, backend: Backend, clock: ManualClock) -> None:
+        job = new_job(clock)
+        await backend.queue.enqueue(job)
+        assert await claim_ids(backend, ["default", "default"], limit=3) == [job.id]
 
     async def test_claim_only_given_priorities(self, backend: Backend, clock: ManualClock) -> None:
         high, low = new_job(clock, priority=HIGH), new_job(clock, priority=LOW)
