@@ -37,6 +37,9 @@ T = TypeVar("T")
 BANANAS_PARAMS = frozenset({"namespace", "retry_for"})
 """Query parameters that configure Bananas, not redis-py."""
 
+TIMEOUTS: dict[str, Any] = {"socket_timeout": 10.0, "socket_connect_timeout": 5.0}
+"""Defaults so a hung server raises (and is retried) instead of blocking forever; the URL's own win."""
+
 RETRYABLE = (RedisConnectionError, RedisTimeoutError, ClusterDownError, TryAgainError, OSError)
 
 AnyRedis = Any
@@ -75,10 +78,10 @@ def make_client(url: str) -> AnyRedis:
     query = [(k, v) for k, v in parse_qsl(parts.query) if k not in BANANAS_PARAMS]
     clean = urlunsplit(parts._replace(query=urlencode(query)))
     if scheme in ("redis", "rediss", "unix"):
-        return aioredis.Redis.from_url(clean, decode_responses=False)
+        return aioredis.Redis.from_url(clean, decode_responses=False, **TIMEOUTS)
     if scheme == "redis+cluster":
         password, hosts = _hosts(parts.netloc, 6379)
-        return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in hosts], password=password)
+        return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in hosts], password=password, **TIMEOUTS)
     if scheme == "redis+sentinel":
         from redis.asyncio.sentinel import Sentinel
 
@@ -89,8 +92,8 @@ def make_client(url: str) -> AnyRedis:
                 "a redis+sentinel:// URL needs the service name: redis+sentinel://host:26379/mymaster[/db]"
             )
         db = int(path[1]) if len(path) > 1 else 0
-        sentinel = Sentinel(hosts, password=password)  # type: ignore[no-untyped-call]
-        return sentinel.master_for(path[0], db=db, password=password)
+        sentinel = Sentinel(hosts, password=password, **TIMEOUTS)  # type: ignore[no-untyped-call]
+        return sentinel.master_for(path[0], db=db, password=password, **TIMEOUTS)
     raise ConfigError(f"unsupported Redis URL scheme {scheme!r}: use redis, rediss, redis+sentinel or redis+cluster")
 
 

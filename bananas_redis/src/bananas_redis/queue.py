@@ -31,6 +31,7 @@ from bananas.timefmt import from_timestamp
 from bananas_redis.admin import QueueAdmin, _text
 from bananas_redis.connection import RETRYABLE, Connection
 from bananas_redis.jobjson import decode, edit, wire_time
+from bananas_redis.results import result_fields
 
 __all__ = ["MISSING_JOB_ERROR", "RedisQueue"]
 
@@ -191,7 +192,7 @@ class RedisQueue(QueueAdmin):
         if result is not None:
             keys.append(k.result(job_id))
             args += [_ms(self.conn.options.result_failure_ttl), k.result_notify(job_id)]
-            for field, value in result.to_hash().items():
+            for field, value in result_fields(result).items():
                 args += [field, value]
         return keys, args
 
