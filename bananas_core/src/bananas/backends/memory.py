@@ -9,25 +9,19 @@ back is a fresh decoded copy. Dead jobs stay until requeued or purged.
 
 from __future__ import annotations
 
-import heapq
-import threading
-import time
 from collections import deque
 from collections.abc import Collection, Iterable, Sequence
-from datetime import datetime
-from typing import Any
 from urllib.parse import urlsplit
 
-import attrs
-
 from bananas.backend import Backend, BackendOptions
-from bananas.backends._signal import Signal
+from bananas.backends._memory_parts import MemoryResults, MemoryScheduler, MemoryWorkers
+from bananas.backends._memory_store import CAPABILITIES, MemoryPart, MemoryStore, check_new, store_for
 from bananas.capabilities import Capability, require
-from bananas.errors import DuplicateJob, InvalidJob, JobNotFound, Timeout
-from bananas.job import ALL_PRIORITIES, Job, JobPriority, JobResult, JobStatus, backoff_seconds
+from bananas.errors import DuplicateJob
+from bananas.job import ALL_PRIORITIES, Job, JobPriority, JobStatus, backoff_seconds
 from bananas.plugins.hookspecs import hookimpl
 from bananas.plugins.types import BackendSpec
-from bananas.protocols import DEFAULT_LEASE_SECONDS, LEASE_EXPIRED_ERROR, QueueDepths, ScheduleState, WorkerInfo
+from bananas.protocols import DEFAULT_LEASE_SECONDS, LEASE_EXPIRED_ERROR, QueueDepths
 from bananas.timefmt import from_timestamp
 
 __all__ = [
@@ -43,99 +37,8 @@ __all__ = [
     "store_for",
 ]
 
-CAPABILITIES = frozenset(Capability) - {Capability.TRANSACTIONAL_ENQUEUE}
-_Ready = tuple[str, JobPriority]
 
-
-class MemoryStore:
-    """Everything one ``memory://`` name holds. Guard every access with :attr:`lock`."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.jobs: dict[str, str] = {}  # id -> wire-format JSON
-        self.ready: dict[_Ready, deque[str]] = {}
-        self.processing: dict[str, float] = {}  # id -> lease deadline
-        self.scheduled: dict[str, float] = {}  # id -> when it becomes ready
-        self.dead: dict[str, None] = {}  # ids in the order they died (oldest first)
-        self.job_expiry: dict[str, float] = {}  # finished job id -> when its record goes
-        self.results: dict[str, tuple[JobResult, float]] = {}  # id -> (result, expires at)
-        self.expiries: list[tuple[float, str, str]] = []  # heap of (when, "job"|"result", id)
-        self.schedules: dict[str, ScheduleState] = {}
-        self.workers: dict[str, tuple[WorkerInfo, float]] = {}  # id -> (info, expires at)
-        self.work_signal = Signal()
-        self.result_signals: dict[str, Signal] = {}
-
-    # -- helpers; the caller holds the lock ------------------------------------------
-
-    def load(self, job_id: str) -> Job:
-        text = self.jobs.get(job_id)
-        if text is None:
-            raise JobNotFound(job_id)
-        return Job.from_json(text)
-
-    def save(self, job: Job) -> None:
-        self.jobs[job.id] = job.to_json()
-
-    def push_ready(self, job: Job, *, front: bool = False) -> None:
-        line = self.ready.setdefault((job.routing_key, job.priority), deque())
-        line.appendleft(job.id) if front else line.append(job.id)
-
-    def unlink(self, job_id: str) -> None:
-        """Take ``job_id`` out of every place it may be waiting (not out of ``jobs``)."""
-        self.processing.pop(job_id, None)
-        self.scheduled.pop(job_id, None)
-        self.dead.pop(job_id, None)
-        self.job_expiry.pop(job_id, None)
-        for line in self.ready.values():
-            if job_id in line:
-                line.remove(job_id)
-
-    def expire(self, now: float) -> None:
-        """Forget finished jobs and results whose TTL has run out."""
-        while self.expiries and self.expiries[0][0] <= now:
-            _, kind, key = heapq.heappop(self.expiries)
-            if kind == "job" and self.job_expiry.get(key, now + 1) <= now:
-                del self.job_expiry[key]
-                self.jobs.pop(key, None)
-            elif kind == "result" and key in self.results and self.results[key][1] <= now:
-                del self.results[key]
-
-    def expire_at(self, kind: str, key: str, when: float) -> None:
-        heapq.heappush(self.expiries, (when, kind, key))
-        if kind == "job":
-            self.job_expiry[key] = when
-
-    def kill(self, job: Job) -> None:
-        """Park an already-saved failed job in the dead letter queue (kept until purged)."""
-        self.dead[job.id] = None
-
-    def signal_for(self, job_id: str) -> Signal:
-        return self.result_signals.setdefault(job_id, Signal())
-
-
-_STORES: dict[tuple[str, str], MemoryStore] = {}
-_STORES_LOCK = threading.Lock()
-
-
-def store_for(name: str = "", namespace: str = "") -> MemoryStore:
-    """The process-wide store of ``memory://NAME`` with ``namespace`` (created empty on first use)."""
-    with _STORES_LOCK:
-        return _STORES.setdefault((name, namespace), MemoryStore())
-
-
-class _Part:
-    def __init__(self, store: MemoryStore, options: BackendOptions) -> None:
-        self._store = store
-        self._options = options
-
-    def _now(self) -> float:
-        return float(self._options.clock())
-
-    async def close(self) -> None:
-        """Nothing to release; idempotent."""
-
-
-class MemoryQueue(_Part):
+class MemoryQueue(MemoryPart):
     """:class:`~bananas.protocols.Queue` over a :class:`MemoryStore`."""
 
     def __init__(
@@ -156,7 +59,7 @@ class MemoryQueue(_Part):
 
     async def enqueue_many(self, jobs: Sequence[Job]) -> None:
         """Enqueue every job, all or nothing."""
-        encoded = [(_check_new(job), job.to_json()) for job in jobs]
+        encoded = [(check_new(job), job.to_json()) for job in jobs]
         s = self._store
         with s.lock:
             s.expire(self._now())
@@ -166,17 +69,8 @@ class MemoryQueue(_Part):
                     raise DuplicateJob(f"a job with id {job.id!r} already exists; nothing was enqueued")
                 seen.add(job.id)
             for job, text in encoded:
-                self._add_locked(job, text)
+                s.add(job, text)
         s.work_signal.wake_all()
-
-    def _add_locked(self, job: Job, text: str) -> None:
-        s = self._store
-        s.jobs[job.id] = text
-        if job.status is JobStatus.SCHEDULED:
-            assert job.scheduled_for is not None
-            s.scheduled[job.id] = job.scheduled_for.timestamp()
-        else:
-            s.push_ready(job)
 
     async def claim(
         self,
@@ -372,144 +266,6 @@ class MemoryQueue(_Part):
         await s.work_signal.wait(fut, timeout)
 
 
-def _check_new(job: Job) -> Job:
-    if not isinstance(job, Job):
-        raise InvalidJob(f"expected a Job, got {type(job).__name__}")
-    if job.status is JobStatus.SCHEDULED and job.scheduled_for is None:
-        raise InvalidJob(f"job {job.id!r} is 'scheduled' but has no scheduled_for time")
-    if job.status not in (JobStatus.PENDING, JobStatus.SCHEDULED):
-        raise InvalidJob(
-            f"job {job.id!r} has status {job.status.value!r}; only pending or scheduled jobs can be enqueued"
-        )
-    return job
-
-
-class MemoryResults(_Part):
-    """:class:`~bananas.protocols.ResultBackend` over a :class:`MemoryStore`; TTLs follow the clock."""
-
-    async def store(self, result: JobResult) -> None:
-        """Store ``result`` for its TTL and wake its waiters."""
-        s = self._store
-        ttl = self._options.result_success_ttl if result.is_success() else self._options.result_failure_ttl
-        with s.lock:
-            expires = self._now() + ttl
-            s.results[result.job_id] = (result, expires)
-            s.expire_at("result", result.job_id, expires)
-            signal = s.result_signals.pop(result.job_id, None)
-        if signal is not None:
-            signal.wake_all()
-
-    async def get(self, job_id: str) -> JobResult | None:
-        """The stored result, or ``None``."""
-        s = self._store
-        with s.lock:
-            s.expire(self._now())
-            entry = s.results.get(job_id)
-        return None if entry is None else entry[0]
-
-    async def wait(self, job_id: str, timeout: float) -> JobResult:
-        """The result, waiting up to ``timeout`` real seconds; raises :class:`~bananas.errors.Timeout`."""
-        deadline = time.monotonic() + timeout
-        s = self._store
-        while True:
-            with s.lock:
-                s.expire(self._now())
-                entry = s.results.get(job_id)
-                if entry is not None:
-                    return entry[0]
-                signal = s.signal_for(job_id)
-                fut = signal.register()
-            left = deadline - time.monotonic()
-            if not (left > 0 and await signal.wait(fut, left)):
-                signal.discard(fut)
-                with s.lock:
-                    if not signal and s.result_signals.get(job_id) is signal:
-                        del s.result_signals[job_id]
-                raise Timeout(f"no result for job {job_id!r} within {timeout:g} seconds")
-
-    async def delete(self, job_id: str) -> None:
-        """Forget the result."""
-        with self._store.lock:
-            self._store.results.pop(job_id, None)
-
-
-class MemoryScheduler(_Part):
-    """:class:`~bananas.protocols.Scheduler` over a :class:`MemoryStore`."""
-
-    def __init__(self, store: MemoryStore, options: BackendOptions, queue: MemoryQueue) -> None:
-        super().__init__(store, options)
-        self._queue = queue
-
-    async def fire(self, schedule_id: str, tick: datetime, job: Job, next_run: datetime) -> bool:
-        """Enqueue ``job`` for ``tick`` unless this or a later tick already fired."""
-        text = _check_new(job).to_json()
-        s = self._store
-        with s.lock:
-            state = s.schedules.get(schedule_id) or ScheduleState(schedule_id=schedule_id)
-            if state.last_run is not None and state.last_run >= tick:
-                return False
-            if job.id in s.jobs:
-                raise DuplicateJob(f"a job with id {job.id!r} already exists; the tick was not fired")
-            self._queue._add_locked(job, text)
-            s.schedules[schedule_id] = attrs.evolve(
-                state, last_run=tick, next_run=next_run, run_count=state.run_count + 1
-            )
-        s.work_signal.wake_all()
-        return True
-
-    async def record(
-        self,
-        schedule_id: str,
-        *,
-        next_run: datetime | None = None,
-        last_success: datetime | None = None,
-        last_error: str | None = None,
-    ) -> None:
-        """Update the given fields of the schedule's state."""
-        changes: dict[str, Any] = {}
-        if next_run is not None:
-            changes["next_run"] = next_run
-        if last_success is not None:
-            changes["last_success"] = last_success
-        if last_error is not None:
-            changes["last_error"] = last_error
-        with self._store.lock:
-            state = self._store.schedules.get(schedule_id) or ScheduleState(schedule_id=schedule_id)
-            self._store.schedules[schedule_id] = attrs.evolve(state, **changes)
-
-    async def state(self, schedule_id: str) -> ScheduleState | None:
-        """The schedule's state, or ``None``."""
-        with self._store.lock:
-            return self._store.schedules.get(schedule_id)
-
-    async def states(self) -> list[ScheduleState]:
-        """Every schedule's state, ordered by id."""
-        with self._store.lock:
-            return [self._store.schedules[k] for k in sorted(self._store.schedules)]
-
-
-class MemoryWorkers(_Part):
-    """:class:`~bananas.protocols.WorkerRegistry` over a :class:`MemoryStore`."""
-
-    async def heartbeat(self, info: WorkerInfo, ttl: float) -> None:
-        """Announce ``info`` until ``ttl`` clock seconds from now."""
-        now = self._now()
-        with self._store.lock:
-            self._store.workers[info.id] = (attrs.evolve(info, last_heartbeat=now), now + ttl)
-
-    async def deregister(self, worker_id: str) -> None:
-        """Remove the worker's record."""
-        with self._store.lock:
-            self._store.workers.pop(worker_id, None)
-
-    async def workers(self) -> list[WorkerInfo]:
-        """Live workers, ordered by id."""
-        now = self._now()
-        with self._store.lock:
-            for worker_id in [w for w, (_, until) in self._store.workers.items() if until <= now]:
-                del self._store.workers[worker_id]
-            return [self._store.workers[w][0] for w in sorted(self._store.workers)]
-
 
 def connect_memory(url: str, options: BackendOptions) -> Backend:
     """The :class:`~bananas.plugins.types.BackendFactory` of ``memory://``."""
@@ -534,7 +290,7 @@ def memory_backend(
         queue=queue,
         results=MemoryResults(store, options),
         workers=MemoryWorkers(store, options),
-        scheduler=MemoryScheduler(store, options, queue) if Capability.CRON in capabilities else None,
+        scheduler=MemoryScheduler(store, options) if Capability.CRON in capabilities else None,
         capabilities=capabilities,
         options=options,
     )

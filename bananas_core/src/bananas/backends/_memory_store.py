@@ -1,0 +1,129 @@
+"""The state of one ``memory://`` store, and what every part of the backend shares."""
+
+from __future__ import annotations
+
+import heapq
+import threading
+from collections import deque
+
+from bananas.backend import BackendOptions
+from bananas.backends._signal import Signal
+from bananas.capabilities import Capability
+from bananas.errors import InvalidJob, JobNotFound
+from bananas.job import Job, JobPriority, JobResult, JobStatus
+from bananas.protocols import ScheduleState, WorkerInfo
+
+__all__ = ["CAPABILITIES", "MemoryPart", "MemoryStore", "check_new", "store_for"]
+
+CAPABILITIES = frozenset(Capability) - {Capability.TRANSACTIONAL_ENQUEUE}
+_Ready = tuple[str, JobPriority]
+
+
+class MemoryStore:
+    """Everything one ``memory://`` name holds. Guard every access with :attr:`lock`."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.jobs: dict[str, str] = {}  # id -> wire-format JSON
+        self.ready: dict[_Ready, deque[str]] = {}
+        self.processing: dict[str, float] = {}  # id -> lease deadline
+        self.scheduled: dict[str, float] = {}  # id -> when it becomes ready
+        self.dead: dict[str, None] = {}  # ids in the order they died (oldest first)
+        self.job_expiry: dict[str, float] = {}  # finished job id -> when its record goes
+        self.results: dict[str, tuple[JobResult, float]] = {}  # id -> (result, expires at)
+        self.expiries: list[tuple[float, str, str]] = []  # heap of (when, "job"|"result", id)
+        self.schedules: dict[str, ScheduleState] = {}
+        self.workers: dict[str, tuple[WorkerInfo, float]] = {}  # id -> (info, expires at)
+        self.work_signal = Signal()
+        self.result_signals: dict[str, Signal] = {}
+
+    # -- helpers; the caller holds the lock ------------------------------------------
+
+    def load(self, job_id: str) -> Job:
+        text = self.jobs.get(job_id)
+        if text is None:
+            raise JobNotFound(job_id)
+        return Job.from_json(text)
+
+    def save(self, job: Job) -> None:
+        self.jobs[job.id] = job.to_json()
+
+    def add(self, job: Job, text: str) -> None:
+        """Store a new job (``text`` is its JSON) as ready or scheduled."""
+        self.jobs[job.id] = text
+        if job.status is JobStatus.SCHEDULED:
+            assert job.scheduled_for is not None
+            self.scheduled[job.id] = job.scheduled_for.timestamp()
+        else:
+            self.push_ready(job)
+
+    def push_ready(self, job: Job, *, front: bool = False) -> None:
+        line = self.ready.setdefault((job.routing_key, job.priority), deque())
+        line.appendleft(job.id) if front else line.append(job.id)
+
+    def unlink(self, job_id: str) -> None:
+        """Take ``job_id`` out of every place it may be waiting (not out of ``jobs``)."""
+        self.processing.pop(job_id, None)
+        self.scheduled.pop(job_id, None)
+        self.dead.pop(job_id, None)
+        self.job_expiry.pop(job_id, None)
+        for line in self.ready.values():
+            if job_id in line:
+                line.remove(job_id)
+
+    def expire(self, now: float) -> None:
+        """Forget finished jobs and results whose TTL has run out."""
+        while self.expiries and self.expiries[0][0] <= now:
+            _, kind, key = heapq.heappop(self.expiries)
+            if kind == "job" and self.job_expiry.get(key, now + 1) <= now:
+                del self.job_expiry[key]
+                self.jobs.pop(key, None)
+            elif kind == "result" and key in self.results and self.results[key][1] <= now:
+                del self.results[key]
+
+    def expire_at(self, kind: str, key: str, when: float) -> None:
+        heapq.heappush(self.expiries, (when, kind, key))
+        if kind == "job":
+            self.job_expiry[key] = when
+
+    def kill(self, job: Job) -> None:
+        """Park an already-saved failed job in the dead letter queue (kept until purged)."""
+        self.dead[job.id] = None
+
+    def signal_for(self, job_id: str) -> Signal:
+        return self.result_signals.setdefault(job_id, Signal())
+
+
+_STORES: dict[tuple[str, str], MemoryStore] = {}
+_STORES_LOCK = threading.Lock()
+
+
+def store_for(name: str = "", namespace: str = "") -> MemoryStore:
+    """The process-wide store of ``memory://NAME`` with ``namespace`` (created empty on first use)."""
+    with _STORES_LOCK:
+        return _STORES.setdefault((name, namespace), MemoryStore())
+
+
+class MemoryPart:
+    def __init__(self, store: MemoryStore, options: BackendOptions) -> None:
+        self._store = store
+        self._options = options
+
+    def _now(self) -> float:
+        return float(self._options.clock())
+
+    async def close(self) -> None:
+        """Nothing to release; idempotent."""
+
+
+def check_new(job: Job) -> Job:
+    if not isinstance(job, Job):
+        raise InvalidJob(f"expected a Job, got {type(job).__name__}")
+    if job.status is JobStatus.SCHEDULED and job.scheduled_for is None:
+        raise InvalidJob(f"job {job.id!r} is 'scheduled' but has no scheduled_for time")
+    if job.status not in (JobStatus.PENDING, JobStatus.SCHEDULED):
+        raise InvalidJob(
+            f"job {job.id!r} has status {job.status.value!r}; only pending or scheduled jobs can be enqueued"
+        )
+    return job
+
