@@ -201,3 +201,21 @@ def test_suite_fails_exactly_where_a_variant_is_broken(broken_plugin: pytest.Pyt
     assert no_cron["test_without_cron_scheduler_raises"] == "passed"
     assert outcomes["TestCorrect"]["test_without_cron_scheduler_raises"] == "skipped"
     assert outcomes["TestCorrect"]["test_state_machine"] == "passed"
+
+
+def test_no_code_run_by_url(broken_plugin: pytest.Pytester) -> None:
+    """``pytest --pyargs bananas.testing.run --bananas-url URL``: passes on memory://, fails on a broken URL.
+
+    Runs in a subprocess whose working directory holds the broken-bananas distribution.
+    """
+    pytester = broken_plugin
+    run = ["--pyargs", "bananas.testing.run", "-p", "no:cacheprovider"]
+    selected = [*run, "-k", "test_claim_strict_priority or test_claim_fifo_within_priority"]
+    good = pytester.runpytest_subprocess("--bananas-url", "memory://", *selected)
+    good.assert_outcomes(passed=2)
+    bad = pytester.runpytest_subprocess("--bananas-url", "broken-priority://", *selected)
+    bad.assert_outcomes(passed=1, failed=1)
+    bad.stdout.fnmatch_lines(["*FAILED*test_claim_strict_priority*"])
+    missing = pytester.runpytest_subprocess("-rs", *selected)
+    missing.assert_outcomes(skipped=2)
+    missing.stdout.fnmatch_lines(["*no backend URL: pass --bananas-url*"])
