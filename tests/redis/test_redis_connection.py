@@ -56,3 +56,11 @@ async def test_hash_tagged_namespace_keys() -> None:
     assert k.ready("default", "high") == "{bananas}:queue:high"
     assert k.ready("gpu", "low") == "{bananas}:route:gpu:queue:low"
     assert k.claim_order(["default"], None)[:2] == ["{bananas}:queue:high", "{bananas}:route:default:queue:high"]
+
+
+def test_rediss_url_uses_tls() -> None:
+    from redis.asyncio.connection import SSLConnection
+
+    client = make_client("rediss://:pw@example.com:6380/1?namespace=x")
+    assert client.connection_pool.connection_class is SSLConnection
+    assert client.connection_pool.connection_kwargs["db"] == 1

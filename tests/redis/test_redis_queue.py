@@ -249,9 +249,12 @@ async def test_many_waiters_share_one_subscription(backend: Backend, raw: aiored
     from bananas.job import JobResult
 
     waits = [asyncio.create_task(backend.results.wait(f"j{i}", 10)) for i in range(200)]
-    await asyncio.sleep(0.2)
-    carriers = [c for c in await raw.client_list(_type="pubsub") if int(c["sub"]) > 0]
-    assert [int(c["sub"]) for c in carriers] == [200]  # one connection holds every subscription
+    for _ in range(100):  # until every waiter has subscribed
+        carriers = [int(c["sub"]) for c in await raw.client_list(_type="pubsub") if int(c["sub"]) > 0]
+        if sum(carriers) >= 200:
+            break
+        await asyncio.sleep(0.05)
+    assert carriers == [200]  # one connection holds every subscription
     started = time.monotonic()
     for i in range(200):
         await backend.results.store(JobResult(job_id=f"j{i}", status=JobStatus.COMPLETED, result=i))

@@ -220,3 +220,30 @@ async def test_publish_wakeup_and_enqueue_in_one_call(backend: Backend, raw: aio
     msg = await asyncio.wait_for(pubsub.get_message(ignore_subscribe_messages=True, timeout=2), 3)
     assert msg is not None and msg["data"] == "gpu"
     await pubsub.aclose()
+
+
+async def test_foreign_fields_survive_retry_reap_and_requeue(
+    backend: Backend, raw: aioredis.Redis, namespace: str, clock: ManualClock
+) -> None:
+    ns = namespace
+    original = go_job("r1", trace_id="abc", max_retries=3)
+    await raw.set(f"{ns}:job:r1", original)
+    await raw.lpush(f"{ns}:queue:normal", "r1")
+    q = backend.queue
+    [job] = await q.claim(["default"], lease=5)
+    await q.fail(job, "boom")  # retry: scheduled set
+    clock.advance(2)
+    assert await q.move_scheduled() == 1
+    await q.claim(["default"], lease=5)
+    clock.advance(6)
+    assert await q.reap_expired() == 1  # second attempt lost its lease: ready again
+    [job] = await q.claim(["default"], lease=5)
+    await q.fail(job, "final")  # third attempt: dead
+    assert await q.requeue_dead(["r1"]) == 1
+    stored = json.loads(await raw.get(f"{ns}:job:r1"))
+    before = json.loads(original)
+    assert list(stored)[: len(before)] == list(before)  # producer's field order first
+    assert stored["trace_id"] == "abc" and stored["created_at"] == GO_TIME
+    assert stored["payload"] == before["payload"] and '"big":12345678901234567890123' in await raw.get(f"{ns}:job:r1")
+    assert stored["status"] == "pending" and stored["attempts"] == 0 and "error" not in stored
+    assert await raw.lrange(f"{ns}:queue:normal", 0, -1) == ["r1"]

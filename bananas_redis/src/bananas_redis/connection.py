@@ -78,7 +78,12 @@ def make_client(url: str) -> AnyRedis:
     query = [(k, v) for k, v in parse_qsl(parts.query) if k not in BANANAS_PARAMS]
     clean = urlunsplit(parts._replace(query=urlencode(query)))
     if scheme in ("redis", "rediss", "unix"):
-        return aioredis.Redis.from_url(clean, decode_responses=False, **TIMEOUTS)
+        # A blocking pool: callers beyond max_connections wait for a free connection instead
+        # of failing with "Too many connections" (redis-py's default pool raises).
+        pool = aioredis.BlockingConnectionPool.from_url(
+            clean, decode_responses=False, max_connections=100, timeout=30, **TIMEOUTS
+        )
+        return aioredis.Redis.from_pool(pool)
     if scheme == "redis+cluster":
         password, hosts = _hosts(parts.netloc, 6379)
         return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in hosts], password=password, **TIMEOUTS)
