@@ -64,6 +64,8 @@ class SystemBench:
         _, self.module, kind = SYSTEMS[name]
         self.args = args
         self.store = Store(kind, name, servers)
+        if kind != "redis" and args.jobs_sql:
+            self.args = args = argparse.Namespace(**{**vars(args), "jobs": args.jobs_sql})
         self.env = {**os.environ, "PYTHONPATH": str(BENCH), "PYTHONUNBUFFERED": "1", **self.store.env()}
         self.env.pop("BANANAS_URL", None)
         self.metrics: dict[str, list[float]] = defaultdict(list)
@@ -126,6 +128,7 @@ class SystemBench:
                 time.sleep(0.002)
                 c = self.store.counter()
             t0, c0, cpu0 = time.perf_counter(), c, group.cpu_seconds()
+            group.start_profilers()
             deadline = time.monotonic() + max(300.0, n / 20)
             while c < n:
                 time.sleep(0.005)
@@ -138,8 +141,10 @@ class SystemBench:
         done = n - c0
         return {"rate": done / (t1 - t0), "cpu": cpu1 - cpu0, "cpu_per_job_ms": (cpu1 - cpu0) / done * 1000, "rss": rss}
 
-    def fill(self, n: int) -> None:
-        self.role("fill", str(n), "--batch", str(self.args.batch), timeout=max(600.0, n / 200))
+    def fill(self, n: int, budget: float | None = None) -> int:
+        extra = ["--budget", str(budget)] if budget else []
+        r = self.role("fill", str(n), "--batch", str(self.args.batch), *extra, timeout=max(600.0, n / 200))
+        return int(r["n"])
 
     def w2(self) -> None:
         n = self.args.jobs
@@ -185,7 +190,10 @@ class SystemBench:
         n, b = self.args.jobs, max(self.args.backlog, self.args.jobs)
         self.fresh()
         started = time.perf_counter()
-        self.fill(b)
+        b = self.fill(b, self.args.fill_budget)
+        self.metrics["W5 backlog jobs"].append(b)
+        if b < self.args.backlog:
+            self._note(f"W5: backlog {b:,} (the {self.args.fill_budget:.0f} s fill budget ran out)")
         self.log(f"W5 backlog of {b} filled in {time.perf_counter() - started:.0f} s")
         d = self.drain(1, n, "w5")
         self.metrics["W5 drain/s backlog"].append(d["rate"])
@@ -244,7 +252,7 @@ class SystemBench:
             errors.append(f"cleanup: {exc}")
         return {
             "store": self.store.kind, "info": self.info, "notes": self.notes, "errors": errors,
-            "metrics": {k: summarize(v) for k, v in self.metrics.items()},
+            "jobs": self.args.jobs, "metrics": {k: summarize(v) for k, v in self.metrics.items()},
         }  # fmt: skip
 
 
@@ -268,6 +276,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--backlog", type=int, help="W5 waiting jobs (default 1000000)")
     p.add_argument("--history", type=int, help="W5 finished rows on PostgreSQL (default = --backlog)")
     p.add_argument("--backlog-repeat", type=int, default=1, help="runs of W5 (default 1: it is long)")
+    p.add_argument("--fill-budget", type=float, help="W5: stop filling the backlog after this many seconds")
+    p.add_argument("--jobs-sql", type=int, help="jobs per run for PostgreSQL/SQLite systems (default --jobs)")
     p.add_argument("--batch", type=int, default=1000, help="jobs per bulk call (default 1000)")
     p.add_argument("--concurrency", type=int, default=10, help="per worker process, where the system has the knob")
     p.add_argument("--scale", default="1,2,4", help="W4 worker process counts (default 1,2,4)")
@@ -275,6 +285,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", help="results JSON (default bench/results/<UTC time>.json)")
     p.add_argument("--no-readme", action="store_true", help="do not rewrite the table in bench/README.md")
     p.add_argument("--no-plot", action="store_true")
+    p.add_argument("--profile", metavar="DIR", help="sample every worker with py-spy (collapsed stacks in DIR)")
     args = p.parse_args(argv)
     quick = args.quick
     args.systems = args.systems.split(",") if args.systems else (
@@ -299,6 +310,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     rmtree_scratch()
+    if args.profile:
+        WorkerGroup.profile_dir = Path(args.profile).resolve()
     kinds = {SYSTEMS[s][2] for s in args.systems}
     print(
         f"bench: systems {args.systems}, workloads {args.workloads}, {args.jobs} jobs x {args.repeat} runs", flush=True
@@ -308,8 +321,9 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "machine": report.machine(servers),
-        "config": {k: getattr(args, k) for k in ("jobs", "repeat", "latency_jobs", "backlog", "history",
-                                                   "backlog_repeat", "batch", "concurrency", "scale", "workloads")},
+        "config": {k: getattr(args, k) for k in ("jobs", "jobs_sql", "repeat", "latency_jobs", "backlog", "history",
+                                                   "backlog_repeat", "fill_budget", "batch", "concurrency", "scale",
+                                                   "workloads")},
         "systems": {},
     }  # fmt: skip
     out = Path(args.out) if args.out else BENCH / "results" / time.strftime("%Y%m%dT%H%M%SZ.json", time.gmtime(started))
@@ -339,6 +353,8 @@ def main(argv: list[str] | None = None) -> int:
                 failed = True
             results["seconds"] = time.time() - started
             out.write_text(json.dumps(results, indent=1))
+            if not args.no_readme:  # a run cut short still leaves its table
+                report.write_readme(BENCH / "README.md", report.markdown(results))
     finally:
         servers.stop()
     if not args.quick:

@@ -9,6 +9,7 @@ Roles print one JSON line on stdout:
   submit N          W1: N single submits of {"i": n}, one call at a time -> seconds
   bulk N            W1b: N jobs through the bulk API in batches of B -> seconds (or unsupported)
   fill N            untimed: put N jobs in the queue the fastest way the system offers
+                    (--budget S: stop after S seconds; prints how many it put)
   latency N         W3: N jobs in sequence carrying the submit time; -> the recorded latencies
   worker            exec the system's own worker command (concurrency C)
 
@@ -125,11 +126,15 @@ async def _run(mod: Any, p: Any, args: argparse.Namespace) -> dict[str, Any]:
         if bulk is None:
             if args.role == "bulk":
                 return {"unsupported": getattr(mod, "NO_BULK", "no bulk submit API")}
-            return await _fill_single(p, n)
+            return await _fill_single(p, n, args.budget)
         start = time.perf_counter()
+        done = 0
         for lo in range(0, n, args.batch):
             await _maybe(bulk(list(range(lo, min(n, lo + args.batch)))))
-        return {"seconds": time.perf_counter() - start, "n": n, "batch": args.batch}
+            done = min(n, lo + args.batch)
+            if args.role == "fill" and time.perf_counter() - start > args.budget:
+                break
+        return {"seconds": time.perf_counter() - start, "n": done, "batch": args.batch}
     if args.role == "latency":
         waiter = _LatencyWaiter()
         lat: list[float] = []
@@ -143,15 +148,21 @@ async def _run(mod: Any, p: Any, args: argparse.Namespace) -> dict[str, Any]:
     raise SystemExit(f"unknown role {args.role!r}")
 
 
-async def _fill_single(p: Any, n: int) -> dict[str, Any]:
+async def _fill_single(p: Any, n: int, budget: float) -> dict[str, Any]:
+    """Fill with single submits (100 in flight for async clients), stopping after `budget` s."""
     start = time.perf_counter()
-    if inspect.iscoroutinefunction(p.submit):
-        for lo in range(0, n, 100):
-            await asyncio.gather(*(p.submit(i) for i in range(lo, min(n, lo + 100))))
-    else:
-        for i in range(n):
-            p.submit(i)
-    return {"seconds": time.perf_counter() - start, "n": n}
+    done = 0
+    for lo in range(0, n, 100):
+        hi = min(n, lo + 100)
+        if inspect.iscoroutinefunction(p.submit):
+            await asyncio.gather(*(p.submit(i) for i in range(lo, hi)))
+        else:
+            for i in range(lo, hi):
+                p.submit(i)
+        done = hi
+        if time.perf_counter() - start > budget:
+            break
+    return {"seconds": time.perf_counter() - start, "n": done}
 
 
 def main() -> None:
@@ -162,6 +173,7 @@ def main() -> None:
     parser.add_argument("--sync", action="store_true", help="use the synchronous client (Bananas)")
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=10)
+    parser.add_argument("--budget", type=float, default=1e9, help="fill: stop after this many seconds")
     args = parser.parse_args()
     mod = importlib.import_module(f"adapters.{args.system}")
     if args.role == "info":

@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -78,10 +79,14 @@ class WorkerGroup:
     """K worker processes of one system, each in its own session (so we can stop exactly
     the processes we started, children included)."""
 
+    profile_dir: Path | None = None
+    """When set (run.py --profile), every worker is sampled by py-spy into <dir>/<tag>-<k>.txt."""
+
     def __init__(self, python: str, module: str, env: dict[str, str], count: int, concurrency: int, tag: str) -> None:
         logs = SCRATCH / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.profilers: list[subprocess.Popen[bytes]] = []
         for k in range(count):
             log = open(logs / f"{tag}-{k}.log", "wb")  # noqa: SIM115 - closed with the process
             cmd = [python, "-m", "adapters", module, "worker", "--concurrency", str(concurrency)]
@@ -89,6 +94,18 @@ class WorkerGroup:
                 subprocess.Popen(cmd, cwd=BENCH, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
             )
             log.close()
+        self.tag = tag
+
+    def start_profilers(self) -> None:
+        """Attach py-spy to every worker (call once they run: the launcher execs the worker)."""
+        if self.profile_dir is None:
+            return
+        self.profile_dir.mkdir(parents=True, exist_ok=True)
+        for k, p in enumerate(self.procs):
+            spy = [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(p.pid),
+                   "--subprocesses", "--nonblocking", "-r", "200", "-f", "raw",
+                   "-o", str(self.profile_dir / f"{self.tag}-{k}.txt")]  # fmt: skip
+            self.profilers.append(subprocess.Popen(spy, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
 
     def alive(self) -> bool:
         return all(p.poll() is None for p in self.procs)
@@ -115,3 +132,10 @@ class WorkerGroup:
                     os.killpg(p.pid, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 p.wait(5)
+        for spy in self.profilers:  # py-spy writes its file when the sampled process ends
+            try:
+                spy.wait(30)
+            except subprocess.TimeoutExpired:
+                spy.send_signal(signal.SIGINT)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    spy.wait(10)

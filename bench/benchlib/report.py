@@ -26,6 +26,7 @@ COLUMNS = [
     ("W4 1 proc/s", "W4 1p/s", "{:,.0f}"),
     ("W4 2 proc/s", "W4 2p/s", "{:,.0f}"),
     ("W4 4 proc/s", "W4 4p/s", "{:,.0f}"),
+    ("W5 backlog jobs", "W5 backlog", "{:,.0f}"),
     ("W5 drain/s backlog", "W5 drain/s backlog", "{:,.0f}"),
     ("W5 drain/s history", "W5 drain/s history", "{:,.0f}"),
     ("W5 drain/s backlog / empty", "W5 backlog ÷ W2", "{:.2f}"),
@@ -85,7 +86,9 @@ def markdown(results: dict[str, Any]) -> str:
         f"Run {results['started']} on {m['nproc']} cores ({m['cpu']}), {m['memory_gib']} GiB, Linux {m['kernel']}, "
         f"Python {m['python']}; {m.get('redis', '')}; {m.get('postgresql', '')}.",
         "",
-        f"{cfg['jobs']:,} jobs per W1/W1b/W2/W4 run, {cfg['latency_jobs']} W3 jobs, median of {cfg['repeat']} runs "
+        f"{cfg['jobs']:,} jobs per W1/W1b/W2/W4 run"
+        + (f" ({cfg['jobs_sql']:,} on PostgreSQL and SQLite)" if cfg.get("jobs_sql") else "")
+        + f", {cfg['latency_jobs']} W3 jobs, median of {cfg['repeat']} runs "
         f"(min-max in brackets); W5: {cfg['backlog']:,} waiting jobs / {cfg['history']:,} finished rows, "
         f"{cfg['backlog_repeat']} run; bulk batches of {cfg['batch']}; concurrency {cfg['concurrency']} per worker "
         "process where the system has the knob. n/a = not measured or not offered.",
