@@ -52,6 +52,8 @@ def _emit(obj: dict[str, Any]) -> None:
 class _LatencyWaiter:
     """Blocks until the next latency record appears in the store and returns it (seconds)."""
 
+    conn: Any
+
     def __init__(self) -> None:
         self.kind = _common.store()
         if self.kind == "redis":

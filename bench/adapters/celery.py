@@ -28,7 +28,7 @@ def _app() -> Any:
 app = _app()
 
 
-@app.task(name="count", ignore_result=True)
+@app.task(name="count", ignore_result=True)  # type: ignore[untyped-decorator]  # peer not in the repo venv
 def count(i: int, t: float | None = None) -> None:
     _common.count_sync(i, t)
 

@@ -31,7 +31,7 @@ broker = _broker()
 def _actor() -> Any:
     import dramatiq
 
-    @dramatiq.actor(actor_name="count", queue_name="bench")
+    @dramatiq.actor(actor_name="count", queue_name="bench")  # type: ignore[untyped-decorator]  # peer not in the repo venv
     def count(i: int, t: float | None = None) -> None:
         _common.count_sync(i, t)
 

@@ -24,7 +24,7 @@ def _huey() -> Any:
 huey = _huey()
 
 
-@huey.task(name="count")
+@huey.task(name="count")  # type: ignore[untyped-decorator]  # peer not in the repo venv
 def count(i: int, t: float | None = None) -> None:
     _common.count_sync(i, t)
 

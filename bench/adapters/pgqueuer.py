@@ -34,7 +34,7 @@ async def main() -> AsyncIterator[Any]:
     driver = await _driver()
     pgq = PgQueuer(driver)
 
-    @pgq.entrypoint("count", concurrency_limit=int(os.environ.get("BENCH_CONCURRENCY", "10")))
+    @pgq.entrypoint("count", concurrency_limit=int(os.environ.get("BENCH_CONCURRENCY", "10")))  # type: ignore[untyped-decorator]  # peer not in the repo venv
     async def count(job: Any) -> None:
         args = json.loads(job.payload)
         await _common.count_async(args["i"], args.get("t"))

@@ -24,7 +24,7 @@ def _app() -> Any:
 app = _app()
 
 
-@app.task(name="count", queue="bench")
+@app.task(name="count", queue="bench")  # type: ignore[untyped-decorator]  # peer not in the repo venv
 async def count(i: int, t: float | None = None) -> None:
     await _common.count_async(i, t)
 

@@ -24,7 +24,7 @@ def _broker() -> Any:
 broker = _broker()
 
 
-@broker.task(task_name="count")
+@broker.task(task_name="count")  # type: ignore[untyped-decorator]  # peer not in the repo venv
 async def count(i: int, t: float | None = None) -> None:
     await _common.count_async(i, t)
 

@@ -8,6 +8,7 @@ import os
 import shutil
 import sqlite3
 import sys
+import time
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -34,6 +35,21 @@ def load_servers() -> ModuleType:
     return module
 
 
+def _wait_postgres_ready(url: str, timeout: float = 30.0) -> None:
+    """The port listens before the cluster accepts sessions ("the database system is starting up")."""
+    import psycopg
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            psycopg.connect(url, connect_timeout=5).close()
+            return
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
 class Servers:
     """Starts only what the selected systems need; stops only what it started."""
 
@@ -44,6 +60,7 @@ class Servers:
         if need_postgres:
             # fsync and synchronous_commit stay ON for the benchmark (the default of PostgreSQL).
             self.postgres = servers.PostgresServer(fsync=True).start()
+            _wait_postgres_ready(self.postgres.url)
 
     def stop(self) -> None:
         for server in (self.redis, self.postgres):
