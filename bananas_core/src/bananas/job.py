@@ -416,7 +416,7 @@ class JobResult:
         fields = {
             "status": self.status.value,
             "completed_at": format_time(self.completed_at),
-            "duration_ms": str(int(self.duration.total_seconds() * 1000)),
+            "duration_ms": str(self.duration // timedelta(milliseconds=1)),
         }
         if self.is_success() and self.result is not None:
             fields["result"] = dumps(self.result)
