@@ -24,6 +24,10 @@ def _schemes(value: str | Iterable[str]) -> tuple[str, ...]:
     return tuple(str(s).lower() for s in items)
 
 
+def _capabilities(values: Iterable[Capability]) -> frozenset[Capability]:
+    return frozenset(Capability(v) for v in values)
+
+
 @attrs.frozen(kw_only=True)
 class BackendSpec:
     """A storage backend a plugin offers: its name, URL schemes, factory and capabilities."""
@@ -31,7 +35,7 @@ class BackendSpec:
     name: str
     schemes: tuple[str, ...] = attrs.field(converter=_schemes)
     factory: BackendFactory
-    capabilities: frozenset[Capability] = attrs.field(default=frozenset(), converter=frozenset)
+    capabilities: frozenset[Capability] = attrs.field(default=frozenset(), converter=_capabilities)
     description: str = ""
     migrate: SchemaMigrator | None = None
     distribution: str = ""
