@@ -47,6 +47,7 @@ SYSTEMS: dict[str, tuple[str, str, str]] = {
     "saq-pg": ("saq", "saq", "postgres"),
 }
 WORKLOADS = ("W1", "W1b", "W2", "W3", "W4", "W5")
+PROBE_CLAIMS = 200  # W5 claim probes (Bananas): claims of up to 10 jobs each
 
 
 def _percentile(sorted_values: list[float], q: float) -> float:
@@ -188,6 +189,10 @@ class SystemBench:
         """Drain rate of the first `jobs` of a `backlog`-job queue; on PostgreSQL also the drain
         rate and pickup latency with `history` finished rows kept."""
         n, b = self.args.jobs, max(self.args.backlog, self.args.jobs)
+        if self.info.get("claimprobe"):
+            self.fresh()
+            self.fill(PROBE_CLAIMS * 10 + 1000)
+            self.claim_probe("W5 claim ms empty")
         self.fresh()
         started = time.perf_counter()
         b = self.fill(b, self.args.fill_budget)
@@ -195,6 +200,8 @@ class SystemBench:
         if b < self.args.backlog:
             self._note(f"W5: backlog {b:,} (the {self.args.fill_budget:.0f} s fill budget ran out)")
         self.log(f"W5 backlog of {b} filled in {time.perf_counter() - started:.0f} s")
+        if self.info.get("claimprobe"):
+            self.claim_probe("W5 claim ms backlog")
         d = self.drain(1, n, "w5")
         self.metrics["W5 drain/s backlog"].append(d["rate"])
         self.log(f"W5 with {b} waiting: {d['rate']:.0f} jobs/s")
@@ -206,11 +213,20 @@ class SystemBench:
             self._note(f"W5 history: {r['unsupported']}")
             return
         self.log(f"W5 {self.args.history} finished rows added in {r['seconds']:.0f} s")
-        self.fill(n)
+        self.fill(max(n, PROBE_CLAIMS * 10 + 1000))
+        if self.info.get("claimprobe"):
+            self.claim_probe("W5 claim ms history")
         d = self.drain(1, n, "w5h")
         self.metrics["W5 drain/s history"].append(d["rate"])
         self.log(f"W5 with {self.args.history} finished rows: {d['rate']:.0f} jobs/s")
         self.latency("W5h")
+
+    def claim_probe(self, key: str) -> None:
+        """Median time of one claim (up to 10 jobs) through the system's own queue API."""
+        r = self.role("claimprobe", str(PROBE_CLAIMS), timeout=300)
+        value = statistics.median(r["claims_ms"])
+        self.metrics[key].append(value)
+        self.log(f"{key}: {value:.2f} ms")
 
     def _note(self, text: str) -> None:
         if text not in self.notes:
@@ -241,7 +257,8 @@ class SystemBench:
                     errors.append(f"W5: {exc}")
                     self.log(f"W5 FAILED: {exc}")
         for key, ref in (("W5 drain/s backlog", "W2 drain/s"), ("W5 drain/s history", "W2 drain/s"),
-                         ("W5h p50 ms", "W3 p50 ms")):  # fmt: skip
+                         ("W5h p50 ms", "W3 p50 ms"), ("W5 claim ms backlog", "W5 claim ms empty"),
+                         ("W5 claim ms history", "W5 claim ms empty")):  # fmt: skip
             if self.metrics.get(key) and self.metrics.get(ref):
                 self.metrics[f"{key} / empty"] = [
                     statistics.median(self.metrics[key]) / statistics.median(self.metrics[ref])

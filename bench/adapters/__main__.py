@@ -6,6 +6,7 @@ Roles print one JSON line on stdout:
   info              what the adapter uses (store, handler style, worker command, notes)
   setup             install the system's schema in the (fresh) store, if it has one
   history N         add N finished jobs to the store directly (PostgreSQL, W5)
+  claimprobe N      W5: time N claims of up to 10 jobs through the system's queue API
   submit N          W1: N single submits of {"i": n}, one call at a time -> seconds
   bulk N            W1b: N jobs through the bulk API in batches of B -> seconds (or unsupported)
   fill N            untimed: put N jobs in the queue the fastest way the system offers
@@ -97,6 +98,10 @@ async def _role(mod: Any, args: argparse.Namespace) -> dict[str, Any]:
     if args.role == "setup":
         await _maybe(getattr(mod, "setup", lambda: None)())
         return {"ok": True}
+    if args.role == "claimprobe":
+        if not hasattr(mod, "claim_probe"):
+            return {"unsupported": "no claim probe for this system"}
+        return {"claims_ms": await mod.claim_probe(args.n)}
     if args.role == "history":
         if not hasattr(mod, "add_history"):
             return {"unsupported": "no way to add finished rows for this system"}
@@ -170,7 +175,9 @@ async def _fill_single(p: Any, n: int, budget: float) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m adapters")
     parser.add_argument("system")
-    parser.add_argument("role", choices=["info", "setup", "history", "submit", "bulk", "fill", "latency", "worker"])
+    parser.add_argument(
+        "role", choices=["info", "setup", "history", "claimprobe", "submit", "bulk", "fill", "latency", "worker"]
+    )
     parser.add_argument("n", type=int, nargs="?", default=0)
     parser.add_argument("--sync", action="store_true", help="use the synchronous client (Bananas)")
     parser.add_argument("--batch", type=int, default=1000)
@@ -186,7 +193,7 @@ def main() -> None:
             except importlib.metadata.PackageNotFoundError:
                 versions[dist] = "missing"
         _emit({
-            "versions": versions, "history": hasattr(mod, "add_history"),
+            "versions": versions, "history": hasattr(mod, "add_history"), "claimprobe": hasattr(mod, "claim_probe"),
             "setup": getattr(mod, "needs_setup", lambda: hasattr(mod, "setup"))(),
             "store": mod.STORE, "style": mod.STYLE, "notes": mod.NOTES,
             "worker": mod.worker_argv(args.concurrency), "bulk": getattr(mod, "NO_BULK", None) is None,

@@ -127,3 +127,24 @@ async def add_history(n: int) -> None:
         },
         {"seq"},
     )
+
+
+async def claim_probe(n: int) -> list[float]:
+    """W5 claim latency: n claims of up to 10 jobs straight through the Queue API (ms each);
+    the claimed jobs are completed untimed so the queue stays consistent."""
+    import time
+
+    import bananas
+
+    backend = bananas.connect(url())
+    times: list[float] = []
+    try:
+        for _ in range(n):
+            start = time.perf_counter()
+            jobs = await backend.queue.claim(["default"], limit=10)
+            times.append((time.perf_counter() - start) * 1000.0)
+            for job in jobs:
+                await backend.queue.complete(job)
+    finally:
+        await backend.close()
+    return times

@@ -13,7 +13,7 @@ from typing import Any
 START = "<!-- bench:results:start -->"
 END = "<!-- bench:results:end -->"
 
-# (metric key, column title, format)
+# (metric key, column title, format) of the main table and of the backlog (W5) table
 COLUMNS = [
     ("W1 submit/s", "W1 submit/s", "{:,.0f}"),
     ("W1 sync submit/s", "W1 sync/s", "{:,.0f}"),
@@ -26,15 +26,22 @@ COLUMNS = [
     ("W4 1 proc/s", "W4 1p/s", "{:,.0f}"),
     ("W4 2 proc/s", "W4 2p/s", "{:,.0f}"),
     ("W4 4 proc/s", "W4 4p/s", "{:,.0f}"),
-    ("W5 backlog jobs", "W5 backlog", "{:,.0f}"),
-    ("W5 drain/s backlog", "W5 drain/s backlog", "{:,.0f}"),
-    ("W5 drain/s history", "W5 drain/s history", "{:,.0f}"),
-    ("W5 drain/s backlog / empty", "W5 backlog ÷ W2", "{:.2f}"),
-    ("W5 drain/s history / empty", "W5 history ÷ W2", "{:.2f}"),
-    ("W5h p50 ms", "W5 p50 ms history", "{:.2f}"),
-    ("W5h p50 ms / empty", "W5 p50 history ÷ W3", "{:.2f}"),
     ("worker RSS MB", "RSS MB", "{:.0f}"),
     ("redis bytes/job", "Redis B/job", "{:.0f}"),
+]
+W5_COLUMNS = [
+    ("W5 backlog jobs", "backlog", "{:,.0f}"),
+    ("W5 drain/s backlog", "drain/s backlog", "{:,.0f}"),
+    ("W5 drain/s backlog / empty", "÷ W2", "{:.2f}"),
+    ("W5 drain/s history", "drain/s history", "{:,.0f}"),
+    ("W5 drain/s history / empty", "÷ W2", "{:.2f}"),
+    ("W5h p50 ms", "pickup p50 ms history", "{:.2f}"),
+    ("W5h p50 ms / empty", "÷ W3", "{:.2f}"),
+    ("W5 claim ms empty", "claim ms empty", "{:.2f}"),
+    ("W5 claim ms backlog", "claim ms backlog", "{:.2f}"),
+    ("W5 claim ms backlog / empty", "÷ empty", "{:.2f}"),
+    ("W5 claim ms history", "claim ms history", "{:.2f}"),
+    ("W5 claim ms history / empty", "÷ empty", "{:.2f}"),
 ]
 
 
@@ -94,12 +101,10 @@ def markdown(results: dict[str, Any]) -> str:
         "process where the system has the knob. n/a = not measured or not offered.",
         "",
     ]
-    shown = [c for c in COLUMNS if any(c[0] in s.get("metrics", {}) for s in results["systems"].values())]
-    lines.append("| system | store | " + " | ".join(c[1] for c in shown) + " |")
-    lines.append("|---|---|" + "---|" * len(shown))
-    for name, s in results["systems"].items():
-        cells = [_cell(s.get("metrics", {}).get(key), fmt) for key, _, fmt in shown]
-        lines.append(f"| {name} | {s.get('store', '?')} | " + " | ".join(cells) + " |")
+    lines += _table(results, COLUMNS)
+    if any(k.startswith("W5") for s in results["systems"].values() for k in s.get("metrics", {})):
+        lines += ["", "W5, backlog and history (claim = one claim of up to 10 jobs through the queue API):", ""]
+        lines += _table(results, W5_COLUMNS)
     lines += ["", "Configuration and versions per system:", ""]
     for name, s in results["systems"].items():
         info = s.get("info", {})
@@ -110,6 +115,18 @@ def markdown(results: dict[str, Any]) -> str:
             first = err.strip().splitlines()
             lines.append(f"  - error: {' / '.join(x.strip() for x in first[:3])[:400]}")
     return "\n".join(lines) + "\n"
+
+
+def _table(results: dict[str, Any], columns: list[tuple[str, str, str]]) -> list[str]:
+    systems = results["systems"]
+    shown = [c for c in columns if any(c[0] in s.get("metrics", {}) for s in systems.values())]
+    rows = [n for n, s in systems.items() if any(c[0] in s.get("metrics", {}) for c in shown) or s.get("errors")]
+    lines = ["| system | store | " + " | ".join(c[1] for c in shown) + " |", "|---|---|" + "---|" * len(shown)]
+    for name in rows:
+        s = systems[name]
+        cells = [_cell(s.get("metrics", {}).get(key), fmt) for key, _, fmt in shown]
+        lines.append(f"| {name} | {s.get('store', '?')} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def write_readme(path: Path, table: str) -> None:
