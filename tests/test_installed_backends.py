@@ -2,7 +2,6 @@
 otherwise have its end-to-end tests skipped, and a skipped backend has not passed."""
 
 import pytest
-
 from bananas.plugins import resolve
 
 
