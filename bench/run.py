@@ -47,6 +47,8 @@ SYSTEMS: dict[str, tuple[str, str, str]] = {
     "saq-pg": ("saq", "saq", "postgres"),
 }
 WORKLOADS = ("W1", "W1b", "W2", "W3", "W4", "W5")
+CONFIG_KEYS = ("jobs", "jobs_sql", "repeat", "latency_jobs", "backlog", "history", "backlog_repeat", "fill_budget",
+               "drain_limit", "batch", "concurrency", "scale", "workloads")  # fmt: skip
 PROBE_CLAIMS = 200  # W5 claim probes (Bananas): claims of up to 10 jobs each
 
 
@@ -130,16 +132,25 @@ class SystemBench:
                 c = self.store.counter()
             t0, c0, cpu0 = time.perf_counter(), c, group.cpu_seconds()
             group.start_profilers()
-            deadline = time.monotonic() + max(300.0, n / 20)
+            deadline = time.monotonic() + self.args.drain_limit
             while c < n:
                 time.sleep(0.005)
                 c = self.store.counter()
-                if time.monotonic() > deadline or not group.alive():
-                    raise AdapterError(f"drain stalled at {c}/{n} jobs (worker alive: {group.alive()})")
+                if not group.alive():
+                    raise AdapterError(
+                        f"a worker died at {c}/{n} jobs (see bench/.scratch/logs/{self.name}-{tag}-*.log)"
+                    )
+                if time.monotonic() > deadline:
+                    if c - c0 < 100:
+                        raise AdapterError(f"drain stalled at {c}/{n} jobs")
+                    self._note(
+                        f"{tag}: stopped after {self.args.drain_limit:.0f} s at {c:,}/{n:,} jobs (rate of those)"
+                    )
+                    break
             t1, cpu1, rss = time.perf_counter(), group.cpu_seconds(), group.rss_bytes()
         finally:
             group.stop()
-        done = n - c0
+        done = c - c0
         return {"rate": done / (t1 - t0), "cpu": cpu1 - cpu0, "cpu_per_job_ms": (cpu1 - cpu0) / done * 1000, "rss": rss}
 
     def fill(self, n: int, budget: float | None = None) -> int:
@@ -293,6 +304,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--backlog", type=int, help="W5 waiting jobs (default 1000000)")
     p.add_argument("--history", type=int, help="W5 finished rows on PostgreSQL (default = --backlog)")
     p.add_argument("--backlog-repeat", type=int, default=1, help="runs of W5 (default 1: it is long)")
+    p.add_argument("--drain-limit", type=float, default=300.0, help="seconds before a drain is cut short (default 300)")
     p.add_argument("--fill-budget", type=float, help="W5: stop filling the backlog after this many seconds")
     p.add_argument("--jobs-sql", type=int, help="jobs per run for PostgreSQL/SQLite systems (default --jobs)")
     p.add_argument("--batch", type=int, default=1000, help="jobs per bulk call (default 1000)")
@@ -338,9 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "machine": report.machine(servers),
-        "config": {k: getattr(args, k) for k in ("jobs", "jobs_sql", "repeat", "latency_jobs", "backlog", "history",
-                                                   "backlog_repeat", "fill_budget", "batch", "concurrency", "scale",
-                                                   "workloads")},
+        "config": {k: getattr(args, k) for k in CONFIG_KEYS},
         "systems": {},
     }  # fmt: skip
     out = Path(args.out) if args.out else BENCH / "results" / time.strftime("%Y%m%dT%H%M%SZ.json", time.gmtime(started))

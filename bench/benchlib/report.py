@@ -68,6 +68,10 @@ def machine(servers: Any) -> dict[str, Any]:
         "nproc": os.cpu_count(), "cpu": cpu, "memory_gib": round(mem_kb / 2**20, 1),
         "kernel": platform.release(), "python": platform.python_version(),
     }  # fmt: skip
+    root = Path(__file__).resolve().parents[2]
+    head = _cmd("git", "-C", str(root), "rev-parse", "--short", "HEAD")
+    dirty = _cmd("git", "-C", str(root), "status", "--porcelain", "--", "bananas_core", "bananas_redis", "bananas_sql")
+    info["bananas"] = f"commit {head}" + (" + uncommitted changes" if dirty else "")
     if servers.redis is not None:
         info["redis"] = _cmd(servers.redis.binary, "--version").split(" sha=")[0]
     if servers.postgres is not None:
@@ -91,7 +95,7 @@ def markdown(results: dict[str, Any]) -> str:
     cfg = results["config"]
     lines = [
         f"Run {results['started']} on {m['nproc']} cores ({m['cpu']}), {m['memory_gib']} GiB, Linux {m['kernel']}, "
-        f"Python {m['python']}; {m.get('redis', '')}; {m.get('postgresql', '')}.",
+        f"Python {m['python']}; {m.get('redis', '')}; {m.get('postgresql', '')}; Bananas {m.get('bananas', '?')}.",
         "",
         f"{cfg['jobs']:,} jobs per W1/W1b/W2/W4 run"
         + (f" ({cfg['jobs_sql']:,} on PostgreSQL and SQLite)" if cfg.get("jobs_sql") else "")
