@@ -93,9 +93,11 @@ def _cell(metric: dict[str, Any] | None, fmt: str) -> str:
 def markdown(results: dict[str, Any]) -> str:
     m = results["machine"]
     cfg = results["config"]
+    parts = [f"Python {m['python']}", m.get("redis"), m.get("postgresql"), f"Bananas {m.get('bananas', '?')}"]
     lines = [
-        f"Run {results['started']} on {m['nproc']} cores ({m['cpu']}), {m['memory_gib']} GiB, Linux {m['kernel']}, "
-        f"Python {m['python']}; {m.get('redis', '')}; {m.get('postgresql', '')}; Bananas {m.get('bananas', '?')}.",
+        f"Run {results['started']} on {m['nproc']} cores ({m['cpu']}), {m['memory_gib']} GiB, Linux {m['kernel']}; "
+        + "; ".join(x for x in parts if x)
+        + ".",
         "",
         f"{cfg['jobs']:,} jobs per W1/W1b/W2/W4 run"
         + (f" ({cfg['jobs_sql']:,} on PostgreSQL and SQLite)" if cfg.get("jobs_sql") else "")
