@@ -16,10 +16,13 @@ SQL ``INSERT INTO bench_latency``), stamped when the handler starts.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import queue
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 COUNTER_KEY = "bench:counter"
@@ -46,7 +49,6 @@ def sqlite_path() -> str:
 
 # ---- synchronous job body (thread pools, forked children) ------------------------------
 
-_local = threading.local()
 _sync_redis: Any = None
 _sync_redis_pid = 0
 
@@ -61,19 +63,32 @@ def _redis_sync() -> Any:
     return _sync_redis
 
 
-def _thread_conn(kind: str) -> Any:
-    conn = getattr(_local, kind, None)
-    if conn is None or getattr(_local, "pid", 0) != os.getpid():
+_idle: dict[tuple[str, int], queue.SimpleQueue[Any]] = {}
+_idle_lock = threading.Lock()
+_sqlite_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _pooled(kind: str) -> Iterator[Any]:
+    """A store connection reused across jobs and threads (some workers start a thread per
+    job, so a thread-local connection would mean a new connection per job)."""
+    key = (kind, os.getpid())
+    with _idle_lock:
+        idle = _idle.setdefault(key, queue.SimpleQueue())
+    try:
+        conn = idle.get_nowait()
+    except queue.Empty:
         if kind == "postgres":
             import psycopg
 
             conn = psycopg.connect(pg_url(), autocommit=True)
         else:
-            conn = sqlite3.connect(sqlite_path(), timeout=60, isolation_level=None)
+            conn = sqlite3.connect(sqlite_path(), timeout=60, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA busy_timeout = 60000")
-        setattr(_local, kind, conn)
-        _local.pid = os.getpid()
-    return conn
+    try:
+        yield conn
+    finally:
+        idle.put(conn)
 
 
 def count_sync(i: int, t: float | None = None) -> None:
@@ -86,15 +101,17 @@ def count_sync(i: int, t: float | None = None) -> None:
             r.rpush(LATENCY_KEY, repr(started - t))
         r.incr(COUNTER_KEY)
     elif kind == "postgres":
-        conn = _thread_conn("postgres")
-        if t is not None:
-            conn.execute(LATENCY_SQL, (started - t,))
-        conn.execute(INCR_SQL)
+        with _pooled("postgres") as conn:
+            if t is not None:
+                conn.execute(LATENCY_SQL, (started - t,))
+            conn.execute(INCR_SQL)
     else:
-        conn = _thread_conn("sqlite")
-        if t is not None:
-            conn.execute(LATENCY_SQL.replace("%s", "?"), (started - t,))
-        conn.execute(INCR_SQL)
+        # One connection per process, writes serialised in-process: SQLite has one writer at a
+        # time, and connections colliding on its lock sleep in its busy handler (1 ms and up).
+        with _sqlite_lock, _pooled("sqlite") as conn:
+            if t is not None:
+                conn.execute(LATENCY_SQL.replace("%s", "?"), (started - t,))
+            conn.execute(INCR_SQL)
 
 
 # ---- asynchronous job body -------------------------------------------------------------
