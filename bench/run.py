@@ -114,9 +114,12 @@ class SystemBench:
         self.metrics["W1b bulk/s"].append(n / r["seconds"])
         self.log(f"W1b {n / r['seconds']:.0f} jobs/s")
 
-    def drain(self, workers: int, n: int, tag: str) -> dict[str, float]:
-        """Start `workers` processes on a queue holding at least n jobs; time the first n."""
+    def drain(self, workers: int, n: int, tag: str, count_ops: bool = False) -> dict[str, float]:
+        """Start `workers` processes on a queue holding at least n jobs; time the first n.
+        With count_ops, also the store operations per job (see Store.operations)."""
         self.store.reset_counter()
+        ops0 = self.store.operations() if count_ops else 0
+        polls = 1  # counter reads by the driver, one each
         group = WorkerGroup(self.python, self.module, self.env, workers, self.args.concurrency, f"{self.name}-{tag}")
         try:
             deadline = time.monotonic() + 120
@@ -130,12 +133,14 @@ class SystemBench:
                     raise AdapterError("no job done within 120 s of starting the worker")
                 time.sleep(0.002)
                 c = self.store.counter()
+                polls += 1
             t0, c0, cpu0 = time.perf_counter(), c, group.cpu_seconds()
             group.start_profilers()
             deadline = time.monotonic() + self.args.drain_limit
             while c < n:
                 time.sleep(0.005)
                 c = self.store.counter()
+                polls += 1
                 if not group.alive():
                     raise AdapterError(
                         f"a worker died at {c}/{n} jobs (see bench/.scratch/logs/{self.name}-{tag}-*.log)"
@@ -151,7 +156,13 @@ class SystemBench:
         finally:
             group.stop()
         done = c - c0
-        return {"rate": done / (t1 - t0), "cpu": cpu1 - cpu0, "cpu_per_job_ms": (cpu1 - cpu0) / done * 1000, "rss": rss}
+        out = {"rate": done / (t1 - t0), "cpu": cpu1 - cpu0, "cpu_per_job_ms": (cpu1 - cpu0) / done * 1000, "rss": rss}
+        if count_ops and self.store.kind != "sqlite":
+            if self.store.kind == "postgres":
+                time.sleep(1.1)  # PostgreSQL publishes a backend's statistics at most once a second
+            # the driver's own counter reads (one per poll, plus the first-job wait) are not the system's
+            out["ops_per_job"] = (self.store.operations() - ops0 - polls * (self.store.kind == "redis")) / c
+        return out
 
     def fill(self, n: int, budget: float | None = None) -> int:
         extra = ["--budget", str(budget)] if budget else []
@@ -162,8 +173,11 @@ class SystemBench:
         n = self.args.jobs
         self.fresh()
         self.fill(n)
-        d = self.drain(1, n, "w2")
+        d = self.drain(1, n, "w2", count_ops=True)
         self.metrics["W2 drain/s"].append(d["rate"])
+        if "ops_per_job" in d:
+            key = "W2 Redis cmds/job" if self.store.kind == "redis" else "W2 PG commits/job"
+            self.metrics[key].append(d["ops_per_job"])
         self.metrics["W2 worker CPU s"].append(d["cpu"])
         self.metrics["W2 CPU ms/job"].append(d["cpu_per_job_ms"])
         self.metrics["worker RSS MB"].append(d["rss"] / 2**20)

@@ -22,6 +22,8 @@ COLUMNS = [
     ("W1b bulk/s", "W1b bulk/s", "{:,.0f}"),
     ("W2 drain/s", "W2 drain/s", "{:,.0f}"),
     ("W2 CPU ms/job", "W2 CPU ms/job", "{:.3f}"),
+    ("W2 Redis cmds/job", "W2 Redis cmds/job", "{:.1f}"),
+    ("W2 PG commits/job", "W2 PG commits/job", "{:.1f}"),
     ("W3 p50 ms", "W3 p50 ms", "{:.2f}"),
     ("W3 p95 ms", "W3 p95 ms", "{:.2f}"),
     ("W3 p99 ms", "W3 p99 ms", "{:.2f}"),

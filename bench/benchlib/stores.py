@@ -162,6 +162,21 @@ class Store:
         else:
             self.sqlite().execute("UPDATE bench_counter SET n = 0 WHERE id = 1")
 
+    def operations(self) -> int:
+        """Redis commands processed (scripts' inner calls included), or PostgreSQL commits
+        in this system's database; with SQLite nothing is counted (0)."""
+        if self.kind == "redis":
+            return int(self.redis().info("stats")["total_commands_processed"])
+        if self.kind == "postgres":
+            self.pg().execute("SELECT pg_stat_clear_snapshot()")
+            row = (
+                self.pg()
+                .execute("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
+                .fetchone()
+            )
+            return int(row[0])
+        return 0
+
     def redis_used_memory(self) -> int | None:
         if self.kind != "redis":
             return None
