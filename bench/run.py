@@ -134,7 +134,7 @@ class SystemBench:
                 time.sleep(0.002)
                 c = self.store.counter()
                 polls += 1
-            t0, c0, cpu0 = time.perf_counter(), c, group.cpu_seconds()
+            t0, c0, cpu0, scpu0 = time.perf_counter(), c, group.cpu_seconds(), self.store.server_cpu_seconds()
             group.start_profilers()
             deadline = time.monotonic() + self.args.drain_limit
             while c < n:
@@ -153,10 +153,14 @@ class SystemBench:
                     )
                     break
             t1, cpu1, rss = time.perf_counter(), group.cpu_seconds(), group.rss_bytes()
+            scpu1 = self.store.server_cpu_seconds()
         finally:
             group.stop()
         done = c - c0
-        out = {"rate": done / (t1 - t0), "cpu": cpu1 - cpu0, "cpu_per_job_ms": (cpu1 - cpu0) / done * 1000, "rss": rss}
+        out = {
+            "rate": done / (t1 - t0), "cpu": cpu1 - cpu0, "cpu_per_job_ms": (cpu1 - cpu0) / done * 1000, "rss": rss,
+            "server_cpu_per_job_ms": (scpu1 - scpu0) / done * 1000,
+        }  # fmt: skip
         if count_ops and self.store.kind != "sqlite":
             if self.store.kind == "postgres":
                 time.sleep(1.1)  # PostgreSQL publishes a backend's statistics at most once a second
@@ -180,6 +184,8 @@ class SystemBench:
             self.metrics[key].append(d["ops_per_job"])
         self.metrics["W2 worker CPU s"].append(d["cpu"])
         self.metrics["W2 CPU ms/job"].append(d["cpu_per_job_ms"])
+        if self.store.kind != "sqlite":
+            self.metrics["W2 server CPU ms/job"].append(d["server_cpu_per_job_ms"])
         self.metrics["worker RSS MB"].append(d["rss"] / 2**20)
         self.log(f"W2 {d['rate']:.0f} jobs/s, CPU {d['cpu']:.2f} s, RSS {d['rss'] / 2**20:.0f} MB")
 

@@ -65,6 +65,30 @@ def group_cpu_seconds(pgid: int) -> float:
     return total / CLK_TCK
 
 
+def tree_cpu_seconds(root: int) -> float:
+    """utime + stime of `root` and all its live descendants (a server we started)."""
+    parents: dict[int, int] = {}
+    ticks: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry)] = int(fields[1])
+        ticks[int(entry)] = int(fields[11]) + int(fields[12])
+    total, seen, todo = 0, set(), [root]
+    while todo:
+        pid = todo.pop()
+        if pid in seen or pid not in ticks:
+            continue
+        seen.add(pid)
+        total += ticks[pid]
+        todo.extend(child for child, parent in parents.items() if parent == pid)
+    return total / CLK_TCK
+
+
 def group_rss_bytes(pgid: int) -> int:
     total = 0
     for pid in _group_members(pgid):

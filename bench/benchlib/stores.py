@@ -177,6 +177,13 @@ class Store:
             return int(row[0])
         return 0
 
+    def server_cpu_seconds(self) -> float:
+        """CPU used so far by the server of this store (and its children); 0 for SQLite."""
+        from benchlib.procs import tree_cpu_seconds
+
+        server = {"redis": self.servers.redis, "postgres": self.servers.postgres}.get(self.kind)
+        return tree_cpu_seconds(server.proc.pid) if server is not None and server.proc is not None else 0.0
+
     def redis_used_memory(self) -> int | None:
         if self.kind != "redis":
             return None
