@@ -17,7 +17,8 @@ from bananas.job import JobPriority
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from bananas_sql.queries import compile_all
+from bananas_sql.batch import GroupCommit, Write
+from bananas_sql.queries import compile_all, raw_all
 from bananas_sql.tables import SCHEMA_VERSION, Names
 
 log = logging.getLogger("bananas.sql")
@@ -54,6 +55,8 @@ class Database:
         self.clock = options.clock
         self.names = Names.from_extra(options.extra)
         self.q = compile_all(self.names.as_mapping(), self.fragments)
+        self.sql = raw_all(self.names.as_mapping(), self.fragments)
+        self.writes = GroupCommit(self.write_batch)
         self.retry_seconds = float(options.extra.get("retry_seconds", DEFAULT_RETRY_SECONDS))
         self._schema_ok = False
         self._closed = False
@@ -131,6 +134,41 @@ class Database:
     @staticmethod
     def _missing_table(exc: DBAPIError) -> bool:
         return "no such table" in str(exc.orig)
+
+    # -- hot paths (dialects may run them closer to the driver) -------------------------
+
+    async def write_batch(self, writes: Sequence[Write]) -> list[bool]:
+        """Run named one-row writes in one transaction (see :class:`GroupCommit`); for each,
+        whether it returned or touched a row."""
+
+        async def work(conn: AsyncConnection) -> list[bool]:
+            touched = []
+            for name, params in writes:
+                result = await conn.execute(self.q[name], params)
+                touched.append(result.first() is not None if result.returns_rows else result.rowcount > 0)
+            return touched
+
+        return await self.run(work, single=len(writes) == 1)
+
+    async def claim(
+        self,
+        routing_keys: Sequence[str],
+        priorities: Sequence[JobPriority],
+        *,
+        limit: int,
+        lease_until: float,
+        job_names: Sequence[str] | None,
+        now: float,
+    ) -> list[tuple[int, str, str]]:
+        """Claim (see :meth:`claim_rows`) in a unit of its own; ``(seq, data, id)`` in claim order."""
+
+        async def work(conn: AsyncConnection) -> list[tuple[int, str, str]]:
+            rows = await self.claim_rows(
+                conn, routing_keys, priorities, limit=limit, lease_until=lease_until, job_names=job_names, now=now
+            )
+            return [(row.seq, row.data, row.id) for row in rows]
+
+        return await self.run(work, single=True)
 
     # -- dialect hooks -----------------------------------------------------------------
 

@@ -139,8 +139,22 @@ def render(template: str, names: Mapping[str, str]) -> sa.TextClause:
     return clause.bindparams(*expanding) if expanding else clause
 
 
-def compile_all(names: Mapping[str, str], fragments: Mapping[str, str]) -> dict[str, sa.TextClause]:
-    """Every named query, rendered for one namespace and dialect."""
+def _values(names: Mapping[str, str], fragments: Mapping[str, str]) -> dict[str, str]:
     values = dict(names)
     values.update({k: v.format(**names) for k, v in fragments.items()})
+    return values
+
+
+def compile_all(names: Mapping[str, str], fragments: Mapping[str, str]) -> dict[str, sa.TextClause]:
+    """Every named query, rendered for one namespace and dialect."""
+    values = _values(names, fragments)
     return {name: render(template, values) for name, template in TEMPLATES.items()}
+
+
+def raw_all(names: Mapping[str, str], fragments: Mapping[str, str]) -> dict[str, str]:
+    """Every named query as driver-ready SQL text with ``:name`` parameters (SQLite's own style).
+
+    For the hot paths that bypass SQLAlchemy; expanding (list) parameters are not rendered.
+    """
+    values = _values(names, fragments)
+    return {name: template.format(**values) for name, template in TEMPLATES.items()}

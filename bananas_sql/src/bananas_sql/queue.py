@@ -126,25 +126,25 @@ class SqlQueue:
         self.db.note_claim()
         now = self._now()
 
-        async def work(conn: AsyncConnection) -> list[Job]:
-            rows = await self.db.claim_rows(
-                conn, keys, prios, limit=limit, lease_until=now + lease, job_names=names, now=now
-            )
-            claimed: list[Job] = []
-            for row in rows:
-                try:
-                    job = Job.from_json(row.data)
-                except JobDecodeError as exc:
-                    await conn.execute(
-                        self.q["bury_unreadable"],
-                        {"seq": row.seq, "error": f"claimed job {row.id} is unreadable: {exc}", "now": now,
-                         "expires_at": now + self.db.options.failed_job_ttl},
-                    )  # fmt: skip
-                    continue
-                claimed.append(job.evolve(status=JobStatus.PROCESSING, scheduled_for=None))
-            return claimed
+        rows = await self.db.claim(keys, prios, limit=limit, lease_until=now + lease, job_names=names, now=now)
+        claimed: list[Job] = []
+        for seq, data, job_id in rows:
+            try:
+                job = Job.from_json(data)
+            except JobDecodeError as exc:
+                # Claimed, so leased to us: if this bury is lost, the lease reaper buries it.
+                await self._bury_unreadable(seq, f"claimed job {job_id} is unreadable: {exc}", now)
+                continue
+            claimed.append(job.evolve(status=JobStatus.PROCESSING, scheduled_for=None))
+        return claimed
 
-        return await self.db.run(work, single=True)
+    async def _bury_unreadable(self, seq: int, error: str, now: float) -> None:
+        params = {"seq": seq, "error": error, "now": now, "expires_at": now + self.db.options.failed_job_ttl}
+
+        async def work(conn: AsyncConnection) -> None:
+            await conn.execute(self.q["bury_unreadable"], params)
+
+        await self.db.run(work, single=True)
 
     async def renew(self, job_ids: Sequence[str], lease: float = DEFAULT_LEASE_SECONDS) -> set[str]:
         ids = list(job_ids)
@@ -158,11 +158,9 @@ class SqlQueue:
         return await self.db.run(work, single=True)
 
     async def _update_one(self, query: str, job: Job, params: dict[str, Any]) -> Job:
-        async def work(conn: AsyncConnection) -> None:
-            if (await conn.execute(self.q[query], params)).first() is None:
-                raise JobNotFound(job.id)
-
-        await self.db.run(work, single=True)
+        # Committed together with whatever other outcomes are being recorded meanwhile.
+        if not await self.db.writes.submit(query, params):
+            raise JobNotFound(job.id)
         return job
 
     async def complete(self, job: Job) -> Job:

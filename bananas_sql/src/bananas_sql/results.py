@@ -31,11 +31,7 @@ class SqlResults:
         # Whole milliseconds counted exactly (to_hash's float maths turns 16.217 s into 16216 ms).
         fields["duration_ms"] = str(result.duration // timedelta(milliseconds=1))
         params = {"id": result.job_id, "data": dumps(fields), "expires_at": self.db.clock() + ttl}
-
-        async def work(conn: AsyncConnection) -> None:
-            await conn.execute(self.db.q["store_result"], params)
-
-        await self.db.run(work, single=True)
+        await self.db.writes.submit("store_result", params)
 
     async def get(self, job_id: str) -> JobResult | None:
         now = self.db.clock()

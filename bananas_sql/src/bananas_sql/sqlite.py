@@ -4,21 +4,24 @@ polling for wake-ups; several worker processes can share the file."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from bananas.backend import Backend, BackendOptions
+from bananas.backend import Backend, BackendOptions, redact_url
 from bananas.job import ALL_PRIORITIES, JobPriority
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
+from bananas_sql.batch import Write
 from bananas_sql.database import Database
 from bananas_sql.plugin import SQLITE_CAPABILITIES
 from bananas_sql.queue import SqlQueue
 from bananas_sql.results import SqlResults, SqlScheduler, SqlWorkers
-from bananas_sql.urls import number, sqlite_sqlalchemy_url
+from bananas_sql.sqlite_raw import RawSqlite, in_transaction
+from bananas_sql.urls import number, sqlite_path, sqlite_sqlalchemy_url
 
 READONLY = "bananas_readonly"
 """Execution option: begin a plain (deferred) transaction instead of ``BEGIN IMMEDIATE``."""
@@ -29,6 +32,9 @@ FRAGMENTS: Mapping[str, str] = {
     "front_pos": "(SELECT COALESCE(MIN(position), 0) - 1 FROM {jobs})",
     "lock": "",
 }
+
+HINT_INTERVAL = 0.002
+"""Seconds between looks at the file's signature while waiting (a stat of two files, no query)."""
 
 
 class SqliteDatabase(Database):
@@ -59,9 +65,11 @@ class SqliteDatabase(Database):
 
         super().__init__(url, engine, options)
         self.poll_interval = number(extra, "poll_interval", 0.05)
-        self._claims: dict[tuple[int, tuple[int, ...] | None, int], sa.TextClause] = {}
+        self.raw = RawSqlite(sqlite_path(url), busy_ms, redact_url(url))
+        self._claims: dict[tuple[int, tuple[int, ...] | None, int], str] = {}
+        self._any_ready: dict[int, str] = {}
 
-    def _claim_query(self, n_keys: int, ranks: tuple[int, ...] | None, n_names: int) -> sa.TextClause:
+    def _claim_sql(self, n_keys: int, ranks: tuple[int, ...] | None, n_names: int) -> str:
         shape = (n_keys, ranks, n_names)
         query = self._claims.get(shape)
         if query is None:
@@ -70,18 +78,21 @@ class SqliteDatabase(Database):
             prio = f"AND priority IN ({', '.join(str(r) for r in ranks)})" if ranks is not None else ""
             names = f"AND name IN ({', '.join(f':n{i}' for i in range(n_names))})" if n_names else ""
             jobs = self.names.jobs
-            query = self._claims[shape] = sa.text(
+            query = self._claims[shape] = (
                 f"UPDATE {jobs} SET state = 'processing', lease_until = :lease_until WHERE seq IN ("
                 f"SELECT seq FROM {jobs} WHERE state IN ('ready', 'scheduled') AND run_at <= :now "
                 f"AND routing_key IN ({keys}) {prio} {names} "
                 f"ORDER BY {rank}, priority, position LIMIT :limit) "
-                f"RETURNING seq, state, data, error, name, id, {rank} AS key_rank, priority, position"
+                f"RETURNING seq, data, id, {rank} AS key_rank, priority, position"
             )
         return query
 
-    async def claim_rows(
+    async def _ensure_schema(self) -> None:
+        if not self._schema_ok:
+            await self.run(_nothing, readonly=True)  # checks the schema, with the usual retries
+
+    async def claim(
         self,
-        conn: AsyncConnection,
         routing_keys: Sequence[str],
         priorities: Sequence[JobPriority],
         *,
@@ -89,46 +100,83 @@ class SqliteDatabase(Database):
         lease_until: float,
         job_names: Sequence[str] | None,
         now: float,
-    ) -> Sequence[sa.Row[Any]]:
+    ) -> list[tuple[int, str, str]]:
+        await self._ensure_schema()
         ranks = None if set(priorities) == set(ALL_PRIORITIES) else tuple(sorted({p.rank for p in priorities}))
         names = list(job_names or ())
-        query = self._claim_query(len(routing_keys), ranks, len(names))
+        query = self._claim_sql(len(routing_keys), ranks, len(names))
         params: dict[str, Any] = {"now": now, "lease_until": lease_until, "limit": limit}
         params.update({f"k{i}": key for i, key in enumerate(routing_keys)})
         params.update({f"n{i}": name for i, name in enumerate(names)})
-        # One UPDATE inside BEGIN IMMEDIATE: no other writer can claim the same rows meanwhile.
-        rows = (await conn.execute(query, params)).all()
+
+        def work(conn: sqlite3.Connection) -> list[Any]:
+            # One UPDATE inside BEGIN IMMEDIATE: no other writer can claim the same rows meanwhile.
+            return in_transaction(conn, lambda c: c.execute(query, params).fetchall())
+
+        rows = await self.raw.call(work)
         if len(rows) > limit:  # never expected; a claim must not take more than asked
             raise RuntimeError(f"claimed {len(rows)} rows for a limit of {limit}")
-        return sorted(rows, key=lambda r: (r.key_rank, r.priority, r.position))
+        rows.sort(key=lambda r: (r[3], r[4], r[5]))
+        return [(seq, data, job_id) for seq, data, job_id, *_ in rows]
+
+    async def write_batch(self, writes: Sequence[Write]) -> list[bool]:
+        await self._ensure_schema()
+        sql = self.sql
+
+        def batch(conn: sqlite3.Connection) -> list[bool]:
+            touched = []
+            for name, params in writes:
+                cursor = conn.execute(sql[name], params)
+                touched.append(bool(cursor.fetchall()) if cursor.description else cursor.rowcount > 0)
+            return touched
+
+        return await self.raw.call(lambda conn: in_transaction(conn, batch))
 
     async def _poll(self, timeout: float, check: Callable[[], Awaitable[bool]]) -> bool:
+        """Run ``check`` when the file changed (looked at every few ms: a stat, no query) and at
+        least every ``poll_interval`` (scheduled jobs fall due with no write)."""
         deadline = time.monotonic() + timeout
+        seen: tuple[float, int, float, int] | None = None
+        checked = 0.0
         while True:
-            if await check():
-                return True
+            signature = self.raw.signature()  # before the check: a commit after it changes it
+            now = time.monotonic()
+            if signature != seen or now - checked >= self.poll_interval:
+                seen, checked = signature, now
+                if await check():
+                    return True
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
-            await asyncio.sleep(min(self.poll_interval, left))
+            await asyncio.sleep(min(HINT_INTERVAL, left))
 
     async def wait_for_work(self, routing_keys: Sequence[str], timeout: float) -> None:
         keys = list(routing_keys)
+        if not keys:
+            await asyncio.sleep(timeout)
+            return
+        query = self._any_ready.get(len(keys))
+        if query is None:
+            marks = ", ".join(f":k{i}" for i in range(len(keys)))
+            query = self._any_ready[len(keys)] = self.sql["any_ready"].replace(":keys", f"({marks})")
+        await self._ensure_schema()
 
         async def any_ready() -> bool:
-            async def work(conn: AsyncConnection) -> bool:
-                params = {"now": self.clock(), "keys": keys}
-                return (await conn.execute(self.q["any_ready"], params)).first() is not None
+            params: dict[str, Any] = {"now": self.clock(), **{f"k{i}": key for i, key in enumerate(keys)}}
+            return await self.raw.call(lambda conn: conn.execute(query, params).fetchone() is not None)
 
-            return await self.run(work, readonly=True)
-
-        if keys:
-            await self._poll(timeout, any_ready)
-        else:
-            await asyncio.sleep(timeout)
+        await self._poll(timeout, any_ready)
 
     async def wait_for_result(self, job_id: str, timeout: float, check: Callable[[], Awaitable[bool]]) -> bool:
         return await self._poll(timeout, check)
+
+    async def close(self) -> None:
+        await self.raw.close()
+        await super().close()
+
+
+async def _nothing(_conn: AsyncConnection) -> None:
+    return None
 
 
 def connect_sqlite(url: str, options: BackendOptions) -> Backend:
