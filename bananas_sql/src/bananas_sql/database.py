@@ -150,6 +150,24 @@ class Database:
 
         return await self.run(work, single=len(writes) == 1)
 
+    async def _ensure_schema(self) -> None:
+        if not self._schema_ok:
+            await self.run(_nothing, readonly=True)  # checks the schema, with the usual retries
+
+    async def enqueue_one(self, params: Mapping[str, Any]) -> bool:
+        """Insert one job (the ``enqueue`` statement); False if its id exists and has not expired.
+
+        A retry after a lost connection that finds the job means the first try committed: True.
+        """
+        attempts = 0
+
+        async def work(conn: AsyncConnection) -> bool:
+            nonlocal attempts
+            attempts += 1
+            return (await conn.execute(self.q["enqueue"], params)).first() is not None or attempts > 1
+
+        return await self.run(work, single=True)
+
     async def claim(
         self,
         routing_keys: Sequence[str],
@@ -207,3 +225,7 @@ class Database:
         if not self._closed:
             self._closed = True
             await self.engine.dispose()
+
+
+async def _nothing(_conn: AsyncConnection) -> None:
+    return None

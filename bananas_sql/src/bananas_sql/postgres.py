@@ -11,14 +11,16 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from bananas.backend import Backend, BackendOptions
+from bananas.backend import Backend, BackendOptions, redact_url
 from bananas.clock import Clock, system_clock
 from bananas.errors import DuplicateJob
 from bananas.job import ALL_PRIORITIES, Job, JobPriority
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
 
+from bananas_sql.batch import Write
 from bananas_sql.database import Database
+from bananas_sql.pg_raw import RawPg, pyformat
 from bananas_sql.plugin import POSTGRES_CAPABILITIES
 from bananas_sql.queries import compile_all
 from bananas_sql.queue import SqlQueue, job_params
@@ -86,6 +88,16 @@ class PostgresDatabase(Database):
         )
         super().__init__(url, engine, options)
         self._claims: dict[tuple[int, bool, bool], sa.TextClause] = {}
+        self._raw_claims: dict[tuple[int, bool, bool], str] = {}
+        self.pg = {name: pyformat(sql) for name, sql in self.sql.items()}
+        conninfo, describe, size = postgres_conninfo(url), redact_url(url), int(number(extra, "pool_size", 10))
+        self.raw = RawPg(conninfo, describe, self.retry_seconds, size)
+        # Claims commit asynchronously (no WAL flush wait): a claim lost in a server crash
+        # leaves its job ready to run again, which at-least-once allows; submissions,
+        # outcomes and results stay synchronous. claim_sync_commit=true turns this off.
+        sync_claims = str(extra.get("claim_sync_commit", "")).lower() in ("1", "true", "yes")
+        claim_options = {} if sync_claims else {"synchronous_commit": "off"}
+        self.raw_claimer = RawPg(conninfo, describe, self.retry_seconds, size, claim_options)
         self.listener = Listener(postgres_conninfo(url), self.names.channel("work"), self.names.channel("result"))
         self._seen_generation = -1
 
@@ -117,6 +129,52 @@ class PostgresDatabase(Database):
             params["names"] = list(job_names)
         rows = (await conn.execute(query, params)).all()
         return sorted(rows, key=lambda r: (r.key_rank, r.priority, r.position))
+
+    async def claim(
+        self,
+        routing_keys: Sequence[str],
+        priorities: Sequence[JobPriority],
+        *,
+        limit: int,
+        lease_until: float,
+        job_names: Sequence[str] | None,
+        now: float,
+    ) -> list[tuple[int, str, str]]:
+        await self._ensure_schema()
+        all_prios = set(priorities) == set(ALL_PRIORITIES)
+        variant = (len(routing_keys), all_prios, job_names is not None)
+        query = self._raw_claims.get(variant)
+        if query is None:
+            query = self._raw_claims[variant] = pyformat(claim_sql(self.names.jobs, *variant))
+        params: dict[str, Any] = {"now": now, "lease_until": lease_until, "limit": limit}
+        params.update({f"k{i}": key for i, key in enumerate(routing_keys)})
+        if not all_prios:
+            params["prios"] = [p.rank for p in priorities]
+        if job_names is not None:
+            params["names"] = list(job_names)
+
+        async def work(conn: Any) -> list[Any]:
+            return list(await (await conn.execute(query, params)).fetchall())
+
+        rows = await self.raw_claimer.run(work)
+        rows.sort(key=lambda r: (r[6], r[7], r[8]))
+        return [(r[0], r[2], r[5]) for r in rows]
+
+    async def enqueue_one(self, params: Mapping[str, Any]) -> bool:
+        await self._ensure_schema()
+        sql = self.pg["enqueue"]
+        attempts = 0
+
+        async def work(conn: Any) -> bool:
+            nonlocal attempts
+            attempts += 1
+            return await (await conn.execute(sql, params)).fetchone() is not None or attempts > 1
+
+        return await self.raw.run(work)
+
+    async def write_batch(self, writes: Sequence[Write]) -> list[bool]:
+        await self._ensure_schema()
+        return await self.raw.write_batch([(self.pg[name], params) for name, params in writes])
 
     def execution_options(self, *, readonly: bool, single: bool) -> dict[str, Any]:
         # One statement is atomic by itself: skip the BEGIN and COMMIT round trips.
@@ -156,6 +214,8 @@ class PostgresDatabase(Database):
 
     async def close(self) -> None:
         await self.listener.stop()
+        await self.raw.close()
+        await self.raw_claimer.close()
         await super().close()
 
 

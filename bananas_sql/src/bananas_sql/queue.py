@@ -72,17 +72,8 @@ class SqlQueue:
         await self.db.run(work, single=True)
 
     async def enqueue(self, job: Job) -> None:
-        params = job_params(job, self._now())
-        attempts = 0
-
-        async def work(conn: AsyncConnection) -> None:
-            nonlocal attempts
-            attempts += 1
-            if (await conn.execute(self.q["enqueue"], params)).first() is None and attempts == 1:
-                # A retry after a lost connection finding the job means our first try committed.
-                raise DuplicateJob(f"a job with id {job.id!r} already exists; nothing was written")
-
-        await self.db.run(work, single=True)
+        if not await self.db.enqueue_one(job_params(job, self._now())):
+            raise DuplicateJob(f"a job with id {job.id!r} already exists; nothing was written")
 
     async def enqueue_many(self, jobs: Sequence[Job]) -> None:
         if not jobs:

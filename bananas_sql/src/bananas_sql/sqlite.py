@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from bananas.backend import Backend, BackendOptions, redact_url
 from bananas.job import ALL_PRIORITIES, JobPriority
 from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from bananas_sql.batch import Write
 from bananas_sql.database import Database
@@ -87,10 +87,6 @@ class SqliteDatabase(Database):
             )
         return query
 
-    async def _ensure_schema(self) -> None:
-        if not self._schema_ok:
-            await self.run(_nothing, readonly=True)  # checks the schema, with the usual retries
-
     async def claim(
         self,
         routing_keys: Sequence[str],
@@ -118,6 +114,11 @@ class SqliteDatabase(Database):
             raise RuntimeError(f"claimed {len(rows)} rows for a limit of {limit}")
         rows.sort(key=lambda r: (r[3], r[4], r[5]))
         return [(seq, data, job_id) for seq, data, job_id, *_ in rows]
+
+    async def enqueue_one(self, params: Mapping[str, Any]) -> bool:
+        await self._ensure_schema()
+        sql = self.sql["enqueue"]
+        return await self.raw.call(lambda conn: in_transaction(conn, lambda c: bool(c.execute(sql, params).fetchall())))
 
     async def write_batch(self, writes: Sequence[Write]) -> list[bool]:
         await self._ensure_schema()
@@ -173,10 +174,6 @@ class SqliteDatabase(Database):
     async def close(self) -> None:
         await self.raw.close()
         await super().close()
-
-
-async def _nothing(_conn: AsyncConnection) -> None:
-    return None
 
 
 def connect_sqlite(url: str, options: BackendOptions) -> Backend:

@@ -9,7 +9,16 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from bananas.errors import ConfigError
 
 OUR_OPTIONS = frozenset(
-    {"namespace", "table_prefix", "schema", "retry_seconds", "busy_timeout", "poll_interval", "pool_size"}
+    {
+        "namespace",
+        "table_prefix",
+        "schema",
+        "retry_seconds",
+        "busy_timeout",
+        "poll_interval",
+        "pool_size",
+        "claim_sync_commit",
+    }
 )
 """Query parameters read by Bananas; any other reaches the database driver (PostgreSQL only)."""
 
