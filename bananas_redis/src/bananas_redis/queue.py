@@ -31,7 +31,8 @@ from bananas.timefmt import from_timestamp
 from bananas_redis.admin import QueueAdmin, _text
 from bananas_redis.connection import RETRYABLE, Connection
 from bananas_redis.jobjson import decode, edit, wire_time
-from bananas_redis.results import result_fields
+from bananas_redis.results import RedisResults, result_fields
+from bananas_redis.settle import Settler
 
 __all__ = ["MISSING_JOB_ERROR", "RedisQueue"]
 
@@ -53,6 +54,7 @@ class RedisQueue(QueueAdmin):
         self.k = conn.keys
         self._held: dict[str, dict[str, Any]] = {}  # claimed id -> stored JSON as a dict
         self._pubsub: Any = None
+        self._settler = Settler(conn)
 
     async def ping(self) -> None:
         await self.conn.run(self.conn.client.ping, "ping")
@@ -142,8 +144,9 @@ class RedisQueue(QueueAdmin):
             if not edited:
                 data, text = edit(data, status=JobStatus.PROCESSING.value, updated_at=wire_time(now))
                 writes.append((job_id, raw, text))
+                job = Job.from_dict(data)
             self._held[job_id] = data
-            claimed.append(Job.from_dict(data))
+            claimed.append(job)  # when edited in place, the decoded job already says processing
         if writes:
             await self._set_if_held(writes)
         return claimed
@@ -199,7 +202,7 @@ class RedisQueue(QueueAdmin):
     async def _finish(self, job_id: str, json_text: str, mode: str, target: str, n: float | int | str,
                       **kw: Any) -> int:  # fmt: skip
         keys, args = self._finish_call(job_id, json_text, mode, target, n, **kw)
-        return int(await self.conn.call("finish", keys, args, f"{mode} {job_id}"))
+        return await self._settler.settle(keys, args)
 
     def _base(self, job: Job) -> dict[str, Any]:
         return self._held.pop(job.id, None) or job.to_dict()
@@ -209,6 +212,27 @@ class RedisQueue(QueueAdmin):
         data, text = edit(self._base(job), status=JobStatus.COMPLETED.value, updated_at=wire_time(now))
         ttl = _ms(self.conn.options.completed_job_ttl)
         await self._finish(job.id, text, "complete", self.k.dead, ttl)
+        return Job.from_dict(data)
+
+    def shares_store_with(self, results: object) -> bool:
+        """True if ``results`` keeps its hashes in this queue's Redis, so that
+        :meth:`complete_and_store` can write both in one script call."""
+        return isinstance(results, RedisResults) and results.conn is self.conn
+
+    async def complete_and_store(self, job: Job, result: JobResult) -> Job:
+        """:meth:`complete` and ``results.store(result)`` as one atomic script call
+        (only for a ``results`` of :meth:`shares_store_with`); the result hash is written
+        only if the completion was applied."""
+        now = self.conn.now()
+        data, text = edit(self._base(job), status=JobStatus.COMPLETED.value, updated_at=wire_time(now))
+        opts = self.conn.options
+        keys, args = self._finish_call(job.id, text, "complete", self.k.dead, _ms(opts.completed_job_ttl))
+        keys.append(self.k.result(job.id))
+        ttl = opts.result_success_ttl if result.is_success() else opts.result_failure_ttl
+        args += [_ms(ttl), self.k.result_notify(job.id)]
+        for field, value in result_fields(result).items():
+            args += [field, value]
+        await self._settler.settle(keys, args)
         return Job.from_dict(data)
 
     async def fail(self, job: Job, error: str) -> Job:

@@ -49,6 +49,10 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
         help="move scheduled jobs and fire cron schedules ($ENABLE_SCHEDULER)",
     )
     scheduler.add_argument("--no-scheduler", dest="enable_scheduler", action="store_const", const="false")
+    parser.add_argument(
+        "--prefetch",
+        help="claimed jobs held waiting for a free slot, 0-1000 (default: the concurrency; $WORKER_PREFETCH)",
+    )
     parser.add_argument("--job-timeout", help="seconds (or a duration) one attempt may run (default 300)")
     parser.add_argument("--grace-period", help="seconds to wait for running jobs when stopping (default 30)")
     parser.add_argument("--lease", help="seconds a claim is held between renewals (default 60)")
@@ -105,7 +109,8 @@ def run_worker(args: argparse.Namespace) -> int:
             grace_period=args.grace_period,
             lease=args.lease,
         )
-        return asyncio.run(_serve(registry, config, args.url))
+        prefetch = _prefetch(getattr(args, "prefetch", None), config.concurrency)
+        return asyncio.run(_serve(registry, config, args.url, prefetch))
     except KeyboardInterrupt:
         return EXIT_OK
     except (ConfigError, InvalidJob, UnknownBackendScheme, PluginError) as exc:
@@ -119,7 +124,21 @@ def run_worker(args: argparse.Namespace) -> int:
         return EXIT_FAILURE
 
 
-async def _serve(registry: Registry, config: Any, url: str | None) -> int:
+def _prefetch(value: str | None, concurrency: int) -> int:
+    """The --prefetch option (or $WORKER_PREFETCH); defaults to the concurrency."""
+    raw = value if value is not None else os.environ.get("WORKER_PREFETCH")
+    if raw is None or not str(raw).strip():
+        return max(concurrency, 0)
+    try:
+        prefetch = int(str(raw).strip())
+    except ValueError:
+        prefetch = -1
+    if not 0 <= prefetch <= 1000:
+        raise ConfigError(f"invalid prefetch {raw!r}: use a whole number of jobs from 0 to 1000")
+    return prefetch
+
+
+async def _serve(registry: Registry, config: Any, url: str | None, prefetch: int = 0) -> int:
     from bananas.config import open_backend
     from bananas.worker.executor import Executor
     from bananas.worker.pool import Pool
@@ -139,7 +158,7 @@ async def _serve(registry: Registry, config: Any, url: str | None) -> int:
         logging.getLogger("bananas.worker").info(
             "serving %d handler(s) from %s on %s", len(registry), registry, backend.url
         )
-        await Pool(executor, backend, config).run()
+        await Pool(executor, backend, config, prefetch=prefetch if config.claims_jobs else 0).run()
     finally:
         await backend.close()
     return EXIT_OK

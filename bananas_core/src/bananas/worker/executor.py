@@ -15,7 +15,7 @@ import inspect
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -76,13 +76,23 @@ class Executor:
         self.job_timeout = job_timeout
         self.lease = lease
         self.results: ResultBackend | None = None
+        self._combined: Callable[[Job, JobResult], Awaitable[Job]] | None = None
         self.running: dict[str, JobContext] = {}
         """Contexts of the jobs whose handlers run now, by job id."""
         self._slots = asyncio.Semaphore(concurrency)
 
     def set_result_backend(self, results: ResultBackend | None) -> None:
-        """Store a :class:`JobResult` for every success and every final failure (optional)."""
+        """Store a :class:`JobResult` for every success and every final failure (optional).
+
+        When the queue keeps results in the same store (it offers ``shares_store_with`` and
+        ``complete_and_store``, as the Redis queue does), a success is recorded with one
+        call that completes the job and stores its result together.
+        """
         self.results = results
+        self._combined = None
+        shares = getattr(self.queue, "shares_store_with", None)
+        if results is not None and shares is not None and shares(results):
+            self._combined = self.queue.complete_and_store  # type: ignore[attr-defined]
 
     async def execute_job(self, job: Job, *, timeout: float | None = None) -> Job | None:
         """Run ``job`` (claimed by this worker) and record the outcome; return the stored job.
@@ -159,9 +169,13 @@ class Executor:
         """Record ``outcome`` of claimed ``job`` (see :meth:`execute_job`); never raises."""
         try:
             if outcome.ok:
-                stored = await self.queue.complete(job)
-                log.info("job %s (%s) completed in %.3fs", job.id, job.name, outcome.duration)
-                await self._store(job, JobStatus.COMPLETED, outcome)
+                if self._combined is not None:  # completion and result in one store call
+                    stored = await self._combined(job, self._result(job, JobStatus.COMPLETED, outcome))
+                else:
+                    stored = await self.queue.complete(job)
+                    await self._store(job, JobStatus.COMPLETED, outcome)
+                if _debug():
+                    log.debug("job %s (%s) completed in %.3fs", job.id, job.name, outcome.duration)
             else:
                 stored = await self.queue.fail(job, outcome.error)
                 final = stored.status is JobStatus.FAILED
@@ -184,7 +198,10 @@ class Executor:
     async def _store(self, job: Job, status: JobStatus, outcome: Outcome) -> None:
         if self.results is None:
             return
-        result = JobResult(
+        await self.results.store(self._result(job, status, outcome))
+
+    def _result(self, job: Job, status: JobStatus, outcome: Outcome) -> JobResult:
+        return JobResult(
             job_id=job.id,
             status=status,
             result=outcome.result if status is JobStatus.COMPLETED else None,
@@ -192,7 +209,10 @@ class Executor:
             completed_at=from_timestamp(self.clock()),
             duration=timedelta(seconds=outcome.duration),
         )
-        await self.results.store(result)
+
+
+def _debug() -> bool:
+    return log.isEnabledFor(logging.DEBUG)
 
 
 def _is_async(handler: Callable[..., Any]) -> bool:

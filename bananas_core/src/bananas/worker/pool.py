@@ -35,10 +35,14 @@ class Pool:
     """Claims jobs for ``config`` and runs them on ``executor`` until stopped.
 
     At most ``config.concurrency`` jobs run at once; each claim asks for as many jobs as
-    there are free slots, so slots never idle while jobs wait. On stop it claims no more,
-    waits up to ``grace_period`` seconds for running jobs, then cancels the rest and hands
-    them back (``queue.release``) so another worker runs them. ``job_timeout``,
-    ``grace_period`` and ``lease`` default to the config's values.
+    there are free slots, so slots never idle while jobs wait. With ``prefetch`` > 0 the
+    pool also holds up to that many claimed jobs waiting for a slot (under lease, renewed
+    like running ones), and claims again only once fewer than half of them are left, so a
+    busy worker claims in batches instead of one job per freed slot. On stop it claims no
+    more, waits up to ``grace_period`` seconds for running jobs, then cancels the rest and
+    hands them back (``queue.release``) so another worker runs them; prefetched jobs that
+    never started are handed back at once. ``job_timeout``, ``grace_period`` and ``lease``
+    default to the config's values.
     """
 
     def __init__(
@@ -53,7 +57,11 @@ class Pool:
         poll_interval: float = 1.0,
         heartbeat_interval: float = 5.0,
         worker_id: str | None = None,
+        prefetch: int = 0,
     ) -> None:
+        if prefetch < 0:
+            raise ValueError(f"prefetch must be >= 0 jobs, got {prefetch}")
+        self.prefetch = prefetch
         self.executor = executor
         self.backend = backend
         self.queue = backend.queue
@@ -76,7 +84,8 @@ class Pool:
         self._started = False
         self._stopping = asyncio.Event()
         self._force = asyncio.Event()
-        self._slot_freed = asyncio.Event()
+        self._nap: asyncio.Future[None] | None = None  # the claim loop's current wait, if any
+        self._waiting_for_work = False
         self._stopped = asyncio.Event()
         self._shutdown: asyncio.Task[None] | None = None
         self._signals = 0
@@ -121,6 +130,9 @@ class Pool:
         self._stopping.set()
         if force:
             self._force.set()
+        self._wake()
+        if self._waiting_for_work and self._claimer is not None:
+            self._claimer.cancel()  # interrupts only queue.wait_for_work (see _claim_loop)
         if self._started and self._shutdown is None:
             self._shutdown = asyncio.get_running_loop().create_task(self._shut_down(), name="bananas-shutdown")
 
@@ -174,6 +186,10 @@ class Pool:
                 forced.cancel()
                 self._claimer.cancel()  # a no-op unless forced while a claim hangs
                 await asyncio.gather(self._claimer, forced, return_exceptions=True)
+            waiting = [t for t, job in self._active.items() if not self._started_or_recording(job)]
+            for task in waiting:  # prefetched, never started: hand back now, not after the grace period
+                task.cancel()
+            await asyncio.gather(*waiting, return_exceptions=True)
             await self._wait_for_running()
             unfinished = list(self._active)
             for task in unfinished:
@@ -193,6 +209,9 @@ class Pool:
         finally:
             self._stopped.set()
 
+    def _started_or_recording(self, job: Job) -> bool:
+        return job.id in self.executor.running or job.id in self._recording
+
     async def _wait_for_running(self) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.grace_period
@@ -211,12 +230,15 @@ class Pool:
         config = self.config
         names = config.job_types if config.mode is WorkerMode.JOB_SPECIALIZED else ()
         filtered = bool(names) and self.backend.supports(Capability.JOB_NAME_FILTER)
+        pushed = self.backend.supports(Capability.PUSH_WAKEUP)
+        capacity = config.concurrency + self.prefetch
+        low_water = config.concurrency + self.prefetch // 2  # claim again below this many in flight
         while not self._stopping.is_set():
-            free = config.concurrency - len(self._active)
-            if free <= 0:
-                self._slot_freed.clear()
-                await self._until(self._slot_freed.wait(), self.poll_interval)
+            held = len(self._active)
+            if held >= capacity or (self.prefetch and held > low_water):
+                await self._sleep(self.poll_interval)  # woken early when a job finishes
                 continue
+            free = capacity - held
             try:
                 jobs = await self.queue.claim(
                     config.routing_keys,
@@ -227,29 +249,64 @@ class Pool:
                 )
             except BananasError as exc:  # e.g. the store is unreachable: say so without a traceback
                 log.warning("claim failed (%s); retrying in %gs", exc, self.poll_interval)
-                await self._until(asyncio.sleep(self.poll_interval), self.poll_interval)
+                await self._sleep(self.poll_interval)
                 continue
             except Exception:
                 log.exception("claim failed; retrying in %gs", self.poll_interval)
-                await self._until(asyncio.sleep(self.poll_interval), self.poll_interval)
+                await self._sleep(self.poll_interval)
                 continue
             foreign = [job for job in jobs if names and job.name not in names]
             for job in foreign:  # a backend without JOB_NAME_FILTER: leave them for other workers
                 await self._guard(f"release of job {job.id}", self.queue.release(job))
-            mine = [job for job in jobs if job not in foreign]
+            mine = [job for job in jobs if job not in foreign] if foreign else jobs
             if self._stopping.is_set():
                 for job in mine:
                     await self._guard(f"release of job {job.id}", self.queue.release(job))
                 break
             for job in mine:
                 self._launch(job)
-            if not mine:
-                if foreign:
-                    await self._until(asyncio.sleep(self.poll_interval), self.poll_interval)
-                else:
-                    await self._until(
-                        self.queue.wait_for_work(config.routing_keys, self.poll_interval), self.poll_interval
-                    )
+            if foreign and not mine:
+                await self._sleep(self.poll_interval)
+            elif not jobs or (pushed and len(jobs) < free):
+                # The ready lists ran dry during this claim: wait for the next enqueue. With push
+                # wake-ups (a subscription kept open) nothing enqueued meanwhile is missed.
+                await self._wait_for_work()
+                if not jobs:  # a wait_for_work that returned at once (work other workers' only)
+                    await asyncio.sleep(0)  # must not starve the event loop
+
+    async def _wait_for_work(self) -> None:
+        """``queue.wait_for_work``, awaited directly (no helper task on the wake-up path);
+        a stop request cancels the claim loop only while it waits here."""
+        self._waiting_for_work = True
+        try:
+            await self.queue.wait_for_work(self.config.routing_keys, self.poll_interval)
+        except asyncio.CancelledError:
+            if not self._stopping.is_set():
+                raise
+        except Exception as exc:
+            log.warning("waiting for work failed: %s", exc)
+            self._waiting_for_work = False
+            await self._sleep(min(self.poll_interval, 1.0))
+        finally:
+            self._waiting_for_work = False
+
+    async def _sleep(self, timeout: float) -> None:
+        """Wait ``timeout`` seconds, until a job finishes or until a stop request, whichever is first."""
+        if self._stopping.is_set():
+            return
+        loop = asyncio.get_running_loop()
+        nap = self._nap = loop.create_future()
+        timer = loop.call_later(timeout, self._wake)
+        try:
+            await nap
+        finally:
+            timer.cancel()
+            self._nap = None
+
+    def _wake(self) -> None:
+        nap = self._nap
+        if nap is not None and not nap.done():
+            nap.set_result(None)
 
     def _launch(self, job: Job) -> None:
         task = asyncio.create_task(self._execute(job), name=f"bananas-job-{job.id}")
@@ -271,21 +328,7 @@ class Pool:
         elif not task.cancelled() and task.exception() is not None:
             log.error("job %s: unexpected error in the worker", job.id, exc_info=task.exception())
         self._recording.discard(job.id)
-        self._slot_freed.set()
-
-    async def _until(self, waiting: Awaitable[Any], timeout: float) -> None:
-        """Wait for ``waiting``, the stop request or ``timeout`` seconds, whichever is first."""
-        work = asyncio.ensure_future(waiting)
-        stop = asyncio.ensure_future(self._stopping.wait())
-        try:
-            await asyncio.wait({work, stop}, timeout=timeout + 1.0, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (work, stop):
-                task.cancel()
-            await asyncio.gather(work, stop, return_exceptions=True)
-        if work.done() and not work.cancelled() and work.exception() is not None:
-            log.warning("waiting for work failed: %s", work.exception())
-            await asyncio.sleep(min(timeout, 1.0))
+        self._wake()
 
     # -- side tasks ----------------------------------------------------------------------
 
