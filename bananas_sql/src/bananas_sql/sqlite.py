@@ -20,7 +20,7 @@ from bananas_sql.database import Database
 from bananas_sql.plugin import SQLITE_CAPABILITIES
 from bananas_sql.queue import SqlQueue
 from bananas_sql.results import SqlResults, SqlScheduler, SqlWorkers
-from bananas_sql.sqlite_raw import RawSqlite, in_transaction
+from bananas_sql.sqlite_raw import RawSqlite
 from bananas_sql.urls import number, sqlite_path, sqlite_sqlalchemy_url
 
 READONLY = "bananas_readonly"
@@ -106,10 +106,10 @@ class SqliteDatabase(Database):
         params.update({f"n{i}": name for i, name in enumerate(names)})
 
         def work(conn: sqlite3.Connection) -> list[Any]:
-            # One UPDATE inside BEGIN IMMEDIATE: no other writer can claim the same rows meanwhile.
-            return in_transaction(conn, lambda c: c.execute(query, params).fetchall())
+            return conn.execute(query, params).fetchall()
 
-        rows = await self.raw.call(work)
+        # One UPDATE inside BEGIN IMMEDIATE: no other writer can claim the same rows meanwhile.
+        rows = await self.raw.transaction(work)
         if len(rows) > limit:  # never expected; a claim must not take more than asked
             raise RuntimeError(f"claimed {len(rows)} rows for a limit of {limit}")
         rows.sort(key=lambda r: (r[3], r[4], r[5]))
@@ -118,7 +118,7 @@ class SqliteDatabase(Database):
     async def enqueue_one(self, params: Mapping[str, Any]) -> bool:
         await self._ensure_schema()
         sql = self.sql["enqueue"]
-        return await self.raw.call(lambda conn: in_transaction(conn, lambda c: bool(c.execute(sql, params).fetchall())))
+        return await self.raw.transaction(lambda conn: bool(conn.execute(sql, params).fetchall()))
 
     async def write_batch(self, writes: Sequence[Write]) -> list[bool]:
         await self._ensure_schema()
@@ -131,7 +131,7 @@ class SqliteDatabase(Database):
                 touched.append(bool(cursor.fetchall()) if cursor.description else cursor.rowcount > 0)
             return touched
 
-        return await self.raw.call(lambda conn: in_transaction(conn, batch))
+        return await self.raw.transaction(batch)
 
     async def _poll(self, timeout: float, check: Callable[[], Awaitable[bool]]) -> bool:
         """Run ``check`` when the file changed (looked at every few ms: a stat, no query) and at

@@ -24,7 +24,8 @@ def open_connection(path: str, busy_ms: int) -> sqlite3.Connection:
     """A connection in autocommit mode (we issue BEGIN ourselves) with the backend's pragmas.
 
     WAL with ``synchronous=NORMAL``: a commit survives a crash of any process; an OS crash
-    or power loss may lose the last commits (the WAL is synced at checkpoints).
+    or power loss may lose the last commits (the WAL is synced at checkpoints). A locked
+    database is waited for up to ``busy_ms`` (SQLite's busy handler).
     """
     conn = sqlite3.connect(path, timeout=busy_ms / 1000, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL")
@@ -70,6 +71,10 @@ class RawSqlite:
             return await asyncio.get_running_loop().run_in_executor(self._executor, self._run, work)
         except sqlite3.OperationalError as exc:
             raise BackendUnavailable(f"sqlite database at {self.describe} is unavailable: {exc}") from exc
+
+    async def transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """:meth:`call` ``work`` inside ``BEGIN IMMEDIATE`` ... ``COMMIT``."""
+        return await self.call(lambda conn: in_transaction(conn, work))
 
     def signature(self) -> tuple[float, int, float, int]:
         """Modification time and size of the database file and its WAL: they change when any
