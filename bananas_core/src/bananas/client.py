@@ -110,8 +110,9 @@ class AsyncClient:
         scheduled_for: Delay | None = None,
         max_retries: int = DEFAULT_MAX_RETRIES,
         job_id: str | None = None,
+        now: datetime | None = None,
     ) -> Job:
-        now = self._now()
+        now = now or self._now()
         return Job.create(
             name,
             payload,
@@ -206,13 +207,14 @@ class AsyncClient:
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        built = [self._from_spec(spec, i) for i, spec in enumerate(jobs)]
+        now = self._now()  # one submission time for the whole call (and one time text to format)
+        built = [self._from_spec(spec, i, now) for i, spec in enumerate(jobs)]
         backend = await self._prepared()
         for start in range(0, len(built), batch_size):
             await backend.queue.enqueue_many(built[start : start + batch_size])
         return [job.id for job in built]
 
-    def _from_spec(self, spec: JobSpec, index: int) -> Job:
+    def _from_spec(self, spec: JobSpec, index: int, now: datetime | None = None) -> Job:
         if isinstance(spec, Job):
             return spec
         if not isinstance(spec, Mapping):
@@ -233,6 +235,7 @@ class AsyncClient:
                 scheduled_for=spec.get("scheduled_for"),
                 max_retries=spec.get("max_retries", DEFAULT_MAX_RETRIES),
                 job_id=spec.get("job_id"),
+                now=now,
             )
         except InvalidJob as exc:
             raise type(exc)(f"job #{index}: {exc}") from None

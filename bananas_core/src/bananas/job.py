@@ -7,6 +7,7 @@ other Bananas implementations: a job is a JSON object, a result a flat mapping o
 from __future__ import annotations
 
 import enum
+import functools
 import json
 import re
 import uuid
@@ -111,10 +112,14 @@ def backoff_seconds(attempts: int) -> float:
     return float(2 ** max(attempts, 0))
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+"""One encoder for every dumps: json.dumps with options builds a new one per call."""
+
+
 def dumps(value: JSON) -> str:
     """Encode a JSON value compactly; raise :class:`PayloadError` if it is not JSON."""
     try:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        return _ENCODER.encode(value)
     except (TypeError, ValueError) as exc:
         raise PayloadError(
             f"value is not JSON-serialisable ({exc}); use dicts, lists, strings, numbers, booleans and None"
@@ -276,10 +281,10 @@ class Job:
         d["status"] = self.status.value
         d["priority"] = self.priority.value
         d["routing_key"] = self.routing_key
-        d["created_at"] = format_time(self.created_at)
-        d["updated_at"] = format_time(self.updated_at)
+        d["created_at"] = _format_time(self.created_at)
+        d["updated_at"] = _format_time(self.updated_at)
         if self.scheduled_for is not None:
-            d["scheduled_for"] = format_time(self.scheduled_for)
+            d["scheduled_for"] = _format_time(self.scheduled_for)
         d["attempts"] = self.attempts
         d["max_retries"] = self.max_retries
         if self.error:
@@ -334,6 +339,10 @@ class Job:
                 raise JobDecodeError(f"stored job is not UTF-8: {exc}") from None
         return cls.from_dict(loads(text))
 
+
+_format_time = functools.lru_cache(maxsize=1024)(format_time)
+"""format_time, remembered: a job's created_at usually equals its updated_at, and jobs
+submitted together share one time."""
 
 _WIRE_FIELDS = frozenset(
     {
