@@ -71,6 +71,8 @@ def test_bad_app_specs_say_what_is_wrong(app_module: str, spec: str, message: st
         (["{m}:registry", "--grace-period", "-5"], "grace_period=-5.0 is out of range"),
         (["{m}:registry", "--url", "nosuch://x"], "no installed backend serves nosuch://"),
         (["{m}:registry", "--bogus"], "unrecognized arguments: --bogus"),
+        (["{m}:registry", "--prefetch", "-1"], r"invalid prefetch '-1': use a whole number of jobs from 0 to 1000"),
+        (["{m}:registry", "--prefetch", "many"], r"invalid prefetch 'many'"),
         ([], "the following arguments are required: APP"),
     ],
 )
@@ -91,7 +93,7 @@ def test_help_lists_the_options(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     for option in ("--mode", "--concurrency", "--priorities", "--routing-keys", "--job-types",
                    "--scheduler-interval", "--enable-scheduler", "--no-scheduler", "--url",
-                   "--job-timeout", "--grace-period", "--lease"):  # fmt: skip
+                   "--job-timeout", "--grace-period", "--lease", "--prefetch"):  # fmt: skip
         assert option in out
 
 

@@ -190,17 +190,14 @@ class Pool:
             for task in waiting:  # prefetched, never started: hand back now, not after the grace period
                 task.cancel()
             await asyncio.gather(*waiting, return_exceptions=True)
+            await self._hand_back()
             await self._wait_for_running()
             unfinished = list(self._active)
             for task in unfinished:
                 task.cancel()
             await asyncio.gather(*unfinished, return_exceptions=True)
             await asyncio.gather(*self._records, return_exceptions=True)  # outcomes being recorded
-            for job in self._unfinished:
-                await self._guard(f"release of job {job.id}", self.queue.release(job))
-            if self._unfinished:
-                log.info("handed %d unfinished job(s) back to the queue", len(self._unfinished))
-            self._unfinished.clear()
+            await self._hand_back()
             for task in self._side:
                 task.cancel()
             await asyncio.gather(*self._side, return_exceptions=True)
@@ -208,6 +205,13 @@ class Pool:
             log.info("worker %s stopped", self.worker_id)
         finally:
             self._stopped.set()
+
+    async def _hand_back(self) -> None:
+        unfinished, self._unfinished = self._unfinished, []
+        for job in unfinished:
+            await self._guard(f"release of job {job.id}", self.queue.release(job))
+        if unfinished:
+            log.info("handed %d unfinished job(s) back to the queue", len(unfinished))
 
     def _started_or_recording(self, job: Job) -> bool:
         return job.id in self.executor.running or job.id in self._recording
