@@ -20,7 +20,9 @@ def make(clock: ManualClock, name: str = "task") -> Job:
     return Job.create(name, None, now=clock.now())
 
 
-async def test_concurrent_outcomes_each_land_once(backend: Backend, clock: ManualClock) -> None:
+async def test_concurrent_outcomes_each_land_once(
+    backend: Backend, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
     await backend.queue.enqueue_many([make(clock, f"j{i}") for i in range(40)])
     claimed = await backend.queue.claim(["default"], limit=40)
     ghost = make(clock, "never-submitted").evolve(status=JobStatus.PROCESSING)
@@ -32,6 +34,7 @@ async def test_concurrent_outcomes_each_land_once(backend: Backend, clock: Manua
         *(backend.results.store(JobResult(job_id=j.id, status=JobStatus.COMPLETED, result={"n": 1})) for j in done),
         return_exceptions=True,
     )
+    assert not [r for r in caplog.records if "one by one" in r.getMessage()]  # the batches themselves worked
     assert [type(o) for o in outcomes[40:41]] == [JobNotFound]  # only the unknown job fails
     assert all(not isinstance(o, BaseException) for o in outcomes[:40] + outcomes[41:])
     for job in done:
@@ -62,3 +65,26 @@ async def test_a_failing_batch_is_retried_one_write_at_a_time() -> None:
     outcomes = await asyncio.gather(first, *rest, return_exceptions=True)
     assert outcomes[0] is True and isinstance(outcomes[1], ValueError) and outcomes[2] is False
     assert seen == [["a"], ["bad", "c"], ["bad"], ["c"]]
+
+
+def test_plan_combines_each_kind_and_leaves_repeats_alone() -> None:
+    from bananas_sql.pg_batch import combined_sql, plan
+
+    combined = combined_sql({"jobs": "j", "results": "r"})
+    single = {"complete": "ONE-COMPLETE", "store_result": "ONE-STORE", "bury": "ONE-BURY"}
+    done = {"data": "{}", "now": 1.0, "expires_at": 2.0}
+    writes: list[Write] = [
+        ("complete", {"id": "a", **done}),
+        ("bury", {"id": "b"}),
+        ("complete", {"id": "c", **done}),
+        ("store_result", {"id": "a", "data": "{}", "expires_at": 2.0}),
+        ("store_result", {"id": "a", "data": "{}", "expires_at": 3.0}),  # same id twice: one by one
+    ]
+    steps = plan(writes, single, combined)
+    assert [(sql, idx) for sql, _, idx in steps] == [
+        (combined["complete"], [0, 2]),
+        ("ONE-BURY", [1]),
+        ("ONE-STORE", [3]),
+        ("ONE-STORE", [4]),
+    ]
+    assert steps[0][1] == {"id": ["a", "c"], "data": ["{}", "{}"], "now": [1.0, 1.0], "expires_at": [2.0, 2.0]}

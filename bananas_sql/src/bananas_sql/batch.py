@@ -62,6 +62,7 @@ class GroupCommit:
             raise
         except Exception as exc:
             if len(batch) > 1:
+                log.warning("a batch of %d writes failed (%s); writing them one by one", len(batch), exc)
                 for one in batch:  # find out whose write failed
                     await self._run([one])
                 return

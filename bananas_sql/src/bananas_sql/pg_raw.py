@@ -87,23 +87,23 @@ class RawPg:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
 
-    async def write_batch(self, writes: Sequence[tuple[str, Mapping[str, Any]]]) -> list[bool]:
-        """Writes in one transaction, pipelined; for each, whether it returned or touched a row."""
+    async def statements(self, steps: Sequence[tuple[str, Mapping[str, Any]]]) -> list[tuple[list[Any], int]]:
+        """Statements in one transaction, pipelined; for each, the rows it returned and its row count."""
 
-        async def work(conn: psycopg.AsyncConnection[Any]) -> list[bool]:
-            if len(writes) == 1:  # one statement is atomic alone: no BEGIN/COMMIT
-                sql, params = writes[0]
+        async def work(conn: psycopg.AsyncConnection[Any]) -> list[tuple[list[Any], int]]:
+            if len(steps) == 1:  # one statement is atomic alone: no BEGIN/COMMIT
+                sql, params = steps[0]
                 cur = await conn.execute(sql, params)
-                return [await cur.fetchone() is not None if cur.description else cur.rowcount > 0]
+                return [(await cur.fetchall() if cur.description else [], cur.rowcount)]
             cursors = []
             async with conn.pipeline() as pipeline:
                 async with conn.transaction():
-                    for sql, params in writes:
+                    for sql, params in steps:
                         cursor = conn.cursor()
                         await cursor.execute(sql, params)
                         cursors.append(cursor)
                 await pipeline.sync()
-                return [await c.fetchone() is not None if c.description else c.rowcount > 0 for c in cursors]
+                return [(await c.fetchall() if c.description else [], c.rowcount) for c in cursors]
 
         return await self.run(work)
 

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from bananas_sql.batch import Write
 from bananas_sql.database import Database
+from bananas_sql.pg_batch import combined_sql, plan
 from bananas_sql.pg_raw import RawPg, pyformat
 from bananas_sql.plugin import POSTGRES_CAPABILITIES
 from bananas_sql.queries import compile_all
@@ -90,6 +91,7 @@ class PostgresDatabase(Database):
         self._claims: dict[tuple[int, bool, bool], sa.TextClause] = {}
         self._raw_claims: dict[tuple[int, bool, bool], str] = {}
         self.pg = {name: pyformat(sql) for name, sql in self.sql.items()}
+        self.pg_combined = combined_sql(self.names.as_mapping())
         conninfo, describe, size = postgres_conninfo(url), redact_url(url), int(number(extra, "pool_size", 10))
         self.raw = RawPg(conninfo, describe, self.retry_seconds, size)
         # Claims commit asynchronously (no WAL flush wait): a claim lost in a server crash
@@ -174,7 +176,17 @@ class PostgresDatabase(Database):
 
     async def write_batch(self, writes: Sequence[Write]) -> list[bool]:
         await self._ensure_schema()
-        return await self.raw.write_batch([(self.pg[name], params) for name, params in writes])
+        steps = plan(writes, self.pg, self.pg_combined)
+        outcomes = await self.raw.statements([(sql, params) for sql, params, _ in steps])
+        touched = [False] * len(writes)
+        for (_sql, _params, indexes), (rows, count) in zip(steps, outcomes, strict=True):
+            if len(indexes) == 1:
+                touched[indexes[0]] = bool(rows) or count > 0
+            else:
+                hit = {row[0] for row in rows}
+                for i in indexes:
+                    touched[i] = writes[i][1]["id"] in hit
+        return touched
 
     def execution_options(self, *, readonly: bool, single: bool) -> dict[str, Any]:
         # One statement is atomic by itself: skip the BEGIN and COMMIT round trips.
