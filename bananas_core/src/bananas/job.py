@@ -318,7 +318,7 @@ class Job:
                 routing_key=routing_key,
                 created_at=_time_field(known, "created_at"),
                 updated_at=_time_field(known, "updated_at", known.get("created_at")),
-                scheduled_for=parse_time(scheduled) if isinstance(scheduled, str) and scheduled else None,
+                scheduled_for=_parse_time(scheduled) if isinstance(scheduled, str) and scheduled else None,
                 attempts=_int_field(known, "attempts", 0),
                 max_retries=_int_field(known, "max_retries", DEFAULT_MAX_RETRIES),
                 error=_str_field(known, "error"),
@@ -340,6 +340,8 @@ class Job:
         return cls.from_dict(loads(text))
 
 
+_parse_time = functools.lru_cache(maxsize=1024)(parse_time)
+"""parse_time, remembered: jobs submitted together share created_at, jobs claimed together updated_at."""
 _format_time = functools.lru_cache(maxsize=1024)(format_time)
 """format_time, remembered: a job's created_at usually equals its updated_at, and jobs
 submitted together share one time."""
@@ -374,7 +376,7 @@ def _time_field(data: Mapping[str, JSON], key: str, fallback: JSON = None) -> da
         return _utcnow()
     if not isinstance(value, str):
         raise JobDecodeError(f"job field {key!r} must be an RFC 3339 string, got {value!r}")
-    return parse_time(value)
+    return _parse_time(value)
 
 
 def structure(value: JSON, cls: type[T], *, what: str) -> T:
