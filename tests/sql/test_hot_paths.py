@@ -6,6 +6,7 @@ import asyncio
 import time
 
 import pytest
+from bananas.backend import Backend
 from bananas.clock import ManualClock
 from bananas.job import Job
 from bananas.plugins import connect
@@ -69,3 +70,15 @@ async def test_postgres_claim_commit_option(
         assert {j.status.value for j in done} == {"completed"}
     finally:
         await backend.close()
+
+
+async def test_bulk_submit_keeps_order_and_awkward_payloads(backend: Backend, clock: ManualClock) -> None:
+    # Binary arrays on PostgreSQL: quotes, backslashes, braces and unicode must survive.
+    payloads = [
+        {"i": i, "s": 'a"b\\c{d},e' + "\u00e9\u2603" * (i % 3), "nested": [None, {"q": "'"}]} for i in range(50)
+    ]
+    jobs = [Job.create("task", p, now=clock.now()) for p in payloads]
+    await backend.queue.enqueue_many(jobs)
+    claimed = await backend.queue.claim(["default"], limit=100)
+    assert [j.id for j in claimed] == [j.id for j in jobs]  # FIFO within the batch
+    assert [j.payload for j in claimed] == payloads

@@ -168,6 +168,21 @@ class Database:
 
         return await self.run(work, single=True)
 
+    async def insert_many(self, rows: Sequence[Mapping[str, Any]], now: float) -> bool:
+        """Insert jobs (``job_params`` rows, distinct ids) in one transaction, in order, after
+        removing expired rows with their ids; False, with nothing written, if an id exists."""
+        ids = [r["id"] for r in rows]
+
+        async def work(conn: AsyncConnection) -> None:
+            await conn.execute(self.q["delete_expired_ids"], {"ids": ids, "now": now})
+            await conn.execute(self.q["insert"], rows)  # an IntegrityError rolls the whole unit back
+
+        try:
+            await self.run(work)
+        except sa.exc.IntegrityError:
+            return False
+        return True
+
     async def claim(
         self,
         routing_keys: Sequence[str],

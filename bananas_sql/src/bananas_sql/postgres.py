@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from bananas_sql.batch import Write
 from bananas_sql.database import Database
-from bananas_sql.pg_batch import combined_sql, plan
+from bananas_sql.pg_batch import combined_sql, insert_many_sql, plan
 from bananas_sql.pg_raw import RawPg, pyformat
 from bananas_sql.plugin import POSTGRES_CAPABILITIES
 from bananas_sql.queries import compile_all
@@ -92,6 +92,10 @@ class PostgresDatabase(Database):
         self._raw_claims: dict[tuple[int, bool, bool], str] = {}
         self.pg = {name: pyformat(sql) for name, sql in self.sql.items()}
         self.pg_combined = combined_sql(self.names.as_mapping())
+        self.pg_insert_many = insert_many_sql(self.names.as_mapping())
+        self.pg["delete_expired_ids"] = pyformat(
+            self.sql["delete_expired_ids"].replace("id IN :ids", "id = ANY(CAST(:ids AS text[]))")
+        )
         conninfo, describe, size = postgres_conninfo(url), redact_url(url), int(number(extra, "pool_size", 10))
         self.raw = RawPg(conninfo, describe, self.retry_seconds, size)
         # Claims commit asynchronously (no WAL flush wait): a claim lost in a server crash
@@ -171,6 +175,25 @@ class PostgresDatabase(Database):
             nonlocal attempts
             attempts += 1
             return await (await conn.execute(sql, params)).fetchone() is not None or attempts > 1
+
+        return await self.raw.run(work)
+
+    async def insert_many(self, rows: Sequence[Mapping[str, Any]], now: float) -> bool:
+        import psycopg
+
+        await self._ensure_schema()
+        columns = ("id", "name", "state", "routing_key", "priority", "run_at", "data")
+        arrays = {col: [r[col] for r in rows] for col in columns}
+        delete, insert = self.pg["delete_expired_ids"], self.pg_insert_many
+
+        async def work(conn: psycopg.AsyncConnection[Any]) -> bool:
+            try:
+                async with conn.transaction():
+                    await conn.execute(delete, {"ids": arrays["id"], "now": now})
+                    await conn.execute(insert, arrays)
+            except psycopg.errors.UniqueViolation:
+                return False
+            return True
 
         return await self.raw.run(work)
 

@@ -85,16 +85,8 @@ class SqlQueue:
             dupes = sorted({i for i in ids if ids.count(i) > 1})
             raise DuplicateJob(f"the batch holds the same job id more than once: {', '.join(dupes)}")
 
-        async def work(conn: AsyncConnection) -> None:
-            await conn.execute(self.q["delete_expired_ids"], {"ids": ids, "now": now})
-            try:
-                await conn.execute(self.q["insert"], rows)
-            except sa.exc.IntegrityError:
-                raise DuplicateJob(
-                    "a job with one of these ids already exists; nothing of the batch was written"
-                ) from None
-
-        await self.db.run(work)
+        if not await self.db.insert_many(rows, now):
+            raise DuplicateJob("a job with one of these ids already exists; nothing of the batch was written")
 
     async def claim(
         self,
