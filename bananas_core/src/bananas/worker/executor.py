@@ -13,6 +13,7 @@ import contextvars
 import functools
 import inspect
 import logging
+import queue
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -241,10 +242,12 @@ def _describe_error(exc: BaseException, ctx: JobContext) -> str:
 
 
 async def _in_thread(loop: asyncio.AbstractEventLoop, func: Callable[..., Any], *args: Any) -> Any:
-    """Run ``func(*args)`` in a new daemon thread and await its result.
+    """Run ``func(*args)`` on a reusable daemon thread and await its result.
 
-    A daemon thread (not a pool) so that a handler that never returns cannot keep the
-    process alive after the worker stopped; the context variables are carried over.
+    Daemon threads (not a ThreadPoolExecutor, whose threads are joined at exit) so that a
+    handler that never returns cannot keep the process alive after the worker stopped;
+    reused, because starting a thread per job cost a sync handler most of its throughput.
+    The context variables are carried over.
     """
     future: asyncio.Future[Any] = loop.create_future()
     context = contextvars.copy_context()
@@ -257,7 +260,7 @@ async def _in_thread(loop: asyncio.AbstractEventLoop, func: Callable[..., Any], 
         else:
             future.set_result(value)
 
-    def target() -> None:
+    def work() -> None:
         try:
             value = context.run(func, *args)
         except BaseException as exc:
@@ -265,8 +268,55 @@ async def _in_thread(loop: asyncio.AbstractEventLoop, func: Callable[..., Any], 
         else:
             _call_soon(loop, settle, value, None)
 
-    threading.Thread(target=target, name=f"bananas-handler-{getattr(func, '__name__', 'job')}", daemon=True).start()
+    _HANDLER_THREADS.submit(work)
     return await future
+
+
+class _DaemonThreads:
+    """Daemon threads that run submitted callables (which must not raise).
+
+    Invariant: ``pending <= idle``, where ``pending`` counts queued callables and ``idle``
+    the threads waiting for one (a new thread counts from its start). So every queued
+    callable has a thread to take it, and a hung callable holds only its own thread. A
+    thread left idle for ``idle_timeout`` seconds exits unless it is needed.
+    """
+
+    def __init__(self, idle_timeout: float = 30.0) -> None:
+        self._work: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle = 0
+        self._pending = 0
+        self._idle_timeout = idle_timeout
+
+    def submit(self, work: Callable[[], None]) -> None:
+        with self._lock:
+            self._pending += 1
+            start = self._pending > self._idle
+            if start:
+                self._idle += 1
+        self._work.put(work)
+        if start:
+            threading.Thread(target=self._run, name="bananas-handler", daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                work = self._work.get(timeout=self._idle_timeout)
+            except queue.Empty:
+                with self._lock:
+                    if self._pending < self._idle:
+                        self._idle -= 1
+                        return
+                continue
+            with self._lock:
+                self._idle -= 1
+                self._pending -= 1
+            work()
+            with self._lock:
+                self._idle += 1
+
+
+_HANDLER_THREADS = _DaemonThreads()
 
 
 def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], *args: Any) -> None:
