@@ -24,8 +24,8 @@ from bananas_sql.pg_batch import combined_sql, insert_many_sql, plan
 from bananas_sql.pg_raw import RawPg, pyformat
 from bananas_sql.plugin import POSTGRES_CAPABILITIES
 from bananas_sql.queries import compile_all
-from bananas_sql.queue import SqlQueue, job_params
-from bananas_sql.results import SqlResults, SqlScheduler, SqlWorkers
+from bananas_sql.queue import job_params
+from bananas_sql.results import sql_backend
 from bananas_sql.tables import Names
 from bananas_sql.urls import number, postgres_conninfo, postgres_sqlalchemy_url
 
@@ -332,17 +332,7 @@ class Listener:
 
 def connect_postgres(url: str, options: BackendOptions) -> Backend:
     """The PostgreSQL backend for ``url`` (connections open on first use)."""
-    db = PostgresDatabase(url, options)
-    return Backend(
-        name="postgresql",
-        url=url,
-        queue=SqlQueue(db),
-        results=SqlResults(db),
-        workers=SqlWorkers(db),
-        scheduler=SqlScheduler(db),
-        capabilities=POSTGRES_CAPABILITIES,
-        options=options,
-    )
+    return sql_backend("postgresql", PostgresDatabase(url, options), url, options, POSTGRES_CAPABILITIES)
 
 
 # -- transactional submission -----------------------------------------------------------

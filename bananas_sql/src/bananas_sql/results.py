@@ -8,6 +8,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from bananas.backend import Backend, BackendOptions
+from bananas.capabilities import Capability
 from bananas.errors import DuplicateJob, JobDecodeError, Timeout
 from bananas.job import Job, JobResult, dumps, loads
 from bananas.protocols import ScheduleState, WorkerInfo
@@ -15,7 +17,7 @@ from bananas.timefmt import from_timestamp
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bananas_sql.database import Database
-from bananas_sql.queue import job_params
+from bananas_sql.queue import SqlQueue, job_params
 
 
 class SqlResults:
@@ -184,3 +186,19 @@ class SqlWorkers:
 
     async def close(self) -> None:
         await self.db.close()
+
+
+def sql_backend(
+    name: str, db: Database, url: str, options: BackendOptions, capabilities: frozenset[Capability]
+) -> Backend:
+    """One Backend whose queue, results, cron storage and worker registry share ``db``."""
+    return Backend(
+        name=name,
+        url=url,
+        queue=SqlQueue(db),
+        results=SqlResults(db),
+        workers=SqlWorkers(db),
+        scheduler=SqlScheduler(db),
+        capabilities=capabilities,
+        options=options,
+    )

@@ -18,8 +18,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from bananas_sql.batch import Write
 from bananas_sql.database import Database
 from bananas_sql.plugin import SQLITE_CAPABILITIES
-from bananas_sql.queue import SqlQueue
-from bananas_sql.results import SqlResults, SqlScheduler, SqlWorkers
+from bananas_sql.results import sql_backend
 from bananas_sql.sqlite_raw import RawSqlite
 from bananas_sql.urls import number, sqlite_path, sqlite_sqlalchemy_url
 
@@ -178,14 +177,4 @@ class SqliteDatabase(Database):
 
 def connect_sqlite(url: str, options: BackendOptions) -> Backend:
     """The SQLite backend for ``url`` (the file is opened on first use)."""
-    db = SqliteDatabase(url, options)
-    return Backend(
-        name="sqlite",
-        url=url,
-        queue=SqlQueue(db),
-        results=SqlResults(db),
-        workers=SqlWorkers(db),
-        scheduler=SqlScheduler(db),
-        capabilities=SQLITE_CAPABILITIES,
-        options=options,
-    )
+    return sql_backend("sqlite", SqliteDatabase(url, options), url, options, SQLITE_CAPABILITIES)
