@@ -404,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
                 report.write_readme(BENCH / "README.md", report.markdown(results))
     finally:
         servers.stop()
-    if not args.quick:
+    if not args.quick and not args.out:  # a run sent elsewhere with --out is not "the latest full run"
         (BENCH / "results" / "latest.json").write_text(json.dumps(results, indent=1))
     table = report.markdown(results)
     print(table)
