@@ -72,16 +72,21 @@ class SqliteDatabase(Database):
         shape = (n_keys, ranks, n_names)
         query = self._claims.get(shape)
         if query is None:
-            keys = ", ".join(f":k{i}" for i in range(n_keys))
-            rank = "CASE routing_key " + " ".join(f"WHEN :k{i} THEN {i}" for i in range(n_keys)) + " END"
             prio = f"AND priority IN ({', '.join(str(r) for r in ranks)})" if ranks is not None else ""
             names = f"AND name IN ({', '.join(f':n{i}' for i in range(n_names))})" if n_names else ""
             jobs = self.names.jobs
+            # One arm per routing key, each walking the claim index in (priority, position)
+            # order and stopping at the limit: no sort of the whole backlog. Key rank first.
+            arms = " UNION ALL ".join(
+                f"SELECT * FROM (SELECT seq, {i} AS key_rank, priority, position FROM {jobs} "
+                f"WHERE state IN ('ready', 'scheduled') AND routing_key = :k{i} AND run_at <= :now "
+                f"{prio} {names} ORDER BY priority, position LIMIT :limit)"
+                for i in range(n_keys)
+            )
+            rank = "CASE routing_key " + " ".join(f"WHEN :k{i} THEN {i}" for i in range(n_keys)) + " END"
             query = self._claims[shape] = (
                 f"UPDATE {jobs} SET state = 'processing', lease_until = :lease_until WHERE seq IN ("
-                f"SELECT seq FROM {jobs} WHERE state IN ('ready', 'scheduled') AND run_at <= :now "
-                f"AND routing_key IN ({keys}) {prio} {names} "
-                f"ORDER BY {rank}, priority, position LIMIT :limit) "
+                f"SELECT seq FROM ({arms}) ORDER BY key_rank, priority, position LIMIT :limit) "
                 f"RETURNING seq, data, id, {rank} AS key_rank, priority, position"
             )
         return query
