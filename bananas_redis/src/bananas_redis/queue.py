@@ -31,7 +31,7 @@ from bananas.timefmt import from_timestamp
 from bananas_redis.admin import QueueAdmin, _text
 from bananas_redis.connection import RETRYABLE, Connection
 from bananas_redis.jobjson import decode, edit, wire_time
-from bananas_redis.results import RedisResults, result_fields
+from bananas_redis.results import RedisResults
 from bananas_redis.settle import Settler
 
 __all__ = ["MISSING_JOB_ERROR", "RedisQueue"]
@@ -195,7 +195,7 @@ class RedisQueue(QueueAdmin):
         if result is not None:
             keys.append(k.result(job_id))
             args += [_ms(self.conn.options.result_failure_ttl), k.result_notify(job_id)]
-            for field, value in result_fields(result).items():
+            for field, value in result.to_hash().items():
                 args += [field, value]
         return keys, args
 
@@ -230,7 +230,7 @@ class RedisQueue(QueueAdmin):
         keys.append(self.k.result(job.id))
         ttl = opts.result_success_ttl if result.is_success() else opts.result_failure_ttl
         args += [_ms(ttl), self.k.result_notify(job.id)]
-        for field, value in result_fields(result).items():
+        for field, value in result.to_hash().items():
             args += [field, value]
         await self._settler.settle(keys, args)
         return Job.from_dict(data)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import timedelta
 from typing import Any
 
 from bananas.errors import Timeout
@@ -12,21 +11,10 @@ from bananas.job import JobResult
 
 from bananas_redis.connection import RETRYABLE, Connection
 
-__all__ = ["RedisResults", "result_fields"]
+__all__ = ["RedisResults"]
 
 RECHECK_SECONDS = 1.0
 """A waiter re-reads the hash this often too, in case a notification was lost with a connection."""
-
-
-def result_fields(result: JobResult) -> dict[str, str]:
-    """The wire-format result hash, with ``duration_ms`` counted exactly in whole milliseconds.
-
-    (``JobResult.to_hash`` goes through float seconds, which can lose a millisecond:
-    16.217 s * 1000 = 16216.99...; integer timedelta division cannot.)
-    """
-    fields = result.to_hash()
-    fields["duration_ms"] = str(result.duration // timedelta(milliseconds=1))
-    return fields
 
 
 class RedisResults:
@@ -41,7 +29,7 @@ class RedisResults:
         opts = self.conn.options
         ttl = opts.result_success_ttl if result.is_success() else opts.result_failure_ttl
         args: list[Any] = [max(1, int(ttl * 1000)), self.k.result_notify(result.job_id)]
-        for field, value in result_fields(result).items():
+        for field, value in result.to_hash().items():
             args += [field, value]
         await self.conn.call("store_result", [self.k.result(result.job_id)], args, "store result")
 

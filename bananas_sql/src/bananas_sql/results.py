@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -29,10 +29,7 @@ class SqlResults:
     async def store(self, result: JobResult) -> None:
         opts = self.db.options
         ttl = opts.result_success_ttl if result.is_success() else opts.result_failure_ttl
-        fields = result.to_hash()
-        # Whole milliseconds counted exactly (to_hash's float maths turns 16.217 s into 16216 ms).
-        fields["duration_ms"] = str(result.duration // timedelta(milliseconds=1))
-        params = {"id": result.job_id, "data": dumps(fields), "expires_at": self.db.clock() + ttl}
+        params = {"id": result.job_id, "data": dumps(result.to_hash()), "expires_at": self.db.clock() + ttl}
         await self.db.writes.submit("store_result", params)
 
     async def get(self, job_id: str) -> JobResult | None:
