@@ -137,4 +137,3 @@ class MemoryWorkers(MemoryPart):
             for worker_id in [w for w, (_, until) in self._store.workers.items() if until <= now]:
                 del self._store.workers[worker_id]
             return [self._store.workers[w][0] for w in sorted(self._store.workers)]
-

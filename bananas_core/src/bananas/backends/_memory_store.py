@@ -126,4 +126,3 @@ def check_new(job: Job) -> Job:
             f"job {job.id!r} has status {job.status.value!r}; only pending or scheduled jobs can be enqueued"
         )
     return job
-

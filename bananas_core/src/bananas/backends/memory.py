@@ -266,7 +266,6 @@ class MemoryQueue(MemoryPart):
         await s.work_signal.wait(fut, timeout)
 
 
-
 def connect_memory(url: str, options: BackendOptions) -> Backend:
     """The :class:`~bananas.plugins.types.BackendFactory` of ``memory://``."""
     parts = urlsplit(url)
@@ -308,4 +307,3 @@ def bananas_backends() -> Iterable[BackendSpec]:
             description="in-process store shared by name; the reference backend and a test double",
         )
     ]
-

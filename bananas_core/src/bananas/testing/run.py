@@ -1,6 +1,6 @@
 """Run the whole conformance suite against a URL with no code of your own::
 
-    pytest --pyargs bananas.testing.run --bananas-url mine://localhost/0
+pytest --pyargs bananas.testing.run --bananas-url mine://localhost/0
 """
 
 from __future__ import annotations

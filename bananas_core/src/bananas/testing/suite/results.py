@@ -134,4 +134,3 @@ class ResultTTLTests:
             assert (await backend.queue.get_job(live.id)).status is JobStatus.PENDING
         finally:
             await backend.close()
-
