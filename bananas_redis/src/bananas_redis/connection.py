@@ -46,10 +46,16 @@ AnyRedis = Any
 """A redis.asyncio Redis or RedisCluster client (typed loosely: their stubs disagree)."""
 
 
+INCLUDE = "--#include "
+
+
 @functools.cache
 def load_lua(name: str) -> str:
-    """The text of ``lua/<name>.lua`` (package data), read once."""
-    return importlib.resources.files("bananas_redis").joinpath("lua", f"{name}.lua").read_text("utf-8")
+    """The text of ``lua/<name>.lua`` (package data), read once; a line ``--#include other``
+    is replaced by the text of ``lua/other.lua`` (scripts cannot call each other)."""
+    text = importlib.resources.files("bananas_redis").joinpath("lua", f"{name}.lua").read_text("utf-8")
+    lines = [load_lua(line[len(INCLUDE) :].strip()) if line.startswith(INCLUDE) else line for line in text.splitlines()]
+    return "\n".join(lines) + "\n"
 
 
 def _hosts(netloc: str, default_port: int) -> tuple[str | None, list[tuple[str, int]]]:

@@ -78,6 +78,18 @@ class Keys:
         """Our extra pub/sub channel: a routing key is published on every enqueue."""
         return f"{self.ns}:wakeup"
 
+    def waiting(self, routing_key: str) -> str:
+        """Our extra sorted set: tokens of idle workers waiting for jobs of a routing key -> expiry."""
+        return f"{self.ns}:waiting:{routing_key}"
+
+    def waiter(self, token: str) -> str:
+        """Our extra hash: what an idle worker claims (lists, routes, limit, lease)."""
+        return f"{self.ns}:waiter:{token}"
+
+    def inbox(self, token: str) -> str:
+        """Our extra list: jobs claimed for an idle worker by the script that made them ready."""
+        return f"{self.ns}:inbox:{token}"
+
     def result(self, job_id: str) -> str:
         return f"{self.ns}:result:{job_id}"
 

@@ -12,6 +12,18 @@ it with set_if_held.lua, guarded by "lease still held and JSON unchanged"; a cra
 between leaves a leased job still saying ``pending``, which the reaper takes back like any
 expired claim, so nothing is lost.
 
+Idle workers (claim_or_wait). A worker whose claim finds nothing registers as a waiter in
+that same script call ({ns}:waiting:{routing key}, {ns}:waiter:{token}) and blocks on BLPOP
+{ns}:inbox:{token}. enqueue.lua claims the new jobs for it exactly as its claim would
+(processing list, lease, status) and pushes them to the inbox: the job travels producer ->
+Redis -> worker in one hop, with the lease in place before the worker sees it. A registration
+lives for one wait (plus WAITER_GRACE); jobs handed over between two waits are taken by the
+worker's next claim, and a stopping worker hands back what its inbox holds (stop_waiting). A
+worker killed while registered leaves at most what was handed to it within WAITER_GRACE
+seconds: leased jobs that the reaper takes back when the lease runs out. Producers that only
+LPUSH (other SDKs) hand nothing over; their jobs are found by the waiter's next claim, at the
+latest after one poll interval.
+
 Every write script is safe to repeat after a lost reply (see finish.lua's return codes),
 so operations are retried through :meth:`Connection.run` on connection loss.
 """
@@ -40,6 +52,24 @@ MISSING_JOB_ERROR = "job record missing: the id was in a ready list but its job 
 REAPER_GRACE = 30.0
 """Seconds a reaper holds a taken lease; if it dies, another reaper retries after this."""
 BATCH = 500
+WAITER_GRACE = 1.0
+"""Seconds a waiter's registration outlives its wait (the next claim renews it)."""
+MAX_BLOCK = 5.0
+"""Longest single BLPOP of a waiter (below the client's 10 s socket timeout)."""
+
+
+def unpack_inbox(entry: bytes) -> list[Any]:
+    """``[id, json, edited, ...]`` from one inbox entry (claimlib.lua's ``pack``)."""
+    out: list[Any] = []
+    pos = 0
+    while pos < len(entry):
+        colon = entry.index(b":", pos)
+        end_id = colon + 1 + int(entry[pos:colon])
+        colon2 = entry.index(b":", end_id + 1)
+        end_json = colon2 + 1 + int(entry[end_id + 1 : colon2])
+        out += [entry[colon + 1 : end_id], entry[colon2 + 1 : end_json], int(entry[end_id : end_id + 1])]
+        pos = end_json
+    return out
 
 
 def _ms(seconds: float) -> int:
@@ -76,19 +106,21 @@ class RedisQueue(QueueAdmin):
     async def enqueue_many(self, jobs: Sequence[Job]) -> None:
         if not jobs:
             return
-        args: list[Any] = [self.k.job(""), self.k.wakeup]
+        k, now = self.k, self.conn.now()
+        args: list[Any] = [k.job(""), k.wakeup, MISSING_JOB_ERROR, wire_time(now), *self._waiter_prefixes(now)]
         ids: set[str] = set()
         for job in jobs:
             if job.id in ids:
                 raise DuplicateJob(f"job id {job.id!r} appears twice in the batch; nothing was enqueued")
             ids.add(job.id)
             args += self._enqueue_args(job)
+        keys = [k.scheduled, k.processing, k.leases, k.dead, k.dead_errors]
         attempt = 0
 
         async def once() -> Any:
             nonlocal attempt
             attempt += 1
-            return await self.conn.script("enqueue")(keys=[self.k.scheduled], args=args)
+            return await self.conn.script("enqueue")(keys=keys, args=args)
 
         reply = await self.conn.run(once, "enqueue")
         if reply:
@@ -114,6 +146,55 @@ class RedisQueue(QueueAdmin):
     ) -> list[Job]:
         if limit < 1:
             return []
+        return await self._claim(routing_keys, priorities, limit, lease, job_names)
+
+    async def claim_or_wait(
+        self,
+        routing_keys: Sequence[str],
+        priorities: Sequence[JobPriority] = ALL_PRIORITIES,
+        *,
+        limit: int = 1,
+        lease: float = DEFAULT_LEASE_SECONDS,
+        waiter: str,
+        timeout: float,
+    ) -> list[Job]:
+        """Claim like :meth:`claim`; if nothing is ready, wait up to ``timeout`` seconds for jobs
+        handed over by the next enqueue (one round trip from the producer to this worker).
+
+        In the same script call that finds nothing, the worker registers as a waiter under
+        ``waiter`` (a token unique to it); it then blocks on its inbox. An enqueue claims the
+        new jobs for it (processing list and lease, as this claim would) and pushes them there;
+        a promoted scheduled job only wakes it. Jobs handed over while the worker was not
+        blocked are taken by its next call. Returns ``[]`` when the wait ran out or it was only
+        woken. Call :meth:`stop_waiting` when the worker stops.
+        """
+        if limit < 1:
+            return []
+        return await self._claim(routing_keys, priorities, limit, lease, None, waiter=waiter, timeout=timeout)
+
+    async def stop_waiting(self, waiter: str) -> list[Job]:
+        """Unregister ``waiter`` and return the jobs handed to it that it has not taken (the
+        caller releases them)."""
+        return await self._claim([DEFAULT_ROUTING_KEY], ALL_PRIORITIES, 0, DEFAULT_LEASE_SECONDS, None, waiter=waiter)
+
+    async def wake_waiter(self, waiter: str) -> None:
+        """End the current wait of ``waiter`` (an empty entry in its inbox)."""
+        await self.conn.run(lambda: self.conn.client.lpush(self.k.inbox(waiter), b""), "wake waiter")
+
+    def _waiter_prefixes(self, now: float) -> list[str]:
+        return [self.k.waiting(""), self.k.waiter(""), self.k.inbox(""), repr(now)]
+
+    async def _claim(
+        self,
+        routing_keys: Sequence[str],
+        priorities: Sequence[JobPriority],
+        limit: int,
+        lease: float,
+        job_names: Collection[str] | None,
+        *,
+        waiter: str | None = None,
+        timeout: float = 0.0,
+    ) -> list[Job]:
         if lease <= 0:
             raise InvalidJob(f"lease must be > 0 seconds, got {lease!r}")
         lists = self.k.claim_order(list(routing_keys), [JobPriority.parse(p) for p in priorities])
@@ -125,11 +206,28 @@ class RedisQueue(QueueAdmin):
         if job_names is not None and not names:
             return []
         k = self.k
-        reply = await self.conn.call(
-            "claim",
-            [k.processing, k.leases, k.dead, k.dead_errors, *lists],
-            [k.job(""), limit, deadline, MISSING_JOB_ERROR, wire_time(now), len(names), *names],
+        args: list[Any] = [k.job(""), limit, deadline, MISSING_JOB_ERROR, wire_time(now), len(names), *names]
+        if waiter is not None:
+            routes = "\n".join(dict.fromkeys(r or DEFAULT_ROUTING_KEY for r in routing_keys))
+            register = "1" if timeout > 0 else "0"
+            expiry = repr(now + min(timeout, MAX_BLOCK) + WAITER_GRACE)
+            args += [waiter, register, *self._waiter_prefixes(now), expiry, repr(lease), routes]
+        reply = await self.conn.call("claim", [k.processing, k.leases, k.dead, k.dead_errors, *lists], args)
+        # A waiter's claim may return jobs leased by an enqueue (another deadline): bury by id only.
+        token = deadline if waiter is None else ""
+        claimed = await self._accept(reply, now, token)
+        if claimed or waiter is None or timeout <= 0:
+            return claimed
+        inbox = k.inbox(waiter)
+        entry = await self.conn.run(
+            lambda: self.conn.client.blpop([inbox], timeout=min(timeout, MAX_BLOCK)), "wait for work"
         )
+        if entry is None:
+            return []
+        return await self._accept(unpack_inbox(entry[1]), self.conn.now(), "")
+
+    async def _accept(self, reply: list[Any], now: float, token: str) -> list[Job]:
+        """Jobs of a claim's reply ``[id, json, edited, ...]``; unreadable ones go to the dead list."""
         claimed: list[Job] = []
         writes: list[tuple[str, bytes, str]] = []  # JSON the script could not edit in place
         for i in range(0, len(reply), 3):
@@ -139,7 +237,7 @@ class RedisQueue(QueueAdmin):
                 if job.id != job_id:
                     raise JobDecodeError(f"stored JSON has id {job.id!r}")
             except JobDecodeError as exc:
-                await self._bury(job_id, f"job record unreadable: {exc}", deadline)
+                await self._bury(job_id, f"job record unreadable: {exc}", token)
                 continue
             if not edited:
                 data, text = edit(data, status=JobStatus.PROCESSING.value, updated_at=wire_time(now))
@@ -267,6 +365,7 @@ class RedisQueue(QueueAdmin):
             if not ids:
                 return moved
             calls: list[tuple[list[str], list[Any]]] = []
+            wake = self._waiter_prefixes(self.conn.now())
             for job_id, raw in zip(ids, raws, strict=True):
                 old = raw if raw is not None else b""
                 try:
@@ -276,11 +375,12 @@ class RedisQueue(QueueAdmin):
                 except JobDecodeError as exc:
                     err = f"scheduled job unreadable: {exc}"
                     keys = [self.k.scheduled, self.k.job(job_id), self.k.dead, self.k.dead_errors]
-                    calls.append((keys, [job_id, old, "", self.k.wakeup, "", err]))
+                    calls.append((keys, [job_id, old, "", self.k.wakeup, "", err, *wake]))
                     continue
                 _, text = edit(data, status=JobStatus.PENDING.value, scheduled_for=None)
                 keys = [self.k.scheduled, self.k.job(job_id), self.k.ready(job.routing_key, job.priority)]
-                calls.append(([*keys, self.k.dead_errors], [job_id, old, text, self.k.wakeup, job.routing_key, ""]))
+                args = [job_id, old, text, self.k.wakeup, job.routing_key, "", *wake]
+                calls.append(([*keys, self.k.dead_errors], args))
             results = await self._pipeline("promote", calls)
             done = sum(int(r) for r in results)
             moved += done

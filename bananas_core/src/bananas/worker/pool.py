@@ -43,6 +43,10 @@ class Pool:
     hands them back (``queue.release``) so another worker runs them; prefetched jobs that
     never started are handed back at once. ``job_timeout``, ``grace_period`` and ``lease``
     default to the config's values.
+
+    An idle worker waits for work with ``queue.wait_for_work``, or, where the queue offers
+    ``claim_or_wait`` / ``stop_waiting`` / ``wake_waiter`` (Redis), by registering as a waiter
+    that the next enqueue hands its jobs to, already claimed: one hop from producer to worker.
     """
 
     def __init__(
@@ -86,6 +90,14 @@ class Pool:
         self._force = asyncio.Event()
         self._nap: asyncio.Future[None] | None = None  # the claim loop's current wait, if any
         self._waiting_for_work = False
+        self._handing_off = False
+        self._interrupt: asyncio.Task[None] | None = None
+        names = config.job_types if config.mode is WorkerMode.JOB_SPECIALIZED else ()
+        # Queues that hand jobs straight to idle workers (Redis) offer claim_or_wait; it serves
+        # workers that take every job name of their routing keys.
+        self._hand_off: Callable[..., Awaitable[list[Job]]] | None = (
+            None if names else getattr(self.queue, "claim_or_wait", None)
+        )
         self._stopped = asyncio.Event()
         self._shutdown: asyncio.Task[None] | None = None
         self._signals = 0
@@ -133,6 +145,10 @@ class Pool:
         self._wake()
         if self._waiting_for_work and self._claimer is not None:
             self._claimer.cancel()  # interrupts only queue.wait_for_work (see _claim_loop)
+        if self._handing_off and self._interrupt is None:
+            wake = getattr(self.queue, "wake_waiter", None)
+            if wake is not None:  # ends the wait without cutting a reply that may carry jobs
+                self._interrupt = asyncio.get_running_loop().create_task(wake(self.worker_id))
         if self._started and self._shutdown is None:
             self._shutdown = asyncio.get_running_loop().create_task(self._shut_down(), name="bananas-shutdown")
 
@@ -186,6 +202,9 @@ class Pool:
                 forced.cancel()
                 self._claimer.cancel()  # a no-op unless forced while a claim hangs
                 await asyncio.gather(self._claimer, forced, return_exceptions=True)
+                await self._guard("unregistering as a waiter", self._stop_waiting())
+                if self._interrupt is not None:
+                    await asyncio.gather(self._interrupt, return_exceptions=True)
             waiting = [t for t, job in self._active.items() if not self._started_or_recording(job)]
             for task in waiting:  # prefetched, never started: hand back now, not after the grace period
                 task.cancel()
@@ -235,8 +254,10 @@ class Pool:
         names = config.job_types if config.mode is WorkerMode.JOB_SPECIALIZED else ()
         filtered = bool(names) and self.backend.supports(Capability.JOB_NAME_FILTER)
         pushed = self.backend.supports(Capability.PUSH_WAKEUP)
+        handed = self._hand_off is not None
         capacity = config.concurrency + self.prefetch
         low_water = config.concurrency + self.prefetch // 2  # claim again below this many in flight
+        idle = False  # the last claim left slots free: the next one may wait for work
         while not self._stopping.is_set():
             held = len(self._active)
             if held >= capacity or (self.prefetch and held > low_water):
@@ -244,13 +265,16 @@ class Pool:
                 continue
             free = capacity - held
             try:
-                jobs = await self.queue.claim(
-                    config.routing_keys,
-                    config.priorities,
-                    limit=free,
-                    lease=self.lease,
-                    job_names=names if filtered else None,
-                )
+                if idle and self._hand_off is not None:
+                    jobs = await self._claim_or_wait(free)
+                else:
+                    jobs = await self.queue.claim(
+                        config.routing_keys,
+                        config.priorities,
+                        limit=free,
+                        lease=self.lease,
+                        job_names=names if filtered else None,
+                    )
             except BananasError as exc:  # e.g. the store is unreachable: say so without a traceback
                 log.warning("claim failed (%s); retrying in %gs", exc, self.poll_interval)
                 await self._sleep(self.poll_interval)
@@ -269,14 +293,43 @@ class Pool:
                 break
             for job in mine:
                 self._launch(job)
+            idle = not jobs or len(jobs) < free
             if foreign and not mine:
                 await self._sleep(self.poll_interval)
+            elif handed:  # the next claim waits for work itself, if there is none
+                if mine and idle:
+                    # Jobs handed to an idle worker: let them reach their handlers (two loop turns:
+                    # executor, then handler task) before the next claim's Python runs.
+                    await asyncio.sleep(0)
+                    await asyncio.sleep(0)
             elif not jobs or (pushed and len(jobs) < free):
                 # The ready lists ran dry during this claim: wait for the next enqueue. With push
                 # wake-ups (a subscription kept open) nothing enqueued meanwhile is missed.
                 await self._wait_for_work()
                 if not jobs:  # a wait_for_work that returned at once (work other workers' only)
                     await asyncio.sleep(0)  # must not starve the event loop
+
+    async def _claim_or_wait(self, free: int) -> list[Job]:
+        """The queue's ``claim_or_wait``: claim, or wait for jobs handed over by an enqueue."""
+        assert self._hand_off is not None
+        self._handing_off = True
+        try:
+            return await self._hand_off(
+                self.config.routing_keys,
+                self.config.priorities,
+                limit=free,
+                lease=self.lease,
+                waiter=self.worker_id,
+                timeout=self.poll_interval,
+            )
+        finally:
+            self._handing_off = False
+
+    async def _stop_waiting(self) -> None:
+        """Unregister as a waiter; jobs handed over meanwhile go back to the queue."""
+        stop = getattr(self.queue, "stop_waiting", None)
+        if self._hand_off is not None and stop is not None:
+            self._unfinished.extend(await stop(self.worker_id))
 
     async def _wait_for_work(self) -> None:
         """``queue.wait_for_work``, awaited directly (no helper task on the wake-up path);
