@@ -91,14 +91,20 @@ class RedisQueue(QueueAdmin):
 
     # -- enqueue ----------------------------------------------------------------------
 
-    def _enqueue_args(self, job: Job) -> list[Any]:
+    def _pack(self, job: Job, out: list[bytes]) -> None:
+        """Append ``job``'s part of enqueue.lua's packed argument to ``out``."""
         if job.status is JobStatus.PENDING:
-            return [job.id, job.to_json(), "L", self.k.ready(job.routing_key, job.priority), job.routing_key]
-        if job.status is JobStatus.SCHEDULED:
+            kind, target = b"L", self.k.ready(job.routing_key, job.priority)
+        elif job.status is JobStatus.SCHEDULED:
             if job.scheduled_for is None:
                 raise InvalidJob(f"job {job.id} is scheduled but has no scheduled_for time")
-            return [job.id, job.to_json(), "Z", repr(job.scheduled_for.timestamp()), job.routing_key]
-        raise InvalidJob(f"only pending or scheduled jobs can be enqueued; job {job.id} is {job.status.value}")
+            kind, target = b"Z", repr(job.scheduled_for.timestamp())
+        else:
+            raise InvalidJob(f"only pending or scheduled jobs can be enqueued; job {job.id} is {job.status.value}")
+        out.append(kind)
+        for text in (job.id, job.to_json(), target, job.routing_key):
+            data = text.encode()
+            out += (b"%d:" % len(data), data)
 
     async def enqueue(self, job: Job) -> None:
         await self.enqueue_many([job])
@@ -107,20 +113,20 @@ class RedisQueue(QueueAdmin):
         if not jobs:
             return
         k, now = self.k, self.conn.now()
-        args: list[Any] = [k.job(""), k.wakeup, MISSING_JOB_ERROR, wire_time(now), *self._waiter_prefixes(now)]
+        packed: list[bytes] = []
         ids: set[str] = set()
         for job in jobs:
             if job.id in ids:
                 raise DuplicateJob(f"job id {job.id!r} appears twice in the batch; nothing was enqueued")
             ids.add(job.id)
-            args += self._enqueue_args(job)
-        keys = [k.scheduled, k.processing, k.leases, k.dead, k.dead_errors]
+            self._pack(job, packed)
+        args = [f"{k.ns}:", MISSING_JOB_ERROR, wire_time(now), repr(now), b"".join(packed)]
         attempt = 0
 
         async def once() -> Any:
             nonlocal attempt
             attempt += 1
-            return await self.conn.script("enqueue")(keys=keys, args=args)
+            return await self.conn.script("enqueue")(keys=[k.scheduled], args=args)
 
         reply = await self.conn.run(once, "enqueue")
         if reply:

@@ -1,44 +1,61 @@
 -- Store jobs and make them claimable, all or nothing; hand ready jobs straight to idle
 -- workers that wait for them (see claimlib.lua), and publish a wake-up for subscribers.
--- KEYS[1] scheduled set (routes the call; every key shares the namespace), KEYS[2] processing
--- list, KEYS[3] lease set, KEYS[4] dead list, KEYS[5] dead-errors hash
--- ARGV[1] job key prefix, ARGV[2] wake-up channel, ARGV[3] error for missing jobs,
--- ARGV[4] updated_at (RFC 3339), ARGV[5] waiting prefix, ARGV[6] waiter prefix,
--- ARGV[7] inbox prefix, ARGV[8] now (seconds), then per job 5 values:
---   id, json, kind ("L" ready list | "Z" scheduled set), target (list key | score), routing key
+-- KEYS[1] scheduled set (routes the call; every other key is named from the namespace)
+-- ARGV[1] namespace prefix "{ns}:", ARGV[2] error for missing jobs, ARGV[3] updated_at
+-- (RFC 3339), ARGV[4] now (seconds), ARGV[5] the jobs, packed (one argument, not five per job:
+-- packing the arguments is most of a bulk submit's client time), per job:
+--   kind ("L" ready list | "Z" scheduled set), then <length>:<value> for id, json,
+--   target (list key | score) and routing key
 -- Returns {} on success or {"dup", id} (nothing written) if a job id exists.
 --#include claimlib
-local prefix, wakeup = ARGV[1], ARGV[2]
-for i = 9, #ARGV, 5 do
-  if redis.call('EXISTS', prefix .. ARGV[i]) == 1 then
-    return {'dup', ARGV[i]}
+local ns, blob = ARGV[1], ARGV[5]
+local prefix = ns .. 'job:'
+local kinds, ids, jsons, targets, routes_of = {}, {}, {}, {}, {}
+
+local function field(pos)
+  local colon = string.find(blob, ':', pos, true)
+  local stop = colon + tonumber(string.sub(blob, pos, colon - 1))
+  return string.sub(blob, colon + 1, stop), stop + 1
+end
+
+local pos, n = 1, 0
+while pos <= #blob do
+  n = n + 1
+  kinds[n] = string.sub(blob, pos, pos)
+  ids[n], pos = field(pos + 1)
+  jsons[n], pos = field(pos)
+  targets[n], pos = field(pos)
+  routes_of[n], pos = field(pos)
+end
+for i = 1, n do
+  if redis.call('EXISTS', prefix .. ids[i]) == 1 then
+    return {'dup', ids[i]}
   end
 end
 local woken, routes = {}, {}
-for i = 9, #ARGV, 5 do
-  local id, json, kind, target = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  redis.call('SET', prefix .. id, json)
-  if kind == 'Z' then
-    redis.call('ZADD', KEYS[1], target, id)
+for i = 1, n do
+  redis.call('SET', prefix .. ids[i], jsons[i])
+  if kinds[i] == 'Z' then
+    redis.call('ZADD', KEYS[1], targets[i], ids[i])
   else
-    redis.call('LPUSH', target, id)
-    if not woken[ARGV[i + 4]] then
-      woken[ARGV[i + 4]] = true
-      routes[#routes + 1] = ARGV[i + 4]
+    redis.call('LPUSH', targets[i], ids[i])
+    if not woken[routes_of[i]] then
+      woken[routes_of[i]] = true
+      routes[#routes + 1] = routes_of[i]
     end
   end
 end
 local c = {
-  prefix = prefix, processing = KEYS[2], leases = KEYS[3], dead = KEYS[4], dead_errors = KEYS[5],
-  missing = ARGV[3], now = ARGV[4],
+  prefix = prefix, processing = ns .. 'queue:processing', leases = ns .. 'queue:leases',
+  dead = ns .. 'queue:dead', dead_errors = ns .. 'dead:errors', missing = ARGV[2], now = ARGV[3],
 }
-local w = {waiting = ARGV[5], waiter = ARGV[6], inbox = ARGV[7], now = ARGV[8]}
+local w = {waiting = ns .. 'waiting:', waiter = ns .. 'waiter:', inbox = ns .. 'inbox:', now = ARGV[4]}
 local lib = nil
 for _, route in ipairs(routes) do
   if redis.call('ZCOUNT', w.waiting .. route, w.now, '+inf') > 0 then
     lib = lib or claimlib()
     lib.serve_waiters(c, w, route, false)
   end
-  redis.call('PUBLISH', wakeup, route)
+  redis.call('PUBLISH', ns .. 'wakeup', route)
 end
 return {}
