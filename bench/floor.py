@@ -22,6 +22,7 @@ import time
 
 import redis.asyncio as aioredis
 from benchlib.stores import load_servers
+from redis.exceptions import RedisError
 
 
 def summary(name: str, ms: list[float]) -> str:
@@ -58,7 +59,7 @@ async def measure(url: str, samples: int, gap: float) -> list[str]:
         await a.lpush("floor:l", "x")
         lat.append((await got.get() - t) * 1000)
     task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
+    with contextlib.suppress(asyncio.CancelledError, RedisError):
         await task
     out.append(summary(f"LPUSH -> BLPOP wake, {gap * 1000:g} ms idle", lat))
     await a.aclose()
