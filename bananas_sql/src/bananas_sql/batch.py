@@ -22,6 +22,19 @@ Flush = Callable[[Sequence[Write]], Awaitable[list[bool]]]
 
 MAX_BATCH = 256
 
+CHAINS: Mapping[str, tuple[str, ...]] = {
+    # A success and its result: the result is written only if the completion applied.
+    "complete_and_store": ("complete", "store_completed_result"),
+}
+"""Writes made of several named statements, run in order in the write's transaction: each
+runs only if the one before it touched a row; the write's outcome is the first one's.
+(PostgreSQL runs each as one statement instead, see :mod:`bananas_sql.pg_batch`.)"""
+
+
+def statements(name: str) -> tuple[str, ...]:
+    """The named statements that make up write ``name`` (itself, unless it is a chain)."""
+    return CHAINS.get(name, (name,))
+
 
 class GroupCommit:
     """Coalesces concurrent :meth:`submit` calls into transactions run by ``flush``.

@@ -13,11 +13,11 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import sqlalchemy as sa
 from bananas.backend import BackendOptions, redact_url
 from bananas.errors import BackendUnavailable, SchemaError
-from bananas.job import JobPriority
+from bananas.job import JobPriority, JobResult, dumps
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from bananas_sql.batch import GroupCommit, Write
+from bananas_sql.batch import GroupCommit, Write, statements
 from bananas_sql.queries import compile_all, raw_all
 from bananas_sql.tables import SCHEMA_VERSION, Names
 
@@ -144,11 +144,22 @@ class Database:
         async def work(conn: AsyncConnection) -> list[bool]:
             touched = []
             for name, params in writes:
-                result = await conn.execute(self.q[name], params)
-                touched.append(result.first() is not None if result.returns_rows else result.rowcount > 0)
+                first = None
+                for part in statements(name):  # a chain stops at the first statement that touched nothing
+                    result = await conn.execute(self.q[part], params)
+                    hit = result.first() is not None if result.returns_rows else result.rowcount > 0
+                    first = hit if first is None else first
+                    if not hit:
+                        break
+                touched.append(bool(first))
             return touched
 
         return await self.run(work, single=len(writes) == 1)
+
+    def result_params(self, result: JobResult) -> dict[str, Any]:
+        """The ``store_result`` parameters of ``result`` (wire-format hash, TTL by outcome)."""
+        ttl = self.options.result_success_ttl if result.is_success() else self.options.result_failure_ttl
+        return {"id": result.job_id, "data": dumps(result.to_hash()), "expires_at": self.clock() + ttl}
 
     async def _ensure_schema(self) -> None:
         if not self._schema_ok:

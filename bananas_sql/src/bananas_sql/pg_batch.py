@@ -1,5 +1,6 @@
-"""Many outcomes of one kind in one PostgreSQL statement: a group commit of N completions and
-N results runs two statements instead of 2N (each statement costs client and server CPU).
+"""Many outcomes of one kind in one PostgreSQL statement: a group commit of N successes
+(completion and result, ``complete_and_store``) runs one statement instead of N (each
+statement costs client and server CPU).
 
 Each input write still gets its own answer: the combined statement returns the ids it touched.
 """
@@ -18,6 +19,23 @@ _COMBINED: Mapping[str, tuple[str, tuple[tuple[str, str], ...]]] = {
         "expires_at = v.expires_at FROM unnest({arrays}) AS v(id, data, now, expires_at) "
         "WHERE j.id = v.id RETURNING j.id",
         (("id", "text"), ("data", "text"), ("now", "float8"), ("expires_at", "float8")),
+    ),
+    # Results only for the jobs the UPDATE found: a lost job gets no result.
+    "complete_and_store": (
+        "WITH v AS (SELECT * FROM unnest({arrays}) AS v(id, data, now, expires_at, result, result_expires_at)), "
+        "done AS (UPDATE {jobs} AS j SET state = 'completed', data = v.data, lease_until = NULL, "
+        "finished_at = v.now, expires_at = v.expires_at FROM v WHERE j.id = v.id RETURNING j.id) "
+        "INSERT INTO {results} AS r (job_id, data, expires_at) "
+        "SELECT v.id, v.result, v.result_expires_at FROM v JOIN done ON done.id = v.id "
+        "ON CONFLICT (job_id) DO UPDATE SET data = excluded.data, expires_at = excluded.expires_at RETURNING r.job_id",
+        (
+            ("id", "text"),
+            ("data", "text"),
+            ("now", "float8"),
+            ("expires_at", "float8"),
+            ("result", "text"),
+            ("result_expires_at", "float8"),
+        ),
     ),
     "store_result": (
         "INSERT INTO {results} AS r (job_id, data, expires_at) SELECT * FROM unnest({arrays}) "
@@ -40,6 +58,21 @@ def insert_many_sql(names: Mapping[str, str]) -> str:
         "CAST(%(data)b AS text[])) WITH ORDINALITY AS v(id, name, state, routing_key, priority, run_at, data, n) "
         "ORDER BY v.n"
     ).format(**names)
+
+
+def single_sql(names: Mapping[str, str]) -> dict[str, str]:
+    """Writes that are a chain of statements elsewhere (:data:`~bananas_sql.batch.CHAINS`) as
+    one statement each (psycopg parameter style), returning a row iff the first part applied."""
+    return {
+        "complete_and_store": (
+            "WITH done AS (UPDATE {jobs} SET state = 'completed', data = %(data)s, lease_until = NULL, "
+            "finished_at = %(now)s, expires_at = %(expires_at)s WHERE id = %(id)s RETURNING id) "
+            "INSERT INTO {results} AS r (job_id, data, expires_at) "
+            "SELECT id, CAST(%(result)s AS text), CAST(%(result_expires_at)s AS float8) FROM done "
+            "ON CONFLICT (job_id) DO UPDATE SET data = excluded.data, expires_at = excluded.expires_at "
+            "RETURNING r.job_id"
+        ).format(**names)
+    }
 
 
 def combined_sql(names: Mapping[str, str]) -> dict[str, str]:

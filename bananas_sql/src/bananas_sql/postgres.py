@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from bananas_sql.batch import Write
 from bananas_sql.database import Database
-from bananas_sql.pg_batch import combined_sql, insert_many_sql, plan
+from bananas_sql.pg_batch import combined_sql, insert_many_sql, plan, single_sql
 from bananas_sql.pg_raw import RawPg, pyformat
 from bananas_sql.plugin import POSTGRES_CAPABILITIES
 from bananas_sql.queries import compile_all
@@ -91,6 +91,7 @@ class PostgresDatabase(Database):
         self._claims: dict[tuple[int, bool, bool], sa.TextClause] = {}
         self._raw_claims: dict[tuple[int, bool, bool], str] = {}
         self.pg = {name: pyformat(sql) for name, sql in self.sql.items()}
+        self.pg.update(single_sql(self.names.as_mapping()))
         self.pg_combined = combined_sql(self.names.as_mapping())
         self.pg_insert_many = insert_many_sql(self.names.as_mapping())
         self.pg["delete_expired_ids"] = pyformat(

@@ -101,6 +101,11 @@ TEMPLATES: Mapping[str, str] = {
         "INSERT INTO {results} AS r (job_id, data, expires_at) VALUES (:id, :data, :expires_at) "
         "ON CONFLICT (job_id) DO UPDATE SET data = excluded.data, expires_at = excluded.expires_at"
     ),
+    # The second statement of ``complete_and_store`` (see :data:`bananas_sql.batch.CHAINS`).
+    "store_completed_result": (
+        "INSERT INTO {results} AS r (job_id, data, expires_at) VALUES (:id, :result, :result_expires_at) "
+        "ON CONFLICT (job_id) DO UPDATE SET data = excluded.data, expires_at = excluded.expires_at"
+    ),
     "get_result": "SELECT data FROM {results} WHERE job_id = :id AND expires_at > :now",
     "delete_result": "DELETE FROM {results} WHERE job_id = :id",
     "prune_results": (

@@ -7,7 +7,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from bananas.errors import DuplicateJob, InvalidJob, JobDecodeError, JobNotFound
-from bananas.job import ALL_PRIORITIES, Job, JobPriority, JobStatus, backoff_seconds, validate_routing_key
+from bananas.job import ALL_PRIORITIES, Job, JobPriority, JobResult, JobStatus, backoff_seconds, validate_routing_key
 from bananas.protocols import DEFAULT_LEASE_SECONDS, LEASE_EXPIRED_ERROR, QueueDepths
 from bananas.timefmt import from_timestamp
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -156,6 +156,32 @@ class SqlQueue:
             "expires_at": now + self.db.options.completed_job_ttl,
         }
         return await self._update_one("complete", done, params)
+
+    def shares_store_with(self, results: object) -> bool:
+        """True if ``results`` keeps its rows in this queue's database, so that
+        :meth:`complete_and_store` can write both in one transaction."""
+        from bananas_sql.results import SqlResults  # results.py imports this module
+
+        return isinstance(results, SqlResults) and results.db is self.db
+
+    async def complete_and_store(self, job: Job, result: JobResult) -> Job:
+        """:meth:`complete` and ``results.store(result)`` in one write (only for a ``results``
+        of :meth:`shares_store_with`): the result row is written only if the completion
+        applied; raises :class:`JobNotFound` (nothing written) if the job row is gone."""
+        if result.job_id != job.id:
+            raise ValueError(f"the result is for job {result.job_id!r}, not {job.id!r}")
+        now = self._now()
+        done = job.evolve(status=JobStatus.COMPLETED, updated_at=from_timestamp(now), scheduled_for=None)
+        stored = self.db.result_params(result)
+        params = {
+            "id": job.id,
+            "data": done.to_json(),
+            "now": now,
+            "expires_at": now + self.db.options.completed_job_ttl,
+            "result": stored["data"],
+            "result_expires_at": stored["expires_at"],
+        }
+        return await self._update_one("complete_and_store", done, params)
 
     async def fail(self, job: Job, error: str) -> Job:
         now = self._now()

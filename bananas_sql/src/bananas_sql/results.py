@@ -27,10 +27,7 @@ class SqlResults:
         self.db = db
 
     async def store(self, result: JobResult) -> None:
-        opts = self.db.options
-        ttl = opts.result_success_ttl if result.is_success() else opts.result_failure_ttl
-        params = {"id": result.job_id, "data": dumps(result.to_hash()), "expires_at": self.db.clock() + ttl}
-        await self.db.writes.submit("store_result", params)
+        await self.db.writes.submit("store_result", self.db.result_params(result))
 
     async def get(self, job_id: str) -> JobResult | None:
         now = self.db.clock()

@@ -15,7 +15,7 @@ from bananas.job import ALL_PRIORITIES, JobPriority
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from bananas_sql.batch import Write
+from bananas_sql.batch import Write, statements
 from bananas_sql.database import Database
 from bananas_sql.plugin import SQLITE_CAPABILITIES
 from bananas_sql.results import sql_backend
@@ -131,8 +131,14 @@ class SqliteDatabase(Database):
         def batch(conn: sqlite3.Connection) -> list[bool]:
             touched = []
             for name, params in writes:
-                cursor = conn.execute(sql[name], params)
-                touched.append(bool(cursor.fetchall()) if cursor.description else cursor.rowcount > 0)
+                first = None
+                for part in statements(name):  # a chain stops at the first statement that touched nothing
+                    cursor = conn.execute(sql[part], params)
+                    hit = bool(cursor.fetchall()) if cursor.description else cursor.rowcount > 0
+                    first = hit if first is None else first
+                    if not hit:
+                        break
+                touched.append(bool(first))
             return touched
 
         return await self.raw.transaction(batch)
