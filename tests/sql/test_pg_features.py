@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -134,3 +135,38 @@ async def test_claim_uses_partial_index_with_large_history(
     assert "Seq Scan" not in plan, plan  # queue depths do not read the finished history either
     claimed = await pg.queue.claim(["default"], limit=3)
     assert [j.name for j in claimed] == ["new0", "new1", "new2"]
+
+
+@pytest.mark.parametrize("first", ["work", "result"])
+async def test_one_listener_serves_work_and_results_in_either_order(
+    pg: Backend, postgres_url: str, namespace: str, first: str
+) -> None:
+    # The listener subscribes to a channel when first needed; adding the second must not lose pushes.
+    async with connect(postgres_url, namespace=namespace) as other:
+
+        async def later(action: Any) -> None:
+            await asyncio.sleep(0.3)
+            await action
+
+        async def result_pushed() -> float:
+            store = JobResult(job_id="r", status=JobStatus.COMPLETED, result=[1])
+            task = asyncio.ensure_future(later(other.results.store(store)))
+            started = time.monotonic()
+            assert (await pg.results.wait("r", 30)).result == [1]
+            await task
+            return time.monotonic() - started
+
+        async def work_pushed() -> float:
+            assert await pg.queue.claim(["default"]) == []
+            await pg.queue.wait_for_work(["default"], 5)  # a (re)connect counts as a wake-up
+            task = asyncio.ensure_future(later(other.queue.enqueue(Job.create("wake"))))
+            started = time.monotonic()
+            await pg.queue.wait_for_work(["default"], 30)
+            waited = time.monotonic() - started
+            await task
+            assert waited >= 0.25, "woken before the enqueue"
+            return waited
+
+        steps = [work_pushed, result_pushed] if first == "work" else [result_pushed, work_pushed]
+        for step in steps:
+            assert await step() < 4, f"{step.__name__}: not woken by a notification (only by a re-check)"

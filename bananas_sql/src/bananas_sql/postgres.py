@@ -217,11 +217,11 @@ class PostgresDatabase(Database):
         return {"isolation_level": "AUTOCOMMIT"} if readonly or single else {}
 
     def note_claim(self) -> None:
-        self.listener.start()
+        self.listener.start(self.listener.work_channel)
         self._seen_generation = self.listener.generation
 
     async def wait_for_work(self, routing_keys: Sequence[str], timeout: float) -> None:
-        self.listener.start()
+        self.listener.start(self.listener.work_channel)
         if self.listener.generation != self._seen_generation:
             self._seen_generation = self.listener.generation
             return  # something was announced since the last claim
@@ -231,7 +231,7 @@ class PostgresDatabase(Database):
 
     async def wait_for_result(self, job_id: str, timeout: float, check: Callable[[], Awaitable[bool]]) -> bool:
         deadline = time.monotonic() + timeout
-        self.listener.start()
+        self.listener.start(self.listener.result_channel)
         event = self.listener.watch(job_id)
         try:
             while True:
@@ -256,7 +256,11 @@ class PostgresDatabase(Database):
 
 
 class Listener:
-    """One dedicated connection LISTENing for new work and stored results, reconnecting when lost."""
+    """One dedicated connection LISTENing for new work and stored results, reconnecting when lost.
+
+    It listens only on the channels this process asked for: a worker that never waits for a
+    result is not sent a notification for every result stored (nor a client for every job).
+    """
 
     def __init__(self, conninfo: str, work_channel: str, result_channel: str) -> None:
         self.conninfo = conninfo
@@ -266,11 +270,24 @@ class Listener:
         self.work_event = asyncio.Event()
         self.connected = False
         self._results: dict[str, set[asyncio.Event]] = {}
+        self._wanted: set[str] = set()
         self._task: asyncio.Task[None] | None = None
+        self._retired: set[asyncio.Task[None]] = set()
 
-    def start(self) -> None:
+    def start(self, channel: str) -> None:
+        """Listen on ``channel`` (``work_channel`` or ``result_channel``) from now on."""
+        if channel not in self._wanted:
+            self._wanted.add(channel)
+            if self._task is not None and not self._task.done():
+                # Reconnect listening on both; its wake-up on connecting covers the gap.
+                self._task.cancel()
+                self._retired.add(self._task)
+                self._task.add_done_callback(self._retired.discard)
+                self._task = None
+                self.connected = False
         if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="bananas-sql-listener")
+            channels = sorted(self._wanted)
+            self._task = asyncio.get_running_loop().create_task(self._run(channels), name="bananas-sql-listener")
 
     def watch(self, job_id: str) -> asyncio.Event:
         event = asyncio.Event()
@@ -295,15 +312,15 @@ class Listener:
             for event in events:
                 event.set()
 
-    async def _run(self) -> None:
+    async def _run(self, channels: Sequence[str]) -> None:
         import psycopg
 
         delay = 0.1
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True) as conn:
-                    await conn.execute(f'LISTEN "{self.work_channel}"')
-                    await conn.execute(f'LISTEN "{self.result_channel}"')
+                    for channel in channels:
+                        await conn.execute(f'LISTEN "{channel}"')
                     self.connected = True
                     delay = 0.1
                     self._wake_all()  # whatever happened while we were not listening
@@ -324,10 +341,11 @@ class Listener:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None and not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        for old in [*self._retired, *([task] if task is not None else [])]:
+            if not old.done():
+                old.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await old
         self.connected = False
 
 
