@@ -170,3 +170,34 @@ async def test_one_listener_serves_work_and_results_in_either_order(
         steps = [work_pushed, result_pushed] if first == "work" else [result_pushed, work_pushed]
         for step in steps:
             assert await step() < 4, f"{step.__name__}: not woken by a notification (only by a re-check)"
+
+
+async def test_a_busy_worker_stops_listening_and_listens_again_when_dry(
+    pg: Backend, postgres_url: str, namespace: str
+) -> None:
+    from bananas_sql.postgres import BUSY_CLAIMS
+
+    db: Any = pg.queue.db  # type: ignore[attr-defined]
+    work = db.listener.work_channel
+    await pg.queue.enqueue_many([Job.create("busy") for _ in range(2 * BUSY_CLAIMS + 1)])
+    for i in range(BUSY_CLAIMS):
+        assert len(await pg.queue.claim(["default"], limit=2)) == 2
+        assert db.listener.listening(work) == (i < BUSY_CLAIMS - 1)
+    assert not db.listener.listening(work)  # busy: no NOTIFY reaches this session any more
+    assert len(await pg.queue.claim(["default"], limit=2)) == 1  # runs dry
+    await pg.queue.wait_for_work(["default"], 5)  # listens again; returns once it does
+    assert db.listener.listening(work)
+    assert await pg.queue.claim(["default"], limit=2) == []
+    async with connect(postgres_url, namespace=namespace) as producer:
+
+        async def enqueue_later() -> None:
+            await asyncio.sleep(0.3)
+            await producer.queue.enqueue(Job.create("wake"))
+
+        task = asyncio.ensure_future(enqueue_later())
+        started = time.monotonic()
+        await pg.queue.wait_for_work(["default"], 30)
+        waited = time.monotonic() - started
+        await task
+    assert 0.25 <= waited < 4, f"woken after {waited:.2f}s: not by the enqueue's notification"
+    assert [j.name for j in await pg.queue.claim(["default"])] == ["wake"]

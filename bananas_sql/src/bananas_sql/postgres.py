@@ -71,6 +71,10 @@ def claim_sql(jobs: str, n_keys: int, all_priorities: bool, by_name: bool) -> st
     return f"WITH {ctes}\n" + "\nUNION ALL ".join(f"SELECT * FROM c{i}" for i in range(n_keys))
 
 
+BUSY_CLAIMS = 8
+"""Full claims in a row after which a worker stops listening for work until it runs dry."""
+
+
 class PostgresDatabase(Database):
     """PostgreSQL flavour of :class:`Database`."""
 
@@ -107,6 +111,7 @@ class PostgresDatabase(Database):
         self.raw_claimer = RawPg(conninfo, describe, self.retry_seconds, size, claim_options)
         self.listener = Listener(postgres_conninfo(url), self.names.channel("work"), self.names.channel("result"))
         self._seen_generation = -1
+        self._full_claims = 0
 
     def _claim_query(self, n_keys: int, all_priorities: bool, by_name: bool) -> sa.TextClause:
         variant = (n_keys, all_priorities, by_name)
@@ -164,6 +169,7 @@ class PostgresDatabase(Database):
             return list(await (await conn.execute(query, params)).fetchall())
 
         rows = await self.raw_claimer.run(work)
+        self._note_claimed(len(rows), limit)
         rows.sort(key=lambda r: (r[6], r[7], r[8]))
         return [(r[0], r[2], r[5]) for r in rows]
 
@@ -217,10 +223,27 @@ class PostgresDatabase(Database):
         return {"isolation_level": "AUTOCOMMIT"} if readonly or single else {}
 
     def note_claim(self) -> None:
-        self.listener.start(self.listener.work_channel)
-        self._seen_generation = self.listener.generation
+        if self._full_claims < BUSY_CLAIMS:  # not busy: listen (from before the claim, so nothing is missed)
+            self.listener.start(self.listener.work_channel)
+            self._seen_generation = self.listener.generation
+
+    def _note_claimed(self, claimed: int, limit: int) -> None:
+        """Stop listening for work after :data:`BUSY_CLAIMS` full claims in a row.
+
+        Every NOTIFY in the database (each stored result's, too) makes each LISTENing session
+        run a transaction, so a busy worker pays one per completion batch for a wake-up it does
+        not need. The next :meth:`wait_for_work` listens again and returns once it does, so
+        the claim that follows sees whatever was submitted meanwhile.
+        """
+        if claimed >= limit:
+            self._full_claims += 1
+            if self._full_claims == BUSY_CLAIMS:
+                self.listener.drop(self.listener.work_channel)
+        elif self._full_claims < BUSY_CLAIMS:
+            self._full_claims = 0  # once busy, only wait_for_work listens again
 
     async def wait_for_work(self, routing_keys: Sequence[str], timeout: float) -> None:
+        self._full_claims = 0
         self.listener.start(self.listener.work_channel)
         if self.listener.generation != self._seen_generation:
             self._seen_generation = self.listener.generation
@@ -274,20 +297,34 @@ class Listener:
         self._task: asyncio.Task[None] | None = None
         self._retired: set[asyncio.Task[None]] = set()
 
+    def listening(self, channel: str) -> bool:
+        """Whether ``channel`` was asked for (and not dropped since)."""
+        return channel in self._wanted
+
     def start(self, channel: str) -> None:
         """Listen on ``channel`` (``work_channel`` or ``result_channel``) from now on."""
         if channel not in self._wanted:
             self._wanted.add(channel)
-            if self._task is not None and not self._task.done():
-                # Reconnect listening on both; its wake-up on connecting covers the gap.
-                self._task.cancel()
-                self._retired.add(self._task)
-                self._task.add_done_callback(self._retired.discard)
-                self._task = None
-                self.connected = False
-        if self._task is None or self._task.done():
+            self._retire()  # reconnect listening on both; its wake-up on connecting covers the gap
+        if (self._task is None or self._task.done()) and self._wanted:
             channels = sorted(self._wanted)
             self._task = asyncio.get_running_loop().create_task(self._run(channels), name="bananas-sql-listener")
+
+    def drop(self, channel: str) -> None:
+        """Stop listening on ``channel`` (reconnecting for the others, if any)."""
+        if channel in self._wanted:
+            self._wanted.discard(channel)
+            self._retire()
+            if self._wanted:
+                self.start(next(iter(self._wanted)))
+
+    def _retire(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            self._retired.add(self._task)
+            self._task.add_done_callback(self._retired.discard)
+        self._task = None
+        self.connected = False
 
     def watch(self, job_id: str) -> asyncio.Event:
         event = asyncio.Event()
