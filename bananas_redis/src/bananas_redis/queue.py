@@ -120,7 +120,7 @@ class RedisQueue(QueueAdmin):
                 raise DuplicateJob(f"job id {job.id!r} appears twice in the batch; nothing was enqueued")
             ids.add(job.id)
             self._pack(job, packed)
-        args = [f"{k.ns}:", MISSING_JOB_ERROR, wire_time(now), repr(now), b"".join(packed)]
+        args: list[str | bytes] = [f"{k.ns}:", MISSING_JOB_ERROR, wire_time(now), repr(now), b"".join(packed)]
         attempt = 0
 
         async def once() -> Any:
