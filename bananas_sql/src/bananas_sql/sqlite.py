@@ -11,6 +11,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from bananas.backend import Backend, BackendOptions, redact_url
+from bananas.errors import ConfigError
 from bananas.job import ALL_PRIORITIES, JobPriority
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -31,6 +32,9 @@ FRAGMENTS: Mapping[str, str] = {
     "front_pos": "(SELECT COALESCE(MIN(position), 0) - 1 FROM {jobs})",
     "lock": "",
 }
+
+DEFAULT_WRITE_GAP = 0.002
+"""Seconds a claim or an outcome may wait after a recent write transaction (``write_gap``)."""
 
 HINT_INTERVAL = 0.002
 """Seconds between looks at the file's signature while waiting (a stat of two files, no query)."""
@@ -64,7 +68,7 @@ class SqliteDatabase(Database):
 
         super().__init__(url, engine, options)
         self.poll_interval = number(extra, "poll_interval", 0.05)
-        self.raw = RawSqlite(sqlite_path(url), busy_ms, redact_url(url))
+        self.raw = RawSqlite(sqlite_path(url), busy_ms, redact_url(url), write_gap=_write_gap(extra))
         self._claims: dict[tuple[int, tuple[int, ...] | None, int], str] = {}
         self._any_ready: dict[int, str] = {}
 
@@ -113,7 +117,7 @@ class SqliteDatabase(Database):
             return conn.execute(query, params).fetchall()
 
         # One UPDATE inside BEGIN IMMEDIATE: no other writer can claim the same rows meanwhile.
-        rows = await self.raw.transaction(work)
+        rows = await self.raw.transaction(work, defer=True)
         if len(rows) > limit:  # never expected; a claim must not take more than asked
             raise RuntimeError(f"claimed {len(rows)} rows for a limit of {limit}")
         rows.sort(key=lambda r: (r[3], r[4], r[5]))
@@ -141,7 +145,7 @@ class SqliteDatabase(Database):
                 touched.append(bool(first))
             return touched
 
-        return await self.raw.transaction(batch)
+        return await self.raw.transaction(batch, defer=True)
 
     async def _poll(self, timeout: float, check: Callable[[], Awaitable[bool]]) -> bool:
         """Run ``check`` when the file changed (looked at every few ms: a stat, no query) and at
@@ -174,7 +178,7 @@ class SqliteDatabase(Database):
 
         async def any_ready() -> bool:
             params: dict[str, Any] = {"now": self.clock(), **{f"k{i}": key for i, key in enumerate(keys)}}
-            return await self.raw.call(lambda conn: conn.execute(query, params).fetchone() is not None)
+            return await self.raw.read(lambda conn: conn.execute(query, params).fetchone() is not None)
 
         await self._poll(timeout, any_ready)
 
@@ -184,6 +188,17 @@ class SqliteDatabase(Database):
     async def close(self) -> None:
         await self.raw.close()
         await super().close()
+
+
+def _write_gap(extra: Mapping[str, Any]) -> float:
+    value = extra.get("write_gap", DEFAULT_WRITE_GAP)
+    try:
+        gap = float(value)
+    except (TypeError, ValueError):
+        gap = -1.0
+    if not 0 <= gap <= 1:
+        raise ConfigError(f"write_gap must be a number of seconds from 0 to 1, got {value!r}")
+    return gap
 
 
 def connect_sqlite(url: str, options: BackendOptions) -> Backend:
