@@ -119,3 +119,37 @@ async def test_stop_hands_never_started_jobs_back_at_once(backend: Backend) -> N
 async def test_prefetch_must_not_be_negative(backend: Backend) -> None:
     with pytest.raises(ValueError, match="prefetch must be >= 0"):
         make_pool(Registry(), backend, concurrency=1, prefetch=-1)
+
+
+async def test_a_job_whose_outcome_is_being_written_holds_no_slot(backend: Backend) -> None:
+    # concurrency 1, no prefetch: the second job starts while the first one's outcome is
+    # still being written (a slow store), instead of waiting for that write.
+    registry = Registry()
+    started: list[int] = []
+
+    @registry.handler("work")
+    async def work(ctx: JobContext, job: Job) -> None:
+        started.append(int(job.payload))
+
+    release = asyncio.Event()
+    real = backend.queue.complete
+
+    async def slow_complete(job: Job) -> Job:
+        if job.payload == 0:
+            await release.wait()
+        return await real(job)
+
+    backend.queue.complete = slow_complete  # type: ignore[method-assign]
+    async with AsyncClient(backend=backend) as client:
+        await client.submit_many([{"name": "work", "payload": n} for n in range(2)])
+        config = WorkerConfig(concurrency=1, scheduler_interval=0.1)
+        pool = Pool(Executor(registry, backend.queue, 1, clock=backend.clock), backend, config, poll_interval=0.1)
+        await pool.start()
+        try:
+            await eventually(lambda: started == [0, 1])
+            assert pool.in_flight == 1  # the first job, its completion still being written
+        finally:
+            release.set()
+            await pool.stop()
+    depths = await backend.queue.depths()
+    assert depths.processing == 0 and sum(depths.ready.values()) == 0

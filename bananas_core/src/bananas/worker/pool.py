@@ -259,8 +259,10 @@ class Pool:
         low_water = config.concurrency + self.prefetch // 2  # claim again below this many in flight
         idle = False  # the last claim left slots free: the next one may wait for work
         while not self._stopping.is_set():
-            held = len(self._active)
-            if held >= capacity or (self.prefetch and held > low_water):
+            # A job whose outcome is being written needs no slot: claim its successor meanwhile
+            # (with a bound, should the store take long to write outcomes).
+            held = len(self._active) - len(self._recording)
+            if held >= capacity or (self.prefetch and held > low_water) or len(self._active) >= 2 * capacity:
                 await self._sleep(self.poll_interval)  # woken early when a job finishes
                 continue
             free = capacity - held
@@ -373,6 +375,7 @@ class Pool:
     async def _execute(self, job: Job) -> None:
         outcome = await self.executor.run(job, timeout=self.job_timeout)
         self._recording.add(job.id)
+        self._wake()  # a slot is free for claiming
         record = asyncio.ensure_future(self.executor.record(job, outcome))
         self._records.add(record)
         record.add_done_callback(self._records.discard)
