@@ -4,6 +4,7 @@ polling for wake-ups; several worker processes can share the file."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -22,6 +23,8 @@ from bananas_sql.plugin import SQLITE_CAPABILITIES
 from bananas_sql.results import sql_backend
 from bananas_sql.sqlite_raw import RawSqlite
 from bananas_sql.urls import number, sqlite_path, sqlite_sqlalchemy_url
+
+log = logging.getLogger("bananas.sql")
 
 READONLY = "bananas_readonly"
 """Execution option: begin a plain (deferred) transaction instead of ``BEGIN IMMEDIATE``."""
@@ -151,10 +154,12 @@ class SqliteDatabase(Database):
         """Run ``check`` when the file changed (looked at every few ms: a stat, no query) and at
         least every ``poll_interval`` (scheduled jobs fall due with no write)."""
         deadline = time.monotonic() + timeout
-        seen: tuple[float, int, float, int] | None = None
+        seen: tuple[int, ...] | None = None
         checked = 0.0
         while True:
             signature = self.raw.signature()  # before the check: a commit after it changes it
+            if self.raw.replaced(signature) and signature != seen:
+                await self._follow_replaced_file(signature)
             now = time.monotonic()
             if signature != seen or now - checked >= self.poll_interval:
                 seen, checked = signature, now
@@ -164,6 +169,19 @@ class SqliteDatabase(Database):
             if left <= 0:
                 return False
             await asyncio.sleep(min(HINT_INTERVAL, left))
+
+    async def _follow_replaced_file(self, signature: tuple[int, ...]) -> None:
+        """The file at our path is not the one we have open: it was deleted (wait for it to
+        come back) or replaced (open the new one). Said loudly: the jobs of the old file are
+        gone for this worker, and serving the old file would wait forever in silence."""
+        path = self.raw.path
+        if not signature[0]:
+            log.warning("the SQLite database %s was deleted while this process had it open", path)
+            return
+        log.warning("the SQLite database %s was replaced by another file; reopening it", path)
+        await self.raw.reopen()
+        await self.engine.dispose()
+        self._schema_ok = False
 
     async def wait_for_work(self, routing_keys: Sequence[str], timeout: float) -> None:
         keys = list(routing_keys)

@@ -131,6 +131,7 @@ class RawSqlite:
         self.describe = describe
         self.write_gap = write_gap
         self._conn: sqlite3.Connection | None = None
+        self._inode: int | None = None  # of the file the connection has open
         self._executor: ThreadPoolExecutor | None = None
         self._units: list[tuple[Unit, asyncio.Future[Any]]] = []
         self._urgent = False  # a unit that must not wait out the gap is pending
@@ -141,6 +142,7 @@ class RawSqlite:
     def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
         if self._conn is None:
             self._conn = open_connection(self.path)
+            self._inode = os.stat(self.path).st_ino
         return work(self._conn)
 
     async def call(self, work: Callable[[sqlite3.Connection], T]) -> T:
@@ -230,17 +232,36 @@ class RawSqlite:
             return error
         return exc
 
-    def signature(self) -> tuple[float, int, float, int]:
-        """Modification time and size of the database file and its WAL: they change when any
-        process commits, so an unchanged signature means nothing new to look for."""
-        sig: list[float | int] = []
-        for name in (self.path, self.path + "-wal"):
+    def signature(self) -> tuple[int, int, int, int, int]:
+        """Identity (inode), modification time and size of the database file, and modification
+        time and size of its WAL: they change when any process commits, so an unchanged
+        signature means nothing new to look for."""
+        sig = [0, 0, 0, 0, 0]
+        for at, name in ((0, self.path), (3, self.path + "-wal")):
             try:
                 st = os.stat(name)
-                sig += [st.st_mtime_ns, st.st_size]
             except OSError:
-                sig += [0, 0]
-        return (sig[0], int(sig[1]), sig[2], int(sig[3]))
+                continue
+            if at == 0:
+                sig[0] = st.st_ino
+                at = 1
+            sig[at], sig[at + 1] = st.st_mtime_ns, st.st_size
+        return (sig[0], sig[1], sig[2], sig[3], sig[4])
+
+    def replaced(self, signature: tuple[int, ...]) -> bool:
+        """Whether the file at the path (as of ``signature``) is not the one our connection
+        has open: it was deleted (inode 0) or replaced by another file."""
+        return self._inode is not None and signature[0] != self._inode
+
+    async def reopen(self) -> None:
+        """Close the connection; the next call opens the file now at the path."""
+
+        def shut(conn: sqlite3.Connection) -> None:
+            conn.close()
+            self._conn = self._inode = None
+
+        if self._conn is not None:
+            await self.call(shut)
 
     async def close(self) -> None:
         """Close the connection and stop the thread. Idempotent."""
@@ -249,7 +270,7 @@ class RawSqlite:
             return
 
         def shut() -> None:
-            conn, self._conn = self._conn, None
+            conn, self._conn, self._inode = self._conn, None, None
             if conn is not None:
                 conn.close()
 
