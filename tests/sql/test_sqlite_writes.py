@@ -57,7 +57,8 @@ async def test_deferred_units_wait_out_the_gap_and_share_one_transaction(db_path
     raw = RawSqlite(db_path, 1000, "test", write_gap=0.5)
     try:
         started = time.monotonic()
-        assert await raw.transaction(insert(1), defer=True) == 1
+        first = await asyncio.gather(raw.transaction(insert(1), defer=True), raw.transaction(insert(4), defer=True))
+        assert list(first) == [1, 4]
         assert time.monotonic() - started < 0.4  # nothing recent: no wait
         started = time.monotonic()
         seen: list[bool] = []
@@ -76,7 +77,19 @@ async def test_deferred_units_wait_out_the_gap_and_share_one_transaction(db_path
         assert results[0] == 3 and results[1] is None
         assert isinstance(results[2], sqlite3.IntegrityError)
         assert seen == [True]
-        assert keys(db_path) == [1, 2, 3]
+        assert keys(db_path) == [1, 2, 3, 4]
+    finally:
+        await raw.close()
+
+
+async def test_one_caller_alone_never_waits_out_the_gap(db_path: str) -> None:
+    # claim, complete, claim, ... one at a time: each transaction carries one write
+    raw = RawSqlite(db_path, 1000, "test", write_gap=0.5)
+    try:
+        started = time.monotonic()
+        for k in range(4):
+            await raw.transaction(insert(k), defer=True)
+        assert time.monotonic() - started < 0.5
     finally:
         await raw.close()
 
@@ -84,7 +97,7 @@ async def test_deferred_units_wait_out_the_gap_and_share_one_transaction(db_path
 async def test_an_urgent_unit_ends_the_wait_for_the_gap(db_path: str) -> None:
     raw = RawSqlite(db_path, 1000, "test", write_gap=30)
     try:
-        await raw.transaction(insert(1), defer=True)
+        await raw.transaction(insert(1), defer=True, weight=2)
         deferred = asyncio.ensure_future(raw.transaction(insert(2), defer=True))
         await asyncio.sleep(0.1)
         assert not deferred.done()  # waiting out the 30 s gap
@@ -100,7 +113,7 @@ async def test_an_urgent_unit_ends_the_wait_for_the_gap(db_path: str) -> None:
 async def test_a_cancelled_unit_that_has_not_started_writes_nothing(db_path: str) -> None:
     raw = RawSqlite(db_path, 1000, "test", write_gap=0.3)
     try:
-        await raw.transaction(insert(1), defer=True)
+        await raw.transaction(insert(1), defer=True, weight=2)
         cancelled = asyncio.ensure_future(raw.transaction(insert(2), defer=True))
         await asyncio.sleep(0.05)
         cancelled.cancel()

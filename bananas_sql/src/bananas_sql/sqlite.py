@@ -148,7 +148,7 @@ class SqliteDatabase(Database):
                 touched.append(bool(first))
             return touched
 
-        return await self.raw.transaction(batch, defer=True)
+        return await self.raw.transaction(batch, defer=True, weight=len(writes))
 
     async def _poll(self, timeout: float, check: Callable[[], Awaitable[bool]]) -> bool:
         """Run ``check`` when the file changed (looked at every few ms: a stat, no query) and at

@@ -10,8 +10,9 @@ for it; so the fewer write transactions a worker makes, the less it stalls its n
 
 - units of work (claims, batches of outcomes, submissions) asked for while a transaction is
   in flight share the next one, each in its own savepoint;
-- under load, claims and outcomes may wait up to ``write_gap`` seconds after the previous
-  transaction, so that what one moment asks for goes in one transaction;
+- under load (the previous transaction carried several units or writes), claims and outcomes
+  may wait up to ``write_gap`` seconds after it, so that what one moment asks for goes in one
+  transaction; one caller alone (a claim, then a completion, then a claim) never waits;
 - the write lock is taken by retrying every 0.1-1 ms, not with SQLite's busy handler, which
   sleeps 1, 2, 5, 10, ... ms between tries and so, against a neighbour that commits every few
   hundred microseconds, keeps us out for many milliseconds while the lock is mostly free.
@@ -133,11 +134,12 @@ class RawSqlite:
         self._conn: sqlite3.Connection | None = None
         self._inode: int | None = None  # of the file the connection has open
         self._executor: ThreadPoolExecutor | None = None
-        self._units: list[tuple[Unit, asyncio.Future[Any]]] = []
+        self._units: list[tuple[Unit, asyncio.Future[Any], int]] = []
         self._urgent = False  # a unit that must not wait out the gap is pending
         self._nudge: asyncio.Future[None] | None = None  # ends the flusher's wait for the gap
         self._flusher: asyncio.Task[None] | None = None
         self._last_end = float("-inf")  # loop time at which the last transaction ended
+        self._last_weight = 0  # how many writes it carried
 
     def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
         if self._conn is None:
@@ -160,18 +162,19 @@ class RawSqlite:
         """:meth:`call` read-only ``work``, run again while the database is busy (up to the busy timeout)."""
         return await self.call(lambda conn: _retry_busy(lambda: work(conn), time.monotonic() + self.busy_ms / 1000))
 
-    async def transaction(self, work: Callable[[sqlite3.Connection], T], *, defer: bool = False) -> T:
+    async def transaction(self, work: Callable[[sqlite3.Connection], T], *, defer: bool = False, weight: int = 1) -> T:
         """``work(connection)`` inside ``BEGIN IMMEDIATE`` ... ``COMMIT``, sharing the
         transaction with whatever other units were asked for meanwhile (see the module docs).
 
         ``defer``: the unit may wait until ``write_gap`` seconds after the end of the previous
-        transaction (only when that one was so recent). ``work`` must not rely on being alone
+        transaction, when that one was so recent and carried more than one write (``weight``:
+        how many writes this unit counts as). ``work`` must not rely on being alone
         in its transaction. A caller cancelled before its unit started leaves nothing written;
         one cancelled later may find it committed.
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._units.append((work, future))
+        self._units.append((work, future, weight))
         if not defer:
             self._urgent = True
             if self._nudge is not None:
@@ -183,7 +186,7 @@ class RawSqlite:
     async def _wait_out_gap(self) -> None:
         loop = asyncio.get_running_loop()
         delay = self._last_end + self.write_gap - loop.time()
-        if delay <= 0 or self._urgent:
+        if delay <= 0 or self._urgent or self._last_weight < 2:
             return
         nudge = self._nudge = loop.create_future()
         timer = loop.call_later(delay, _settle, nudge)
@@ -198,21 +201,21 @@ class RawSqlite:
         try:
             while self._units:
                 await self._wait_out_gap()
-                batch, self._units = [(w, f) for w, f in self._units if not f.cancelled()], []
+                batch, self._units = [u for u in self._units if not u[1].cancelled()], []
                 self._urgent = False
                 if not batch:
                     continue
                 try:
-                    outcomes = await self.call(functools.partial(self._shared, [work for work, _ in batch]))
+                    outcomes = await self.call(functools.partial(self._shared, [work for work, _, _ in batch]))
                 except asyncio.CancelledError:
-                    for _, future in [*batch, *self._units]:
+                    for _, future, _ in [*batch, *self._units]:
                         future.cancel()
                     self._units = []
                     raise
                 except BaseException as exc:  # the whole transaction failed: every unit with it
                     outcomes = [(False, exc)] * len(batch)
-                self._last_end = loop.time()
-                for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
+                self._last_end, self._last_weight = loop.time(), sum(weight for _, _, weight in batch)
+                for (_, future, _), (ok, value) in zip(batch, outcomes, strict=True):
                     if future.done():
                         continue
                     if ok:
