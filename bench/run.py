@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchlib import report
 from benchlib.procs import AdapterError, WorkerGroup, run_role
-from benchlib.stores import BENCH, ROOT, Servers, Store, rmtree_scratch
+from benchlib.stores import BENCH, ROOT, Servers, Store, claim_scratch
 
 # name -> (venv under bench/.venvs, adapter module, store)
 SYSTEMS: dict[str, tuple[str, str, str]] = {
@@ -358,7 +358,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    rmtree_scratch()
+    scratch = claim_scratch()  # noqa: F841 -- held until the run ends
     if args.profile:
         WorkerGroup.profile_dir = Path(args.profile).resolve()
     kinds = {SYSTEMS[s][2] for s in args.systems}

@@ -3,6 +3,7 @@ tests/servers.py, loaded by path), SQLite files, and the counter every job body 
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import os
 import shutil
@@ -11,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import IO, Any
 
 BENCH = Path(__file__).resolve().parent.parent
 ROOT = BENCH.parent
@@ -204,3 +205,21 @@ class Store:
 def rmtree_scratch() -> None:
     shutil.rmtree(SCRATCH, ignore_errors=True)
     os.makedirs(SCRATCH, exist_ok=True)
+
+
+def claim_scratch() -> IO[str]:
+    """Lock bench/.scratch for this run (until the returned file is closed or the process
+    ends), then empty it. Two runs of one checkout would delete and recreate each other's
+    SQLite files and logs under running workers (an idle worker then serves a deleted file),
+    so a second run stops here instead."""
+    lock = open(BENCH / ".scratch.lock", "w")  # noqa: SIM115 -- held for the whole run
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise SystemExit(
+            "bench: another bench/run.py of this checkout is running and owns bench/.scratch; "
+            "wait for it, or run from another clone"
+        ) from None
+    rmtree_scratch()
+    return lock
