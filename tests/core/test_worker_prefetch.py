@@ -153,3 +153,26 @@ async def test_a_job_whose_outcome_is_being_written_holds_no_slot(backend: Backe
             await pool.stop()
     depths = await backend.queue.depths()
     assert depths.processing == 0 and sum(depths.ready.values()) == 0
+
+
+async def test_a_claim_loop_that_dies_stops_the_worker_with_the_reason(
+    backend: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = Registry()
+
+    async def work(ctx: JobContext, job: Job) -> None:
+        return None
+
+    registry.register("t", work)
+    pool = make_pool(registry, backend, concurrency=2, prefetch=0)
+
+    def broken(job: Job) -> None:
+        raise RuntimeError("bug in the worker")
+
+    pool._launch = broken  # type: ignore[method-assign]
+    await pool.start()
+    async with AsyncClient(backend=backend) as client:
+        await client.submit_job("t", {})
+    await asyncio.wait_for(pool._stopped.wait(), 5)
+    assert not pool.running
+    assert any("claim loop stopped" in r.getMessage() and r.exc_info for r in caplog.records)

@@ -122,6 +122,7 @@ class Pool:
         await self._guard("heartbeat", self.heartbeat.beat(0))
         if self.config.claims_jobs:
             self._claimer = asyncio.create_task(self._claim_loop(), name="bananas-claim")
+            self._claimer.add_done_callback(self._claimer_ended)
             self._side.append(self._every("leases", max(self.lease / 3, 0.05), self._renew_leases))
         self._side.append(
             self._every("maintenance", self.config.scheduler_interval, self._maintenance(), immediate=True)
@@ -184,6 +185,14 @@ class Pool:
     def run_forever(self) -> None:
         """:meth:`run` on a new event loop (for plain scripts)."""
         asyncio.run(self.run())
+
+    def _claimer_ended(self, task: asyncio.Task[None]) -> None:
+        """A claim loop that died of a bug must not leave a worker that looks alive and claims
+        nothing: say why and stop (running jobs finish, the process exits)."""
+        if task.cancelled() or task.exception() is None or self._stopping.is_set():
+            return
+        log.critical("the claim loop stopped on an unexpected error; stopping the worker", exc_info=task.exception())
+        self.request_stop()
 
     def _on_signal(self, sig: signal.Signals) -> None:
         self._signals += 1
