@@ -244,7 +244,9 @@ class SystemBench:
             self._note(f"W5 history: {r['unsupported']}")
             return
         self.log(f"W5 {self.args.history} finished rows added in {r['seconds']:.0f} s")
-        self.fill(max(n, PROBE_CLAIMS * 10 + 1000))
+        # The claim probe takes (and completes) PROBE_CLAIMS * 10 jobs: fill enough for the drain after it.
+        probe = PROBE_CLAIMS * 10 if self.info.get("claimprobe") else 0
+        self.fill(max(n, 1000) + probe)
         if self.info.get("claimprobe"):
             self.claim_probe("W5 claim ms history")
         d = self.drain(1, n, "w5h")
