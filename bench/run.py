@@ -327,6 +327,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--history", type=int, help="W5 finished rows on PostgreSQL (default = --backlog)")
     p.add_argument("--backlog-repeat", type=int, default=1, help="runs of W5 (default 1: it is long)")
     p.add_argument("--drain-limit", type=float, default=300.0, help="seconds before a drain is cut short (default 300)")
+    p.add_argument(
+        "--update",
+        metavar="RESULTS.json",
+        help="rerun --systems/--workloads and merge them into this earlier run's results (and README)",
+    )
     p.add_argument("--fill-budget", type=float, help="W5: stop filling the backlog after this many seconds")
     p.add_argument("--jobs-sql", type=int, help="jobs per run for PostgreSQL/SQLite systems (default --jobs)")
     p.add_argument("--batch", type=int, default=1000, help="jobs per bulk call (default 1000)")
@@ -358,6 +363,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def merge_rerun(earlier: dict[str, Any], measured: dict[str, Any], workloads: list[str]) -> dict[str, Any]:
+    """``earlier`` results of a system with the metrics of ``measured`` (a rerun of ``workloads``)
+    put in their place; the system's notes say what was rerun, when, and on which commit."""
+    merged = dict(earlier)
+    merged["metrics"] = {**earlier.get("metrics", {}), **measured.get("metrics", {})}
+    kept = [e for e in earlier.get("errors", []) if not any(w in e for w in workloads)]
+    merged["errors"] = kept + measured.get("errors", [])
+    when = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
+    commit = report.machine_commit()
+    note = f"{', '.join(workloads)} measured again {when}Z (commit {commit}) and merged into this run"
+    merged["notes"] = [*earlier.get("notes", []), *measured.get("notes", []), note]
+    return merged
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     scratch = claim_scratch()  # noqa: F841 -- held until the run ends
@@ -375,6 +394,9 @@ def main(argv: list[str] | None = None) -> int:
         "config": {k: getattr(args, k) for k in CONFIG_KEYS},
         "systems": {},
     }  # fmt: skip
+    if args.update:  # measure some systems/workloads again, into an earlier run's results
+        results = json.loads(Path(args.update).read_text())
+        args.out = args.out or args.update
     out = Path(args.out) if args.out else BENCH / "results" / time.strftime("%Y%m%dT%H%M%SZ.json", time.gmtime(started))
     out.parent.mkdir(parents=True, exist_ok=True)
     failed = False
@@ -391,13 +413,11 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             print(f"bench: {name}", flush=True)
             try:
-                results["systems"][name] = SystemBench(name, python, servers, args).run()
+                measured = SystemBench(name, python, servers, args).run()
             except Exception:
-                results["systems"][name] = {
-                    "store": SYSTEMS[name][2],
-                    "errors": [traceback.format_exc()],
-                    "metrics": {},
-                }
+                measured = {"store": SYSTEMS[name][2], "errors": [traceback.format_exc()], "metrics": {}}
+            earlier = results["systems"].get(name) if args.update else None
+            results["systems"][name] = merge_rerun(earlier, measured, args.workloads) if earlier else measured
             if results["systems"][name]["errors"]:
                 failed = True
             results["seconds"] = time.time() - started
@@ -406,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
                 report.write_readme(BENCH / "README.md", report.markdown(results))
     finally:
         servers.stop()
-    if not args.quick and not args.out:  # a run sent elsewhere with --out is not "the latest full run"
+    if not args.quick and not args.out and not args.update:  # a run sent elsewhere is not "the latest full run"
         (BENCH / "results" / "latest.json").write_text(json.dumps(results, indent=1))
     table = report.markdown(results)
     print(table)

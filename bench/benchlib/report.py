@@ -57,6 +57,14 @@ def _cmd(*args: str) -> str:
         return "?"
 
 
+def machine_commit() -> str:
+    """The checkout's commit, and whether Bananas' sources differ from it."""
+    root = Path(__file__).resolve().parents[2]
+    head = _cmd("git", "-C", str(root), "rev-parse", "--short", "HEAD")
+    dirty = _cmd("git", "-C", str(root), "status", "--porcelain", "--", "bananas_core", "bananas_redis", "bananas_sql")
+    return head + (" + uncommitted changes" if dirty else "")
+
+
 def machine(servers: Any) -> dict[str, Any]:
     cpu = "?"
     try:
@@ -73,10 +81,7 @@ def machine(servers: Any) -> dict[str, Any]:
         "nproc": os.cpu_count(), "cpu": cpu, "memory_gib": round(mem_kb / 2**20, 1),
         "kernel": platform.release(), "python": platform.python_version(),
     }  # fmt: skip
-    root = Path(__file__).resolve().parents[2]
-    head = _cmd("git", "-C", str(root), "rev-parse", "--short", "HEAD")
-    dirty = _cmd("git", "-C", str(root), "status", "--porcelain", "--", "bananas_core", "bananas_redis", "bananas_sql")
-    info["bananas"] = f"commit {head}" + (" + uncommitted changes" if dirty else "")
+    info["bananas"] = f"commit {machine_commit()}"
     if servers.redis is not None:
         info["redis"] = _cmd(servers.redis.binary, "--version").split(" sha=")[0]
     if servers.postgres is not None:
