@@ -231,6 +231,7 @@ class SystemBench:
         if b < self.args.backlog:
             self._note(f"W5: backlog {b:,} (the {self.args.fill_budget:.0f} s fill budget ran out)")
         self.log(f"W5 backlog of {b} filled in {time.perf_counter() - started:.0f} s")
+        self.store.settle()
         if self.info.get("claimprobe"):
             self.claim_probe("W5 claim ms backlog")
         d = self.drain(1, n, "w5")
