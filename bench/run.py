@@ -290,21 +290,33 @@ class SystemBench:
                 except AdapterError as exc:
                     errors.append(f"W5: {exc}")
                     self.log(f"W5 FAILED: {exc}")
-        for key, ref in (("W5 drain/s backlog", "W2 drain/s"), ("W5 drain/s history", "W2 drain/s"),
-                         ("W5h p50 ms", "W3 p50 ms"), ("W5 claim ms backlog", "W5 claim ms empty"),
-                         ("W5 claim ms history", "W5 claim ms empty")):  # fmt: skip
-            if self.metrics.get(key) and self.metrics.get(ref):
-                self.metrics[f"{key} / empty"] = [
-                    statistics.median(self.metrics[key]) / statistics.median(self.metrics[ref])
-                ]
         try:
             self.store.cleanup()
         except Exception as exc:  # cleanup problems must not hide results
             errors.append(f"cleanup: {exc}")
         return {
             "store": self.store.kind, "info": self.info, "notes": self.notes, "errors": errors,
-            "jobs": self.args.jobs, "metrics": {k: summarize(v) for k, v in self.metrics.items()},
+            "jobs": self.args.jobs, "metrics": with_ratios({k: summarize(v) for k, v in self.metrics.items()}),
         }  # fmt: skip
+
+
+RATIOS = (
+    ("W5 drain/s backlog", "W2 drain/s"),
+    ("W5 drain/s history", "W2 drain/s"),
+    ("W5h p50 ms", "W3 p50 ms"),
+    ("W5 claim ms backlog", "W5 claim ms empty"),
+    ("W5 claim ms history", "W5 claim ms empty"),
+)
+"""W5 figures and the empty-queue figures they are compared with."""
+
+
+def with_ratios(metrics: dict[str, Any]) -> dict[str, Any]:
+    """``metrics`` (summarized) with each W5 figure divided by its empty-queue median."""
+    out = {k: v for k, v in metrics.items() if not k.endswith(" / empty")}
+    for key, ref in RATIOS:
+        if key in out and ref in out:
+            out[f"{key} / empty"] = summarize([out[key]["median"] / out[ref]["median"]])
+    return out
 
 
 def summarize(values: list[float]) -> dict[str, Any]:
@@ -368,13 +380,14 @@ def merge_rerun(earlier: dict[str, Any], measured: dict[str, Any], workloads: li
     """``earlier`` results of a system with the metrics of ``measured`` (a rerun of ``workloads``)
     put in their place; the system's notes say what was rerun, when, and on which commit."""
     merged = dict(earlier)
-    merged["metrics"] = {**earlier.get("metrics", {}), **measured.get("metrics", {})}
+    merged["metrics"] = with_ratios({**earlier.get("metrics", {}), **measured.get("metrics", {})})
     kept = [e for e in earlier.get("errors", []) if not any(w in e for w in workloads)]
     merged["errors"] = kept + measured.get("errors", [])
     when = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
     commit = report.machine_commit()
     note = f"{', '.join(workloads)} measured again {when}Z (commit {commit}) and merged into this run"
-    merged["notes"] = [*earlier.get("notes", []), *measured.get("notes", []), note]
+    kept_notes = [n for n in earlier.get("notes", []) if not any(w.lower() in n.lower() for w in workloads)]
+    merged["notes"] = [*kept_notes, *measured.get("notes", []), note]
     return merged
 
 
