@@ -238,6 +238,11 @@ async def test_an_idle_pool_runs_a_job_at_once_and_stops_without_waiting_out_its
         assert time.monotonic() - started < 5.0
         depths = await backend.queue.depths()
         assert depths.processing == 0 and depths.total_ready == 0
+        ns = backend.queue.k.ns  # type: ignore[attr-defined]
+        async with aioredis.Redis.from_url(redis_url) as plain:  # nothing of the waiter is left behind
+            assert await plain.keys(f"{ns}:inbox:*") == []
+            assert await plain.keys(f"{ns}:waiter:*") == []
+            assert await plain.zcard(f"{ns}:waiting:default") == 0
     finally:
         await pool.stop(force=True)
         await backend.close()

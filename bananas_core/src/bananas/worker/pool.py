@@ -211,9 +211,9 @@ class Pool:
                 forced.cancel()
                 self._claimer.cancel()  # a no-op unless forced while a claim hangs
                 await asyncio.gather(self._claimer, forced, return_exceptions=True)
-                await self._guard("unregistering as a waiter", self._stop_waiting())
-                if self._interrupt is not None:
+                if self._interrupt is not None:  # its empty inbox entry lands before the inbox is emptied
                     await asyncio.gather(self._interrupt, return_exceptions=True)
+                await self._guard("unregistering as a waiter", self._stop_waiting())
             waiting = [t for t, job in self._active.items() if not self._started_or_recording(job)]
             for task in waiting:  # prefetched, never started: hand back now, not after the grace period
                 task.cancel()
