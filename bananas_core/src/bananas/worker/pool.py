@@ -92,11 +92,11 @@ class Pool:
         self._waiting_for_work = False
         self._handing_off = False
         self._interrupt: asyncio.Task[None] | None = None
-        names = config.job_types if config.mode is WorkerMode.JOB_SPECIALIZED else ()
+        self._names = config.job_types if config.mode is WorkerMode.JOB_SPECIALIZED else ()
         # Queues that hand jobs straight to idle workers (Redis) offer claim_or_wait; it serves
         # workers that take every job name of their routing keys.
         self._hand_off: Callable[..., Awaitable[list[Job]]] | None = (
-            None if names else getattr(self.queue, "claim_or_wait", None)
+            None if self._names else getattr(self.queue, "claim_or_wait", None)
         )
         self._stopped = asyncio.Event()
         self._shutdown: asyncio.Task[None] | None = None
@@ -260,7 +260,7 @@ class Pool:
 
     async def _claim_loop(self) -> None:
         config = self.config
-        names = config.job_types if config.mode is WorkerMode.JOB_SPECIALIZED else ()
+        names = self._names
         filtered = bool(names) and self.backend.supports(Capability.JOB_NAME_FILTER)
         pushed = self.backend.supports(Capability.PUSH_WAKEUP)
         handed = self._hand_off is not None
@@ -276,7 +276,7 @@ class Pool:
                 continue
             free = capacity - held
             try:
-                if idle and self._hand_off is not None:
+                if idle and handed:
                     jobs = await self._claim_or_wait(free)
                 else:
                     jobs = await self.queue.claim(
