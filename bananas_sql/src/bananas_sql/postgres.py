@@ -71,6 +71,23 @@ def claim_sql(jobs: str, n_keys: int, all_priorities: bool, by_name: bool) -> st
     return f"WITH {ctes}\n" + "\nUNION ALL ".join(f"SELECT * FROM c{i}" for i in range(n_keys))
 
 
+def _claim_params(
+    routing_keys: Sequence[str],
+    priorities: Sequence[JobPriority],
+    all_prios: bool,
+    job_names: Sequence[str] | None,
+    **values: float,
+) -> dict[str, Any]:
+    """Parameters of :func:`claim_sql`'s statement (``values``: limit, lease_until, now)."""
+    params: dict[str, Any] = dict(values)
+    params.update({f"k{i}": key for i, key in enumerate(routing_keys)})
+    if not all_prios:
+        params["prios"] = [p.rank for p in priorities]
+    if job_names is not None:
+        params["names"] = list(job_names)
+    return params
+
+
 BUSY_CLAIMS = 8
 """Full claims in a row after which a worker stops listening for work until it runs dry."""
 
@@ -133,12 +150,9 @@ class PostgresDatabase(Database):
     ) -> Sequence[sa.Row[Any]]:
         all_prios = set(priorities) == set(ALL_PRIORITIES)
         query = self._claim_query(len(routing_keys), all_prios, job_names is not None)
-        params: dict[str, Any] = {"now": now, "lease_until": lease_until, "limit": limit}
-        params.update({f"k{i}": key for i, key in enumerate(routing_keys)})
-        if not all_prios:
-            params["prios"] = [p.rank for p in priorities]
-        if job_names is not None:
-            params["names"] = list(job_names)
+        params = _claim_params(
+            routing_keys, priorities, all_prios, job_names, limit=limit, lease_until=lease_until, now=now
+        )
         rows = (await conn.execute(query, params)).all()
         return sorted(rows, key=lambda r: (r.key_rank, r.priority, r.position))
 
@@ -158,12 +172,9 @@ class PostgresDatabase(Database):
         query = self._raw_claims.get(variant)
         if query is None:
             query = self._raw_claims[variant] = pyformat(claim_sql(self.names.jobs, *variant))
-        params: dict[str, Any] = {"now": now, "lease_until": lease_until, "limit": limit}
-        params.update({f"k{i}": key for i, key in enumerate(routing_keys)})
-        if not all_prios:
-            params["prios"] = [p.rank for p in priorities]
-        if job_names is not None:
-            params["names"] = list(job_names)
+        params = _claim_params(
+            routing_keys, priorities, all_prios, job_names, limit=limit, lease_until=lease_until, now=now
+        )
 
         async def work(conn: Any) -> list[Any]:
             return list(await (await conn.execute(query, params)).fetchall())
