@@ -10,7 +10,7 @@ import asyncio
 import os
 import threading
 import weakref
-from collections.abc import Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -205,14 +205,19 @@ class AsyncClient:
         Every job is validated before the first batch is written; each batch is stored
         all or nothing.
         """
+        built, batches = self._batches(jobs, batch_size)
+        backend = await self._prepared()
+        for batch in batches:
+            await backend.queue.enqueue_many(batch)
+        return [job.id for job in built]
+
+    def _batches(self, jobs: Iterable[JobSpec], batch_size: int) -> tuple[list[Job], list[list[Job]]]:
+        """Every job of a :meth:`submit_many` call built and validated, and cut into batches."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         now = self._now()  # one submission time for the whole call (and one time text to format)
         built = [self._from_spec(spec, i, now) for i, spec in enumerate(jobs)]
-        backend = await self._prepared()
-        for start in range(0, len(built), batch_size):
-            await backend.queue.enqueue_many(built[start : start + batch_size])
-        return [job.id for job in built]
+        return built, [built[start : start + batch_size] for start in range(0, len(built), batch_size)]
 
     def _from_spec(self, spec: JobSpec, index: int, now: datetime | None = None) -> Job:
         if isinstance(spec, Job):
@@ -337,7 +342,9 @@ class Client:
     methods as :class:`AsyncClient`, each call blocking until done.
 
     Calls run on an event loop in a background thread, so the client may be shared by
-    threads and used where an event loop already runs. After ``os.fork()`` the child
+    threads and used where an event loop already runs; submits go straight from the calling
+    thread to the store where the backend's queue offers that
+    (:class:`~bananas.protocols.BlockingEnqueue`, Redis). After ``os.fork()`` the child
     opens its own connections on first use (the parent's are left alone).
     """
 
@@ -374,6 +381,21 @@ class Client:
         runner, client = self._start()
         return runner.run(coro_fn(client, *args, **kwargs))
 
+    def _blocking(self, client: AsyncClient) -> Callable[[Sequence[Job]], None] | None:
+        """The queue's blocking enqueue, once the first call (on the loop) has prepared the store."""
+        enqueue: Callable[[Sequence[Job]], None] | None = getattr(client.backend.queue, "enqueue_many_blocking", None)
+        return enqueue if client._ready else None
+
+    def _submit(self, build: Callable[[AsyncClient], Job]) -> str:
+        """Build (and validate) a job in the calling thread and enqueue it."""
+        runner, client = self._start()
+        job = build(client)
+        enqueue = self._blocking(client)
+        if enqueue is None:
+            return runner.run(client._enqueue(job))
+        enqueue([job])
+        return job.id
+
     @property
     def backend(self) -> Backend:
         """The connected backend (its methods are coroutines for this client's loop)."""
@@ -390,10 +412,9 @@ class Client:
         job_id: str | None = None,
     ) -> str:
         """See :meth:`AsyncClient.submit_job`."""
-        result: str = self._call(
-            AsyncClient.submit_job, name, payload, priority, description, max_retries=max_retries, job_id=job_id
+        return self._submit(
+            lambda c: c._job(name, payload, priority, description, max_retries=max_retries, job_id=job_id)
         )
-        return result
 
     def submit_job_with_route(
         self,
@@ -407,17 +428,11 @@ class Client:
         job_id: str | None = None,
     ) -> str:
         """See :meth:`AsyncClient.submit_job_with_route`."""
-        result: str = self._call(
-            AsyncClient.submit_job_with_route,
-            name,
-            payload,
-            priority,
-            routing_key,
-            description,
-            max_retries=max_retries,
-            job_id=job_id,
+        return self._submit(
+            lambda c: c._job(
+                name, payload, priority, description, routing_key=routing_key, max_retries=max_retries, job_id=job_id
+            )
         )
-        return result
 
     def submit_job_scheduled(
         self,
@@ -432,24 +447,31 @@ class Client:
         job_id: str | None = None,
     ) -> str:
         """See :meth:`AsyncClient.submit_job_scheduled`."""
-        result: str = self._call(
-            AsyncClient.submit_job_scheduled,
-            name,
-            payload,
-            priority,
-            scheduled_for,
-            description,
-            routing_key=routing_key,
-            max_retries=max_retries,
-            job_id=job_id,
+        return self._submit(
+            lambda c: c._job(
+                name,
+                payload,
+                priority,
+                description,
+                routing_key=routing_key,
+                scheduled_for=scheduled_for,
+                max_retries=max_retries,
+                job_id=job_id,
+            )
         )
-        return result
 
     def submit_many(self, jobs: Iterable[JobSpec], *, batch_size: int = 500) -> list[str]:
         """See :meth:`AsyncClient.submit_many`."""
         specs: Sequence[JobSpec] = list(jobs)
-        result: list[str] = self._call(AsyncClient.submit_many, specs, batch_size=batch_size)
-        return result
+        runner, client = self._start()
+        enqueue = self._blocking(client)
+        if enqueue is None:
+            result: list[str] = runner.run(client.submit_many(specs, batch_size=batch_size))
+            return result
+        built, batches = client._batches(specs, batch_size)
+        for batch in batches:
+            enqueue(batch)
+        return [job.id for job in built]
 
     def get_job(self, job_id: str) -> Job:
         """See :meth:`AsyncClient.get_job`."""
@@ -478,17 +500,10 @@ class Client:
         max_retries: int = DEFAULT_MAX_RETRIES,
     ) -> JobResult:
         """See :meth:`AsyncClient.submit_and_wait`."""
-        result: JobResult = self._call(
-            AsyncClient.submit_and_wait,
-            name,
-            payload,
-            priority,
-            timeout,
-            routing_key=routing_key,
-            description=description,
-            max_retries=max_retries,
+        job_id = self._submit(
+            lambda c: c._job(name, payload, priority, description, routing_key=routing_key, max_retries=max_retries)
         )
-        return result
+        return self.wait_for_result(job_id, timeout)
 
     def close(self) -> None:
         """Close the connections and stop the background loop. Idempotent."""

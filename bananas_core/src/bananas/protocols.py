@@ -18,6 +18,7 @@ import attrs
 from bananas.job import ALL_PRIORITIES, Job, JobPriority, JobResult
 
 __all__ = [
+    "BlockingEnqueue",
     "DEFAULT_LEASE_SECONDS",
     "LEASE_EXPIRED_ERROR",
     "Queue",
@@ -235,6 +236,24 @@ class Queue(Protocol):
 
     async def close(self) -> None:
         """Release connections. Idempotent."""
+        ...
+
+
+@runtime_checkable
+class BlockingEnqueue(Protocol):
+    """Optional on a :class:`Queue`: enqueue from any thread without an event loop.
+
+    The synchronous :class:`bananas.Client` submits through it from the caller's thread
+    when the queue offers it, instead of hopping to its event loop thread and back (most
+    of a single submit's cost on a fast store). It must be safe to call from several
+    threads at once and keep every rule of :meth:`Queue.enqueue_many`: all or nothing,
+    :class:`~bananas.errors.DuplicateJob` and :class:`~bananas.errors.InvalidJob` with
+    nothing written, the same retries. The conformance suite holds a queue that offers it
+    to that.
+    """
+
+    def enqueue_many_blocking(self, jobs: Sequence[Job]) -> None:
+        """:meth:`Queue.enqueue_many`, blocking the calling thread until stored."""
         ...
 
 

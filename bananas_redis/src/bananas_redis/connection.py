@@ -5,6 +5,10 @@ URLs: ``redis://`` and ``rediss://`` (TLS) as redis-py reads them;
 ``redis+cluster://[:password@]host:port[,host:port...]``.
 Bananas settings in the query string (``namespace``, ``retry_for``) are taken out before
 redis-py sees the URL.
+
+Every URL gives an asyncio client (what the backend runs on) and, on demand, a blocking one
+with the same settings: the synchronous :class:`bananas.Client` enqueues through it from the
+caller's own thread instead of hopping to its event loop thread and back.
 """
 
 from __future__ import annotations
@@ -13,16 +17,21 @@ import asyncio
 import functools
 import importlib.resources
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
+import redis
 import redis.asyncio as aioredis
+import redis.asyncio.cluster
+import redis.asyncio.sentinel
+import redis.cluster
+import redis.sentinel
 from bananas.backend import BackendOptions, redact_url
 from bananas.errors import BackendUnavailable, ConfigError
-from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.commands.core import AsyncScript
+from redis.commands.core import AsyncScript, Script
 from redis.exceptions import ClusterDownError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -77,8 +86,9 @@ def _hosts(netloc: str, default_port: int) -> tuple[str | None, list[tuple[str, 
     return password, out
 
 
-def make_client(url: str) -> AnyRedis:
-    """A redis-py asyncio client for ``url`` (without Bananas query parameters)."""
+def make_client(url: str, *, blocking: bool = False) -> AnyRedis:
+    """A redis-py client for ``url`` (without Bananas query parameters): asyncio, or
+    with ``blocking=True`` the thread-safe synchronous client with the same settings."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     query = [(k, v) for k, v in parse_qsl(parts.query) if k not in BANANAS_PARAMS]
@@ -86,16 +96,18 @@ def make_client(url: str) -> AnyRedis:
     if scheme in ("redis", "rediss", "unix"):
         # A blocking pool: callers beyond max_connections wait for a free connection instead
         # of failing with "Too many connections" (redis-py's default pool raises).
-        pool = aioredis.BlockingConnectionPool.from_url(
+        lib: Any = redis if blocking else aioredis
+        pool = lib.BlockingConnectionPool.from_url(
             clean, decode_responses=False, max_connections=100, timeout=30, **TIMEOUTS
         )
-        return aioredis.Redis.from_pool(pool)
+        return lib.Redis.from_pool(pool)
     if scheme == "redis+cluster":
+        cluster: Any = redis.cluster if blocking else redis.asyncio.cluster
         password, hosts = _hosts(parts.netloc, 6379)
-        return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in hosts], password=password, **TIMEOUTS)
+        nodes = [cluster.ClusterNode(h, p) for h, p in hosts]
+        return cluster.RedisCluster(startup_nodes=nodes, password=password, **TIMEOUTS)
     if scheme == "redis+sentinel":
-        from redis.asyncio.sentinel import Sentinel
-
+        sentinels: Any = redis.sentinel if blocking else redis.asyncio.sentinel
         password, hosts = _hosts(parts.netloc, 26379)
         path = [p for p in parts.path.split("/") if p]
         if not path:
@@ -103,9 +115,30 @@ def make_client(url: str) -> AnyRedis:
                 "a redis+sentinel:// URL needs the service name: redis+sentinel://host:26379/mymaster[/db]"
             )
         db = int(path[1]) if len(path) > 1 else 0
-        sentinel = Sentinel(hosts, password=password, **TIMEOUTS)  # type: ignore[no-untyped-call]
+        sentinel = sentinels.Sentinel(hosts, password=password, **TIMEOUTS)
         return sentinel.master_for(path[0], db=db, password=password, **TIMEOUTS)
     raise ConfigError(f"unsupported Redis URL scheme {scheme!r}: use redis, rediss, redis+sentinel or redis+cluster")
+
+
+class _Backoff:
+    """The retry policy of :meth:`Connection.run`: the next delay after a connection error,
+    or :class:`BackendUnavailable` once ``retry_for`` seconds are used up."""
+
+    def __init__(self, conn: Connection, what: str) -> None:
+        self.conn, self.what = conn, what
+        self.delay = 0.05
+        self.deadline = time.monotonic() + conn.retry_for
+
+    def after(self, exc: Exception) -> float:
+        delay = self.delay
+        if time.monotonic() + delay > self.deadline:
+            raise BackendUnavailable(
+                f"Redis at {self.conn.redacted} is unreachable ({self.what}): {exc}; "
+                f"gave up after retrying for {self.conn.retry_for:g}s"
+            ) from exc
+        log.warning("Redis at %s: %s during %s; retrying in %.2fs", self.conn.redacted, exc, self.what, delay)
+        self.delay = min(delay * 2, 2.0)
+        return delay
 
 
 class Connection:
@@ -128,6 +161,9 @@ class Connection:
             raise ConfigError(f"retry_for must be a number of seconds, got {options.extra['retry_for']!r}") from None
         self._client: AnyRedis | None = None
         self._scripts: dict[str, AsyncScript] = {}
+        self._blocking: Any = None
+        self._blocking_scripts: dict[str, Script] = {}
+        self._blocking_lock = threading.Lock()
         self.is_cluster = urlsplit(url).scheme.lower() == "redis+cluster"
         self.closed = False
 
@@ -136,6 +172,18 @@ class Connection:
         if self._client is None:
             self._client = make_client(self.url)
         return self._client
+
+    @property
+    def blocking_client(self) -> Any:
+        """The synchronous client (opened on first use, shared by threads), for callers
+        without an event loop; see :meth:`run_blocking`."""
+        if self._blocking is None:
+            with self._blocking_lock:
+                if self.closed:
+                    raise RuntimeError("this Redis backend is closed")
+                if self._blocking is None:
+                    self._blocking = make_client(self.url, blocking=True)
+        return self._blocking
 
     def now(self) -> float:
         """The backend clock (never the server's)."""
@@ -148,22 +196,30 @@ class Connection:
             found = self._scripts[name] = self.client.register_script(load_lua(name))
         return found
 
+    def blocking_script(self, name: str) -> Script:
+        """:meth:`script` for :attr:`blocking_client`."""
+        found = self._blocking_scripts.get(name)
+        if found is None:
+            found = self._blocking_scripts[name] = self.blocking_client.register_script(load_lua(name))
+        return found
+
     async def run(self, op: Callable[[], Awaitable[T]], what: str = "operation") -> T:
         """Run ``op`` (repeat-safe), retrying on connection loss; raise BackendUnavailable when it stays down."""
-        delay = 0.05
-        deadline = time.monotonic() + self.retry_for
+        backoff = _Backoff(self, what)
         while True:
             try:
                 return await op()
             except RETRYABLE as exc:
-                if time.monotonic() + delay > deadline:
-                    raise BackendUnavailable(
-                        f"Redis at {self.redacted} is unreachable ({what}): {exc}; "
-                        f"gave up after retrying for {self.retry_for:g}s"
-                    ) from exc
-                log.warning("Redis at %s: %s during %s; retrying in %.2fs", self.redacted, exc, what, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+                await asyncio.sleep(backoff.after(exc))
+
+    def run_blocking(self, op: Callable[[], T], what: str = "operation") -> T:
+        """:meth:`run` for a blocking ``op`` (one on :attr:`blocking_client`), in the caller's thread."""
+        backoff = _Backoff(self, what)
+        while True:
+            try:
+                return op()
+            except RETRYABLE as exc:
+                time.sleep(backoff.after(exc))
 
     async def call(self, name: str, keys: list[str], args: list[Any], what: str = "") -> Any:
         """Run a Lua script through :meth:`run`."""
@@ -191,6 +247,10 @@ class Connection:
     async def close(self) -> None:
         if self.closed:
             return
-        self.closed = True
+        with self._blocking_lock:
+            self.closed = True
+            blocking, self._blocking = self._blocking, None
+        if blocking is not None:
+            blocking.close()
         if self._client is not None:
             await self._client.aclose()

@@ -112,6 +112,39 @@ class RedisQueue(QueueAdmin):
     async def enqueue_many(self, jobs: Sequence[Job]) -> None:
         if not jobs:
             return
+        keys, args = self._enqueue_call(jobs)
+        script, tries = self.conn.script("enqueue"), 0
+
+        async def once() -> Any:
+            nonlocal tries
+            tries += 1
+            return await script(keys=keys, args=args)
+
+        reply = await self.conn.run(once, "enqueue")
+        if reply:
+            mine = tries > 1 and self._stored_as(jobs, await self.conn.run(lambda: self._mget(jobs), "mget"))
+            self._check_enqueued(reply, mine)
+
+    def enqueue_many_blocking(self, jobs: Sequence[Job]) -> None:
+        """:meth:`enqueue_many` from any thread, without an event loop (the synchronous
+        client's path): the same script, guarantees and errors, on the blocking client."""
+        if not jobs:
+            return
+        keys, args = self._enqueue_call(jobs)
+        script, client, tries = self.conn.blocking_script("enqueue"), self.conn.blocking_client, 0
+
+        def once() -> Any:
+            nonlocal tries
+            tries += 1
+            return script(keys=keys, args=args, client=client)
+
+        reply = self.conn.run_blocking(once, "enqueue")
+        if reply:
+            mine = tries > 1 and self._stored_as(jobs, self.conn.run_blocking(lambda: self._mget(jobs, client), "mget"))
+            self._check_enqueued(reply, mine)
+
+    def _enqueue_call(self, jobs: Sequence[Job]) -> tuple[list[str], list[str | bytes]]:
+        """enqueue.lua's keys and arguments for ``jobs``; raises before anything is written."""
         k, now = self.k, self.conn.now()
         packed: list[bytes] = []
         ids: set[str] = set()
@@ -120,26 +153,22 @@ class RedisQueue(QueueAdmin):
                 raise DuplicateJob(f"job id {job.id!r} appears twice in the batch; nothing was enqueued")
             ids.add(job.id)
             self._pack(job, packed)
-        args: list[str | bytes] = [f"{k.ns}:", MISSING_JOB_ERROR, wire_time(now), repr(now), b"".join(packed)]
-        attempt = 0
+        return [k.scheduled], [f"{k.ns}:", MISSING_JOB_ERROR, wire_time(now), repr(now), b"".join(packed)]
 
-        async def once() -> Any:
-            nonlocal attempt
-            attempt += 1
-            return await self.conn.script("enqueue")(keys=[k.scheduled], args=args)
+    def _mget(self, jobs: Sequence[Job], client: Any = None) -> Any:
+        return (client or self.conn.client).mget([self.k.job(j.id) for j in jobs])
 
-        reply = await self.conn.run(once, "enqueue")
-        if reply:
-            dup = _text(reply[1])
-            if attempt > 1 and await self._already_enqueued(jobs):
-                return  # our own earlier try was applied and only its reply was lost
-            raise DuplicateJob(f"a job with id {dup!r} already exists; nothing was enqueued")
-
-    async def _already_enqueued(self, jobs: Sequence[Job]) -> bool:
-        stored = await self.conn.run(lambda: self.conn.client.mget([self.k.job(j.id) for j in jobs]), "mget")
+    @staticmethod
+    def _stored_as(jobs: Sequence[Job], stored: Sequence[Any]) -> bool:
+        """Whether every job is stored exactly as given (our earlier try of a retried call was applied)."""
         return all(s is not None and _text(s) == j.to_json() for s, j in zip(stored, jobs, strict=True))
 
-    # -- claim ------------------------------------------------------------------------
+    @staticmethod
+    def _check_enqueued(reply: Any, mine: bool) -> None:
+        """Raise DuplicateJob for enqueue.lua's "exists" reply, unless the stored jobs are ``mine``
+        (a retry after a lost reply found its own earlier write)."""
+        if not mine:
+            raise DuplicateJob(f"a job with id {_text(reply[1])!r} already exists; nothing was enqueued")
 
     async def claim(
         self,

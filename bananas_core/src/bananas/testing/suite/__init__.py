@@ -27,7 +27,13 @@ from bananas.job import JSON, Job, JobResult
 from bananas.testing import stateful, strategies
 from bananas.testing.plugin import BackendFactory
 from bananas.testing.suite._helpers import new_job
-from bananas.testing.suite.extras import CapabilityTests, CronTests, WakeupTests, WorkerRegistryTests
+from bananas.testing.suite.extras import (
+    BlockingEnqueueTests,
+    CapabilityTests,
+    CronTests,
+    WakeupTests,
+    WorkerRegistryTests,
+)
 from bananas.testing.suite.lifecycle import CompleteFailTests, DeadLetterTests, ScheduledTests
 from bananas.testing.suite.queue import ClaimTests, EnqueueTests, LeaseTests
 from bananas.testing.suite.results import ResultTests, ResultTTLTests
@@ -107,6 +113,7 @@ class BackendConformance(
     CronTests,
     WorkerRegistryTests,
     WakeupTests,
+    BlockingEnqueueTests,
     CapabilityTests,
     PropertyTests,
 ):

@@ -10,9 +10,9 @@ import pytest
 from bananas.backend import Backend
 from bananas.capabilities import Capability
 from bananas.clock import ManualClock
-from bananas.errors import CapabilityNotSupported, JobNotFound
-from bananas.job import JobPriority
-from bananas.protocols import WorkerInfo
+from bananas.errors import CapabilityNotSupported, DuplicateJob, InvalidJob, JobNotFound
+from bananas.job import Job, JobPriority, JobStatus
+from bananas.protocols import BlockingEnqueue, WorkerInfo
 from bananas.testing.suite._helpers import claim_ids, drain, new_job
 
 TICK = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -136,6 +136,69 @@ class WakeupTests:
             asyncio.gather(backend.queue.wait_for_work(["default"], timeout=30), enqueue_later()), timeout=20
         )
         assert (await backend.queue.depths()).total_ready == 1
+
+
+def _blocking(backend: Backend) -> BlockingEnqueue:
+    if not isinstance(backend.queue, BlockingEnqueue):
+        pytest.skip("the queue does not offer the optional enqueue_many_blocking (BlockingEnqueue)")
+    return backend.queue
+
+
+class BlockingEnqueueTests:
+    """The optional :class:`~bananas.protocols.BlockingEnqueue`, called from plain threads as
+    the synchronous client does: the same rules as ``enqueue_many``."""
+
+    async def test_blocking_enqueue_stores_like_enqueue_many(self, backend: Backend, clock: ManualClock) -> None:
+        queue = _blocking(backend)
+        ready = [new_job(clock, priority=JobPriority.LOW), new_job(clock, priority=JobPriority.HIGH)]
+        later = new_job(clock, delay=60)
+        await asyncio.to_thread(queue.enqueue_many_blocking, [*ready, later])
+        for job in (*ready, later):
+            assert (await backend.queue.get_job(job.id)).to_dict() == job.to_dict()
+        assert await drain(backend) == [ready[1].id, ready[0].id]
+        assert (await backend.queue.depths()).scheduled == 1
+        await asyncio.to_thread(queue.enqueue_many_blocking, [])
+
+    async def test_blocking_enqueue_all_or_nothing(self, backend: Backend, clock: ManualClock) -> None:
+        queue = _blocking(backend)
+        existing = new_job(clock, payload="first")
+        await backend.queue.enqueue(existing)
+        fresh = new_job(clock)
+        bad_batches: list[tuple[type[Exception], list[Job]]] = [
+            (DuplicateJob, [fresh, existing.evolve(payload="again")]),
+            (DuplicateJob, [fresh, new_job(clock), fresh]),
+            (InvalidJob, [fresh, new_job(clock).evolve(status=JobStatus.COMPLETED)]),
+        ]
+        for error, batch in bad_batches:
+            with pytest.raises(error):
+                await asyncio.to_thread(queue.enqueue_many_blocking, batch)
+        with pytest.raises(JobNotFound):
+            await backend.queue.get_job(fresh.id)
+        assert (await backend.queue.get_job(existing.id)).payload == "first"
+        assert (await backend.queue.depths()).total_ready == 1
+
+    async def test_blocking_enqueue_from_many_threads(self, backend: Backend, clock: ManualClock) -> None:
+        queue = _blocking(backend)
+        per_thread = [[new_job(clock) for _ in range(25)] for _ in range(8)]
+
+        def submit(jobs: list[Job]) -> None:
+            for job in jobs:
+                queue.enqueue_many_blocking([job])
+
+        await asyncio.gather(*(asyncio.to_thread(submit, jobs) for jobs in per_thread))
+        assert sorted(await drain(backend)) == sorted(job.id for jobs in per_thread for job in jobs)
+
+    @pytest.mark.bananas_capability(Capability.PUSH_WAKEUP)
+    async def test_blocking_enqueue_wakes_a_waiting_worker(self, backend: Backend, clock: ManualClock) -> None:
+        queue = _blocking(backend)
+
+        async def enqueue_later() -> None:
+            await asyncio.sleep(0.1)
+            await asyncio.to_thread(queue.enqueue_many_blocking, [new_job(clock)])
+
+        await asyncio.wait_for(
+            asyncio.gather(backend.queue.wait_for_work(["default"], timeout=30), enqueue_later()), timeout=20
+        )
 
 
 class CapabilityTests:
