@@ -1,6 +1,12 @@
-"""Does the PostgreSQL claim statement cost more with a large backlog? The claim of bananas_sql
-(postgres.py, _CLAIM_ONE_KEY: one routing key, all priorities, LIMIT 10) timed 200 times and
-EXPLAINed (ANALYZE, BUFFERS) with 3,000 and with 1,000,000 ready jobs, in a throwaway cluster.
+"""Does the PostgreSQL claim cost more with a large backlog? The claim of bananas_sql (one
+routing key, all priorities, 10 jobs) timed 200 times and EXPLAINed (ANALYZE, BUFFERS) with
+3,000 and with 1,000,000 ready jobs, in a throwaway cluster with fsync on and claims committed
+asynchronously, as the queue runs them:
+
+- ``literal``: the statement with its values written in (planned for those values each time);
+- ``prepared``: the queue's own statement (``claim_sql``) with parameters, prepared by psycopg
+  after its fifth use, so PostgreSQL may switch to a generic plan chosen without the values;
+- ``custom``: the same with ``plan_cache_mode = force_custom_plan``.
 
     bench/.venvs/bananas/bin/python bench/pg_claim_probe.py
 """
@@ -11,6 +17,7 @@ import asyncio
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -35,24 +42,57 @@ CLAIM = (
 )
 
 
-def probe(conn: psycopg.Connection, ready: int) -> None:
+def _median_ms(run: Callable[[], object], n: int = 200) -> float:
+    times = []
+    for _ in range(n):
+        started = time.perf_counter()
+        run()
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+
+def _fill(conn: psycopg.Connection, ready: int) -> None:
     conn.execute("TRUNCATE bananas_jobs")
     conn.execute(FILL, (JOB, ready))
     conn.execute("VACUUM ANALYZE bananas_jobs")
-    times = []
-    for _ in range(200):
-        started = time.perf_counter()
-        conn.execute(CLAIM).fetchall()
-        times.append((time.perf_counter() - started) * 1000)
-    print(f"{ready:,} ready jobs: median claim {statistics.median(times):.3f} ms; plan:")
+
+
+def probe(conn: psycopg.Connection, ready: int) -> None:
+    from bananas_sql.pg_raw import pyformat
+    from bananas_sql.postgres import claim_sql
+
+    claim = claim_sql("bananas_jobs", 1, True, False)
+    params = {"now": 1e10, "limit": 10, "lease_until": 1e10, "k0": "default"}
+    conn.execute("SET synchronous_commit = off")
+    medians = {}
+    for mode, sql, args, plan_cache in (
+        ("literal", CLAIM, None, "auto"),
+        ("prepared", pyformat(claim), params, "auto"),
+        ("custom", pyformat(claim), params, "force_custom_plan"),
+    ):
+        _fill(conn, ready)  # each mode claims 2,000 of its own fresh jobs
+        conn.execute(f"SET plan_cache_mode = {plan_cache}")
+        medians[mode] = _median_ms(lambda sql=sql, args=args: conn.execute(sql, args).fetchall())
+    conn.execute("RESET plan_cache_mode")
+    print(f"{ready:,} ready jobs: median claim ms:", ", ".join(f"{k} {v:.3f}" for k, v in medians.items()))
+    _fill(conn, ready)
+    print("  plan of the literal statement:")
     for (line,) in conn.execute("EXPLAIN (ANALYZE, BUFFERS) " + CLAIM).fetchall():
         print("   ", line)
+    print("  generic plan of the prepared statement:")
+    conn.execute("SET plan_cache_mode = force_generic_plan")
+    numbered = claim.replace(":now", "$1").replace(":limit", "$2").replace(":lease_until", "$3").replace(":k0", "$4")
+    conn.execute("PREPARE probe_claim(float8, int, float8, text) AS " + numbered)
+    for (line,) in conn.execute("EXPLAIN (ANALYZE, BUFFERS) EXECUTE probe_claim(1e10, 10, 1e10, 'default')"):
+        print("   ", line)
+    conn.execute("DEALLOCATE probe_claim")
+    conn.execute("RESET plan_cache_mode")
 
 
 def main() -> None:
     import bananas_sql
 
-    server = load_servers().PostgresServer().start()
+    server = load_servers().PostgresServer(fsync=True).start()
     try:
         asyncio.run(bananas_sql.upgrade(server.url))
         with psycopg.connect(server.url, autocommit=True) as conn:
