@@ -6,7 +6,8 @@ asynchronously, as the queue runs them:
 - ``literal``: the statement with its values written in (planned for those values each time);
 - ``prepared``: the queue's own statement (``claim_sql``) with parameters, prepared by psycopg
   after its fifth use, so PostgreSQL may switch to a generic plan chosen without the values;
-- ``custom``: the same with ``plan_cache_mode = force_custom_plan``.
+- ``custom`` / ``generic``: the same with ``plan_cache_mode = force_custom_plan`` /
+  ``force_generic_plan``.
 
     bench/.venvs/bananas/bin/python bench/pg_claim_probe.py
 """
@@ -69,6 +70,7 @@ def probe(conn: psycopg.Connection, ready: int) -> None:
         ("literal", CLAIM, None, "auto"),
         ("prepared", pyformat(claim), params, "auto"),
         ("custom", pyformat(claim), params, "force_custom_plan"),
+        ("generic", pyformat(claim), params, "force_generic_plan"),
     ):
         _fill(conn, ready)  # each mode claims 2,000 of its own fresh jobs
         conn.execute(f"SET plan_cache_mode = {plan_cache}")
