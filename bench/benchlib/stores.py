@@ -119,13 +119,17 @@ class Store:
                 conn.execute(stmt.replace("double precision", "real").replace("bigint", "integer"))
 
     def settle(self) -> None:
-        """After a bulk fill on PostgreSQL: VACUUM ANALYZE, so that W5 measures the queue with its
-        backlog, not an autovacuum of a million fresh rows running on the same 2 cores."""
+        """After a bulk fill: on PostgreSQL VACUUM ANALYZE, so that W5 measures the queue with its
+        backlog, not an autovacuum of a million fresh rows running on the same 2 cores; on SQLite
+        a WAL checkpoint, so that it does not measure the first writers copying the fill's
+        gigabyte of WAL into the database file."""
         if self.kind == "postgres":
             import psycopg
 
             with psycopg.connect(self.pg_url(), autocommit=True) as conn:
                 conn.execute("VACUUM ANALYZE")
+        elif self.kind == "sqlite":
+            self.sqlite().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
     def close(self) -> None:
         if self._pg is not None:
