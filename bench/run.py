@@ -355,6 +355,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-readme", action="store_true", help="do not rewrite the table in bench/README.md")
     p.add_argument("--no-plot", action="store_true")
     p.add_argument("--profile", metavar="DIR", help="sample every worker with py-spy (collapsed stacks in DIR)")
+    p.add_argument(
+        "--syscalls", metavar="DIR", help="count every worker's system calls and their wall time with strace (in DIR)"
+    )
     args = p.parse_args(argv)
     quick = args.quick
     args.systems = args.systems.split(",") if args.systems else (
@@ -396,6 +399,8 @@ def main(argv: list[str] | None = None) -> int:
     scratch = claim_scratch()  # noqa: F841 -- held until the run ends
     if args.profile:
         WorkerGroup.profile_dir = Path(args.profile).resolve()
+    if args.syscalls:
+        WorkerGroup.syscalls_dir = Path(args.syscalls).resolve()
     kinds = {SYSTEMS[s][2] for s in args.systems}
     print(
         f"bench: systems {args.systems}, workloads {args.workloads}, {args.jobs} jobs x {args.repeat} runs", flush=True

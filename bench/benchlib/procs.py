@@ -105,6 +105,9 @@ class WorkerGroup:
 
     profile_dir: Path | None = None
     """When set (run.py --profile), every worker is sampled by py-spy into <dir>/<tag>-<k>.txt."""
+    syscalls_dir: Path | None = None
+    """When set (run.py --syscalls), strace counts every worker's system calls and the wall time
+    spent in them (`strace -c -w -f`) into <dir>/<tag>-<k>.strace."""
 
     def __init__(self, python: str, module: str, env: dict[str, str], count: int, concurrency: int, tag: str) -> None:
         logs = SCRATCH / "logs"
@@ -121,15 +124,20 @@ class WorkerGroup:
         self.tag = tag
 
     def start_profilers(self) -> None:
-        """Attach py-spy to every worker (call once they run: the launcher execs the worker)."""
-        if self.profile_dir is None:
-            return
-        self.profile_dir.mkdir(parents=True, exist_ok=True)
+        """Attach py-spy and/or strace to every worker (call once they run: the launcher execs
+        the worker)."""
         for k, p in enumerate(self.procs):
-            spy = [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(p.pid),
-                   "--subprocesses", "--nonblocking", "-r", "200", "-f", "raw",
-                   "-o", str(self.profile_dir / f"{self.tag}-{k}.txt")]  # fmt: skip
-            self.profilers.append(subprocess.Popen(spy, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            if self.profile_dir is not None:
+                self.profile_dir.mkdir(parents=True, exist_ok=True)
+                cmd = [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(p.pid),
+                       "--subprocesses", "--nonblocking", "-r", "200", "-f", "raw",
+                       "-o", str(self.profile_dir / f"{self.tag}-{k}.txt")]  # fmt: skip
+                self.profilers.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            if self.syscalls_dir is not None:
+                self.syscalls_dir.mkdir(parents=True, exist_ok=True)
+                out = self.syscalls_dir / f"{self.tag}-{k}.strace"
+                cmd = ["strace", "-c", "-w", "-f", "-p", str(p.pid), "-o", str(out)]
+                self.profilers.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
 
     def alive(self) -> bool:
         return all(p.poll() is None for p in self.procs)
