@@ -58,6 +58,12 @@ async def _current_version(conn: AsyncConnection, names: Names) -> int | None:
     return (await conn.execute(sa.text(f"SELECT version FROM {names.version} WHERE id = 1"))).scalar()
 
 
+def _create_missing_indexes(sync_conn: sa.Connection, md: sa.MetaData) -> None:
+    for table in md.sorted_tables:
+        for index in table.indexes:
+            index.create(sync_conn, checkfirst=True)
+
+
 async def _upgrade(conn: AsyncConnection, db: Database) -> None:
     names = db.names
     if db.dialect == "postgresql":
@@ -70,9 +76,11 @@ async def _upgrade(conn: AsyncConnection, db: Database) -> None:
             f"the schema is at version {version}, newer than this bananas-sql ({SCHEMA_VERSION}); "
             "upgrade the bananas-sql package instead"
         )
-    # Version 1 is the whole schema; later versions add steps here, each from the one before.
+    # Version 1 is the whole schema. Version 2 adds the index jobs_due. create_all makes
+    # missing tables with their indexes; an index added to an existing table since is made here.
     md = metadata(names, db.dialect)
     await conn.run_sync(md.create_all)
+    await conn.run_sync(_create_missing_indexes, md)
     if db.dialect == "postgresql":
         for ddl in _PG_TRIGGERS:
             await conn.execute(sa.text(ddl.format(**names.as_mapping())))

@@ -15,7 +15,7 @@ import attrs
 import sqlalchemy as sa
 from bananas.errors import ConfigError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """The schema this code needs; bump it and add a step in :mod:`bananas_sql.migrate` on change."""
 
 DEFAULT_PREFIX = "bananas_"
@@ -144,6 +144,11 @@ def metadata(names: Names, dialect: str) -> sa.MetaData:
         p + "jobs_claim", jobs.c.routing_key, jobs.c.priority, jobs.c.position,
         postgresql_where=ready, sqlite_where=ready,
     )  # fmt: skip
+    # Scheduled jobs by due time: move_scheduled (every scheduler_interval) finds the due ones
+    # without scanning the backlog. Without it, a million waiting jobs made that scan 130 ms
+    # on SQLite, holding the write lock. (Schema version 2.)
+    scheduled = sa.text(f"state = '{SCHEDULED}'")
+    sa.Index(p + "jobs_due", jobs.c.run_at, jobs.c.position, postgresql_where=scheduled, sqlite_where=scheduled)
     processing = sa.text(f"state = '{PROCESSING}'")
     sa.Index(p + "jobs_lease", jobs.c.lease_until, postgresql_where=processing, sqlite_where=processing)
     dead = sa.text(f"state = '{DEAD}'")
