@@ -90,6 +90,8 @@ def test_many_threads_share_one_client(client: Client) -> None:
         t.join()
     assert errors == [] and len(set(ids)) == 200
     assert client._call(lambda c: c.backend.queue.depths()).total_ready == 201
+    own = client.backend.queue.conn._idle  # type: ignore[attr-defined]
+    assert 1 <= len(own) <= 8  # at most one connection per thread that called at once
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
@@ -150,3 +152,31 @@ def test_blocking_clients_follow_the_url() -> None:
     pool = sentinel.connection_pool
     assert pool.service_name == "mymaster" and pool.connection_kwargs["db"] == 2
     assert [c.connection_pool.connection_kwargs["port"] for c in pool.sentinel_manager.sentinels] == [26380, 26379]
+
+
+def test_a_flushed_script_cache_is_loaded_again(client: Client, redis_url: str) -> None:
+    client.submit_job("warm-up")
+    raw = redis.Redis.from_url(redis_url)
+    try:
+        raw.script_flush()
+    finally:
+        raw.close()
+    job_id = client.submit_job("after-flush")  # EVALSHA says NOSCRIPT: loaded, then run
+    assert client.get_job(job_id).name == "after-flush"
+
+
+def test_an_error_reply_or_a_killed_connection_leaves_the_next_call_working(client: Client, redis_url: str) -> None:
+    client.submit_job("warm-up")
+    conn = client.backend.queue.conn  # type: ignore[attr-defined]
+    with pytest.raises(redis.ResponseError, match="unknown command"):
+        conn.blocking_command("NO-SUCH-COMMAND")
+    assert conn.blocking_command("PING") in (b"PONG", True)
+    raw = redis.Redis.from_url(redis_url)
+    try:
+        own_id = conn.blocking_command("CLIENT", "ID")  # the connection the next submit uses
+        assert raw.client_kill_filter(_id=own_id) == 1
+        job_id = client.submit_job("after-kill")  # the dead socket fails, the retry reconnects
+        assert client.get_job(job_id).name == "after-kill"
+        assert client._call(lambda c: c.backend.queue.depths()).total_ready == 2  # enqueued once
+    finally:
+        raw.close()

@@ -131,16 +131,17 @@ class RedisQueue(QueueAdmin):
         if not jobs:
             return
         keys, args = self._enqueue_call(jobs)
-        script, client, tries = self.conn.blocking_script("enqueue"), self.conn.blocking_client, 0
+        tries = 0
 
         def once() -> Any:
             nonlocal tries
             tries += 1
-            return script(keys=keys, args=args, client=client)
+            return self.conn.blocking_eval("enqueue", keys, args)
 
         reply = self.conn.run_blocking(once, "enqueue")
         if reply:
-            mine = tries > 1 and self._stored_as(jobs, self.conn.run_blocking(lambda: self._mget(jobs, client), "mget"))
+            stored = self.conn.run_blocking(lambda: self._mget_blocking(jobs), "mget") if tries > 1 else None
+            mine = stored is not None and self._stored_as(jobs, stored)
             self._check_enqueued(reply, mine)
 
     def _enqueue_call(self, jobs: Sequence[Job]) -> tuple[list[str], list[str | bytes]]:
@@ -155,8 +156,14 @@ class RedisQueue(QueueAdmin):
             self._pack(job, packed)
         return [k.scheduled], [f"{k.ns}:", MISSING_JOB_ERROR, wire_time(now), repr(now), b"".join(packed)]
 
-    def _mget(self, jobs: Sequence[Job], client: Any = None) -> Any:
-        return (client or self.conn.client).mget([self.k.job(j.id) for j in jobs])
+    def _mget(self, jobs: Sequence[Job]) -> Any:
+        return self.conn.client.mget([self.k.job(j.id) for j in jobs])
+
+    def _mget_blocking(self, jobs: Sequence[Job]) -> Any:
+        keys = [self.k.job(j.id) for j in jobs]
+        if self.conn.is_cluster:
+            return self.conn.blocking_client.mget(keys)
+        return self.conn.blocking_command("MGET", *keys)
 
     @staticmethod
     def _stored_as(jobs: Sequence[Job], stored: Sequence[Any]) -> bool:
