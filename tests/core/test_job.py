@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import re
 from datetime import UTC, datetime, timedelta, timezone
 
 import attrs
@@ -21,6 +22,7 @@ from bananas import (
     validate_routing_key,
 )
 from bananas.job import backoff_seconds
+from bananas.timefmt import format_time, parse_time
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -113,6 +115,21 @@ def test_times_are_written_as_utc_z_with_trailing_zeros_trimmed() -> None:
     data = Job(name="n", created_at=created, updated_at=created.replace(microsecond=0)).to_dict()
     assert data["created_at"] == "2025-11-10T09:15:02.12Z"
     assert data["updated_at"] == "2025-11-10T09:15:02Z"
+
+
+offsets = st.integers(-23 * 60 - 59, 23 * 60 + 59).map(lambda m: timezone(timedelta(minutes=m)))
+
+
+@given(st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=offsets))
+def test_any_aware_time_is_written_as_rfc3339_utc_and_read_back_exactly(value: datetime) -> None:
+    text = format_time(value)
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d*[1-9])?Z", text), text  # 4-digit year, no "...0Z"
+    assert parse_time(text) == value
+
+
+def test_formatting_a_naive_time_says_what_is_missing() -> None:
+    with pytest.raises(ValueError, match="naive datetime"):
+        format_time(datetime(2025, 1, 1))
 
 
 def test_empty_optional_fields_are_left_out_and_order_matches_go() -> None:

@@ -141,6 +141,8 @@ def _utcnow() -> datetime:
 def _aware(value: datetime) -> datetime:
     if not isinstance(value, datetime):
         raise InvalidJob(f"expected a datetime, got {type(value).__name__}")
+    if value.tzinfo is UTC:  # the common case, and already what we store
+        return value
     if value.tzinfo is None or value.utcoffset() is None:
         raise InvalidJob(
             f"naive datetime {value.isoformat()} has no time zone; "

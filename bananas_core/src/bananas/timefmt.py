@@ -40,13 +40,12 @@ def parse_time(text: str) -> datetime:
 
 def format_time(value: datetime) -> str:
     """Format an aware datetime as UTC RFC 3339 with ``Z``, fractional zeros trimmed."""
-    if value.tzinfo is None:
-        raise ValueError("cannot format a naive datetime; give it a time zone")
-    utc = value.astimezone(UTC)
-    text = utc.strftime("%Y-%m-%dT%H:%M:%S")
-    if utc.microsecond:
-        text += ("." + f"{utc.microsecond:06d}").rstrip("0")
-    return text + "Z"
+    if value.tzinfo is not UTC:
+        if value.tzinfo is None:
+            raise ValueError("cannot format a naive datetime; give it a time zone")
+        value = value.astimezone(UTC)
+    text = value.isoformat()[:-6]  # drop "+00:00"; isoformat is twice as fast as strftime
+    return (text.rstrip("0") if value.microsecond else text) + "Z"
 
 
 def to_timestamp(value: datetime) -> float:

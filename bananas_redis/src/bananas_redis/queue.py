@@ -91,18 +91,23 @@ class RedisQueue(QueueAdmin):
 
     # -- enqueue ----------------------------------------------------------------------
 
-    def _pack(self, job: Job, out: list[bytes]) -> None:
-        """Append ``job``'s part of enqueue.lua's packed argument to ``out``."""
+    def _fields(self, job: Job) -> tuple[str, str, str, str, str]:
+        """``job`` as enqueue.lua takes it: kind, id, JSON, target (list key or score), routing key."""
         if job.status is JobStatus.PENDING:
-            kind, target = b"L", self.k.ready(job.routing_key, job.priority)
+            kind, target = "L", self.k.ready(job.routing_key, job.priority)
         elif job.status is JobStatus.SCHEDULED:
             if job.scheduled_for is None:
                 raise InvalidJob(f"job {job.id} is scheduled but has no scheduled_for time")
-            kind, target = b"Z", repr(job.scheduled_for.timestamp())
+            kind, target = "Z", repr(job.scheduled_for.timestamp())
         else:
             raise InvalidJob(f"only pending or scheduled jobs can be enqueued; job {job.id} is {job.status.value}")
-        out.append(kind)
-        for text in (job.id, job.to_json(), target, job.routing_key):
+        return kind, job.id, job.to_json(), target, job.routing_key
+
+    def _pack(self, job: Job, out: list[bytes]) -> None:
+        """Append ``job``'s part of enqueue.lua's packed argument to ``out``."""
+        kind, *texts = self._fields(job)
+        out.append(kind.encode())
+        for text in texts:
             data = text.encode()
             out += (b"%d:" % len(data), data)
 
@@ -147,6 +152,9 @@ class RedisQueue(QueueAdmin):
     def _enqueue_call(self, jobs: Sequence[Job]) -> tuple[list[str], list[str | bytes]]:
         """enqueue.lua's keys and arguments for ``jobs``; raises before anything is written."""
         k, now = self.k, self.conn.now()
+        head: list[str | bytes] = [f"{k.ns}:", MISSING_JOB_ERROR, wire_time(now), repr(now)]
+        if len(jobs) == 1:
+            return [k.scheduled], [*head, "", *self._fields(jobs[0])]
         packed: list[bytes] = []
         ids: set[str] = set()
         for job in jobs:
@@ -154,7 +162,7 @@ class RedisQueue(QueueAdmin):
                 raise DuplicateJob(f"job id {job.id!r} appears twice in the batch; nothing was enqueued")
             ids.add(job.id)
             self._pack(job, packed)
-        return [k.scheduled], [f"{k.ns}:", MISSING_JOB_ERROR, wire_time(now), repr(now), b"".join(packed)]
+        return [k.scheduled], [*head, b"".join(packed)]
 
     def _mget(self, jobs: Sequence[Job]) -> Any:
         return self.conn.client.mget([self.k.job(j.id) for j in jobs])

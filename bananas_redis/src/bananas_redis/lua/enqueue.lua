@@ -6,6 +6,8 @@
 -- packing the arguments is most of a bulk submit's client time), per job:
 --   kind ("L" ready list | "Z" scheduled set), then <length>:<value> for id, json,
 --   target (list key | score) and routing key
+-- or ARGV[5] empty and ONE job's kind, id, json, target and routing key as ARGV[6..10]
+-- (a single submit: nothing to pack or unpack, and its SET NX is also the existence check)
 -- Returns {} on success or {"dup", id} (nothing written) if a job id exists.
 --#include claimlib
 local ns, blob = ARGV[1], ARGV[5]
@@ -19,6 +21,10 @@ local function field(pos)
 end
 
 local pos, n = 1, 0
+if blob == '' then
+  n = 1
+  kinds[1], ids[1], jsons[1], targets[1], routes_of[1] = ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10]
+end
 while pos <= #blob do
   n = n + 1
   kinds[n] = string.sub(blob, pos, pos)
@@ -27,14 +33,22 @@ while pos <= #blob do
   targets[n], pos = field(pos)
   routes_of[n], pos = field(pos)
 end
-for i = 1, n do
-  if redis.call('EXISTS', prefix .. ids[i]) == 1 then
-    return {'dup', ids[i]}
+if n == 1 then
+  if not redis.call('SET', prefix .. ids[1], jsons[1], 'NX') then
+    return {'dup', ids[1]}
+  end
+else
+  for i = 1, n do
+    if redis.call('EXISTS', prefix .. ids[i]) == 1 then
+      return {'dup', ids[i]}
+    end
+  end
+  for i = 1, n do
+    redis.call('SET', prefix .. ids[i], jsons[i])
   end
 end
 local woken, routes = {}, {}
 for i = 1, n do
-  redis.call('SET', prefix .. ids[i], jsons[i])
   if kinds[i] == 'Z' then
     redis.call('ZADD', KEYS[1], targets[i], ids[i])
   else
@@ -45,15 +59,17 @@ for i = 1, n do
     end
   end
 end
-local c = {
-  prefix = prefix, processing = ns .. 'queue:processing', leases = ns .. 'queue:leases',
-  dead = ns .. 'queue:dead', dead_errors = ns .. 'dead:errors', missing = ARGV[2], now = ARGV[3],
-}
-local w = {waiting = ns .. 'waiting:', waiter = ns .. 'waiter:', inbox = ns .. 'inbox:', now = ARGV[4]}
-local lib = nil
+local waiting, lib, c, w = ns .. 'waiting:', nil, nil, nil
 for _, route in ipairs(routes) do
-  if redis.call('ZCOUNT', w.waiting .. route, w.now, '+inf') > 0 then
-    lib = lib or claimlib()
+  if redis.call('ZCOUNT', waiting .. route, ARGV[4], '+inf') > 0 then
+    if lib == nil then  -- built only when a worker waits: most submits find none
+      lib = claimlib()
+      c = {
+        prefix = prefix, processing = ns .. 'queue:processing', leases = ns .. 'queue:leases',
+        dead = ns .. 'queue:dead', dead_errors = ns .. 'dead:errors', missing = ARGV[2], now = ARGV[3],
+      }
+      w = {waiting = waiting, waiter = ns .. 'waiter:', inbox = ns .. 'inbox:', now = ARGV[4]}
+    end
     lib.serve_waiters(c, w, route, false)
   end
   redis.call('PUBLISH', ns .. 'wakeup', route)
