@@ -99,7 +99,7 @@ def bananas_backends():
             for scheme, (_, _, caps) in VARIANTS.items()]
 '''
 
-SUITE_RUNS = '''
+SUITE_RUNS = """
 from bananas.plugins import reload_plugins
 from bananas.testing.stateful import DEFAULT_SETTINGS
 from bananas.testing.suite import BackendConformance
@@ -136,7 +136,7 @@ class TestRetriesEarly(BackendConformance):
 class TestNoCronNoNameFilter(BackendConformance):
     bananas_url = "broken-caps://"
     stateful_settings = NO_SHRINKING
-'''
+"""
 
 SELECTED = [
     "test_claim_strict_priority",
@@ -155,8 +155,11 @@ EXPECTED_FAILURES = {
     "TestPriorityBlind": {"test_claim_strict_priority", "test_state_machine"},
     "TestLosesReaped": {"test_lease_expired_job_is_claimed_again", "test_state_machine"},
     "TestDoubleClaims": {
-        "test_no_double_claim", "test_no_double_claim_concurrent_claimers", "test_state_machine",
-        "test_claim_strict_priority", "test_claim_job_names_filter",  # their drain() sees a job claimed twice
+        "test_no_double_claim",
+        "test_no_double_claim_concurrent_claimers",
+        "test_state_machine",
+        "test_claim_strict_priority",
+        "test_claim_job_names_filter",  # their drain() sees a job claimed twice
     },
     "TestRetriesEarly": {"test_fail_retry_not_claimable_before_backoff", "test_state_machine"},
     "TestNoCronNoNameFilter": {"test_without_job_name_filter_claim_raises"},

@@ -13,6 +13,7 @@ from bananas.clock import ManualClock
 from bananas.errors import SchemaError
 from bananas.job import Job
 from bananas.plugins import connect
+from bananas_sql.tables import SCHEMA_VERSION
 from bananas_sql.urls import postgres_sqlalchemy_url, sqlite_sqlalchemy_url
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
@@ -67,13 +68,13 @@ async def test_upgrade_from_version_1_adds_the_due_index(db_url: str, namespace:
             await conn.execute(sa.text(f"DROP INDEX {namespace}_jobs_due"))
             await conn.execute(sa.text(f"UPDATE {namespace}_schema_version SET version = 1"))
         async with connect(db_url, namespace=namespace) as backend:
-            with pytest.raises(SchemaError, match="at schema version 1 but this bananas-sql needs 2"):
+            with pytest.raises(SchemaError, match=f"at schema version 1 but this bananas-sql needs {SCHEMA_VERSION}"):
                 await backend.queue.enqueue(Job.create("x"))
         await bananas_sql.upgrade(db_url, namespace=namespace)
         async with engine.connect() as conn:
             assert f"{namespace}_jobs_due" in await conn.run_sync(indexes)
             version = (await conn.execute(sa.text(f"SELECT version FROM {namespace}_schema_version"))).scalar()
-            assert version == 2
+            assert version == SCHEMA_VERSION
         async with connect(db_url, namespace=namespace, clock=clock) as backend:
             await backend.queue.enqueue(
                 Job.create("due", scheduled_for=clock.now() + timedelta(seconds=5), now=clock.now())

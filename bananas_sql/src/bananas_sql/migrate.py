@@ -17,16 +17,92 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from bananas_sql.database import Database
 from bananas_sql.tables import SCHEMA_VERSION, Names, metadata
 
+HANDOFF_DATA_MAX = 7000
+"""Largest job (bytes of wire JSON) sent whole with its hand-off; NOTIFY payloads stop at
+8000 bytes, and a larger job is sent by number and read back by the worker."""
+
 _PG_TRIGGERS = (
+    # Idle workers waiting for a job (schema version 3). Unlogged: a registration lasts one
+    # wait, and after a server crash the workers simply register again. ``channel`` is the
+    # worker process's hand-off channel and ``slot`` the worker within it. ``clock_offset`` is
+    # the worker's clock minus the server's at registration, so a handed job's lease is on
+    # the worker's clock; ``until`` (server clock) ends a registration whose worker is gone.
+    """CREATE UNLOGGED TABLE IF NOT EXISTS {waiters} (
+    token text PRIMARY KEY,
+    channel text NOT NULL,
+    slot integer NOT NULL,
+    routing_keys text[] NOT NULL,
+    priorities smallint[] NOT NULL,
+    lease float8 NOT NULL,
+    clock_offset float8 NOT NULL,
+    until float8 NOT NULL
+)""",
+    # A job made ready goes straight to a registered idle worker that takes its routing key
+    # and priority: claimed here (state and lease, as that worker's claim would) and sent on
+    # the channel of the worker's process with its slot and data, so the worker runs it without a claim round
+    # trip. With no such worker, every listener is told there is work. notify_work serves
+    # one row made ready by an UPDATE (released, retried, moved, requeued, re-submitted over
+    # an expired id); jobs_inserted serves a whole INSERT at once, so a bulk submission runs
+    # one trigger and sends one work notification, not one per row.
     """CREATE OR REPLACE FUNCTION {schema_prefix}{prefix}notify_work() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    t float8 := extract(epoch FROM clock_timestamp());
+    w record;
 BEGIN
-    PERFORM pg_notify('{work_channel}', '');
+    SELECT token, channel, slot, lease, clock_offset INTO w FROM {waiters}
+    WHERE until > t AND NEW.routing_key = ANY(routing_keys) AND NEW.priority = ANY(priorities)
+    LIMIT 1 FOR UPDATE SKIP LOCKED;
+    IF FOUND THEN
+        DELETE FROM {waiters} WHERE token = w.token;
+        UPDATE {jobs} SET state = 'processing', lease_until = t + w.clock_offset + w.lease WHERE seq = NEW.seq;
+        PERFORM pg_notify(w.channel, w.slot::text || ' ' || NEW.seq::text
+            || CASE WHEN octet_length(NEW.data) <= {handoff_data_max} THEN ' ' || NEW.data ELSE '' END);
+    ELSE
+        PERFORM pg_notify('{work_channel}', '');
+    END IF;
+    RETURN NULL;
+END $$""",
+    """CREATE OR REPLACE FUNCTION {schema_prefix}{prefix}jobs_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    t float8 := extract(epoch FROM clock_timestamp());
+    ready bigint;
+    handed bigint[] := '{{}}';
+    w record;
+    j record;
+BEGIN
+    SELECT count(*) INTO ready FROM new_jobs WHERE state = 'ready';
+    IF ready = 0 THEN
+        RETURN NULL;
+    END IF;
+    FOR w IN SELECT x.token, x.channel, x.slot, x.routing_keys, x.priorities, x.lease, x.clock_offset
+        FROM {waiters} AS x
+        WHERE x.until > t AND EXISTS (SELECT 1 FROM new_jobs AS n WHERE n.state = 'ready'
+            AND n.routing_key = ANY(x.routing_keys) AND n.priority = ANY(x.priorities))
+        FOR UPDATE SKIP LOCKED
+    LOOP
+        EXIT WHEN cardinality(handed) >= ready;
+        SELECT n.seq, n.data INTO j FROM new_jobs AS n
+        WHERE n.state = 'ready' AND n.routing_key = ANY(w.routing_keys) AND n.priority = ANY(w.priorities)
+            AND n.seq <> ALL(handed)
+        ORDER BY n.priority, n.position LIMIT 1;
+        CONTINUE WHEN NOT FOUND;
+        handed := handed || j.seq;
+        DELETE FROM {waiters} WHERE token = w.token;
+        UPDATE {jobs} SET state = 'processing', lease_until = t + w.clock_offset + w.lease WHERE seq = j.seq;
+        PERFORM pg_notify(w.channel, w.slot::text || ' ' || j.seq::text
+            || CASE WHEN octet_length(j.data) <= {handoff_data_max} THEN ' ' || j.data ELSE '' END);
+    END LOOP;
+    IF cardinality(handed) < ready THEN
+        PERFORM pg_notify('{work_channel}', '');
+    END IF;
     RETURN NULL;
 END $$""",
     "DROP TRIGGER IF EXISTS {prefix}jobs_notify ON {jobs}",
-    # Fires for new ready jobs and for jobs made ready again (released, reaped, moved, requeued).
-    "CREATE TRIGGER {prefix}jobs_notify AFTER INSERT OR UPDATE OF state ON {jobs} "
+    "CREATE TRIGGER {prefix}jobs_notify AFTER UPDATE OF state ON {jobs} "
     "FOR EACH ROW WHEN (NEW.state = 'ready') EXECUTE FUNCTION {schema_prefix}{prefix}notify_work()",
+    "DROP TRIGGER IF EXISTS {prefix}jobs_inserted ON {jobs}",
+    "CREATE TRIGGER {prefix}jobs_inserted AFTER INSERT ON {jobs} REFERENCING NEW TABLE AS new_jobs "
+    "FOR EACH STATEMENT EXECUTE FUNCTION {schema_prefix}{prefix}jobs_inserted()",
     """CREATE OR REPLACE FUNCTION {schema_prefix}{prefix}notify_result() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM pg_notify('{result_channel}', NEW.job_id);
@@ -76,14 +152,15 @@ async def _upgrade(conn: AsyncConnection, db: Database) -> None:
             f"the schema is at version {version}, newer than this bananas-sql ({SCHEMA_VERSION}); "
             "upgrade the bananas-sql package instead"
         )
-    # Version 1 is the whole schema. Version 2 adds the index jobs_due. create_all makes
+    # Version 1 is the whole schema. Version 2 adds the index jobs_due; version 3 the
+    # PostgreSQL waiters table and the hand-off in notify_work. create_all makes
     # missing tables with their indexes; an index added to an existing table since is made here.
     md = metadata(names, db.dialect)
     await conn.run_sync(md.create_all)
     await conn.run_sync(_create_missing_indexes, md)
     if db.dialect == "postgresql":
         for ddl in _PG_TRIGGERS:
-            await conn.execute(sa.text(ddl.format(**names.as_mapping())))
+            await conn.execute(sa.text(ddl.format(**names.as_mapping(), handoff_data_max=HANDOFF_DATA_MAX)))
     table = md.tables[(names.schema + "." if names.schema else "") + names.prefix + "schema_version"]
     if version is None:
         await conn.execute(table.insert().values(id=1, version=SCHEMA_VERSION))

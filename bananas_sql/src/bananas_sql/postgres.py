@@ -7,14 +7,16 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+import uuid
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 from bananas.backend import Backend, BackendOptions, redact_url
 from bananas.clock import Clock, system_clock
-from bananas.errors import DuplicateJob
+from bananas.errors import DuplicateJob, InvalidJob
 from bananas.job import ALL_PRIORITIES, Job, JobPriority
+from bananas.protocols import DEFAULT_LEASE_SECONDS
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
 
@@ -24,7 +26,7 @@ from bananas_sql.pg_batch import combined_sql, insert_many_sql, plan, single_sql
 from bananas_sql.pg_raw import RawPg, pyformat
 from bananas_sql.plugin import POSTGRES_CAPABILITIES
 from bananas_sql.queries import compile_all
-from bananas_sql.queue import job_params
+from bananas_sql.queue import SqlQueue, claim_arguments, job_params
 from bananas_sql.results import sql_backend
 from bananas_sql.tables import Names
 from bananas_sql.urls import number, postgres_conninfo, postgres_sqlalchemy_url
@@ -59,6 +61,15 @@ def claim_sql(jobs: str, n_keys: int, all_priorities: bool, by_name: bool) -> st
     may switch to after five executions) hash-joins the subquery against a sequential
     scan of the whole table, 200 ms with a million jobs (bench/pg_claim_probe.py).
     """
+    parts = _claim_parts(jobs, n_keys, all_priorities, by_name)
+    if n_keys == 1:
+        return parts[0]
+    ctes = ",\n".join(f"c{i} AS ({body})" for i, body in enumerate(parts))
+    return f"WITH {ctes}\n" + "\nUNION ALL ".join(f"SELECT * FROM c{i}" for i in range(n_keys))
+
+
+def _claim_parts(jobs: str, n_keys: int, all_priorities: bool, by_name: bool) -> list[str]:
+    """The claim of each routing key, in order; each a CTE named ``c{i}`` (see :func:`claim_sql`)."""
     priority_filter = "" if all_priorities else "AND priority = ANY(CAST(:prios AS smallint[]))"
     name_filter = "AND name = ANY(CAST(:names AS text[]))" if by_name else ""
     parts = []
@@ -69,10 +80,34 @@ def claim_sql(jobs: str, n_keys: int, all_priorities: bool, by_name: bool) -> st
             jobs=jobs, i=i, limit=limit, priority_filter=priority_filter, name_filter=name_filter
         )
         parts.append(body)
-    if n_keys == 1:
-        return parts[0]
-    ctes = ",\n".join(f"c{i} AS ({body})" for i, body in enumerate(parts))
-    return f"WITH {ctes}\n" + "\nUNION ALL ".join(f"SELECT * FROM c{i}" for i in range(n_keys))
+    return parts
+
+
+def claim_or_register_sql(jobs: str, waiters: str, n_keys: int, all_priorities: bool) -> str:
+    """:func:`claim_sql` that also registers the claiming worker as a waiter when it finds
+    nothing and ``:register`` is true, and removes its registration otherwise.
+
+    The registration and the claim share one snapshot: a job committed after it was taken is
+    seen by the trigger (and handed over) or by this claim; one committed in between wakes the
+    worker through the ordinary work channel, which it listens on too.
+    """
+    parts = _claim_parts(jobs, n_keys, all_priorities, False)
+    ctes = [f"c{i} AS ({body})" for i, body in enumerate(parts)]
+    ctes.append("c AS (" + " UNION ALL ".join(f"SELECT * FROM c{i}" for i in range(n_keys)) + ")")
+    ctes.append(
+        f"r AS (INSERT INTO {waiters} (token, channel, slot, routing_keys, priorities, lease, clock_offset, until) "
+        "SELECT :token, :channel, :slot, CAST(:wkeys AS text[]), CAST(:wprios AS smallint[]), "
+        ":lease, :now - s.t, s.t + :wait "
+        "FROM (SELECT extract(epoch FROM clock_timestamp())::float8 AS t) AS s "
+        "WHERE :register AND NOT EXISTS (SELECT 1 FROM c) "
+        "ON CONFLICT (token) DO UPDATE SET channel = excluded.channel, slot = excluded.slot, "
+        "routing_keys = excluded.routing_keys, priorities = excluded.priorities, lease = excluded.lease, "
+        "clock_offset = excluded.clock_offset, until = excluded.until)"
+    )
+    ctes.append(
+        f"d AS (DELETE FROM {waiters} WHERE token = :token AND NOT (:register AND NOT EXISTS (SELECT 1 FROM c)))"
+    )
+    return "WITH " + ",\n".join(ctes) + "\nSELECT * FROM c"
 
 
 def _claim_params(
@@ -115,6 +150,7 @@ class PostgresDatabase(Database):
         super().__init__(url, engine, options)
         self._claims: dict[tuple[int, bool, bool], sa.TextClause] = {}
         self._raw_claims: dict[tuple[int, bool, bool], str] = {}
+        self._raw_waits: dict[tuple[int, bool], str] = {}
         self.pg = {name: pyformat(sql) for name, sql in self.sql.items()}
         self.pg.update(single_sql(self.names.as_mapping()))
         self.pg_combined = combined_sql(self.names.as_mapping())
@@ -193,6 +229,79 @@ class PostgresDatabase(Database):
         rows.sort(key=lambda r: (r[6], r[7], r[8]))
         return [(r[0], r[2], r[5]) for r in rows]
 
+    async def claim_or_register(
+        self,
+        routing_keys: Sequence[str],
+        priorities: Sequence[JobPriority],
+        *,
+        limit: int,
+        lease: float,
+        now: float,
+        token: str,
+        slot: int,
+        register: bool,
+        wait: float,
+    ) -> list[tuple[int, str, str]]:
+        """Claim up to ``limit`` jobs; register ``token`` (``slot`` on this process's hand-off
+        channel) as a waiter for ``wait`` seconds if none was found and ``register``, else drop
+        its registration. ``(seq, data, id)`` in claim order."""
+        await self._ensure_schema()
+        all_prios = set(priorities) == set(ALL_PRIORITIES)
+        variant = (len(routing_keys), all_prios)
+        query = self._raw_waits.get(variant)
+        if query is None:
+            query = self._raw_waits[variant] = pyformat(
+                claim_or_register_sql(self.names.jobs, self.names.waiters, *variant)
+            )
+        params = _claim_params(routing_keys, priorities, all_prios, None, limit=limit, lease_until=now + lease, now=now)
+        params.update(
+            token=token,
+            channel=self.listener.hand_off_channel,
+            slot=slot,
+            wkeys=list(routing_keys),
+            wprios=[p.rank for p in priorities],
+            lease=float(lease),
+            register=register,
+            wait=float(wait),
+        )
+
+        async def work(conn: Any) -> list[Any]:
+            return list(await (await conn.execute(query, params)).fetchall())
+
+        rows = await self.raw_claimer.run(work)
+        rows.sort(key=lambda r: (r[6], r[7], r[8]))
+        return [(r[0], r[2], r[5]) for r in rows]
+
+    async def unregister(self, token: str) -> None:
+        """Drop the waiter registration of ``token``, if any."""
+        await self._ensure_schema()
+        sql = f"DELETE FROM {self.names.waiters} WHERE token = %(token)s"
+
+        async def work(conn: Any) -> None:
+            await conn.execute(sql, {"token": token})
+
+        await self.raw_claimer.run(work)
+
+    async def handed_rows(self, seqs: Sequence[int]) -> dict[int, tuple[str, str]]:
+        """``seq -> (data, id)`` of handed-over jobs that are still leased (for jobs too large
+        to travel with their hand-off)."""
+        sql = f"SELECT seq, data, id FROM {self.names.jobs} WHERE seq = ANY(%(seqs)s) AND state = 'processing'"
+
+        async def work(conn: Any) -> dict[int, tuple[str, str]]:
+            rows = await (await conn.execute(sql, {"seqs": list(seqs)})).fetchall()
+            return {r[0]: (r[1], r[2]) for r in rows}
+
+        return await self.raw_claimer.run(work)
+
+    async def renew_seqs(self, seqs: Sequence[int], until: float) -> None:
+        """Extend the leases of handed-over jobs not yet taken by the worker they were handed to."""
+        sql = f"UPDATE {self.names.jobs} SET lease_until = %(until)s WHERE seq = ANY(%(seqs)s) AND state = 'processing'"
+
+        async def work(conn: Any) -> None:
+            await conn.execute(sql, {"seqs": list(seqs), "until": until})
+
+        await self.raw.run(work)
+
     async def enqueue_one(self, params: Mapping[str, Any]) -> bool:
         await self._ensure_schema()
         sql = self.pg["enqueue"]
@@ -259,8 +368,14 @@ class PostgresDatabase(Database):
             self._full_claims += 1
             if self._full_claims == BUSY_CLAIMS:
                 self.listener.drop(self.listener.work_channel)
+                if not self.listener.hand_off_events:  # no worker of this process waits for a hand-off
+                    self.listener.drop(self.listener.hand_off_channel)
         elif self._full_claims < BUSY_CLAIMS:
             self._full_claims = 0  # once busy, only wait_for_work listens again
+
+    def note_waiting(self) -> None:
+        """A worker is about to claim and wait for a hand-off: it is not busy."""
+        self._full_claims = 0
 
     async def wait_for_work(self, routing_keys: Sequence[str], timeout: float) -> None:
         self._full_claims = 0
@@ -313,6 +428,14 @@ class Listener:
         self.work_event = asyncio.Event()
         self.connected = False
         self._results: dict[str, set[asyncio.Event]] = {}
+        self.hand_off_channel = f"bananas_w_{uuid.uuid4().hex}"
+        """This process's channel for jobs handed over to its waiting workers (one slot each)."""
+        self.hand_off_events: dict[int, asyncio.Event] = {}
+        """Per slot waiting now, the event its worker waits on: set by a hand-off to that slot,
+        by any work notification, and by ``PostgresQueue.wake_waiter``; cleared by the worker
+        once its wait is over."""
+        self.handed: dict[int, list[str]] = {}
+        """Per slot, the hand-offs (``seq`` or ``seq data``) received and not yet taken, oldest first."""
         self._wanted: set[str] = set()
         self._task: asyncio.Task[None] | None = None
         self._retired: set[asyncio.Task[None]] = set()
@@ -362,6 +485,8 @@ class Listener:
         self.generation += 1
         event, self.work_event = self.work_event, asyncio.Event()
         event.set()
+        for waiter in self.hand_off_events.values():
+            waiter.set()
 
     def _wake_all(self) -> None:
         self._wake_work()
@@ -384,6 +509,11 @@ class Listener:
                     async for note in conn.notifies():
                         if note.channel == self.work_channel:
                             self._wake_work()
+                        elif note.channel == self.hand_off_channel:
+                            slot, _, handed = note.payload.partition(" ")
+                            self.handed.setdefault(int(slot), []).append(handed)
+                            if (event := self.hand_off_events.get(int(slot))) is not None:
+                                event.set()
                         else:
                             for event in self._results.get(note.payload, ()):
                                 event.set()
@@ -406,9 +536,159 @@ class Listener:
         self.connected = False
 
 
+class PostgresQueue(SqlQueue):
+    """:class:`SqlQueue` whose idle workers are handed new jobs by the transaction that made
+    them ready (``claim_or_wait``), as on Redis: one hop from producer to worker.
+
+    A worker whose claim finds nothing registers in the waiters table in the same statement,
+    under a slot of its process's hand-off channel (one LISTEN per process, however many
+    workers), and waits. The triggers that announce work (see :mod:`bananas_sql.migrate`)
+    claim a job made ready for a registered worker that takes its routing key and priority
+    (state and lease, on the worker's clock) and send it, data included, to that slot. Jobs
+    handed over while their worker was not waiting are kept for its next claim; until then
+    their leases are renewed with the running jobs'. A hand-off whose notification is lost
+    (the listening connection dropped, or the worker stopped just then) is recovered when its
+    lease runs out, like any job of a worker that died.
+    """
+
+    db: PostgresDatabase
+
+    def __init__(self, db: PostgresDatabase) -> None:
+        super().__init__(db)
+        self._slots: dict[str, int] = {}
+        """Each waiter's slot on this process's hand-off channel."""
+        self._serves: dict[int, tuple[frozenset[str], frozenset[JobPriority]]] = {}
+        """Per slot of a worker that has not stopped waiting: the routing keys and priorities it
+        registered for, so a plain claim takes only handed-over jobs it asked for."""
+
+    async def claim(
+        self,
+        routing_keys: Sequence[str],
+        priorities: Sequence[JobPriority] = ALL_PRIORITIES,
+        *,
+        limit: int = 1,
+        lease: float = DEFAULT_LEASE_SECONDS,
+        job_names: Collection[str] | None = None,
+    ) -> list[Job]:
+        keys, prios, _ = claim_arguments(routing_keys, priorities, limit, job_names)
+        handed: list[Job] = []
+        if job_names is None:
+            for slot, (served_keys, served_prios) in list(self._serves.items()):
+                if len(handed) < limit and served_keys <= set(keys) and served_prios <= set(prios):
+                    handed += await self._take_handed(slot, limit - len(handed))
+        if len(handed) >= limit:
+            return handed
+        return handed + await super().claim(
+            routing_keys, priorities, limit=limit - len(handed), lease=lease, job_names=job_names
+        )
+
+    async def claim_or_wait(
+        self,
+        routing_keys: Sequence[str],
+        priorities: Sequence[JobPriority] = ALL_PRIORITIES,
+        *,
+        limit: int = 1,
+        lease: float = DEFAULT_LEASE_SECONDS,
+        waiter: str,
+        timeout: float,
+    ) -> list[Job]:
+        """Claim like :meth:`claim`; if nothing is ready, wait up to ``timeout`` seconds for a
+        job handed over by the next transaction that makes one ready (already claimed, leased
+        for ``lease`` seconds). ``waiter`` is a token unique to the worker. Returns ``[]`` when
+        the wait ran out or the worker was only woken. Call :meth:`stop_waiting` on stop."""
+        keys, prios, _ = claim_arguments(routing_keys, priorities, limit, None)
+        if not keys or not prios:
+            return []
+        if lease <= 0:
+            raise InvalidJob(f"lease must be > 0 seconds, got {lease!r}")
+        db, listener = self.db, self.db.listener
+        slot = self._slots.setdefault(waiter, len(self._slots))
+        self._serves[slot] = (frozenset(keys), frozenset(prios))
+        event = listener.hand_off_events.setdefault(slot, asyncio.Event())
+        listener.start(listener.hand_off_channel)  # the first call reconnects to listen on it
+        listener.start(listener.work_channel)
+        db.note_waiting()
+        jobs = await self._take_handed(slot, limit)
+        # Register only while the listener is connected: a hand-off must never be sent to
+        # a channel nobody listens on. Otherwise the ordinary work channel wakes the worker.
+        register = not jobs and listener.connected
+        now = self._now()
+        rows = await db.claim_or_register(
+            keys,
+            prios,
+            limit=limit - len(jobs),
+            lease=lease,
+            now=now,
+            token=waiter,
+            slot=slot,
+            register=register,
+            wait=timeout,
+        )
+        jobs += await self.claimed_jobs(rows, now)
+        if jobs:
+            return jobs
+        # A wake-up since the last wait ended (set, not yet cleared) ends this one at once.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout)
+        event.clear()
+        return await self._take_handed(slot, limit)
+
+    async def stop_waiting(self, waiter: str) -> list[Job]:
+        """Unregister ``waiter`` and return the jobs handed to it that it has not taken (the
+        caller releases them)."""
+        await self.db.unregister(waiter)
+        slot = self._slots.get(waiter)
+        if slot is None:
+            return []
+        self._serves.pop(slot, None)
+        self.db.listener.hand_off_events.pop(slot, None)
+        return await self._take_handed(slot, len(self.db.listener.handed.get(slot, ())))
+
+    async def wake_waiter(self, waiter: str) -> None:
+        """End the current (or else the next) wait of ``waiter``, a worker of this process."""
+        slot = self._slots.get(waiter)
+        event = None if slot is None else self.db.listener.hand_off_events.get(slot)
+        if event is not None:
+            event.set()
+
+    async def renew(self, job_ids: Sequence[str], lease: float = DEFAULT_LEASE_SECONDS) -> set[str]:
+        handed = [seq for slot in self._serves for seq, _ in _parse_handed(self.db.listener.handed.get(slot, ()))]
+        if handed:  # kept for this worker's next claim: theirs is its lease to keep
+            await self.db.renew_seqs(handed, self._now() + lease)
+        return await super().renew(job_ids, lease)
+
+    async def _take_handed(self, slot: int, limit: int) -> list[Job]:
+        """Up to ``limit`` of the jobs handed over to ``slot`` and not yet taken, oldest first."""
+        buffer = self.db.listener.handed.get(slot)
+        if not buffer or limit < 1:
+            return []
+        taken = buffer[:limit]
+        del buffer[:limit]
+        entries = _parse_handed(taken)
+        missing = [seq for seq, data in entries if data is None]
+        fetched = await self.db.handed_rows(missing) if missing else {}
+        rows = []
+        for seq, data in entries:
+            if data is not None:
+                rows.append((seq, data, f"#{seq}"))
+            elif seq in fetched:  # gone if reaped or finished meanwhile: no longer ours
+                rows.append((seq, *fetched[seq]))
+        return await self.claimed_jobs(rows, self._now())
+
+
+def _parse_handed(payloads: Sequence[str]) -> list[tuple[int, str | None]]:
+    """``(seq, data or None)`` of hand-off payloads (``seq``, or ``seq data``)."""
+    entries: list[tuple[int, str | None]] = []
+    for payload in payloads:
+        seq, _, data = payload.partition(" ")
+        entries.append((int(seq), data or None))
+    return entries
+
+
 def connect_postgres(url: str, options: BackendOptions) -> Backend:
     """The PostgreSQL backend for ``url`` (connections open on first use)."""
-    return sql_backend("postgresql", PostgresDatabase(url, options), url, options, POSTGRES_CAPABILITIES)
+    db = PostgresDatabase(url, options)
+    return sql_backend("postgresql", db, url, options, POSTGRES_CAPABILITIES, queue=PostgresQueue(db))
 
 
 # -- transactional submission -----------------------------------------------------------

@@ -55,6 +55,20 @@ def row_to_job(state: str, data: str, error: str | None, name: str, job_id: str)
     return job
 
 
+def claim_arguments(
+    routing_keys: Sequence[str], priorities: Sequence[JobPriority], limit: int, job_names: Collection[str] | None
+) -> tuple[list[str], list[JobPriority], list[str] | None]:
+    """A claim's routing keys (validated, without repeats), priorities and sorted job names;
+    raises for a bare string of keys or a ``limit`` that is not a whole number >= 1."""
+    if isinstance(routing_keys, str):
+        raise TypeError("routing_keys must be a sequence of routing keys, not one string")
+    keys = list(dict.fromkeys(validate_routing_key(k) for k in routing_keys))
+    prios = [JobPriority.parse(p) for p in priorities]
+    if not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"limit must be a whole number >= 1, got {limit!r}")
+    return keys, prios, sorted(job_names) if job_names is not None else None
+
+
 class SqlQueue:
     """Jobs in one table; see :mod:`bananas_sql.tables` for the states and indexes."""
 
@@ -97,19 +111,16 @@ class SqlQueue:
         lease: float = DEFAULT_LEASE_SECONDS,
         job_names: Collection[str] | None = None,
     ) -> list[Job]:
-        if isinstance(routing_keys, str):
-            raise TypeError("routing_keys must be a sequence of routing keys, not one string")
-        keys = list(dict.fromkeys(validate_routing_key(k) for k in routing_keys))
-        prios = [JobPriority.parse(p) for p in priorities]
-        if not isinstance(limit, int) or limit < 1:
-            raise ValueError(f"limit must be a whole number >= 1, got {limit!r}")
-        if not keys or not prios or (job_names is not None and not job_names):
+        keys, prios, names = claim_arguments(routing_keys, priorities, limit, job_names)
+        if not keys or not prios or names == []:
             return []
-        names = sorted(job_names) if job_names is not None else None
         self.db.note_claim()
         now = self._now()
-
         rows = await self.db.claim(keys, prios, limit=limit, lease_until=now + lease, job_names=names, now=now)
+        return await self.claimed_jobs(rows, now)
+
+    async def claimed_jobs(self, rows: Sequence[tuple[int, str, str]], now: float) -> list[Job]:
+        """The jobs of claimed ``(seq, data, id)`` rows; an unreadable one is buried instead."""
         claimed: list[Job] = []
         for seq, data, job_id in rows:
             try:

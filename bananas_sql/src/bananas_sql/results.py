@@ -183,13 +183,20 @@ class SqlWorkers:
 
 
 def sql_backend(
-    name: str, db: Database, url: str, options: BackendOptions, capabilities: frozenset[Capability]
+    name: str,
+    db: Database,
+    url: str,
+    options: BackendOptions,
+    capabilities: frozenset[Capability],
+    *,
+    queue: SqlQueue | None = None,
 ) -> Backend:
-    """One Backend whose queue, results, cron storage and worker registry share ``db``."""
+    """One Backend whose queue (``queue``, by default a :class:`SqlQueue`), results, cron storage
+    and worker registry share ``db``."""
     return Backend(
         name=name,
         url=url,
-        queue=SqlQueue(db),
+        queue=queue if queue is not None else SqlQueue(db),
         results=SqlResults(db),
         workers=SqlWorkers(db),
         scheduler=SqlScheduler(db),

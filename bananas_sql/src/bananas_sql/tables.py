@@ -15,7 +15,7 @@ import attrs
 import sqlalchemy as sa
 from bananas.errors import ConfigError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """The schema this code needs; bump it and add a step in :mod:`bananas_sql.migrate` on change."""
 
 DEFAULT_PREFIX = "bananas_"
@@ -85,6 +85,11 @@ class Names:
         return self.table("workers")
 
     @property
+    def waiters(self) -> str:
+        """Idle PostgreSQL workers waiting for a job to be handed over (see ``migrate``)."""
+        return self.table("waiters")
+
+    @property
     def version(self) -> str:
         return self.table("schema_version")
 
@@ -104,6 +109,7 @@ class Names:
             "results": self.results,
             "schedules": self.schedules,
             "workers": self.workers,
+            "waiters": self.waiters,
             "version": self.version,
             "position_seq": self.position_seq,
             "prefix": self.prefix,

@@ -45,7 +45,7 @@ class Pool:
     default to the config's values.
 
     An idle worker waits for work with ``queue.wait_for_work``, or, where the queue offers
-    ``claim_or_wait`` / ``stop_waiting`` / ``wake_waiter`` (Redis), by registering as a waiter
+    ``claim_or_wait`` / ``stop_waiting`` / ``wake_waiter`` (Redis, PostgreSQL), by registering as a waiter
     that the next enqueue hands its jobs to, already claimed: one hop from producer to worker.
     """
 
@@ -93,7 +93,7 @@ class Pool:
         self._handing_off = False
         self._interrupt: asyncio.Task[None] | None = None
         self._names = config.job_types if config.mode is WorkerMode.JOB_SPECIALIZED else ()
-        # Queues that hand jobs straight to idle workers (Redis) offer claim_or_wait; it serves
+        # Queues that hand jobs straight to idle workers (Redis, PostgreSQL) offer claim_or_wait; it serves
         # workers that take every job name of their routing keys.
         self._hand_off: Callable[..., Awaitable[list[Job]]] | None = (
             None if self._names else getattr(self.queue, "claim_or_wait", None)
