@@ -572,9 +572,10 @@ class PostgresQueue(SqlQueue):
     ) -> list[Job]:
         keys, prios, _ = claim_arguments(routing_keys, priorities, limit, job_names)
         handed: list[Job] = []
-        if job_names is None:
+        if job_names is None and self._serves:
+            asked_keys, asked_prios = set(keys), set(prios)
             for slot, (served_keys, served_prios) in list(self._serves.items()):
-                if len(handed) < limit and served_keys <= set(keys) and served_prios <= set(prios):
+                if len(handed) < limit and served_keys <= asked_keys and served_prios <= asked_prios:
                     handed += await self._take_handed(slot, limit - len(handed))
         if len(handed) >= limit:
             return handed
