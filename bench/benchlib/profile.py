@@ -84,8 +84,8 @@ def main() -> None:
             frames = stack.split(";")
             total += n
             own[frames[-1]] += n
-            top = frames[-1]
-            by_component[component(top[top.rfind("(") + 1 :] if "(" in top else top)] += n
+            top = frames[-1]  # "function (path:line)"; a bare "process N:..." has no Python frame
+            by_component[component(top[top.rfind("(") + 1 :]) if top.endswith(")") else "no Python frame"] += n
             for frame in set(frames):
                 inclusive[frame] += n
     print(f"{total} samples")
