@@ -3,10 +3,10 @@ Client) and W1b (submit_many) against throwaway servers, summed by component.
 
     bench/.venvs/bananas/bin/python bench/profile_submit.py [--store redis,postgres] [--jobs 5000]
 
-Starts its own redis-server and PostgreSQL cluster (tests/servers.py; PostgreSQL with fsync on,
-as in the matrix). For every (store, path) it prints the wall time per job and the profiler's
+Starts its own redis-server and PostgreSQL cluster as run.py does (benchlib.stores.Servers;
+PostgreSQL with fsync on). For every (store, path) it prints the wall time per job and the profiler's
 own time (tottime) per job summed by component -- waiting on the socket, the client library
-(redis-py, psycopg), asyncio, Bananas, the job model's helpers (json, uuid, attrs, datetime) --
+(redis-py, psycopg), asyncio, Bananas, the job model's helpers (json, uuid, attrs) --
 then the functions with the most own time. cProfile adds its own overhead to every Python call,
 so read the shares, not the absolute microseconds.
 """
@@ -27,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchlib.profile import component
-from benchlib.stores import _wait_postgres_ready, load_servers
+from benchlib.stores import Servers
 
 
 def report(title: str, prof: cProfile.Profile, jobs: int, wall: float, top: int) -> None:
@@ -102,26 +102,22 @@ def main() -> None:
     p.add_argument("--jobs", type=int, default=5000)
     p.add_argument("--top", type=int, default=12)
     args = p.parse_args()
-    servers = load_servers()
-    for store in args.store.split(","):
-        if store == "redis":
-            server = servers.RedisServer().start()
-            try:
-                run_store(server.url, args.jobs, args.top)
-            finally:
-                server.stop()
-        elif store == "postgres":
-            pg = servers.PostgresServer(fsync=True).start()
-            try:
-                _wait_postgres_ready(pg.url)
+    stores = args.store.split(",")
+    unknown = sorted(set(stores) - {"redis", "postgres"})
+    if unknown:
+        raise SystemExit(f"profile_submit: unknown store {', '.join(unknown)} (allowed: redis, postgres)")
+    servers = Servers(need_redis="redis" in stores, need_postgres="postgres" in stores)
+    try:
+        for store in stores:
+            if store == "redis":
+                run_store(servers.redis.url, args.jobs, args.top)
+            else:
                 import bananas_sql
 
-                asyncio.run(bananas_sql.upgrade(pg.url))
-                run_store(pg.url, args.jobs, args.top)
-            finally:
-                pg.stop()
-        else:
-            raise SystemExit(f"profile_submit: unknown store {store!r} (allowed: redis, postgres)")
+                asyncio.run(bananas_sql.upgrade(servers.postgres.url))
+                run_store(servers.postgres.url, args.jobs, args.top)
+    finally:
+        servers.stop()
 
 
 if __name__ == "__main__":
