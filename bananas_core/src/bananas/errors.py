@@ -18,6 +18,7 @@ __all__ = [
     "InvalidRoutingKey",
     "JobDecodeError",
     "JobNotFound",
+    "LeaseLost",
     "PayloadError",
     "PluginError",
     "ResultNotReady",
@@ -61,6 +62,23 @@ class JobNotFound(BananasError, KeyError):
 
 class DuplicateJob(InvalidJob):
     """A job with this id already exists; nothing was written."""
+
+
+class LeaseLost(BananasError, RuntimeError):
+    """A worker reported on a job it no longer holds: its lease ran out and the job was
+    reaped, re-claimed or settled by another worker. Nothing was changed."""
+
+    def __init__(self, job_id: str, detail: str = "") -> None:
+        super().__init__(job_id)
+        self.job_id = job_id
+        self.detail = detail
+
+    def __str__(self) -> str:
+        why = f" ({self.detail})" if self.detail else ""
+        return (
+            f"job {self.job_id!r} is no longer held by this worker{why}: its lease ran out and the job was "
+            "taken back, so this report was discarded"
+        )
 
 
 class HandlerNotFound(BananasError, LookupError):
