@@ -213,6 +213,10 @@ class Job:
     max_retries: int = attrs.field(default=DEFAULT_MAX_RETRIES, validator=_check_max_retries)
     error: str = ""
     extra: Mapping[str, JSON] = attrs.field(factory=dict, converter=_frozen_extra, repr=False)
+    lease_token: str = attrs.field(default="", eq=False, repr=False)
+    """Which claim this copy comes from: set by :meth:`Queue.claim <bananas.protocols.Queue.claim>`,
+    opaque, never part of the wire format. Settles of the job are fenced with it: they apply
+    only while this claim still holds the job."""
 
     @classmethod
     def create(
