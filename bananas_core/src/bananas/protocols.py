@@ -111,6 +111,17 @@ class Queue(Protocol):
 
     A job is always in exactly one place: ready, scheduled, processing (claimed), dead,
     or finished. No operation leaves a job half-moved.
+
+    Fencing: every claim gives the claimed copy a fresh :attr:`Job.lease_token
+    <bananas.job.Job.lease_token>`. :meth:`complete`, :meth:`fail`, :meth:`release` and
+    :meth:`renew` apply only while that claim still holds the job (checked in the same
+    atomic statement or script that writes): once the lease was reaped, or the job was
+    claimed again or settled by anyone else, a settle with the old copy changes nothing.
+
+    Unreadable records: any record that cannot be decoded or re-encoded, for whatever
+    reason, affects that record alone. :meth:`claim`, :meth:`reap_expired` and
+    :meth:`move_scheduled` send it to the dead letter queue with a readable error (and log
+    a WARNING naming its id) and carry on with the others of their batch.
     """
 
     async def ping(self) -> None:
@@ -145,27 +156,33 @@ class Queue(Protocol):
 
         Order: routing keys in the order given; within one, ``high`` before ``normal``
         before ``low`` (only the ``priorities`` given); FIFO within a priority. Returned
-        jobs have status ``processing``. While its lease runs, a job is returned to no
-        other caller. A claimed id whose stored job is missing or unreadable goes to the
-        dead letter queue with an explanatory error and is not returned. ``job_names``
+        jobs have status ``processing`` and a :attr:`~bananas.job.Job.lease_token` unique
+        to this claim. While its lease runs, a job is returned to no other caller. A
+        claimed id whose stored job is missing or unreadable goes to the dead letter queue
+        with an explanatory error and is not returned; the other jobs of the batch are. ``job_names``
         (needs :attr:`Capability.JOB_NAME_FILTER <bananas.capabilities.Capability>`)
         takes only jobs with those names and leaves the others where they are.
         Returns an empty list when nothing is ready; never blocks waiting for work.
         """
         ...
 
-    async def renew(self, job_ids: Sequence[str], lease: float = DEFAULT_LEASE_SECONDS) -> set[str]:
-        """Extend the leases of claimed jobs to now + ``lease``; return the ids still held.
+    async def renew(self, jobs: Sequence[Job], lease: float = DEFAULT_LEASE_SECONDS) -> set[str]:
+        """Extend the leases of claimed jobs (fenced by their lease tokens) to now + ``lease``;
+        return the ids still held.
 
-        An id missing from the answer has lost its lease (it was reaped, finished or
-        never claimed); its worker should stop reporting on it when it can.
+        An id missing from the answer has lost its lease (it was reaped, finished, claimed
+        again or never claimed): nothing of it was changed, and its worker's settles will
+        raise :class:`~bananas.errors.LeaseLost`.
         """
         ...
 
     async def complete(self, job: Job) -> Job:
         """Mark a claimed job ``completed``, release its lease; return the stored job.
 
-        The finished record is kept for the completed-job TTL.
+        The finished record is kept for the completed-job TTL. Raises
+        :class:`~bananas.errors.LeaseLost` (nothing changed) if ``job``'s claim no longer
+        holds the job. Repeating a call that was applied (a retry after a lost reply) is
+        not an error.
         """
         ...
 
@@ -175,14 +192,17 @@ class Queue(Protocol):
         ``attempts`` grows by one and ``error`` is set. While ``attempts < max_retries``
         the job is retried: status ``pending``, ``scheduled_for`` = now + 2**attempts
         seconds (claimable once that has passed and :meth:`move_scheduled` ran).
-        Otherwise it is ``failed`` and goes to the dead letter queue.
+        Otherwise it is ``failed`` and goes to the dead letter queue. Fenced like
+        :meth:`complete`: raises :class:`~bananas.errors.LeaseLost` (nothing changed) if
+        ``job``'s claim no longer holds the job.
         """
         ...
 
     async def release(self, job: Job) -> None:
         """Hand a claimed, unfinished job back as next in line; ``attempts`` unchanged.
 
-        For a worker that stops gracefully before the job ran or finished.
+        For a worker that stops gracefully before the job ran or finished. Fenced: a job
+        that ``job``'s claim no longer holds is left as it is (no error).
         """
         ...
 
@@ -190,6 +210,8 @@ class Queue(Protocol):
         """Make every scheduled or retrying job whose time has come ready; return how many.
 
         Safe to run from any number of workers at once: a job is never made ready twice.
+        Works through the due jobs in bounded batches; an unreadable one goes to the dead
+        letter queue and the others move on.
         """
         ...
 
@@ -198,7 +220,8 @@ class Queue(Protocol):
 
         Each counts as a failed attempt with :data:`LEASE_EXPIRED_ERROR`: it is ready
         again at once while ``attempts < max_retries``, otherwise dead. Safe to run from
-        any number of workers at once.
+        any number of workers at once. Works in bounded batches; an unreadable job goes to
+        the dead letter queue and the others are taken back all the same.
         """
         ...
 
