@@ -27,6 +27,8 @@ class MemoryStore:
         self.jobs: dict[str, str] = {}  # id -> wire-format JSON
         self.ready: dict[_Ready, deque[str]] = {}
         self.processing: dict[str, float] = {}  # id -> lease deadline
+        self.holders: dict[str, str] = {}  # claimed id -> lease token of the claim holding it
+        self.unreadable: dict[str, tuple[str, float]] = {}  # dead unreadable id -> (error, when it died)
         self.scheduled: dict[str, float] = {}  # id -> when it becomes ready
         self.dead: dict[str, None] = {}  # ids in the order they died (oldest first)
         self.job_expiry: dict[str, float] = {}  # finished job id -> when its record goes
@@ -64,6 +66,7 @@ class MemoryStore:
     def unlink(self, job_id: str) -> None:
         """Take ``job_id`` out of every place it may be waiting (not out of ``jobs``)."""
         self.processing.pop(job_id, None)
+        self.holders.pop(job_id, None)
         self.scheduled.pop(job_id, None)
         self.dead.pop(job_id, None)
         self.job_expiry.pop(job_id, None)
@@ -89,6 +92,10 @@ class MemoryStore:
     def kill(self, job: Job) -> None:
         """Park an already-saved failed job in the dead letter queue (kept until purged)."""
         self.dead[job.id] = None
+
+    def holds(self, job: Job) -> bool:
+        """True while ``job``'s claim (its lease token) still holds the job."""
+        return bool(job.lease_token) and job.id in self.processing and self.holders.get(job.id) == job.lease_token
 
     def signal_for(self, job_id: str) -> Signal:
         return self.result_signals.setdefault(job_id, Signal())
