@@ -87,7 +87,7 @@ class JobContext:
 
     async def renew_lease(self) -> bool:
         """Extend this job's lease now; False (and :attr:`cancelled`) if the lease was lost."""
-        held = self.job.id in await self._queue.renew([self.job.id], self.lease)
+        held = self.job.id in await self._queue.renew([self.job], self.lease)
         if not held:
             self.cancel("lease lost: the job was taken back (it will run again elsewhere)")
         return held

@@ -422,10 +422,11 @@ class Pool:
             log.exception("%s failed (the worker carries on)", what)
 
     async def _renew_leases(self) -> None:
-        ids = [job.id for job in self._active.values()]
-        if not ids:
+        jobs = list(self._active.values())
+        if not jobs:
             return
-        held = await self.queue.renew(ids, self.lease)
+        ids = [job.id for job in jobs]
+        held = await self.queue.renew(jobs, self.lease)
         running = {job.id for job in self._active.values()}
         for job_id in set(ids) - held:
             if job_id in running and job_id not in self._recording:
