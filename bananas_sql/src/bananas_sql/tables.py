@@ -15,7 +15,7 @@ import attrs
 import sqlalchemy as sa
 from bananas.errors import ConfigError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """The schema this code needs; bump it and add a step in :mod:`bananas_sql.migrate` on change."""
 
 DEFAULT_PREFIX = "bananas_"
@@ -140,6 +140,8 @@ def metadata(names: Names, dialect: str) -> sa.MetaData:
         sa.Column("position", sa.BigInteger, nullable=False),
         sa.Column("run_at", _Double, nullable=False),
         sa.Column("lease_until", _Double),
+        # The claim holding a processing row; settles are fenced with it. (Schema version 4.)
+        sa.Column("lease_token", sa.String(64)),
         sa.Column("finished_at", _Double),
         sa.Column("expires_at", _Double),
         sa.Column("error", sa.Text),
