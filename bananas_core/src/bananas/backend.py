@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote_plus
 
 import attrs
 
@@ -14,7 +15,7 @@ from bananas.clock import Clock, system_clock
 from bananas.errors import ConfigError
 from bananas.protocols import Queue, ResultBackend, Scheduler, WorkerRegistry
 
-__all__ = ["Backend", "BackendOptions", "redact_url"]
+__all__ = ["NAMESPACE_RULE", "Backend", "BackendOptions", "redact_url", "validate_namespace"]
 
 
 def _positive(_inst: object, attr: attrs.Attribute[float], value: float) -> None:
@@ -35,16 +36,102 @@ class BackendOptions:
     extra: Mapping[str, Any] = attrs.field(factory=dict)
 
 
+NAMESPACE_RULE = "1 to 64 characters, each an ASCII letter, a digit, '_', '-', '.', '{' or '}'"
+"""What :func:`validate_namespace` accepts, in words (every backend applies the same rule)."""
+
+_NAMESPACE = re.compile(r"[A-Za-z0-9_.{}-]{1,64}")
+
+
+def validate_namespace(value: object) -> str:
+    """``value`` if it is a valid namespace, else raise :class:`~bananas.errors.ConfigError`.
+
+    A namespace is 1 to 64 characters, each an ASCII letter, a digit, ``_``, ``-``, ``.``,
+    ``{`` or ``}`` (``{bananas}`` keeps every Redis Cluster key in one slot). No spaces, no
+    glob characters (``*?[]``), no control characters, and no ``:``, the separator of Redis
+    keys (``a`` and ``a:route:x`` would share keys). Namespaces are compared exactly:
+    ``team-a``, ``team_a`` and ``Team.A`` are three isolated namespaces.
+    """
+    if not isinstance(value, str):
+        raise ConfigError(f"invalid namespace {value!r}: it must be a string of {NAMESPACE_RULE}")
+    if _NAMESPACE.fullmatch(value):
+        return value
+    if not value:
+        problem = "it is empty"
+    elif len(value) > 64:
+        problem = f"it is {len(value)} characters long"
+    else:
+        bad = sorted({c for c in value if not _NAMESPACE.fullmatch(c)})
+        problem = "it contains " + ", ".join(repr(c) for c in bad)
+    raise ConfigError(f"invalid namespace {value!r}: {problem}; a namespace is {NAMESPACE_RULE}, for example 'team-a'")
+
+
+_SECRET_WORDS = ("pass", "pwd", "secret", "token", "key", "credential", "auth")
+_MASK = "***"
+# Schemes whose user-only userinfo (``scheme://word@host``) is read as the password.
+_PASSWORD_ONLY_USERINFO = ("redis", "rediss", "redis+sentinel", "redis+cluster", "unix")
+
+
+def _is_secret(name: str) -> bool:
+    name = unquote_plus(name).lower()
+    return any(word in name for word in _SECRET_WORDS)
+
+
+def _redact_query(query: str) -> str:
+    """``query`` with the value of every secret-looking parameter replaced by ``***``."""
+    out = []
+    for item in re.split(r"([&;])", query):
+        name, eq, _value = item.partition("=")
+        out.append(f"{name}={_MASK}" if eq and _is_secret(name) else item)
+    return "".join(out)
+
+
+_PAIR = re.compile(r"""([^\s&;,?=]+)(\s*=\s*)('[^']*'?|"[^"]*"?|[^\s&;,]*)""")
+
+
+def _redact_loose(text: str) -> str:
+    """Redaction of something that is not ``scheme://...``: everything up to the last ``@``
+    before any ``?`` is hidden, and the value of every secret-looking ``name=value`` pair
+    (``&``, ``;``, ``,`` or whitespace separated, as in a libpq ``key=value`` string)."""
+    head, q_mark, query = text.partition("?")
+    at = head.rfind("@")
+    if at >= 0:
+        head = _MASK + head[at:]
+    return _PAIR.sub(
+        lambda m: m.group(1) + m.group(2) + _MASK if _is_secret(m.group(1)) else m.group(0), head + q_mark + query
+    )
+
+
 def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (for logs and error messages)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    """``url`` fit to print: passwords become ``***``.
+
+    Masked: the password of the userinfo (``user:***@``; the whole userinfo for Redis
+    schemes, which read ``scheme://word@host`` as a password), also with several hosts
+    (``redis+sentinel://:***@h1:26379,h2:26379/...``), and the value of every query
+    parameter whose name suggests a secret (containing ``pass``, ``pwd``, ``secret``,
+    ``token``, ``key``, ``credential`` or ``auth``; the name is kept). Not split by the URL
+    rules of :mod:`urllib`, so a URL they reject is redacted too; text that is not
+    ``scheme://...`` at all is redacted conservatively (all before an ``@`` is hidden).
+    """
+    url = str(url)
+    scheme, sep, rest = url.partition("://")
+    if not sep or not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", scheme):
+        return _redact_loose(url)
+    # The userinfo ends at the last '@' before the first '=' of the query: a password may
+    # hold '@', '/', '?' or '#' written unescaped, and a query value may hold '@'.
+    q = rest.find("?")
+    eq = rest.find("=", q) if q >= 0 else -1
+    at = rest.rfind("@", 0, eq if eq >= 0 else len(rest))
+    userinfo = ""
+    if at >= 0:
+        userinfo, rest = rest[:at], rest[at + 1 :]
+        user, colon, _password = userinfo.partition(":")
+        if colon:
+            userinfo = f"{user}:{_MASK}"
+        elif scheme.lower() in _PASSWORD_ONLY_USERINFO and userinfo:
+            userinfo = _MASK
+        userinfo += "@"
+    hosts, q_mark, query = rest.partition("?")
+    return f"{scheme}://{userinfo}{hosts}{q_mark}{_redact_query(query)}"
 
 
 class Backend:

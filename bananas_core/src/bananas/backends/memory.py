@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Collection, Iterable, Sequence
 from urllib.parse import urlsplit
 
-from bananas.backend import Backend, BackendOptions
+from bananas.backend import Backend, BackendOptions, validate_namespace
 from bananas.backends._memory_parts import MemoryResults, MemoryScheduler, MemoryWorkers
 from bananas.backends._memory_store import CAPABILITIES, MemoryPart, MemoryStore, check_new, store_for
 from bananas.capabilities import Capability, require
@@ -267,10 +267,13 @@ class MemoryQueue(MemoryPart):
 
 
 def connect_memory(url: str, options: BackendOptions) -> Backend:
-    """The :class:`~bananas.plugins.types.BackendFactory` of ``memory://``."""
+    """The :class:`~bananas.plugins.types.BackendFactory` of ``memory://``; a ``namespace``
+    option is checked by :func:`~bananas.backend.validate_namespace` (ConfigError)."""
     parts = urlsplit(url)
     name = (parts.netloc + parts.path).strip("/")
-    return memory_backend(store_for(name, str(options.extra.get("namespace", ""))), options, url=url)
+    namespace = options.extra.get("namespace")
+    namespace = "" if namespace is None else validate_namespace(namespace)
+    return memory_backend(store_for(name, namespace), options, url=url)
 
 
 def memory_backend(
