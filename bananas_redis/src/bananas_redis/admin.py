@@ -45,6 +45,8 @@ class QueueAdmin:
         ]
         prefix = f"{self.k.ns}:route:"
         for key in sorted(set(route_keys)):
+            if not key.startswith(prefix):  # the pattern is escaped; never count another namespace
+                continue
             route, _, prio = key[len(prefix) :].rpartition(":queue:")
             if prio in {p.value for p in ALL_PRIORITIES}:
                 lists.append((key, route, JobPriority(prio)))

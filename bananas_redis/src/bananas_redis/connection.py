@@ -161,7 +161,7 @@ class Connection:
         self.url = url
         self.redacted = redact_url(url)
         self.options = options
-        self.keys = Keys(str(options.extra.get("namespace", DEFAULT_NAMESPACE)))
+        self.keys = Keys(options.extra.get("namespace", DEFAULT_NAMESPACE))  # validated by Keys
         try:
             self.retry_for = float(options.extra.get("retry_for", 30.0))
         except (TypeError, ValueError):

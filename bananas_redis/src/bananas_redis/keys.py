@@ -2,26 +2,29 @@
 
 from __future__ import annotations
 
+import re
+
 import attrs
-from bananas.errors import ConfigError
+from bananas.backend import validate_namespace
 from bananas.job import ALL_PRIORITIES, DEFAULT_ROUTING_KEY, JobPriority
 
-__all__ = ["DEFAULT_NAMESPACE", "Keys"]
+__all__ = ["DEFAULT_NAMESPACE", "Keys", "glob_escape"]
 
 DEFAULT_NAMESPACE = "bananas"
 
 
 def _check_namespace(_inst: object, _attr: object, value: str) -> None:
-    if not isinstance(value, str) or not value or any(c.isspace() for c in value) or "*" in value:
-        raise ConfigError(
-            f"invalid Redis namespace {value!r}: use a non-empty prefix without spaces or '*', "
-            "for example 'bananas' or '{bananas}' (hash-tagged, for Redis Cluster)"
-        )
+    validate_namespace(value)
+
+
+def glob_escape(text: str) -> str:
+    """``text`` as a literal inside a SCAN/KEYS ``MATCH`` pattern (``*?[]\\`` escaped)."""
+    return re.sub(r"([*?\[\]\\])", r"\\\1", text)
 
 
 @attrs.frozen
 class Keys:
-    """Every key and channel of one namespace."""
+    """Every key and channel of one namespace (checked by :func:`bananas.backend.validate_namespace`)."""
 
     ns: str = attrs.field(default=DEFAULT_NAMESPACE, validator=_check_namespace)
 
@@ -104,11 +107,13 @@ class Keys:
 
     @property
     def schedules_pattern(self) -> str:
-        return f"{self.ns}:schedules:*"
+        """A MATCH pattern of this namespace's schedule hashes only (the namespace escaped)."""
+        return f"{glob_escape(self.ns)}:schedules:*"
 
     @property
     def route_pattern(self) -> str:
-        return f"{self.ns}:route:*:queue:*"
+        """A MATCH pattern of this namespace's routed ready lists only (the namespace escaped)."""
+        return f"{glob_escape(self.ns)}:route:*:queue:*"
 
     @property
     def workers(self) -> str:

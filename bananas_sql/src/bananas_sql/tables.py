@@ -13,6 +13,7 @@ from typing import Any
 
 import attrs
 import sqlalchemy as sa
+from bananas.backend import validate_namespace
 from bananas.errors import ConfigError
 
 SCHEMA_VERSION = 4
@@ -30,15 +31,32 @@ COMPLETED = "completed"
 DEAD = "dead"
 
 
+def namespace_prefix(namespace: str) -> str:
+    """The table prefix of a (valid) namespace; distinct namespaces get distinct prefixes.
+
+    A namespace that is already a lower-case identifier (``billing``, ``team_a``) is used
+    as it is (``billing_``), as it always was. Any other (``team-a``, ``Team.A``, ``{jobs}``)
+    is lower-cased with other characters made ``_`` and followed by 8 hex digits of the
+    SHA-256 of the exact namespace (``team_a_1c0b1cf4_``), so namespaces differing only in
+    case or punctuation never share tables.
+    """
+    if _IDENT.fullmatch(namespace):
+        return namespace + "_"
+    stem = re.sub(r"[^a-z0-9_]", "_", namespace.lower())[:30]
+    if not _IDENT.fullmatch(stem):
+        stem = "ns_" + stem[:27]
+    return f"{stem}_{hashlib.sha256(namespace.encode()).hexdigest()[:8]}_"
+
+
 def _prefix_from(extra: Mapping[str, Any]) -> str:
+    ns = extra.get("namespace")
+    if ns is not None:
+        validate_namespace(ns)
     raw = extra.get("table_prefix")
     if raw is None:
-        ns = extra.get("namespace")
-        if ns is None or ns == "":
+        if ns is None:
             return DEFAULT_PREFIX
-        raw = re.sub(r"[^a-z0-9_]", "_", str(ns).lower()) + "_"
-        if not _IDENT.fullmatch(raw):
-            raw = "ns_" + raw
+        raw = namespace_prefix(ns)
     raw = str(raw)
     if not _IDENT.fullmatch(raw):
         raise ConfigError(

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from bananas.backend import redact_url
 from bananas.errors import ConfigError
 
 OUR_OPTIONS = frozenset(
@@ -25,7 +26,7 @@ OUR_OPTIONS = frozenset(
 
 def _split(url: str) -> tuple[str, str]:
     if "://" not in url:
-        raise ConfigError(f"{url!r} is not a database URL; expected postgresql://... or sqlite:///path.db")
+        raise ConfigError(f"{redact_url(url)!r} is not a database URL; expected postgresql://... or sqlite:///path.db")
     scheme, rest = url.split("://", 1)
     return scheme.lower(), rest
 

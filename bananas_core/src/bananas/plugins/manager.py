@@ -12,7 +12,7 @@ from urllib.parse import parse_qsl, urlsplit
 import attrs
 import pluggy
 
-from bananas.backend import Backend, BackendOptions, redact_url
+from bananas.backend import Backend, BackendOptions, redact_url, validate_namespace
 from bananas.errors import PluginError, UnknownBackendScheme
 from bananas.plugins import hookspecs
 from bananas.plugins.types import BackendSpec
@@ -115,7 +115,7 @@ def backend_specs() -> list[BackendSpec]:
 def _scheme_of(url: str) -> str:
     if "://" not in url:
         raise UnknownBackendScheme(
-            f"{url!r} is not a backend URL; expected SCHEME://..., for example "
+            f"{redact_url(url)!r} is not a backend URL; expected SCHEME://..., for example "
             "redis://localhost:6379/0, postgresql://localhost/app, sqlite:///jobs.db or memory://"
         )
     return url.split("://", 1)[0].lower()
@@ -145,6 +145,8 @@ def connect(url: str, **options: Any) -> Backend:
     extra: dict[str, Any] = dict(parse_qsl(urlsplit(url).query))
     extra.update(options.pop("extra", {}) or {})
     extra.update({k: v for k, v in options.items() if k not in known})
+    if extra.get("namespace") is not None:  # one rule for every backend, third-party ones too
+        validate_namespace(extra["namespace"])
     opts = BackendOptions(**{k: v for k, v in options.items() if k in known}, extra=extra)
     try:
         return spec.factory(url, opts)
