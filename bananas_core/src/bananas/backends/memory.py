@@ -9,6 +9,8 @@ back is a fresh decoded copy. Dead jobs stay until requeued or purged.
 
 from __future__ import annotations
 
+import logging
+import uuid
 from collections import deque
 from collections.abc import Collection, Iterable, Sequence
 from urllib.parse import urlsplit
@@ -17,8 +19,8 @@ from bananas.backend import Backend, BackendOptions, validate_namespace
 from bananas.backends._memory_parts import MemoryResults, MemoryScheduler, MemoryWorkers
 from bananas.backends._memory_store import CAPABILITIES, MemoryPart, MemoryStore, check_new, store_for
 from bananas.capabilities import Capability, require
-from bananas.errors import DuplicateJob
-from bananas.job import ALL_PRIORITIES, Job, JobPriority, JobStatus, backoff_seconds
+from bananas.errors import DuplicateJob, JobDecodeError, LeaseLost
+from bananas.job import ALL_PRIORITIES, Job, JobPriority, JobResult, JobStatus, backoff_seconds
 from bananas.plugins.hookspecs import hookimpl
 from bananas.plugins.types import BackendSpec
 from bananas.protocols import DEFAULT_LEASE_SECONDS, LEASE_EXPIRED_ERROR, QueueDepths
@@ -36,6 +38,8 @@ __all__ = [
     "memory_backend",
     "store_for",
 ]
+
+log = logging.getLogger("bananas.memory")
 
 
 class MemoryQueue(MemoryPart):
@@ -90,6 +94,7 @@ class MemoryQueue(MemoryPart):
         order = sorted({JobPriority.parse(p) for p in priorities}, key=lambda p: p.rank)
         s = self._store
         claimed: list[Job] = []
+        token = uuid.uuid4().hex
         with s.lock:
             now = self._now()
             s.expire(now)
@@ -97,31 +102,76 @@ class MemoryQueue(MemoryPart):
                 for priority in order:
                     line = s.ready.get((key, priority))
                     while line and len(claimed) < limit:
-                        job_id = self._next(line, names, s)
-                        if job_id is None:
+                        found = self._next(line, names, now)
+                        if found is None:
                             break
-                        job = s.load(job_id).evolve(status=JobStatus.PROCESSING, updated_at=from_timestamp(now))
-                        s.save(job)
+                        job = found.evolve(status=JobStatus.PROCESSING, updated_at=from_timestamp(now))
+                        if not self._save_or_bury(job, now, "claimed"):
+                            continue
                         s.processing[job.id] = now + lease
-                        claimed.append(job)
+                        s.holders[job.id] = token
+                        claimed.append(job.evolve(lease_token=token))
         return claimed
 
-    @staticmethod
-    def _next(line: deque[str], names: set[str] | None, s: MemoryStore) -> str | None:
-        if names is None:
-            return line.popleft()
-        for job_id in line:
-            if s.load(job_id).name in names:
+    def _next(self, line: deque[str], names: set[str] | None, now: float) -> Job | None:
+        """The next readable job of ``line`` (with one of ``names``), taken off it; unreadable ones are buried."""
+        for job_id in list(line):
+            job = self._load_or_bury(job_id, now, "claimed")
+            if job is None:
+                continue  # buried, and so taken off the line
+            if names is None or job.name in names:
                 line.remove(job_id)
-                return job_id
+                return job
         return None
 
-    async def renew(self, job_ids: Sequence[str], lease: float = DEFAULT_LEASE_SECONDS) -> set[str]:
-        """Extend the leases of the given claimed jobs; return those still held."""
+    # -- unreadable records: each hurts only itself ---------------------------------
+
+    def _load_or_bury(self, job_id: str, now: float, what: str) -> Job | None:
+        """The stored job, or ``None`` after burying it if it cannot be read. Holds the lock."""
+        try:
+            return self._store.load(job_id)
+        except Exception as exc:  # hostile data: whatever decoding raises is this record's problem alone
+            self._bury_unreadable(job_id, f"{what} job record unreadable: {exc}", now)
+            return None
+
+    def _save_or_bury(self, job: Job, now: float, what: str) -> bool:
+        """Store ``job``; if it cannot be encoded, bury it instead and return False. Holds the lock."""
+        try:
+            self._store.save(job)
+        except Exception as exc:
+            self._bury_unreadable(job.id, f"{what} job record cannot be stored again: {exc}", now)
+            return False
+        return True
+
+    def _bury_unreadable(self, job_id: str, error: str, now: float) -> None:
+        s = self._store
+        log.warning("job %r sent to the dead letter queue: %s", job_id, error)
+        s.unlink(job_id)
+        s.dead[job_id] = None
+        s.unreadable[job_id] = (error, now)
+        result = JobResult(job_id=job_id, status=JobStatus.FAILED, error=error, completed_at=from_timestamp(now))
+        expires = now + self._options.result_failure_ttl
+        s.results[job_id] = (result, expires)
+        s.expire_at("result", job_id, expires)
+        signal = s.result_signals.pop(job_id, None)
+        if signal is not None:
+            signal.wake_all()
+
+    def _placeholder(self, job_id: str) -> Job | None:
+        """What is known of a dead unreadable job, or ``None`` if ``job_id`` is not one."""
+        entry = self._store.unreadable.get(job_id)
+        if entry is None:
+            return None
+        error, when = entry
+        at = from_timestamp(when)
+        return Job(id=job_id, name="unknown", status=JobStatus.FAILED, error=error, created_at=at, updated_at=at)
+
+    async def renew(self, jobs: Sequence[Job], lease: float = DEFAULT_LEASE_SECONDS) -> set[str]:
+        """Extend the leases of the given claimed jobs; return the ids still held by their claims."""
         s = self._store
         with s.lock:
             deadline = self._now() + lease
-            held = {job_id for job_id in job_ids if job_id in s.processing}
+            held = {job.id for job in jobs if s.holds(job)}
             for job_id in held:
                 s.processing[job_id] = deadline
         return held
@@ -131,22 +181,37 @@ class MemoryQueue(MemoryPart):
         s = self._store
         with s.lock:
             now = self._now()
-            stored = s.load(job.id).evolve(status=JobStatus.COMPLETED, updated_at=from_timestamp(now))
+            self._fence(job)
+            stored = self._load_or_bury(job.id, now, "completed")
+            if stored is None:
+                raise _buried(job.id)
+            stored = stored.evolve(status=JobStatus.COMPLETED, updated_at=from_timestamp(now))
             s.unlink(job.id)
-            s.save(stored)
+            if not self._save_or_bury(stored, now, "completed"):
+                raise _buried(job.id)
             s.expire_at("job", job.id, now + self._options.completed_job_ttl)
         return stored
+
+    def _fence(self, job: Job) -> None:
+        """Raise :class:`LeaseLost` unless ``job``'s claim still holds it. Holds the lock."""
+        if not self._store.holds(job):
+            raise LeaseLost(job.id, "no claim" if not job.lease_token else "")
 
     async def fail(self, job: Job, error: str) -> Job:
         """Count a failed attempt: retry after 2**attempts seconds, or dead."""
         s = self._store
         with s.lock:
             now = self._now()
+            self._fence(job)
             s.unlink(job.id)
-            stored = self._failed_locked(s.load(job.id), error, now, retry_delay=True)
+            found = self._load_or_bury(job.id, now, "failed")
+            if found is None:
+                raise _buried(job.id)
+            stored = self._failed_locked(found, error, now, retry_delay=True)
         return stored
 
     def _failed_locked(self, job: Job, error: str, now: float, *, retry_delay: bool) -> Job:
+        """Count a failed attempt of ``job`` (already unlinked): retry or dead. Holds the lock."""
         s = self._store
         attempts = job.attempts + 1
         at = from_timestamp(now)
@@ -162,17 +227,24 @@ class MemoryQueue(MemoryPart):
         else:
             job = job.evolve(status=JobStatus.FAILED, attempts=attempts, error=error, updated_at=at, scheduled_for=None)
             s.kill(job)
-        s.save(job)
+        if not self._save_or_bury(job, now, "failed"):
+            return self._placeholder(job.id) or job
         return job
 
     async def release(self, job: Job) -> None:
         """Put a claimed job back at the head of its line; a job no longer held is left alone."""
         s = self._store
         with s.lock:
-            if s.processing.pop(job.id, None) is None:
+            if not s.holds(job):
                 return
-            stored = s.load(job.id).evolve(status=JobStatus.PENDING, updated_at=from_timestamp(self._now()))
-            s.save(stored)
+            now = self._now()
+            s.unlink(job.id)
+            stored = self._load_or_bury(job.id, now, "released")
+            if stored is None:
+                return
+            stored = stored.evolve(status=JobStatus.PENDING, updated_at=from_timestamp(now))
+            if not self._save_or_bury(stored, now, "released"):
+                return
             s.push_ready(stored, front=True)
         s.work_signal.wake_all()
 
@@ -182,15 +254,19 @@ class MemoryQueue(MemoryPart):
         with s.lock:
             now = self._now()
             due = sorted((when, job_id) for job_id, when in s.scheduled.items() if when <= now)
+            moved = 0
             for _, job_id in due:
                 del s.scheduled[job_id]
-                at = from_timestamp(now)
-                job = s.load(job_id).evolve(status=JobStatus.PENDING, scheduled_for=None, updated_at=at)
-                s.save(job)
-                s.push_ready(job)
-        if due:
+                found = self._load_or_bury(job_id, now, "scheduled")
+                if found is None:
+                    continue
+                job = found.evolve(status=JobStatus.PENDING, scheduled_for=None, updated_at=from_timestamp(now))
+                if self._save_or_bury(job, now, "scheduled"):
+                    s.push_ready(job)
+                    moved += 1
+        if moved:
             s.work_signal.wake_all()
-        return len(due)
+        return moved
 
     async def reap_expired(self) -> int:
         """Take back claimed jobs whose lease ran out, counting a failed attempt each."""
@@ -198,19 +274,23 @@ class MemoryQueue(MemoryPart):
         with s.lock:
             now = self._now()
             expired = [job_id for job_id, deadline in s.processing.items() if deadline <= now]
+            reaped = 0
             for job_id in expired:
-                del s.processing[job_id]
-                self._failed_locked(s.load(job_id), LEASE_EXPIRED_ERROR, now, retry_delay=False)
+                s.unlink(job_id)
+                found = self._load_or_bury(job_id, now, "expired")
+                if found is not None:
+                    self._failed_locked(found, LEASE_EXPIRED_ERROR, now, retry_delay=False)
+                    reaped += 1
         if expired:
             s.work_signal.wake_all()
-        return len(expired)
+        return reaped
 
     async def get_job(self, job_id: str) -> Job:
         """The stored job; raises :class:`~bananas.errors.JobNotFound`."""
         s = self._store
         with s.lock:
             s.expire(self._now())
-            return s.load(job_id)
+            return self._placeholder(job_id) or s.load(job_id)
 
     async def depths(self) -> QueueDepths:
         """Counts of ready (per routing key and priority), processing, scheduled and dead jobs."""
@@ -225,7 +305,7 @@ class MemoryQueue(MemoryPart):
         s = self._store
         with s.lock:
             ids = list(reversed(s.dead))[offset : offset + limit]
-            return [s.load(job_id) for job_id in ids]
+            return [self._placeholder(job_id) or s.load(job_id) for job_id in ids]
 
     async def requeue_dead(self, job_ids: Sequence[str] | None = None) -> int:
         """Make dead jobs ready again with no attempts and no error."""
@@ -237,8 +317,12 @@ class MemoryQueue(MemoryPart):
             for job_id in chosen:
                 del s.dead[job_id]
                 s.job_expiry.pop(job_id, None)
-                job = s.load(job_id).evolve(status=JobStatus.PENDING, attempts=0, error="", updated_at=at)
-                s.save(job)
+                s.unreadable.pop(job_id, None)
+                try:
+                    job = s.load(job_id).evolve(status=JobStatus.PENDING, attempts=0, error="", updated_at=at)
+                    s.save(job)
+                except Exception:  # requeued as it is: the next claim buries it again with its error
+                    job = Job(id=job_id, name="unknown")
                 s.push_ready(job)
         if chosen:
             s.work_signal.wake_all()
@@ -253,6 +337,7 @@ class MemoryQueue(MemoryPart):
             for job_id in chosen:
                 s.unlink(job_id)
                 s.jobs.pop(job_id, None)
+                s.unreadable.pop(job_id, None)
         return len(chosen)
 
     async def wait_for_work(self, routing_keys: Sequence[str], timeout: float) -> None:
@@ -264,6 +349,10 @@ class MemoryQueue(MemoryPart):
                 return
             fut = s.work_signal.register()
         await s.work_signal.wait(fut, timeout)
+
+
+def _buried(job_id: str) -> JobDecodeError:
+    return JobDecodeError(f"the stored record of job {job_id!r} is unreadable; it was sent to the dead letter queue")
 
 
 def connect_memory(url: str, options: BackendOptions) -> Backend:

@@ -9,7 +9,7 @@ the suite at your backend.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Coroutine, Iterable
 from typing import Any, Protocol
 
 import pytest
@@ -18,7 +18,7 @@ from bananas.backend import Backend
 from bananas.capabilities import Capability
 from bananas.clock import Clock, ManualClock
 
-__all__ = ["BackendFactory", "skip_unless_capable"]
+__all__ = ["BackendFactory", "RecordOverwriter", "skip_unless_capable"]
 
 MARKER = "bananas_capability"
 
@@ -32,6 +32,14 @@ class BackendFactory(Protocol):
     """
 
     def __call__(self, clock: Clock, /, **options: Any) -> Backend: ...
+
+
+class RecordOverwriter(Protocol):
+    """What the ``bananas_overwrite_record`` fixture returns: ``await overwrite(backend, job_id, text)``
+    replaces the stored record of an existing job with ``text`` exactly, as a foreign or buggy
+    producer would write it (for the tests of records nobody can read)."""
+
+    def __call__(self, backend: Backend, job_id: str, text: str, /) -> Coroutine[Any, Any, None]: ...
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -89,6 +97,29 @@ def bananas_backend_factory(bananas_url: str) -> BackendFactory:
         return connect(bananas_url, clock=clock, namespace="t" + uuid.uuid4().hex, **options)
 
     return factory
+
+
+async def overwrite_memory_record(backend: Backend, job_id: str, text: str) -> None:
+    """The default ``bananas_overwrite_record``: knows ``memory://`` only, skips the test elsewhere."""
+    if backend.name != "memory":
+        pytest.skip(
+            f"the suite cannot plant an unreadable record in the {backend.name!r} backend: "
+            "override the bananas_overwrite_record fixture to run the poison-record tests"
+        )
+    store = backend.queue._store  # type: ignore[attr-defined]  # memory:// keeps JSON text by id
+    with store.lock:
+        assert job_id in store.jobs, f"no stored job {job_id!r} to overwrite"
+        store.jobs[job_id] = text
+
+
+@pytest.fixture
+def bananas_overwrite_record() -> RecordOverwriter:
+    """How to plant an unreadable record in the backend under test.
+
+    The default knows ``memory://``; override it for your backend (a backend's record store
+    is its own business) so that the poison-record tests run instead of being skipped.
+    """
+    return overwrite_memory_record
 
 
 @pytest.fixture

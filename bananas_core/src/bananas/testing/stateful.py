@@ -2,7 +2,10 @@
 
 Random sequences of enqueue (now or later), claim, complete, fail, release, renew, clock
 moves, move_scheduled, reap_expired and requeue_dead run against both; after every step
-the queue depths must agree, and every claim must return what the model allows.
+the queue depths must agree, and every claim must return what the model allows. Two kinds
+of trouble are mixed in: stale settles (a worker reports on a copy of a job whose claim was
+reaped, settled or superseded: it must change nothing) and, when the suite can plant one,
+poison records (a stored job nobody can read: it must go to the dead letter queue alone).
 
 The model follows :mod:`bananas.protocols` exactly: routing keys in the order given,
 ``high`` > ``normal`` > ``low``, FIFO within a priority. Where the protocol leaves an order
@@ -34,10 +37,33 @@ from hypothesis.stateful import (
 from bananas.backend import Backend
 from bananas.capabilities import Capability
 from bananas.clock import Clock, ManualClock
+from bananas.errors import JobDecodeError, LeaseLost
 from bananas.job import ALL_PRIORITIES, Job, JobPriority, JobStatus, backoff_seconds
 from bananas.protocols import LEASE_EXPIRED_ERROR
 
-__all__ = ["DEFAULT_SETTINGS", "QueueModel", "QueueStateMachine", "make_state_machine", "run_state_machine"]
+__all__ = [
+    "DEFAULT_SETTINGS",
+    "POISON_RECORDS",
+    "Overwrite",
+    "QueueModel",
+    "QueueStateMachine",
+    "make_state_machine",
+    "run_state_machine",
+]
+
+Overwrite = Callable[[Backend, str, str], Coroutine[Any, Any, None]]
+"""``overwrite(backend, job_id, text)``: replace a stored job's record with ``text`` exactly
+(the conformance suite's ``bananas_overwrite_record`` fixture)."""
+
+POISON_RECORDS: tuple[str, ...] = (
+    "not json at all",
+    "[]",
+    '{"id": "%s", "name": "task", "payload": NaN, "status": "pending"}',
+    '{"id": "%s", "name": "task", "status": "pending", "payload": ' + "[" * 3000 + "]" * 3000 + "}",
+    '{"id": "%s", "name": "task", "status": "pending", "attempts": "many"}',
+    '{"id": "%s", "name": "task", "status": "pending", "created_at": "yesterday"}',
+)
+"""Records no reader can take for a job: ``%s`` is the job's id. Each must hurt only itself."""
 
 T = TypeVar("T")
 Line = tuple[str, JobPriority]
@@ -72,6 +98,17 @@ class QueueModel:
     processing: dict[str, float] = attrs.field(factory=dict)  # id -> lease deadline
     scheduled: dict[str, float] = attrs.field(factory=dict)  # id -> due time
     dead: list[str] = attrs.field(factory=list)
+    poisoned: set[str] = attrs.field(factory=set)  # ids whose stored record is unreadable
+
+    def bury(self, job_id: str) -> None:
+        """A poisoned job found by a claim or a move: taken off its line, dead."""
+        for batches in self.lines.values():
+            for batch in batches:
+                batch.discard(job_id)
+            batches[:] = [b for b in batches if b]
+        self.scheduled.pop(job_id, None)
+        self.jobs[job_id].status = JobStatus.FAILED
+        self.dead.append(job_id)
 
     def make_ready(self, ids: list[str], *, front: bool = False) -> None:
         """Ids made ready together: one batch per line (in front of the line for a release)."""
@@ -83,8 +120,18 @@ class QueueModel:
         for line, batch in by_line.items():
             self.lines.setdefault(line, []).insert(0, batch) if front else self.lines.setdefault(line, []).append(batch)
 
-    def check_claim(self, keys: list[str], priorities: list[JobPriority], limit: int, got: list[str]) -> None:
-        """Assert ``got`` is a claim the protocol allows, and apply it."""
+    def check_claim(
+        self, keys: list[str], priorities: list[JobPriority], limit: int, got: list[str], buried: set[str]
+    ) -> None:
+        """Assert ``got`` is a claim the protocol allows, and apply it.
+
+        ``buried`` are poisoned jobs this claim sent to the dead letter queue; a claim that
+        met one may return fewer jobs than were ready.
+        """
+        for job_id in buried:
+            self.bury(job_id)
+        if buried:
+            limit = len(got)
         taken = 0
         for key in dict.fromkeys(keys):
             for priority in sorted(set(priorities), key=lambda p: p.rank):
@@ -128,6 +175,7 @@ class QueueStateMachine(RuleBasedStateMachine):
     """Subclass with a ``factory`` (see :func:`make_state_machine`) to run it on a backend."""
 
     factory: Callable[[Clock], Backend]
+    overwrite: Overwrite | None = None
 
     def __init__(self) -> None:
         super().__init__()
@@ -136,6 +184,7 @@ class QueueStateMachine(RuleBasedStateMachine):
         self.backend = self.factory(self.clock)
         self.model = QueueModel()
         self.claimed: dict[str, Job] = {}
+        self.stale: list[tuple[Job, str]] = []  # claimed copies whose claim no longer holds the job, and why
         self.counter = 0
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
@@ -193,24 +242,51 @@ class QueueStateMachine(RuleBasedStateMachine):
         assert len(got) == len(set(got)), f"claim returned a job twice: {got}"
         for job_id in got:
             assert job_id not in self.model.processing, f"{job_id} claimed while its lease still runs"
-        self.model.check_claim(keys, priorities, limit, got)
+            assert job_id not in self.model.poisoned, f"claim returned {job_id}, whose record is unreadable"
+        self.model.check_claim(keys, priorities, limit, got, self._buried())
         now = self.clock()
         for job in jobs:
             model_job = self.model.jobs[job.id]
             assert (job.status, job.attempts) == (JobStatus.PROCESSING, model_job.attempts), job.id
+            assert job.lease_token, f"claim returned {job.id} without a lease token"
             model_job.status = JobStatus.PROCESSING
             self.model.processing[job.id] = now + lease
+            self._retire(job.id, "claimed again")
             self.claimed[job.id] = job
+
+    def _retire(self, job_id: str, why: str) -> None:
+        """The claimed copy of ``job_id`` (if any) no longer holds the job."""
+        old = self.claimed.pop(job_id, None)
+        if old is not None:
+            self.stale.append((old, why))
+
+    def _buried(self) -> set[str]:
+        """Poisoned ready or scheduled jobs that the backend has sent to the dead letter queue."""
+        buried: set[str] = set()
+        for job_id in sorted(self.model.poisoned):
+            if self.model.jobs[job_id].status is JobStatus.FAILED:
+                continue
+            try:
+                stored = self.run(self.backend.queue.get_job(job_id))
+            except JobDecodeError:
+                continue  # still waiting where it was
+            assert stored.status is JobStatus.FAILED and stored.error, (
+                f"poisoned job {job_id} reads back as {stored.status.value}; it must be dead with an error"
+            )
+            buried.add(job_id)
+        return buried
 
     def _complete(self, job_id: str) -> None:
         done = self.run(self.backend.queue.complete(self.claimed[job_id]))
         assert (done.id, done.status) == (job_id, JobStatus.COMPLETED)
         del self.model.processing[job_id]
         self.model.jobs[job_id].status = JobStatus.COMPLETED
+        self._retire(job_id, "complete")
 
     def _fail(self, job_id: str) -> None:
         now = self.clock()
         stored = self.run(self.backend.queue.fail(self.claimed[job_id], "boom"))
+        self._retire(job_id, "fail")
         retried = self.model.failed_attempt(job_id, now, retry_delay=True)
         model_job = self.model.jobs[job_id]
         assert (stored.status, stored.attempts, stored.error) == (model_job.status, model_job.attempts, "boom")
@@ -223,11 +299,62 @@ class QueueStateMachine(RuleBasedStateMachine):
         self.run(self.backend.queue.release(self.claimed[job_id]))
         del self.model.processing[job_id]
         self.model.make_ready([job_id], front=True)
+        self._retire(job_id, "release")
 
     def _renew(self, job_id: str) -> None:
-        held = self.run(self.backend.queue.renew([job_id, "job-unknown"], lease=30))
+        unknown = Job(name="task", id="job-unknown", status=JobStatus.PROCESSING, lease_token="no-such-claim")
+        held = self.run(self.backend.queue.renew([self.claimed[job_id], unknown], lease=30))
         assert held == {job_id}
         self.model.processing[job_id] = self.clock() + 30
+
+    @precondition(lambda self: self.stale)
+    @rule(data=st.data(), action=st.sampled_from(["fail", "complete", "release", "renew"]))
+    def stale_settle(self, data: st.DataObject, action: str) -> None:
+        """A worker reports on a copy whose claim was reaped, settled or superseded: nothing changes."""
+        job, why = data.draw(st.sampled_from(self.stale), label="stale copy")
+        before = self.run(self.backend.queue.get_job(job.id))
+        queue = self.backend.queue
+        if action in ("fail", "complete"):
+            try:
+                self.run(queue.fail(job, "boom") if action == "fail" else queue.complete(job))
+            except LeaseLost:
+                pass
+            else:  # the same call again may count as a retry of an applied one, and change nothing
+                assert action == why, f"a {action} of {job.id} after its claim ended ({why}) did not raise LeaseLost"
+        elif action == "release":
+            self.run(queue.release(job))
+        else:
+            held = self.run(queue.renew([job], lease=600))
+            assert held == set(), f"a stale renew of {job.id} said it is still held"
+        after = self.run(self.backend.queue.get_job(job.id))
+        assert (after.status, after.attempts, after.error) == (before.status, before.attempts, before.error), (
+            f"a stale {action} changed job {job.id}: {before.status.value} -> {after.status.value}"
+        )
+
+    @precondition(lambda self: self.overwrite is not None)
+    @rule(
+        key=st.sampled_from(KEYS),
+        priority=st.sampled_from(ALL_PRIORITIES),
+        record=st.sampled_from(POISON_RECORDS),
+        delay=st.sampled_from([0, 3, 20]),
+    )
+    def poison(self, key: str, priority: JobPriority, record: str, delay: int) -> None:
+        """A job whose stored record is then made unreadable (by a foreign or buggy producer)."""
+        assert self.overwrite is not None
+        job = Job.create("task", None, routing_key=key, priority=priority, job_id=self._new_id(), now=self.clock.now())
+        model_job = ModelJob(job.id, (key, priority), job.max_retries)
+        if delay:
+            job = job.evolve(status=JobStatus.SCHEDULED, scheduled_for=self.clock.now() + timedelta(seconds=delay))
+        self.run(self.backend.queue.enqueue(job))
+        self.run(self.overwrite(self.backend, job.id, record.replace("%s", job.id)))
+        self.model.jobs[job.id] = model_job
+        self.model.poisoned.add(job.id)
+        if delay:
+            model_job.status = JobStatus.SCHEDULED
+            assert job.scheduled_for is not None
+            self.model.scheduled[job.id] = job.scheduled_for.timestamp()
+        else:
+            self.model.make_ready([job.id])
 
     @precondition(lambda self: self.model.processing)
     @rule(data=st.data(), action=st.sampled_from(["fail", "complete", "release", "renew"]))
@@ -246,16 +373,26 @@ class QueueStateMachine(RuleBasedStateMachine):
         self.clock.set(target)
         self.move_scheduled()
         self.reap_expired()
+        for job_id, stale in list(self.claimed.items()):
+            if job_id not in self.model.processing:  # reaped: that claim holds nothing now
+                del self.claimed[job_id]
+                self.stale.append((stale, "reaped"))
         assert self.run(self.backend.queue.move_scheduled()) == 0, "move_scheduled moved a job twice"
         assert self.run(self.backend.queue.reap_expired()) == 0, "reap_expired took a job back twice"
 
     def move_scheduled(self) -> None:
         now = self.clock()
         due = sorted(job_id for job_id, when in self.model.scheduled.items() if when <= now)
-        assert self.run(self.backend.queue.move_scheduled()) == len(due), f"expected {due} to become ready"
+        healthy = [job_id for job_id in due if job_id not in self.model.poisoned]
+        assert self.run(self.backend.queue.move_scheduled()) == len(healthy), f"expected {healthy} to become ready"
         for job_id in due:
-            del self.model.scheduled[job_id]
-        self.model.make_ready(due)
+            if job_id in self.model.poisoned:
+                self.model.bury(job_id)
+                stored = self.run(self.backend.queue.get_job(job_id))
+                assert stored.status is JobStatus.FAILED and stored.error, f"poisoned {job_id} was not buried"
+            else:
+                del self.model.scheduled[job_id]
+        self.model.make_ready(healthy)
 
     def reap_expired(self) -> None:
         now = self.clock()
@@ -270,8 +407,9 @@ class QueueStateMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.model.dead and self.backend.supports(Capability.DEAD_LETTER_ADMIN))
     @rule()
     def requeue_dead(self) -> None:
-        dead, self.model.dead = self.model.dead, []
-        assert self.run(self.backend.queue.requeue_dead()) == len(dead)
+        dead = [job_id for job_id in self.model.dead if job_id not in self.model.poisoned]
+        self.model.dead = [job_id for job_id in self.model.dead if job_id in self.model.poisoned]
+        assert self.run(self.backend.queue.requeue_dead(dead)) == len(dead)
         for job_id in dead:
             self.model.jobs[job_id].attempts = 0
         self.model.make_ready(dead)
@@ -287,11 +425,19 @@ class QueueStateMachine(RuleBasedStateMachine):
         assert depths.dead == len(self.model.dead), "dead count differs"
 
 
-def make_state_machine(factory: Callable[[Clock], Backend]) -> type[QueueStateMachine]:
-    """A :class:`QueueStateMachine` bound to ``factory`` (called once per example with a ManualClock)."""
-    return type("BackendStateMachine", (QueueStateMachine,), {"factory": staticmethod(factory)})
+def make_state_machine(
+    factory: Callable[[Clock], Backend], overwrite: Overwrite | None = None
+) -> type[QueueStateMachine]:
+    """A :class:`QueueStateMachine` bound to ``factory`` (called once per example with a ManualClock).
+
+    With ``overwrite``, poison records are mixed in too.
+    """
+    attributes = {"factory": staticmethod(factory), "overwrite": staticmethod(overwrite) if overwrite else None}
+    return type("BackendStateMachine", (QueueStateMachine,), attributes)
 
 
-def run_state_machine(factory: Callable[[Clock], Backend], settings_: settings | None = None) -> None:
+def run_state_machine(
+    factory: Callable[[Clock], Backend], settings_: settings | None = None, overwrite: Overwrite | None = None
+) -> None:
     """Run the state machine against ``factory``'s backends; raises on the first disagreement."""
-    run_state_machine_as_test(make_state_machine(factory), settings=settings_ or DEFAULT_SETTINGS)
+    run_state_machine_as_test(make_state_machine(factory, overwrite), settings=settings_ or DEFAULT_SETTINGS)

@@ -234,10 +234,11 @@ class LeaseTests:
     async def test_renew_extends_lease(self, backend: Backend, clock: ManualClock) -> None:
         job = new_job(clock)
         await backend.queue.enqueue(job)
-        await backend.queue.claim(["default"], lease=10)
+        [claimed] = await backend.queue.claim(["default"], lease=10)
+        other = new_job(clock)
         for _ in range(3):
             clock.advance(8)
-            assert await backend.queue.renew([job.id, "not-claimed"], lease=10) == {job.id}
+            assert await backend.queue.renew([claimed, other], lease=10) == {job.id}
         clock.advance(8)
         assert await backend.queue.reap_expired() == 0
         clock.advance(3)
@@ -246,14 +247,14 @@ class LeaseTests:
     async def test_renew_after_reap_reports_lease_lost(self, backend: Backend, clock: ManualClock) -> None:
         job = new_job(clock)
         await backend.queue.enqueue(job)
-        await backend.queue.claim(["default"], lease=10)
+        [claimed] = await backend.queue.claim(["default"], lease=10)
         clock.advance(11)
         await backend.queue.reap_expired()
-        assert await backend.queue.renew([job.id]) == set()
+        assert await backend.queue.renew([claimed]) == set()
 
     async def test_renew_of_finished_job_reports_lease_lost(self, backend: Backend, clock: ManualClock) -> None:
         job = new_job(clock)
         await backend.queue.enqueue(job)
         [claimed] = await backend.queue.claim(["default"])
         await backend.queue.complete(claimed)
-        assert await backend.queue.renew([job.id]) == set()
+        assert await backend.queue.renew([claimed]) == set()
