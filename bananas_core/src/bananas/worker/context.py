@@ -11,18 +11,27 @@ from typing import Any
 
 from bananas.clock import Clock
 from bananas.job import Job
+from bananas.logsafe import printable
 from bananas.protocols import DEFAULT_LEASE_SECONDS, Queue
 
 __all__ = ["JobContext", "JobLogger"]
 
 
 class JobLogger(logging.LoggerAdapter[logging.Logger]):
-    """A logger that prefixes every message with the job's name and id (also in ``extra``)."""
+    """A logger that prefixes every message with the job's name and id (also in ``extra``).
+
+    The prefix shows them escaped (:func:`~bananas.logsafe.printable`): they come from
+    storage, and a name holding a newline must not forge log lines.
+    """
+
+    _prefix = ""
 
     def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
         extra = dict(self.extra or {})
         kwargs["extra"] = {**extra, **kwargs.get("extra", {})}
-        return f"[{extra.get('job_name')} {extra.get('job_id')}] {msg}", kwargs
+        if not self._prefix:
+            self._prefix = f"[{printable(extra.get('job_name'))} {printable(extra.get('job_id'))}]"
+        return f"{self._prefix} {msg}", kwargs
 
 
 class JobContext:
@@ -57,6 +66,15 @@ class JobContext:
         self.cancel_reason = ""
         base = logger or logging.getLogger("bananas.job")
         self.logger = JobLogger(base, {"job_id": job.id, "job_name": job.name})
+        # Kept by the worker runtime (executor and pool); not for handlers.
+        self._attempt: asyncio.Future[Any] | None = None
+        """The task running the handler, while the attempt runs."""
+        self._escape: str | None = None
+        """The error of a SystemExit / KeyboardInterrupt raised by a task the handler started."""
+        self._thread: Any = None
+        """The thread run of a plain ``def`` handler (``None`` for an async one)."""
+        self._lease_lost = False
+        """The pool learnt that this job's lease was lost (said once)."""
 
     @property
     def cancelled(self) -> bool:

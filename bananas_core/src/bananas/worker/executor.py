@@ -1,8 +1,10 @@
 """Running one claimed job: find its handler, run it with a timeout, record the outcome.
 
-Whatever a handler does (raise, hang, return something that is not JSON, get cancelled)
-becomes a failed attempt with a readable error and goes through retry / dead letter
-handling; it never takes the worker down.
+Whatever a handler does (raise, hang, return something that is not JSON, get cancelled,
+raise SystemExit or KeyboardInterrupt itself or in a task or callback it started) becomes a
+failed attempt with a readable error and goes through retry / dead letter handling; it
+never takes the worker down. Settles are fenced: an outcome reported for a job another
+worker has taken over is discarded (one WARNING) and no result is stored for it.
 """
 
 from __future__ import annotations
@@ -16,25 +18,31 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Awaitable, Callable
+import weakref
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from datetime import timedelta
+from types import TracebackType
 from typing import Any
 
 import attrs
 
 from bananas.clock import Clock, system_clock
-from bananas.errors import PayloadError
+from bananas.errors import LeaseLost, PayloadError
 from bananas.job import JSON, Job, JobResult, JobStatus, dumps
+from bananas.logsafe import printable
 from bananas.protocols import DEFAULT_LEASE_SECONDS, Queue, ResultBackend
 from bananas.timefmt import from_timestamp
 from bananas.worker.context import JobContext
 from bananas.worker.registry import Registry
 
-__all__ = ["Executor", "Outcome"]
+__all__ = ["Executor", "Outcome", "abandoned_handler_threads"]
 
 log = logging.getLogger("bananas.worker")
 
 DEFAULT_JOB_TIMEOUT = 300.0
+ERROR_LIMIT = 1000
+"""Characters of a job's error shown in one log line."""
 
 
 @attrs.frozen
@@ -55,7 +63,10 @@ class Executor:
     """Runs claimed jobs with their registered handlers, at most ``concurrency`` at once.
 
     Plain ``def`` handlers run in their own daemon threads so they never block the event
-    loop (and a hung one never blocks interpreter exit).
+    loop (and a hung one never blocks interpreter exit). A SystemExit or KeyboardInterrupt
+    raised by the handler itself is always only a failed attempt; one raised by a task or
+    callback the handler started is contained too while :meth:`guard_loop` is in effect
+    (the :class:`~bananas.worker.Pool` installs it for as long as it runs).
     """
 
     def __init__(
@@ -80,7 +91,33 @@ class Executor:
         self._combined: Callable[[Job, JobResult], Awaitable[Job]] | None = None
         self.running: dict[str, JobContext] = {}
         """Contexts of the jobs whose handlers run now, by job id."""
+        self.slow_after = 1.0
+        """Async attempts that take at least this many seconds are remembered in :attr:`slow`."""
+        self.slow: deque[tuple[float, str, str]] = deque(maxlen=64)
+        """``(monotonic end, job id, job name)`` of the latest slow async attempts (see
+        :attr:`slow_after`): the candidates when the pool finds that the event loop was blocked."""
         self._slots = asyncio.Semaphore(concurrency)
+
+    @property
+    def abandoned_threads(self) -> int:
+        """Handler threads given up on (timed out, or their job ended otherwise) that still run."""
+        return abandoned_handler_threads()
+
+    def guard_loop(
+        self, loop: asyncio.AbstractEventLoop, on_crash: Callable[[BaseException], None] | None = None
+    ) -> Callable[[], None]:
+        """Contain SystemExit / KeyboardInterrupt from whatever handlers start on ``loop``; return the undo.
+
+        Installs a task factory (chained to the loop's previous one) that wraps the
+        coroutines of tasks created from inside a handler, and, on loops that have one, a
+        guard around the loop's iteration step for callbacks scheduled from inside a
+        handler (``call_soon``, ``call_later``). Such an exit fails the handler's attempt
+        with a readable error if it still runs, or is logged at ERROR if it had finished;
+        the worker carries on. Anything else raising SystemExit or KeyboardInterrupt out of
+        the loop still does, after ``on_crash(exc)`` was called. Nested and repeated calls
+        are fine; the loop is restored when the last undo has been called.
+        """
+        return _guard_loop(loop, on_crash)
 
     def set_result_backend(self, results: ResultBackend | None) -> None:
         """Store a :class:`JobResult` for every success and every final failure (optional).
@@ -101,7 +138,8 @@ class Executor:
         Success: ``queue.complete`` then a success result. Failure: ``queue.fail`` (retry
         or dead letter) and, when that made the job final, a failed result. Returns
         ``None`` if the store could not record the outcome (the lease then runs out and the
-        job runs again).
+        job runs again) or if another worker had taken the job over (the outcome is
+        discarded).
         """
         return await self.record(job, await self.run(job, timeout=timeout))
 
@@ -125,19 +163,28 @@ class Executor:
         loop = asyncio.get_running_loop()
         ctx = JobContext(job, queue=self.queue, clock=self.clock, deadline=self.clock() + timeout, lease=self.lease)
         self.running[job.id] = ctx
-        attempt = asyncio.ensure_future(self._call(handler, ctx, job, loop))
+        attempt = ctx._attempt = asyncio.ensure_future(self._call(handler, ctx, job, loop))
         try:
             done, _ = await asyncio.wait({attempt}, timeout=timeout)
         except asyncio.CancelledError:
             ctx.cancel("the worker stopped before the job finished")
             attempt.cancel()
+            _abandon_thread(ctx, "the worker stopped")
             raise
         finally:
             self.running.pop(job.id, None)
+            ctx._attempt = None
         elapsed = time.monotonic() - started
+        if elapsed >= self.slow_after and ctx._thread is None:  # rare: a candidate for a blocked loop
+            self.slow.append((started + elapsed, job.id, job.name))
+        if ctx._escape is not None:
+            attempt.cancel()
+            _abandon_thread(ctx, "its attempt failed")
+            return Outcome(error=ctx._escape, duration=elapsed)
         if not done:
             ctx.cancel(f"timed out after {timeout:g}s")
             attempt.cancel()
+            _abandon_thread(ctx, f"its timeout of {timeout:g}s")
             return Outcome(error=f"Timeout: the handler did not finish within {timeout:g}s", duration=elapsed)
         if attempt.cancelled():
             return Outcome(error="Cancelled: the handler was cancelled before it finished", duration=elapsed)
@@ -155,11 +202,12 @@ class Executor:
     async def _call(
         self, handler: Callable[..., Any], ctx: JobContext, job: Job, loop: asyncio.AbstractEventLoop
     ) -> Any:
+        _OWNER.set(ctx)  # this task's own context: tasks and callbacks the handler starts inherit it
         try:
             if _is_async(handler):
                 value = await handler(ctx, job)
             else:
-                value = await _in_thread(loop, handler, ctx, job)
+                value = await _in_thread(loop, ctx, handler, ctx, job)
             if inspect.isawaitable(value):  # e.g. a plain def returning a coroutine
                 value = await value
         except (SystemExit, KeyboardInterrupt) as exc:  # a handler must not stop the worker
@@ -167,7 +215,12 @@ class Executor:
         return value
 
     async def record(self, job: Job, outcome: Outcome) -> Job | None:
-        """Record ``outcome`` of claimed ``job`` (see :meth:`execute_job`); never raises."""
+        """Record ``outcome`` of claimed ``job`` (see :meth:`execute_job`); never raises.
+
+        If the queue answers :class:`~bananas.errors.LeaseLost` (another worker took the
+        job over), the outcome is discarded with one WARNING, no result is stored, and
+        ``None`` is returned.
+        """
         try:
             if outcome.ok:
                 if self._combined is not None:  # completion and result in one store call
@@ -176,24 +229,41 @@ class Executor:
                     stored = await self.queue.complete(job)
                     await self._store(job, JobStatus.COMPLETED, outcome)
                 if _debug():
-                    log.debug("job %s (%s) completed in %.3fs", job.id, job.name, outcome.duration)
+                    log.debug(
+                        "job %s (%s) completed in %.3fs", printable(job.id), printable(job.name), outcome.duration
+                    )
             else:
                 stored = await self.queue.fail(job, outcome.error)
                 final = stored.status is JobStatus.FAILED
                 log.warning(
                     "job %s (%s) failed (attempt %d of %d%s): %s",
-                    job.id,
-                    job.name,
+                    printable(job.id),
+                    printable(job.name),
                     stored.attempts,
                     stored.max_retries,
                     ", dead" if final else ", will retry",
-                    outcome.error,
+                    printable(outcome.error, ERROR_LIMIT),
                 )
                 if final:
                     await self._store(job, JobStatus.FAILED, outcome)
             return stored
+        except LeaseLost as exc:
+            what = "completion" if outcome.ok else f"failed attempt ({printable(outcome.error, ERROR_LIMIT)})"
+            log.warning(
+                "job %s (%s): its %s was discarded and no result stored: another worker took the job over "
+                "(its lease ran out%s)",
+                printable(job.id),
+                printable(job.name),
+                what,
+                f"; {printable(exc.detail)}" if exc.detail else "",
+            )
+            return None
         except Exception:
-            log.exception("could not record the outcome of job %s (%s); its lease will run out", job.id, job.name)
+            log.exception(
+                "could not record the outcome of job %s (%s); its lease will run out",
+                printable(job.id),
+                printable(job.name),
+            )
             return None
 
     async def _store(self, job: Job, status: JobStatus, outcome: Outcome) -> None:
@@ -231,7 +301,22 @@ class _HandlerExit(Exception):
         self.cause = cause
 
 
+class SpawnedExit(_HandlerExit):
+    """A task a handler started raised SystemExit or KeyboardInterrupt; that task ends with this
+    ordinary exception instead (and the handler's attempt fails)."""
+
+    def __str__(self) -> str:
+        return f"{_exit_text(self.cause)} (raised by a task the handler started)"
+
+
+def _exit_text(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def _describe_error(exc: BaseException, ctx: JobContext) -> str:
+    if isinstance(exc, SpawnedExit):
+        return str(exc)
     if isinstance(exc, _HandlerExit):
         exc = exc.cause
     text = str(exc)
@@ -241,18 +326,247 @@ def _describe_error(exc: BaseException, ctx: JobContext) -> str:
     return f"{name}: {text}" if text else name
 
 
-async def _in_thread(loop: asyncio.AbstractEventLoop, func: Callable[..., Any], *args: Any) -> Any:
-    """Run ``func(*args)`` on a reusable daemon thread and await its result.
+# -- containing what handlers start -------------------------------------------------------
 
-    Daemon threads (not a ThreadPoolExecutor, whose threads are joined at exit) so that a
-    handler that never returns cannot keep the process alive after the worker stopped;
-    reused, because starting a thread per job cost a sync handler most of its throughput.
-    The context variables are carried over.
+_OWNER: contextvars.ContextVar[JobContext | None] = contextvars.ContextVar("bananas_handler", default=None)
+"""The job whose handler code runs in this context (set in the attempt's own task; copied
+into every task, callback and thread the handler starts)."""
+
+
+def _escaped(owner: JobContext, exc: BaseException, source: str) -> None:
+    """``exc`` (SystemExit / KeyboardInterrupt) came from ``source`` (a task or callback) that
+    ``owner``'s handler started."""
+    attempt = owner._attempt
+    error = f"{_exit_text(exc)} (raised by {source} the handler started)"
+    if attempt is not None:  # the attempt still runs: it fails with this error
+        if owner._escape is None:
+            owner._escape = error
+        owner.cancel(error)
+        attempt.cancel()
+        return
+    log.error(
+        "job %s (%s): %s after the handler had finished; contained, the worker carries on",
+        printable(owner.job.id),
+        printable(owner.job.name),
+        printable(error, ERROR_LIMIT),
+    )
+
+
+def _mark_retrieved(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # reported already: no "exception was never retrieved" at collection
+
+
+class _Contained(Coroutine[Any, Any, Any]):
+    """A coroutine a handler started, whose SystemExit / KeyboardInterrupt becomes a :class:`SpawnedExit`.
+
+    A transparent proxy (not a wrapping ``async def``): a task cancelled before its first
+    step still throws into the coroutine, as with no wrapper.
     """
-    future: asyncio.Future[Any] = loop.create_future()
-    context = contextvars.copy_context()
 
-    def settle(value: Any, error: BaseException | None) -> None:
+    __slots__ = ("_coro", "_owner")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], owner: JobContext) -> None:
+        self._coro = coro
+        self._owner = owner
+
+    def send(self, value: Any) -> Any:
+        try:
+            return self._coro.send(value)
+        except (SystemExit, KeyboardInterrupt) as exc:
+            raise self._contain(exc) from None
+
+    def throw(self, typ: Any, val: Any = None, tb: TracebackType | None = None) -> Any:
+        try:
+            if val is None and tb is None:
+                return self._coro.throw(typ)
+            return self._coro.throw(typ, val, tb)  # pragma: no cover - the legacy signature
+        except (SystemExit, KeyboardInterrupt) as exc:
+            raise self._contain(exc) from None
+
+    def close(self) -> None:
+        self._coro.close()
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self._coro.__await__()
+
+    def _contain(self, exc: BaseException) -> SpawnedExit:
+        _escaped(self._owner, exc, "a task")
+        task = asyncio.current_task()
+        if task is not None:
+            task.add_done_callback(_mark_retrieved)
+        return SpawnedExit(exc)
+
+    def __repr__(self) -> str:
+        return repr(self._coro)
+
+
+def _task_factory(previous: Any) -> Callable[..., asyncio.Task[Any]]:
+    """A task factory that wraps coroutines started by handler code, then builds the task as before."""
+
+    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+        context = kwargs.get("context")
+        owner = _OWNER.get() if context is None else context.get(_OWNER)
+        if owner is not None:  # the one check every task pays
+            coro = _Contained(coro, owner)
+        if previous is not None:
+            task: asyncio.Task[Any] = previous(loop, coro, **kwargs)
+            return task
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    return factory
+
+
+_HANDLE_RUN = asyncio.Handle._run.__code__
+
+
+def _owner_of(exc: BaseException) -> JobContext | None:
+    """The job whose handler context ran the loop callback that raised ``exc``, if any."""
+    tb = exc.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        if frame.f_code is _HANDLE_RUN:
+            context = getattr(frame.f_locals.get("self"), "_context", None)
+            if isinstance(context, contextvars.Context):
+                return context.get(_OWNER)
+            return None
+        tb = tb.tb_next
+    return None
+
+
+@attrs.define(eq=False)
+class _LoopGuard:
+    users: int = 0
+    factory: Any = None
+    previous_factory: Any = None
+    run_once: Any = None
+    on_crash: list[Callable[[BaseException], None]] = attrs.Factory(list)
+
+
+_GUARDS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopGuard] = weakref.WeakKeyDictionary()
+
+
+def _guard_loop(
+    loop: asyncio.AbstractEventLoop, on_crash: Callable[[BaseException], None] | None
+) -> Callable[[], None]:
+    guard = _GUARDS.get(loop)
+    if guard is None:
+        guard = _GUARDS[loop] = _LoopGuard()
+        guard.previous_factory = loop.get_task_factory()
+        guard.factory = _task_factory(guard.previous_factory)
+        loop.set_task_factory(guard.factory)
+        original = getattr(loop, "_run_once", None)
+        if callable(original):  # asyncio's own loops: a guard around one loop iteration
+            guard.run_once = _guarded_run_once(original, guard)
+            try:
+                loop._run_once = guard.run_once  # type: ignore[attr-defined]
+            except (AttributeError, TypeError):  # a loop without instance attributes (uvloop): tasks only
+                guard.run_once = None
+    guard.users += 1
+    if on_crash is not None:
+        guard.on_crash.append(on_crash)
+    undone = False
+
+    def undo() -> None:
+        nonlocal undone
+        if undone:
+            return
+        undone = True
+        if on_crash is not None:
+            guard.on_crash.remove(on_crash)
+        guard.users -= 1
+        if guard.users or _GUARDS.get(loop) is not guard:
+            return
+        del _GUARDS[loop]
+        if loop.get_task_factory() is guard.factory:  # else someone chained on it: leave theirs
+            loop.set_task_factory(guard.previous_factory)
+        if guard.run_once is not None and vars(loop).get("_run_once") is guard.run_once:
+            del loop._run_once  # type: ignore[attr-defined]
+
+    return undo
+
+
+def _guarded_run_once(original: Callable[[], None], guard: _LoopGuard) -> Callable[[], None]:
+    def run_once() -> None:
+        try:
+            original()
+        except (SystemExit, KeyboardInterrupt) as exc:
+            # The callback that raised was popped; the rest stay ready for the next iteration.
+            owner = _owner_of(exc)
+            if owner is None:
+                for hook in list(guard.on_crash):
+                    hook(exc)
+                raise
+            _escaped(owner, exc, "a task or callback")
+
+    return run_once
+
+
+# -- plain def handlers on daemon threads -------------------------------------------------
+
+_RUNNING, _DONE, _ABANDONED = 0, 1, 2
+_abandoned_lock = threading.Lock()
+_abandoned = 0
+
+
+def abandoned_handler_threads() -> int:
+    """How many handler threads were given up on (their attempt ended) and still run now."""
+    return _abandoned
+
+
+def _abandon_thread(ctx: JobContext, why: str) -> None:
+    """The attempt of ``ctx`` ended while its sync handler's thread still runs: say so and count it."""
+    global _abandoned
+    run = ctx._thread
+    if run is None:
+        return
+    with _abandoned_lock:
+        if run.state != _RUNNING:
+            return
+        run.state = _ABANDONED
+        _abandoned += 1
+        count = _abandoned
+    log.warning(
+        "job %s (%s): its handler thread is still running after %s and is abandoned (a thread cannot be "
+        "stopped; it keeps its resources until the handler returns); %d abandoned handler thread(s) still running",
+        printable(ctx.job.id),
+        printable(ctx.job.name),
+        why,
+        count,
+    )
+
+
+class _ThreadRun:
+    """One call of a plain ``def`` handler on a daemon thread, settling ``future`` on the loop."""
+
+    __slots__ = ("args", "context", "func", "future", "loop", "state")
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], func: Callable[..., Any], args: Any
+    ) -> None:
+        self.loop = loop
+        self.future = future
+        self.func = func
+        self.args = args
+        self.context = contextvars.copy_context()
+        self.state = _RUNNING
+
+    def __call__(self) -> None:  # on the handler thread; must not raise
+        global _abandoned
+        value: Any = None
+        error: BaseException | None = None
+        try:
+            value = self.context.run(self.func, *self.args)
+        except BaseException as exc:
+            error = exc
+        with _abandoned_lock:
+            if self.state == _ABANDONED:
+                _abandoned -= 1
+            self.state = _DONE
+        _call_soon(self.loop, self.settle, value, error)
+
+    def settle(self, value: Any, error: BaseException | None) -> None:
+        future = self.future
         if future.done():
             return
         if error is not None:
@@ -260,15 +574,18 @@ async def _in_thread(loop: asyncio.AbstractEventLoop, func: Callable[..., Any], 
         else:
             future.set_result(value)
 
-    def work() -> None:
-        try:
-            value = context.run(func, *args)
-        except BaseException as exc:
-            _call_soon(loop, settle, None, exc)
-        else:
-            _call_soon(loop, settle, value, None)
 
-    _HANDLER_THREADS.submit(work)
+async def _in_thread(loop: asyncio.AbstractEventLoop, ctx: JobContext, func: Callable[..., Any], *args: Any) -> Any:
+    """Run ``func(*args)`` on a reusable daemon thread and await its result (``ctx`` keeps the run).
+
+    Daemon threads (not a ThreadPoolExecutor, whose threads are joined at exit) so that a
+    handler that never returns cannot keep the process alive after the worker stopped;
+    reused, because starting a thread per job cost a sync handler most of its throughput.
+    The context variables are carried over.
+    """
+    future: asyncio.Future[Any] = loop.create_future()
+    run = ctx._thread = _ThreadRun(loop, future, func, args)
+    _HANDLER_THREADS.submit(run)
     return await future
 
 
