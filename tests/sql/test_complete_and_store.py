@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from bananas.backend import Backend
 from bananas.clock import ManualClock
-from bananas.errors import JobNotFound
+from bananas.errors import JobNotFound, LeaseLost
 from bananas.job import Job, JobResult, JobStatus
 from bananas.plugins import connect
 from bananas.worker import Registry
@@ -55,7 +55,7 @@ async def test_complete_and_store_writes_job_and_result(backend: Backend, clock:
 async def test_no_result_when_the_completion_does_not_apply(backend: Backend, clock: ManualClock) -> None:
     q: Any = backend.queue
     job = await lost(backend, clock)
-    with pytest.raises(JobNotFound):
+    with pytest.raises(LeaseLost):
         await q.complete_and_store(job, success(job, 1))
     assert await backend.results.get(job.id) is None
     with pytest.raises(JobNotFound):
@@ -79,7 +79,7 @@ async def test_a_batch_of_mixed_outcomes(
     )
     assert not [r for r in caplog.records if "one by one" in r.getMessage()]  # the batches themselves worked
     applied = outcomes[: len(everyone)]
-    assert [type(o) for o in applied[len(done) :]] == [JobNotFound] * len(gone)
+    assert [type(o) for o in applied[len(done) :]] == [LeaseLost] * len(gone)
     assert all(not isinstance(o, BaseException) for o in applied[: len(done)] + outcomes[len(everyone) :])
     for n, job in enumerate(done):
         assert (await q.get_job(job.id)).status is JobStatus.COMPLETED

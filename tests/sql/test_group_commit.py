@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from bananas.backend import Backend
 from bananas.clock import ManualClock
-from bananas.errors import JobNotFound
+from bananas.errors import LeaseLost
 from bananas.job import Job, JobResult, JobStatus
 from bananas_sql.batch import GroupCommit, Write
 
@@ -25,7 +25,7 @@ async def test_concurrent_outcomes_each_land_once(
 ) -> None:
     await backend.queue.enqueue_many([make(clock, f"j{i}") for i in range(40)])
     claimed = await backend.queue.claim(["default"], limit=40)
-    ghost = make(clock, "never-submitted").evolve(status=JobStatus.PROCESSING)
+    ghost = make(clock, "never-submitted").evolve(status=JobStatus.PROCESSING, lease_token=claimed[0].lease_token)
     done, failed, missing = claimed[:20], claimed[20:], [ghost]
     outcomes = await asyncio.gather(
         *(backend.queue.complete(j) for j in done),
@@ -35,7 +35,7 @@ async def test_concurrent_outcomes_each_land_once(
         return_exceptions=True,
     )
     assert not [r for r in caplog.records if "one by one" in r.getMessage()]  # the batches themselves worked
-    assert [type(o) for o in outcomes[40:41]] == [JobNotFound]  # only the unknown job fails
+    assert [type(o) for o in outcomes[40:41]] == [LeaseLost]  # only the unknown job fails
     assert all(not isinstance(o, BaseException) for o in outcomes[:40] + outcomes[41:])
     for job in done:
         assert (await backend.queue.get_job(job.id)).status is JobStatus.COMPLETED
@@ -74,9 +74,9 @@ def test_plan_combines_each_kind_and_leaves_repeats_alone() -> None:
     single = {"complete": "ONE-COMPLETE", "store_result": "ONE-STORE", "bury": "ONE-BURY"}
     done = {"data": "{}", "now": 1.0, "expires_at": 2.0}
     writes: list[Write] = [
-        ("complete", {"id": "a", **done}),
+        ("complete", {"id": "a", "token": "ta", **done}),
         ("bury", {"id": "b"}),
-        ("complete", {"id": "c", **done}),
+        ("complete", {"id": "c", "token": "tc", **done}),
         ("store_result", {"id": "a", "data": "{}", "expires_at": 2.0}),
         ("store_result", {"id": "a", "data": "{}", "expires_at": 3.0}),  # same id twice: one by one
     ]
@@ -87,4 +87,6 @@ def test_plan_combines_each_kind_and_leaves_repeats_alone() -> None:
         ("ONE-STORE", [3]),
         ("ONE-STORE", [4]),
     ]
-    assert steps[0][1] == {"id": ["a", "c"], "data": ["{}", "{}"], "now": [1.0, 1.0], "expires_at": [2.0, 2.0]}
+    assert steps[0][1] == {
+        "id": ["a", "c"], "token": ["ta", "tc"], "data": ["{}", "{}"], "now": [1.0, 1.0], "expires_at": [2.0, 2.0]
+    }  # fmt: skip

@@ -26,7 +26,7 @@ async def test_generic_claim_plan_never_scans_the_table(
     try:
         await backend.queue.enqueue_many([Job.create("x", {"i": i}) for i in range(2000)])
         table = f"{namespace}_jobs"
-        params = {"now": 1e12, "limit": 10, "lease_until": 1.0, "k0": "default", "k1": "gpu",
+        params = {"now": 1e12, "limit": 10, "lease_until": 1.0, "lease_token": "t", "k0": "default", "k1": "gpu",
                   "prios": [0, 1], "names": ["x"]}  # fmt: skip
         text = claim_sql(table, n_keys, all_priorities, by_name)
         names = [n for n in params if f":{n}" in text]

@@ -123,7 +123,7 @@ async def test_claim_uses_partial_index_with_large_history(
     db = pg.queue.db  # type: ignore[attr-defined]
     for keys in (["default"], ["other", "default"]):
         query = db._claim_query(len(keys), True, False)
-        params: dict[str, object] = {"now": 0.0, "lease_until": 60.0, "limit": 3}
+        params: dict[str, object] = {"now": 0.0, "lease_until": 60.0, "limit": 3, "lease_token": "t"}
         params.update({f"k{i}": key for i, key in enumerate(keys)})
         async with async_engine.begin() as conn:
             plan = "\n".join(r[0] for r in await conn.execute(sa.text("EXPLAIN " + query.text), params))

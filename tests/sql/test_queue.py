@@ -144,13 +144,14 @@ async def test_expired_lease_is_reaped_then_dead(backend: Backend, clock: Manual
     await backend.queue.enqueue(job)
     [first] = await backend.queue.claim(["default"], lease=10)
     clock.advance(5)
-    assert await backend.queue.renew([first.id, "nope"], lease=10) == {first.id}
+    never_claimed = make(clock)
+    assert await backend.queue.renew([first, never_claimed], lease=10) == {first.id}
     clock.advance(9)
     assert await backend.queue.reap_expired() == 0
     clock.advance(2)
     assert await backend.queue.reap_expired() == 1
     assert await backend.queue.reap_expired() == 0
-    assert await backend.queue.renew([first.id]) == set()
+    assert await backend.queue.renew([first]) == set()
     [second] = await backend.queue.claim(["default"], lease=10)
     assert (second.attempts, second.error) == (1, LEASE_EXPIRED_ERROR)
     clock.advance(11)

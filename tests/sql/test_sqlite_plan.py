@@ -23,7 +23,7 @@ async def test_claim_plan_uses_the_claim_index_for_every_routing_key(tmp_path: P
         await backend.queue.enqueue_many([Job.create("x", {"i": i}, routing_key=k) for i in range(50) for k in keys])
         db = backend.queue.db  # type: ignore[attr-defined]
         query = db._claim_sql(len(keys), None, 0)
-        params = {f"k{i}": k for i, k in enumerate(keys)} | {"now": 1e12, "limit": 10, "lease_until": 1.0}
+        params = {f"k{i}": k for i, k in enumerate(keys)} | {"now": 1e12, "limit": 10, "lease_until": 1.0, "token": "t"}
         with sqlite3.connect(tmp_path / "jobs.db") as conn:
             plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + query, params)]
         assert sum("USING INDEX bananas_jobs_claim (routing_key=?)" in step for step in plan) == len(keys), plan

@@ -203,14 +203,43 @@ class Database:
         lease_until: float,
         job_names: Sequence[str] | None,
         now: float,
+        token: str,
     ) -> list[tuple[int, str, str]]:
         """Claim (see :meth:`claim_rows`) in a unit of its own; ``(seq, data, id)`` in claim order."""
 
         async def work(conn: AsyncConnection) -> list[tuple[int, str, str]]:
             rows = await self.claim_rows(
-                conn, routing_keys, priorities, limit=limit, lease_until=lease_until, job_names=job_names, now=now
+                conn,
+                routing_keys,
+                priorities,
+                limit=limit,
+                lease_until=lease_until,
+                job_names=job_names,
+                now=now,
+                token=token,
             )
             return [(row.seq, row.data, row.id) for row in rows]
+
+        return await self.run(work, single=True)
+
+    async def renew_leases(self, held: Sequence[tuple[str, str]], until: float) -> set[str]:
+        """Extend to ``until`` the leases of the ``(id, lease token)`` rows still processing under
+        that token, in one transaction; the ids extended."""
+
+        async def work(conn: AsyncConnection) -> set[str]:
+            renewed = set()
+            for job_id, token in held:
+                if (await conn.execute(self.q["renew"], {"id": job_id, "token": token, "until": until})).first():
+                    renewed.add(job_id)
+            return renewed
+
+        return await self.run(work, single=len(held) == 1)
+
+    async def renew_unfenced(self, ids: Sequence[str], until: float) -> set[str]:
+        """Extend to ``until`` the leases of processing rows by id alone (former ``renew(ids)``)."""
+
+        async def work(conn: AsyncConnection) -> set[str]:
+            return {r[0] for r in await conn.execute(self.q["renew_unfenced"], {"ids": list(ids), "until": until})}
 
         return await self.run(work, single=True)
 
@@ -230,9 +259,10 @@ class Database:
         lease_until: float,
         job_names: Sequence[str] | None,
         now: float,
+        token: str,
     ) -> Sequence[sa.Row[Any]]:
-        """Mark up to ``limit`` claimable rows processing; return ``(seq, state, data, error, name, id, key_rank,
-        priority, position)`` rows in claim order."""
+        """Mark up to ``limit`` claimable rows processing under lease ``token``; return ``(seq, state,
+        data, error, name, id, key_rank, priority, position)`` rows in claim order."""
         raise NotImplementedError
 
     async def wait_for_work(self, routing_keys: Sequence[str], timeout: float) -> None:

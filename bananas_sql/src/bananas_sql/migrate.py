@@ -27,6 +27,8 @@ _PG_TRIGGERS = (
     # worker process's hand-off channel and ``slot`` the worker within it. ``clock_offset`` is
     # the worker's clock minus the server's at registration, so a handed job's lease is on
     # the worker's clock; ``until`` (server clock) ends a registration whose worker is gone.
+    # ``fenced`` (version 4): the worker takes the hand-off's lease token; workers of older
+    # bananas-sql still running after an upgrade register without it, and are only woken.
     """CREATE UNLOGGED TABLE IF NOT EXISTS {waiters} (
     token text PRIMARY KEY,
     channel text NOT NULL,
@@ -35,27 +37,33 @@ _PG_TRIGGERS = (
     priorities smallint[] NOT NULL,
     lease float8 NOT NULL,
     clock_offset float8 NOT NULL,
-    until float8 NOT NULL
+    until float8 NOT NULL,
+    fenced boolean NOT NULL DEFAULT false
 )""",
+    "ALTER TABLE {waiters} ADD COLUMN IF NOT EXISTS fenced boolean NOT NULL DEFAULT false",
     # A job made ready goes straight to a registered idle worker that takes its routing key
-    # and priority: claimed here (state and lease, as that worker's claim would) and sent on
-    # the channel of the worker's process with its slot and data, so the worker runs it without a claim round
-    # trip. With no such worker, every listener is told there is work. notify_work serves
-    # one row made ready by an UPDATE (released, retried, moved, requeued, re-submitted over
-    # an expired id); jobs_inserted serves a whole INSERT at once, so a bulk submission runs
-    # one trigger and sends one work notification, not one per row.
+    # and priority: claimed here (state, lease and a fresh lease token, as that worker's claim
+    # would) and sent on the channel of the worker's process as ``slot seq token[ data]``, so
+    # the worker runs it without a claim round trip. With no such worker, every listener is
+    # told there is work. notify_work serves one row made ready by an UPDATE (released,
+    # retried, moved, requeued, re-submitted over an expired id); jobs_inserted serves a whole
+    # INSERT at once, so a bulk submission runs one trigger and sends one work notification,
+    # not one per row.
     """CREATE OR REPLACE FUNCTION {schema_prefix}{prefix}notify_work() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     t float8 := extract(epoch FROM clock_timestamp());
+    fence text;
     w record;
 BEGIN
     SELECT token, channel, slot, lease, clock_offset INTO w FROM {waiters}
-    WHERE until > t AND NEW.routing_key = ANY(routing_keys) AND NEW.priority = ANY(priorities)
+    WHERE fenced AND until > t AND NEW.routing_key = ANY(routing_keys) AND NEW.priority = ANY(priorities)
     LIMIT 1 FOR UPDATE SKIP LOCKED;
     IF FOUND THEN
         DELETE FROM {waiters} WHERE token = w.token;
-        UPDATE {jobs} SET state = 'processing', lease_until = t + w.clock_offset + w.lease WHERE seq = NEW.seq;
-        PERFORM pg_notify(w.channel, w.slot::text || ' ' || NEW.seq::text
+        fence := md5(random()::text || clock_timestamp()::text || NEW.seq::text);
+        UPDATE {jobs} SET state = 'processing', lease_until = t + w.clock_offset + w.lease,
+            lease_token = fence WHERE seq = NEW.seq;
+        PERFORM pg_notify(w.channel, w.slot::text || ' ' || NEW.seq::text || ' ' || fence
             || CASE WHEN octet_length(NEW.data) <= {handoff_data_max} THEN ' ' || NEW.data ELSE '' END);
     ELSE
         PERFORM pg_notify('{work_channel}', '');
@@ -67,6 +75,7 @@ DECLARE
     t float8 := extract(epoch FROM clock_timestamp());
     ready bigint;
     handed bigint[] := '{{}}';
+    fence text;
     w record;
     j record;
 BEGIN
@@ -76,7 +85,7 @@ BEGIN
     END IF;
     FOR w IN SELECT x.token, x.channel, x.slot, x.routing_keys, x.priorities, x.lease, x.clock_offset
         FROM {waiters} AS x
-        WHERE x.until > t AND EXISTS (SELECT 1 FROM new_jobs AS n WHERE n.state = 'ready'
+        WHERE x.fenced AND x.until > t AND EXISTS (SELECT 1 FROM new_jobs AS n WHERE n.state = 'ready'
             AND n.routing_key = ANY(x.routing_keys) AND n.priority = ANY(x.priorities))
         FOR UPDATE SKIP LOCKED
     LOOP
@@ -88,8 +97,10 @@ BEGIN
         CONTINUE WHEN NOT FOUND;
         handed := handed || j.seq;
         DELETE FROM {waiters} WHERE token = w.token;
-        UPDATE {jobs} SET state = 'processing', lease_until = t + w.clock_offset + w.lease WHERE seq = j.seq;
-        PERFORM pg_notify(w.channel, w.slot::text || ' ' || j.seq::text
+        fence := md5(random()::text || clock_timestamp()::text || j.seq::text);
+        UPDATE {jobs} SET state = 'processing', lease_until = t + w.clock_offset + w.lease,
+            lease_token = fence WHERE seq = j.seq;
+        PERFORM pg_notify(w.channel, w.slot::text || ' ' || j.seq::text || ' ' || fence
             || CASE WHEN octet_length(j.data) <= {handoff_data_max} THEN ' ' || j.data ELSE '' END);
     END LOOP;
     IF cardinality(handed) < ready THEN
@@ -134,6 +145,15 @@ async def _current_version(conn: AsyncConnection, names: Names) -> int | None:
     return (await conn.execute(sa.text(f"SELECT version FROM {names.version} WHERE id = 1"))).scalar()
 
 
+def _add_lease_token(sync_conn: sa.Connection, names: Names) -> None:
+    """Version 4: ``jobs.lease_token``, the claim that holds a processing row (every settle is
+    fenced with it). Rows claimed before the upgrade have none (NULL): they are reaped as usual
+    when their lease runs out, and no settle of a fenced worker matches them."""
+    columns = {c["name"] for c in sa.inspect(sync_conn).get_columns(names.prefix + "jobs", schema=names.schema)}
+    if "lease_token" not in columns:
+        sync_conn.execute(sa.text(f"ALTER TABLE {names.jobs} ADD COLUMN lease_token VARCHAR(64)"))
+
+
 def _create_missing_indexes(sync_conn: sa.Connection, md: sa.MetaData) -> None:
     for table in md.sorted_tables:
         for index in table.indexes:
@@ -153,10 +173,13 @@ async def _upgrade(conn: AsyncConnection, db: Database) -> None:
             "upgrade the bananas-sql package instead"
         )
     # Version 1 is the whole schema. Version 2 adds the index jobs_due; version 3 the
-    # PostgreSQL waiters table and the hand-off in notify_work. create_all makes
-    # missing tables with their indexes; an index added to an existing table since is made here.
+    # PostgreSQL waiters table and the hand-off in notify_work; version 4 the column
+    # jobs.lease_token (and lease tokens in the hand-off). create_all makes missing tables
+    # with their indexes; a column or index added to an existing table since is made here.
     md = metadata(names, db.dialect)
     await conn.run_sync(md.create_all)
+    if version is not None and version < 4:
+        await conn.run_sync(_add_lease_token, names)
     await conn.run_sync(_create_missing_indexes, md)
     if db.dialect == "postgresql":
         for ddl in _PG_TRIGGERS:

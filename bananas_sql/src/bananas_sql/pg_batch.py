@@ -14,22 +14,26 @@ from bananas_sql.batch import Write
 
 _COMBINED: Mapping[str, tuple[str, tuple[tuple[str, str], ...]]] = {
     # name: (statement over unnest()ed arrays, (parameter, array type) in column order)
+    # Each completion fenced by its own lease token: a stale one is left out, the others apply.
     "complete": (
-        "UPDATE {jobs} AS j SET state = 'completed', data = v.data, lease_until = NULL, finished_at = v.now, "
-        "expires_at = v.expires_at FROM unnest({arrays}) AS v(id, data, now, expires_at) "
-        "WHERE j.id = v.id RETURNING j.id",
-        (("id", "text"), ("data", "text"), ("now", "float8"), ("expires_at", "float8")),
+        "UPDATE {jobs} AS j SET state = 'completed', data = v.data, lease_until = NULL, lease_token = NULL, "
+        "finished_at = v.now, expires_at = v.expires_at FROM unnest({arrays}) AS v(id, token, data, now, expires_at) "
+        "WHERE j.id = v.id AND j.state = 'processing' AND j.lease_token = v.token RETURNING j.id",
+        (("id", "text"), ("token", "text"), ("data", "text"), ("now", "float8"), ("expires_at", "float8")),
     ),
     # Results only for the jobs the UPDATE found: a lost job gets no result.
     "complete_and_store": (
-        "WITH v AS (SELECT * FROM unnest({arrays}) AS v(id, data, now, expires_at, result, result_expires_at)), "
-        "done AS (UPDATE {jobs} AS j SET state = 'completed', data = v.data, lease_until = NULL, "
-        "finished_at = v.now, expires_at = v.expires_at FROM v WHERE j.id = v.id RETURNING j.id) "
+        "WITH v AS (SELECT * FROM unnest({arrays}) AS v(id, token, data, now, expires_at, result, "
+        "result_expires_at)), "
+        "done AS (UPDATE {jobs} AS j SET state = 'completed', data = v.data, lease_until = NULL, lease_token = NULL, "
+        "finished_at = v.now, expires_at = v.expires_at FROM v "
+        "WHERE j.id = v.id AND j.state = 'processing' AND j.lease_token = v.token RETURNING j.id) "
         "INSERT INTO {results} AS r (job_id, data, expires_at) "
         "SELECT v.id, v.result, v.result_expires_at FROM v JOIN done ON done.id = v.id "
         "ON CONFLICT (job_id) DO UPDATE SET data = excluded.data, expires_at = excluded.expires_at RETURNING r.job_id",
         (
             ("id", "text"),
+            ("token", "text"),
             ("data", "text"),
             ("now", "float8"),
             ("expires_at", "float8"),
@@ -66,13 +70,23 @@ def single_sql(names: Mapping[str, str]) -> dict[str, str]:
     return {
         "complete_and_store": (
             "WITH done AS (UPDATE {jobs} SET state = 'completed', data = %(data)s, lease_until = NULL, "
-            "finished_at = %(now)s, expires_at = %(expires_at)s WHERE id = %(id)s RETURNING id) "
+            "lease_token = NULL, finished_at = %(now)s, expires_at = %(expires_at)s "
+            "WHERE id = %(id)s AND state = 'processing' AND lease_token = %(token)s RETURNING id) "
             "INSERT INTO {results} AS r (job_id, data, expires_at) "
             "SELECT id, CAST(%(result)s AS text), CAST(%(result_expires_at)s AS float8) FROM done "
             "ON CONFLICT (job_id) DO UPDATE SET data = excluded.data, expires_at = excluded.expires_at "
             "RETURNING r.job_id"
         ).format(**names)
     }
+
+
+def renew_sql(names: Mapping[str, str]) -> str:
+    """Lease renewal of ``(id, lease token)`` arrays in one statement, each fenced by its token."""
+    return (
+        "UPDATE {jobs} AS j SET lease_until = %(until)s "
+        "FROM unnest(CAST(%(ids)s AS text[]), CAST(%(tokens)s AS text[])) AS v(id, token) "
+        "WHERE j.id = v.id AND j.state = 'processing' AND j.lease_token = v.token RETURNING j.id"
+    ).format(**names)
 
 
 def combined_sql(names: Mapping[str, str]) -> dict[str, str]:

@@ -22,11 +22,11 @@ from sqlalchemy.orm import Session
 
 from bananas_sql.batch import Write
 from bananas_sql.database import Database
-from bananas_sql.pg_batch import combined_sql, insert_many_sql, plan, single_sql
+from bananas_sql.pg_batch import combined_sql, insert_many_sql, plan, renew_sql, single_sql
 from bananas_sql.pg_raw import RawPg, pyformat
 from bananas_sql.plugin import POSTGRES_CAPABILITIES
 from bananas_sql.queries import compile_all
-from bananas_sql.queue import SqlQueue, claim_arguments, job_params
+from bananas_sql.queue import SqlQueue, claim_arguments, job_params, new_lease_token
 from bananas_sql.results import sql_backend
 from bananas_sql.tables import Names
 from bananas_sql.urls import number, postgres_conninfo, postgres_sqlalchemy_url
@@ -40,7 +40,7 @@ FRAGMENTS: Mapping[str, str] = {
 }
 
 _CLAIM_ONE_KEY = """
-UPDATE {jobs} SET state = 'processing', lease_until = :lease_until
+UPDATE {jobs} SET state = 'processing', lease_until = :lease_until, lease_token = :lease_token
 WHERE seq = ANY(ARRAY(
     SELECT seq FROM {jobs}
     WHERE state IN ('ready', 'scheduled') AND run_at <= :now AND routing_key = :k{i} {priority_filter} {name_filter}
@@ -95,14 +95,14 @@ def claim_or_register_sql(jobs: str, waiters: str, n_keys: int, all_priorities: 
     ctes = [f"c{i} AS ({body})" for i, body in enumerate(parts)]
     ctes.append("c AS (" + " UNION ALL ".join(f"SELECT * FROM c{i}" for i in range(n_keys)) + ")")
     ctes.append(
-        f"r AS (INSERT INTO {waiters} (token, channel, slot, routing_keys, priorities, lease, clock_offset, until) "
-        "SELECT :token, :channel, :slot, CAST(:wkeys AS text[]), CAST(:wprios AS smallint[]), "
-        ":lease, :now - s.t, s.t + :wait "
+        f"r AS (INSERT INTO {waiters} (token, channel, slot, routing_keys, priorities, lease, clock_offset, until, "
+        "fenced) SELECT :token, :channel, :slot, CAST(:wkeys AS text[]), CAST(:wprios AS smallint[]), "
+        ":lease, :now - s.t, s.t + :wait, true "
         "FROM (SELECT extract(epoch FROM clock_timestamp())::float8 AS t) AS s "
         "WHERE :register AND NOT EXISTS (SELECT 1 FROM c) "
         "ON CONFLICT (token) DO UPDATE SET channel = excluded.channel, slot = excluded.slot, "
         "routing_keys = excluded.routing_keys, priorities = excluded.priorities, lease = excluded.lease, "
-        "clock_offset = excluded.clock_offset, until = excluded.until)"
+        "clock_offset = excluded.clock_offset, until = excluded.until, fenced = true)"
     )
     ctes.append(
         f"d AS (DELETE FROM {waiters} WHERE token = :token AND NOT (:register AND NOT EXISTS (SELECT 1 FROM c)))"
@@ -115,9 +115,9 @@ def _claim_params(
     priorities: Sequence[JobPriority],
     all_prios: bool,
     job_names: Sequence[str] | None,
-    **values: float,
+    **values: float | str,
 ) -> dict[str, Any]:
-    """Parameters of :func:`claim_sql`'s statement (``values``: limit, lease_until, now)."""
+    """Parameters of :func:`claim_sql`'s statement (``values``: limit, lease_until, now; ``lease_token``)."""
     params: dict[str, Any] = dict(values)
     params.update({f"k{i}": key for i, key in enumerate(routing_keys)})
     if not all_prios:
@@ -155,6 +155,7 @@ class PostgresDatabase(Database):
         self.pg.update(single_sql(self.names.as_mapping()))
         self.pg_combined = combined_sql(self.names.as_mapping())
         self.pg_insert_many = insert_many_sql(self.names.as_mapping())
+        self.pg_renew = renew_sql(self.names.as_mapping())
         self.pg["delete_expired_ids"] = pyformat(
             self.sql["delete_expired_ids"].replace("id IN :ids", "id = ANY(CAST(:ids AS text[]))")
         )
@@ -192,12 +193,14 @@ class PostgresDatabase(Database):
         lease_until: float,
         job_names: Sequence[str] | None,
         now: float,
+        token: str,
     ) -> Sequence[sa.Row[Any]]:
         all_prios = set(priorities) == set(ALL_PRIORITIES)
         query = self._claim_query(len(routing_keys), all_prios, job_names is not None)
         params = _claim_params(
-            routing_keys, priorities, all_prios, job_names, limit=limit, lease_until=lease_until, now=now
-        )
+            routing_keys, priorities, all_prios, job_names, limit=limit, lease_until=lease_until, now=now,
+            lease_token=token,
+        )  # fmt: skip
         rows = (await conn.execute(query, params)).all()
         return sorted(rows, key=lambda r: (r.key_rank, r.priority, r.position))
 
@@ -210,6 +213,7 @@ class PostgresDatabase(Database):
         lease_until: float,
         job_names: Sequence[str] | None,
         now: float,
+        token: str,
     ) -> list[tuple[int, str, str]]:
         await self._ensure_schema()
         all_prios = set(priorities) == set(ALL_PRIORITIES)
@@ -218,8 +222,9 @@ class PostgresDatabase(Database):
         if query is None:
             query = self._raw_claims[variant] = pyformat(claim_sql(self.names.jobs, *variant))
         params = _claim_params(
-            routing_keys, priorities, all_prios, job_names, limit=limit, lease_until=lease_until, now=now
-        )
+            routing_keys, priorities, all_prios, job_names, limit=limit, lease_until=lease_until, now=now,
+            lease_token=token,
+        )  # fmt: skip
 
         async def work(conn: Any) -> list[Any]:
             return list(await (await conn.execute(query, params)).fetchall())
@@ -238,13 +243,14 @@ class PostgresDatabase(Database):
         lease: float,
         now: float,
         token: str,
+        lease_token: str,
         slot: int,
         register: bool,
         wait: float,
     ) -> list[tuple[int, str, str]]:
-        """Claim up to ``limit`` jobs; register ``token`` (``slot`` on this process's hand-off
-        channel) as a waiter for ``wait`` seconds if none was found and ``register``, else drop
-        its registration. ``(seq, data, id)`` in claim order."""
+        """Claim up to ``limit`` jobs under ``lease_token``; register ``token`` (``slot`` on this
+        process's hand-off channel) as a waiter for ``wait`` seconds if none was found and
+        ``register``, else drop its registration. ``(seq, data, id)`` in claim order."""
         await self._ensure_schema()
         all_prios = set(priorities) == set(ALL_PRIORITIES)
         variant = (len(routing_keys), all_prios)
@@ -253,7 +259,10 @@ class PostgresDatabase(Database):
             query = self._raw_waits[variant] = pyformat(
                 claim_or_register_sql(self.names.jobs, self.names.waiters, *variant)
             )
-        params = _claim_params(routing_keys, priorities, all_prios, None, limit=limit, lease_until=now + lease, now=now)
+        params = _claim_params(
+            routing_keys, priorities, all_prios, None, limit=limit, lease_until=now + lease, now=now,
+            lease_token=lease_token,
+        )  # fmt: skip
         params.update(
             token=token,
             channel=self.listener.hand_off_channel,
@@ -282,25 +291,47 @@ class PostgresDatabase(Database):
 
         await self.raw_claimer.run(work)
 
-    async def handed_rows(self, seqs: Sequence[int]) -> dict[int, tuple[str, str]]:
-        """``seq -> (data, id)`` of handed-over jobs that are still leased (for jobs too large
-        to travel with their hand-off)."""
-        sql = f"SELECT seq, data, id FROM {self.names.jobs} WHERE seq = ANY(%(seqs)s) AND state = 'processing'"
+    async def handed_rows(self, handed: Sequence[tuple[int, str]]) -> dict[int, tuple[str, str]]:
+        """``seq -> (data, id)`` of handed-over ``(seq, lease token)`` jobs still held under that
+        token (for jobs too large to travel with their hand-off)."""
+        sql = (
+            f"SELECT j.seq, j.data, j.id FROM {self.names.jobs} AS j "
+            "JOIN unnest(CAST(%(seqs)s AS bigint[]), CAST(%(tokens)s AS text[])) AS v(seq, token) "
+            "ON j.seq = v.seq AND j.lease_token = v.token WHERE j.state = 'processing'"
+        )
+        params = {"seqs": [seq for seq, _ in handed], "tokens": [token for _, token in handed]}
 
         async def work(conn: Any) -> dict[int, tuple[str, str]]:
-            rows = await (await conn.execute(sql, {"seqs": list(seqs)})).fetchall()
+            rows = await (await conn.execute(sql, params)).fetchall()
             return {r[0]: (r[1], r[2]) for r in rows}
 
         return await self.raw_claimer.run(work)
 
-    async def renew_seqs(self, seqs: Sequence[int], until: float) -> None:
-        """Extend the leases of handed-over jobs not yet taken by the worker they were handed to."""
-        sql = f"UPDATE {self.names.jobs} SET lease_until = %(until)s WHERE seq = ANY(%(seqs)s) AND state = 'processing'"
+    async def renew_handed(self, handed: Sequence[tuple[int, str]], until: float) -> None:
+        """Extend the leases of handed-over ``(seq, lease token)`` jobs not yet taken by the
+        worker they were handed to (only while still held under that token)."""
+        sql = (
+            f"UPDATE {self.names.jobs} AS j SET lease_until = %(until)s "
+            "FROM unnest(CAST(%(seqs)s AS bigint[]), CAST(%(tokens)s AS text[])) AS v(seq, token) "
+            "WHERE j.seq = v.seq AND j.lease_token = v.token AND j.state = 'processing'"
+        )
+        params = {"seqs": [seq for seq, _ in handed], "tokens": [token for _, token in handed], "until": until}
 
         async def work(conn: Any) -> None:
-            await conn.execute(sql, {"seqs": list(seqs), "until": until})
+            await conn.execute(sql, params)
 
         await self.raw.run(work)
+
+    async def renew_leases(self, held: Sequence[tuple[str, str]], until: float) -> set[str]:
+        """One statement over arrays of ``(id, lease token)`` (see :meth:`Database.renew_leases`)."""
+        await self._ensure_schema()
+        sql = self.pg_renew
+        params = {"ids": [job_id for job_id, _ in held], "tokens": [token for _, token in held], "until": until}
+
+        async def work(conn: Any) -> set[str]:
+            return {r[0] for r in await (await conn.execute(sql, params)).fetchall()}
+
+        return await self.raw.run(work)
 
     async def enqueue_one(self, params: Mapping[str, Any]) -> bool:
         await self._ensure_schema()
@@ -614,6 +645,7 @@ class PostgresQueue(SqlQueue):
         # a channel nobody listens on. Otherwise the ordinary work channel wakes the worker.
         register = not jobs and listener.connected
         now = self._now()
+        lease_token = new_lease_token()
         rows = await db.claim_or_register(
             keys,
             prios,
@@ -621,11 +653,12 @@ class PostgresQueue(SqlQueue):
             lease=lease,
             now=now,
             token=waiter,
+            lease_token=lease_token,
             slot=slot,
             register=register,
             wait=timeout,
         )
-        jobs += await self.claimed_jobs(rows, now)
+        jobs += await self.claimed_jobs([(seq, data, job_id, lease_token) for seq, data, job_id in rows], now)
         if jobs:
             return jobs
         # A wake-up since the last wait ended (set, not yet cleared) ends this one at once.
@@ -652,11 +685,12 @@ class PostgresQueue(SqlQueue):
         if event is not None:
             event.set()
 
-    async def renew(self, job_ids: Sequence[str], lease: float = DEFAULT_LEASE_SECONDS) -> set[str]:
-        handed = [seq for slot in self._serves for seq, _ in _parse_handed(self.db.listener.handed.get(slot, ()))]
+    async def renew(self, jobs: Sequence[Job], lease: float = DEFAULT_LEASE_SECONDS) -> set[str]:
+        buffers = [self.db.listener.handed.get(slot, ()) for slot in self._serves]
+        handed = [(seq, token) for buffer in buffers for seq, token, _ in _parse_handed(buffer)]
         if handed:  # kept for this worker's next claim: theirs is its lease to keep
-            await self.db.renew_seqs(handed, self._now() + lease)
-        return await super().renew(job_ids, lease)
+            await self.db.renew_handed(handed, self._now() + lease)
+        return await super().renew(jobs, lease)
 
     async def _take_handed(self, slot: int, limit: int) -> list[Job]:
         """Up to ``limit`` of the jobs handed over to ``slot`` and not yet taken, oldest first."""
@@ -666,23 +700,24 @@ class PostgresQueue(SqlQueue):
         taken = buffer[:limit]
         del buffer[:limit]
         entries = _parse_handed(taken)
-        missing = [seq for seq, data in entries if data is None]
+        missing = [(seq, token) for seq, token, data in entries if data is None]
         fetched = await self.db.handed_rows(missing) if missing else {}
         rows = []
-        for seq, data in entries:
+        for seq, token, data in entries:
             if data is not None:
-                rows.append((seq, data, f"#{seq}"))
+                rows.append((seq, data, f"#{seq}", token))
             elif seq in fetched:  # gone if reaped or finished meanwhile: no longer ours
-                rows.append((seq, *fetched[seq]))
+                rows.append((seq, *fetched[seq], token))
         return await self.claimed_jobs(rows, self._now())
 
 
-def _parse_handed(payloads: Sequence[str]) -> list[tuple[int, str | None]]:
-    """``(seq, data or None)`` of hand-off payloads (``seq``, or ``seq data``)."""
-    entries: list[tuple[int, str | None]] = []
+def _parse_handed(payloads: Sequence[str]) -> list[tuple[int, str, str | None]]:
+    """``(seq, lease token, data or None)`` of hand-off payloads (``seq token``, or ``seq token data``)."""
+    entries: list[tuple[int, str, str | None]] = []
     for payload in payloads:
-        seq, _, data = payload.partition(" ")
-        entries.append((int(seq), data or None))
+        seq, _, rest = payload.partition(" ")
+        token, _, data = rest.partition(" ")
+        entries.append((int(seq), token, data or None))
     return entries
 
 

@@ -16,7 +16,10 @@ import sqlalchemy as sa
 
 EXPANDING = frozenset({"ids", "keys", "prios", "names"})
 
-_JOB_COLUMNS = "state, data, error, name, id"
+_JOB_COLUMNS = "state, data, error, name, id, finished_at"
+
+# Settles are fenced: they apply only while the claim that made ``:token`` still holds the row.
+_HELD = "id = :id AND state = 'processing' AND lease_token = :token"
 
 TEMPLATES: Mapping[str, str] = {
     "schema_version": "SELECT version FROM {version} WHERE id = 1",
@@ -26,7 +29,7 @@ TEMPLATES: Mapping[str, str] = {
         "VALUES (:id, :name, :state, :routing_key, :priority, {next_pos}, :run_at, :data) "
         "ON CONFLICT (id) DO UPDATE SET name = excluded.name, state = excluded.state, "
         "routing_key = excluded.routing_key, priority = excluded.priority, position = excluded.position, "
-        "run_at = excluded.run_at, data = excluded.data, lease_until = NULL, finished_at = NULL, "
+        "run_at = excluded.run_at, data = excluded.data, lease_until = NULL, lease_token = NULL, finished_at = NULL, "
         "expires_at = NULL, error = NULL "
         "WHERE j.expires_at IS NOT NULL AND j.expires_at <= :now "
         "RETURNING id"
@@ -37,40 +40,47 @@ TEMPLATES: Mapping[str, str] = {
     ),
     "delete_expired_ids": "DELETE FROM {jobs} WHERE id IN :ids AND expires_at <= :now",
     "complete": (
-        "UPDATE {jobs} SET state = 'completed', data = :data, lease_until = NULL, finished_at = :now, "
-        "expires_at = :expires_at WHERE id = :id RETURNING id"
+        "UPDATE {jobs} SET state = 'completed', data = :data, lease_until = NULL, lease_token = NULL, "
+        f"finished_at = :now, expires_at = :expires_at WHERE {_HELD} RETURNING id"
     ),
     "retry_later": (
-        "UPDATE {jobs} SET state = 'scheduled', data = :data, lease_until = NULL, run_at = :run_at, "
-        "position = {next_pos} WHERE id = :id RETURNING id"
+        "UPDATE {jobs} SET state = 'scheduled', data = :data, lease_until = NULL, lease_token = NULL, "
+        f"run_at = :run_at, position = {{next_pos}} WHERE {_HELD} RETURNING id"
     ),
     "bury": (
-        "UPDATE {jobs} SET state = 'dead', data = :data, lease_until = NULL, finished_at = :now, "
-        "expires_at = :expires_at WHERE id = :id RETURNING id"
+        "UPDATE {jobs} SET state = 'dead', data = :data, lease_until = NULL, lease_token = NULL, "
+        f"finished_at = :now, expires_at = :expires_at WHERE {_HELD} RETURNING id"
     ),
+    # What a settle that touched no row finds: was it applied already (a retry), or is the job lost?
+    "settled": "SELECT state, data FROM {jobs} WHERE id = :id",
     "release": (
-        "UPDATE {jobs} SET state = 'ready', lease_until = NULL, run_at = 0, position = {front_pos} "
-        "WHERE id = :id AND state = 'processing'"
+        "UPDATE {jobs} SET state = 'ready', lease_until = NULL, lease_token = NULL, run_at = 0, "
+        f"position = {{front_pos}} WHERE {_HELD}"
     ),
-    "renew": "UPDATE {jobs} SET lease_until = :until WHERE state = 'processing' AND id IN :ids RETURNING id",
+    "renew": f"UPDATE {{jobs}} SET lease_until = :until WHERE {_HELD} RETURNING id",
+    # Callers of the former renew(ids): by id alone, whoever holds the row.
+    "renew_unfenced": "UPDATE {jobs} SET lease_until = :until WHERE state = 'processing' AND id IN :ids RETURNING id",
     "move_scheduled": (
         "UPDATE {jobs} SET state = 'ready', position = {next_pos} WHERE seq IN ("
-        "SELECT seq FROM {jobs} WHERE state = 'scheduled' AND run_at <= :now ORDER BY run_at, position {lock})"
+        "SELECT seq FROM {jobs} WHERE state = 'scheduled' AND run_at <= :now ORDER BY run_at, position "
+        "LIMIT :batch {lock})"
     ),
+    # Bounded: a huge backlog of expired leases is taken back in several short transactions.
     "expired_leases": (
-        "SELECT seq, data FROM {jobs} WHERE state = 'processing' AND lease_until < :now ORDER BY lease_until {lock}"
+        "SELECT seq, data, id FROM {jobs} WHERE state = 'processing' AND lease_until < :now "
+        "ORDER BY lease_until LIMIT :batch {lock}"
     ),
     "reap_ready": (
-        "UPDATE {jobs} SET state = 'ready', data = :data, lease_until = NULL, run_at = 0, position = {next_pos} "
-        "WHERE seq = :seq AND state = 'processing'"
+        "UPDATE {jobs} SET state = 'ready', data = :data, lease_until = NULL, lease_token = NULL, run_at = 0, "
+        "position = {next_pos} WHERE seq = :seq AND state = 'processing'"
     ),
     "reap_dead": (
-        "UPDATE {jobs} SET state = 'dead', data = :data, lease_until = NULL, finished_at = :now, "
-        "expires_at = :expires_at WHERE seq = :seq AND state = 'processing'"
+        "UPDATE {jobs} SET state = 'dead', data = :data, lease_until = NULL, lease_token = NULL, "
+        "finished_at = :now, expires_at = :expires_at WHERE seq = :seq AND state = 'processing'"
     ),
     "bury_unreadable": (
-        "UPDATE {jobs} SET state = 'dead', error = :error, lease_until = NULL, finished_at = :now, "
-        "expires_at = :expires_at WHERE seq = :seq"
+        "UPDATE {jobs} SET state = 'dead', error = :error, lease_until = NULL, lease_token = NULL, "
+        "finished_at = :now, expires_at = :expires_at WHERE seq = :seq"
     ),
     "get_job": f"SELECT {_JOB_COLUMNS} FROM {{jobs}} WHERE id = :id AND (expires_at IS NULL OR expires_at > :now)",
     # Three branches, each matching one partial index, so finished history is never scanned.
@@ -84,8 +94,10 @@ TEMPLATES: Mapping[str, str] = {
         f"SELECT {_JOB_COLUMNS} FROM {{jobs}} WHERE state = 'dead' AND (expires_at IS NULL OR expires_at > :now) "
         "ORDER BY finished_at DESC, seq DESC LIMIT :limit OFFSET :offset"
     ),
-    "dead_all": "SELECT seq, data FROM {jobs} WHERE state = 'dead' ORDER BY finished_at, seq {lock}",
-    "dead_some": "SELECT seq, data FROM {jobs} WHERE state = 'dead' AND id IN :ids ORDER BY finished_at, seq {lock}",
+    "dead_all": "SELECT seq, data, id FROM {jobs} WHERE state = 'dead' ORDER BY finished_at, seq {lock}",
+    "dead_some": (
+        "SELECT seq, data, id FROM {jobs} WHERE state = 'dead' AND id IN :ids ORDER BY finished_at, seq {lock}"
+    ),
     "requeue": (
         "UPDATE {jobs} SET state = 'ready', data = :data, run_at = 0, finished_at = NULL, expires_at = NULL, "
         "error = NULL, position = {next_pos} WHERE seq = :seq AND state = 'dead'"

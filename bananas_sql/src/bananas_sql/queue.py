@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+import logging
+import secrets
 from collections.abc import Collection, Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from bananas.errors import DuplicateJob, InvalidJob, JobDecodeError, JobNotFound
+from bananas.errors import DuplicateJob, InvalidJob, JobNotFound, LeaseLost
 from bananas.job import ALL_PRIORITIES, Job, JobPriority, JobResult, JobStatus, backoff_seconds, validate_routing_key
 from bananas.protocols import DEFAULT_LEASE_SECONDS, LEASE_EXPIRED_ERROR, QueueDepths
 from bananas.timefmt import from_timestamp
@@ -15,7 +18,35 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from bananas_sql import tables as t
 from bananas_sql.database import Database
 
+log = logging.getLogger("bananas.sql")
+
 _RANK_TO_PRIORITY = {p.rank: p for p in ALL_PRIORITIES}
+
+REAP_BATCH = 500
+"""Expired leases taken back per transaction (:meth:`SqlQueue.reap_expired` loops)."""
+
+MOVE_BATCH = 1000
+"""Due scheduled jobs made ready per statement (:meth:`SqlQueue.move_scheduled` loops)."""
+
+
+def new_lease_token() -> str:
+    """A fresh opaque lease token, unique to one claim (the fence of every settle of its jobs)."""
+    return secrets.token_hex(16)
+
+
+def describe(exc: BaseException) -> str:
+    """A readable, bounded, storable one-line description of ``exc`` (whatever its ``str`` does)."""
+    try:
+        text = f"{type(exc).__name__}: {exc}"
+    except Exception:  # a hostile __str__
+        text = type(exc).__name__
+    text = text.replace("\x00", "\\x00")  # PostgreSQL text cannot hold NUL
+    return text if len(text) <= 500 else text[:497] + "..."
+
+
+def warn_unreadable(job_id: str, what: str, detail: str) -> None:
+    """One WARNING line naming an unreadable job (the id and detail escaped: no forged lines)."""
+    log.warning("job %r is unreadable and was %s: %s", job_id, what, repr(detail)[1:-1])
 
 
 def job_params(job: Job, now: float) -> dict[str, Any]:
@@ -41,18 +72,30 @@ def job_params(job: Job, now: float) -> dict[str, Any]:
     }
 
 
-def row_to_job(state: str, data: str, error: str | None, name: str, job_id: str) -> Job:
-    """The job a row holds; the ``state`` column decides status where moves did not rewrite ``data``."""
+def row_to_job(
+    state: str, data: str, error: str | None, name: str, job_id: str, finished_at: float | None = None
+) -> Job:
+    """The job a row holds; the ``state`` column decides status where moves did not rewrite ``data``.
+
+    An unreadable row (any exception decoding it) gives a failed placeholder with what the
+    columns know: its error, and ``finished_at`` (when it was buried) as its time.
+    """
     try:
         job = Job.from_json(data)
-    except JobDecodeError as exc:
-        # An unreadable row that was buried: show what we know.
-        return Job(id=job_id, name=name or "unknown", status=JobStatus.FAILED, error=error or str(exc))
-    if state == t.READY and (job.status is not JobStatus.PENDING or job.scheduled_for is not None):
-        job = job.evolve(status=JobStatus.PENDING, scheduled_for=None)
-    elif state == t.PROCESSING and job.status is not JobStatus.PROCESSING:
-        job = job.evolve(status=JobStatus.PROCESSING, scheduled_for=None)
-    return job
+        if state == t.READY and (job.status is not JobStatus.PENDING or job.scheduled_for is not None):
+            job = job.evolve(status=JobStatus.PENDING, scheduled_for=None)
+        elif state == t.PROCESSING and job.status is not JobStatus.PROCESSING:
+            job = job.evolve(status=JobStatus.PROCESSING, scheduled_for=None)
+        return job
+    except Exception as exc:  # deliberately broad: stored data is hostile
+        times: dict[str, Any] = {}
+        if isinstance(finished_at, int | float):
+            times["created_at"] = times["updated_at"] = from_timestamp(finished_at)
+        error = error or f"stored job is unreadable: {describe(exc)}"
+        try:
+            return Job(id=job_id, name=name or "unknown", status=JobStatus.FAILED, error=error, **times)
+        except Exception:  # the name column is no job name either
+            return Job(id=job_id, name="unknown", status=JobStatus.FAILED, error=error, **times)
 
 
 def claim_arguments(
@@ -116,57 +159,94 @@ class SqlQueue:
             return []
         self.db.note_claim()
         now = self._now()
-        rows = await self.db.claim(keys, prios, limit=limit, lease_until=now + lease, job_names=names, now=now)
-        return await self.claimed_jobs(rows, now)
+        token = new_lease_token()
+        rows = await self.db.claim(
+            keys, prios, limit=limit, lease_until=now + lease, job_names=names, now=now, token=token
+        )
+        return await self.claimed_jobs([(seq, data, job_id, token) for seq, data, job_id in rows], now)
 
-    async def claimed_jobs(self, rows: Sequence[tuple[int, str, str]], now: float) -> list[Job]:
-        """The jobs of claimed ``(seq, data, id)`` rows; an unreadable one is buried instead."""
+    async def claimed_jobs(self, rows: Sequence[tuple[int, str, str, str]], now: float) -> list[Job]:
+        """The jobs of claimed ``(seq, data, id, lease token)`` rows, as processing copies holding
+        their tokens; a row that cannot be decoded (any exception) is buried alone instead."""
         claimed: list[Job] = []
-        for seq, data, job_id in rows:
+        for seq, data, job_id, token in rows:
             try:
-                job = Job.from_json(data)
-            except JobDecodeError as exc:
+                job = Job.from_json(data).evolve(status=JobStatus.PROCESSING, scheduled_for=None, lease_token=token)
+            except Exception as exc:  # deliberately broad: stored data is hostile
                 # Claimed, so leased to us: if this bury is lost, the lease reaper buries it.
-                await self._bury_unreadable(seq, f"claimed job {job_id} is unreadable: {exc}", now)
+                await self.bury_unreadable(seq, job_id, describe(exc), now)
                 continue
-            claimed.append(job.evolve(status=JobStatus.PROCESSING, scheduled_for=None))
+            claimed.append(job)
         return claimed
 
-    async def _bury_unreadable(self, seq: int, error: str, now: float) -> None:
-        params = {"seq": seq, "error": error, "now": now, "expires_at": now + self.db.options.failed_job_ttl}
+    async def bury_unreadable(self, seq: int, job_id: str, detail: str, now: float) -> None:
+        """Send the row ``seq`` (job ``job_id``) to the dead letter queue as unreadable, with
+        ``detail`` as its error; logs one WARNING."""
+        params = {
+            "seq": seq,
+            "error": f"job is unreadable: {detail}",
+            "now": now,
+            "expires_at": now + self.db.options.failed_job_ttl,
+        }
 
         async def work(conn: AsyncConnection) -> None:
             await conn.execute(self.q["bury_unreadable"], params)
 
         await self.db.run(work, single=True)
+        warn_unreadable(job_id, "moved to the dead letter queue", detail)
 
-    async def renew(self, job_ids: Sequence[str], lease: float = DEFAULT_LEASE_SECONDS) -> set[str]:
-        ids = list(job_ids)
-        if not ids:
+    async def renew(self, jobs: Sequence[Job], lease: float = DEFAULT_LEASE_SECONDS) -> set[str]:
+        """Extend the leases of ``jobs`` that their claims still hold; the ids still held.
+
+        (A bare id, from a caller of the former ``renew(ids)``, is renewed unfenced: it holds
+        whatever claim the row has.)
+        """
+        held: list[tuple[str, str]] = []
+        legacy: list[str] = []
+        for job in jobs:
+            if isinstance(job, str):
+                legacy.append(job)
+            elif job.lease_token:
+                held.append((job.id, job.lease_token))
+        if not held and not legacy:
             return set()
         until = self._now() + lease
+        renewed = await self.db.renew_leases(held, until) if held else set()
+        if legacy:
+            renewed |= await self.db.renew_unfenced(legacy, until)
+        return renewed
 
-        async def work(conn: AsyncConnection) -> set[str]:
-            return {r[0] for r in await conn.execute(self.q["renew"], {"ids": ids, "until": until})}
-
-        return await self.db.run(work, single=True)
-
-    async def _update_one(self, query: str, job: Job, params: dict[str, Any]) -> Job:
+    async def _settle(self, query: str, job: Job, settled: Job, params: dict[str, Any]) -> Job:
+        """Write ``query`` if ``job``'s claim still holds the row (fenced by its token); return
+        ``settled``. Raises :class:`LeaseLost` (nothing written) if it does not, unless the row
+        already holds exactly what this write writes (a retry of one that was applied)."""
+        if not job.lease_token:
+            raise LeaseLost(job.id, "this copy of the job does not come from a claim")
         # Committed together with whatever other outcomes are being recorded meanwhile.
-        if not await self.db.writes.submit(query, params):
-            raise JobNotFound(job.id)
-        return job
+        if await self.db.writes.submit(query, {**params, "id": job.id, "token": job.lease_token}):
+            return settled
+        found = await self._settled_row(job.id)
+        if found is not None and found[1] == params["data"]:
+            return settled  # applied already: a retry after the reply was lost
+        if found is None:
+            raise LeaseLost(job.id, "the job no longer exists")
+        state = found[0]
+        raise LeaseLost(job.id, "it was claimed again" if state == t.PROCESSING else f"it is {state} now")
+
+    async def _settled_row(self, job_id: str) -> tuple[str, str] | None:
+        async def work(conn: AsyncConnection) -> tuple[str, str] | None:
+            row = (await conn.execute(self.q["settled"], {"id": job_id})).first()
+            return None if row is None else (row[0], row[1])
+
+        return await self.db.run(work, readonly=True)
 
     async def complete(self, job: Job) -> Job:
         now = self._now()
-        done = job.evolve(status=JobStatus.COMPLETED, updated_at=from_timestamp(now), scheduled_for=None)
-        params = {
-            "id": job.id,
-            "data": done.to_json(),
-            "now": now,
-            "expires_at": now + self.db.options.completed_job_ttl,
-        }
-        return await self._update_one("complete", done, params)
+        done = job.evolve(
+            status=JobStatus.COMPLETED, updated_at=from_timestamp(now), scheduled_for=None, lease_token=""
+        )
+        params = {"data": done.to_json(), "now": now, "expires_at": now + self.db.options.completed_job_ttl}
+        return await self._settle("complete", job, done, params)
 
     def shares_store_with(self, results: object) -> bool:
         """True if ``results`` keeps its rows in this queue's database, so that
@@ -178,21 +258,22 @@ class SqlQueue:
     async def complete_and_store(self, job: Job, result: JobResult) -> Job:
         """:meth:`complete` and ``results.store(result)`` in one write (only for a ``results``
         of :meth:`shares_store_with`): the result row is written only if the completion
-        applied; raises :class:`JobNotFound` (nothing written) if the job row is gone."""
+        applied; fenced like :meth:`complete` (raises :class:`LeaseLost`, nothing written)."""
         if result.job_id != job.id:
             raise ValueError(f"the result is for job {result.job_id!r}, not {job.id!r}")
         now = self._now()
-        done = job.evolve(status=JobStatus.COMPLETED, updated_at=from_timestamp(now), scheduled_for=None)
+        done = job.evolve(
+            status=JobStatus.COMPLETED, updated_at=from_timestamp(now), scheduled_for=None, lease_token=""
+        )
         stored = self.db.result_params(result)
         params = {
-            "id": job.id,
             "data": done.to_json(),
             "now": now,
             "expires_at": now + self.db.options.completed_job_ttl,
             "result": stored["data"],
             "result_expires_at": stored["expires_at"],
         }
-        return await self._update_one("complete_and_store", done, params)
+        return await self._settle("complete_and_store", job, done, params)
 
     async def fail(self, job: Job, error: str) -> Job:
         now = self._now()
@@ -201,48 +282,74 @@ class SqlQueue:
             run_at = now + backoff_seconds(attempts)
             retry = job.evolve(
                 status=JobStatus.PENDING, attempts=attempts, error=error,
-                updated_at=from_timestamp(now), scheduled_for=from_timestamp(run_at),
+                updated_at=from_timestamp(now), scheduled_for=from_timestamp(run_at), lease_token="",
             )  # fmt: skip
-            return await self._update_one(
-                "retry_later", retry, {"id": job.id, "data": retry.to_json(), "run_at": run_at}
-            )
+            return await self._settle("retry_later", job, retry, {"data": retry.to_json(), "run_at": run_at})
         dead = job.evolve(
-            status=JobStatus.FAILED, attempts=attempts, error=error, updated_at=from_timestamp(now), scheduled_for=None
-        )
-        params = {"id": job.id, "data": dead.to_json(), "now": now, "expires_at": now + self.db.options.failed_job_ttl}
-        return await self._update_one("bury", dead, params)
+            status=JobStatus.FAILED, attempts=attempts, error=error, updated_at=from_timestamp(now),
+            scheduled_for=None, lease_token="",
+        )  # fmt: skip
+        params = {"data": dead.to_json(), "now": now, "expires_at": now + self.db.options.failed_job_ttl}
+        return await self._settle("bury", job, dead, params)
 
     async def release(self, job: Job) -> None:
+        """Hand ``job`` back as next in line if its claim still holds it; otherwise do nothing."""
+        if not job.lease_token:
+            return
+        params = {"id": job.id, "token": job.lease_token}
+
         async def work(conn: AsyncConnection) -> None:
-            await conn.execute(self.q["release"], {"id": job.id})
+            await conn.execute(self.q["release"], params)
 
         await self.db.run(work, single=True)
 
     async def move_scheduled(self) -> int:
+        """Make due scheduled jobs ready, :data:`MOVE_BATCH` per statement (the row data is not read)."""
         now = self._now()
 
         async def work(conn: AsyncConnection) -> int:
-            return (await conn.execute(self.q["move_scheduled"], {"now": now})).rowcount
+            return (await conn.execute(self.q["move_scheduled"], {"now": now, "batch": MOVE_BATCH})).rowcount
 
-        return await self.db.run(work, single=True)
+        moved = 0
+        while True:
+            n = await self.db.run(work, single=True)
+            moved += n
+            if n < MOVE_BATCH:
+                return moved
 
     async def reap_expired(self) -> int:
-        """Take back expired leases (see the protocol), then prune expired rows."""
+        """Take back expired leases (see the protocol), :data:`REAP_BATCH` per transaction, then
+        prune expired rows. A row that cannot be decoded or re-encoded (any exception) is buried
+        alone; the others of its batch are taken back all the same."""
         now = self._now()
         ttl = self.db.options.failed_job_ttl
+        total = 0
+        while True:
+            seen, unreadable = await self.db.run(functools.partial(self._reap_batch, now=now, ttl=ttl))
+            total += seen
+            for job_id, detail in unreadable:  # logged once committed (a unit of work may run twice)
+                warn_unreadable(job_id, "moved to the dead letter queue by the lease reaper", detail)
+            if seen < REAP_BATCH:
+                break
 
-        async def work(conn: AsyncConnection) -> int:
-            ready: list[dict[str, Any]] = []
-            dead: list[dict[str, Any]] = []
-            for seq, data in await conn.execute(self.q["expired_leases"], {"now": now}):
-                try:
-                    job = Job.from_json(data)
-                except JobDecodeError as exc:
-                    await conn.execute(
-                        self.q["bury_unreadable"],
-                        {"seq": seq, "error": f"job is unreadable: {exc}", "now": now, "expires_at": now + ttl},
-                    )
-                    continue
+        async def prune(conn: AsyncConnection) -> None:
+            await conn.execute(self.q["prune_jobs"], {"now": now})
+            await conn.execute(self.q["prune_results"], {"now": now})
+            await conn.execute(self.q["prune_workers"], {"now": now})
+
+        await self.db.run(prune)
+        return total
+
+    async def _reap_batch(self, conn: AsyncConnection, *, now: float, ttl: float) -> tuple[int, list[tuple[str, str]]]:
+        """Take back up to :data:`REAP_BATCH` expired leases; how many, and the unreadable ones
+        buried as ``(id, detail)``."""
+        ready: list[dict[str, Any]] = []
+        dead: list[dict[str, Any]] = []
+        unreadable: list[tuple[str, str]] = []
+        rows = (await conn.execute(self.q["expired_leases"], {"now": now, "batch": REAP_BATCH})).all()
+        for seq, data, job_id in rows:
+            try:
+                job = Job.from_json(data)
                 attempts = job.attempts + 1
                 stamp = {"attempts": attempts, "error": LEASE_EXPIRED_ERROR, "updated_at": from_timestamp(now)}
                 if attempts < job.max_retries:
@@ -251,16 +358,18 @@ class SqlQueue:
                 else:
                     buried = job.evolve(status=JobStatus.FAILED, scheduled_for=None, **stamp)
                     dead.append({"seq": seq, "data": buried.to_json(), "now": now, "expires_at": now + ttl})
-            if ready:
-                await conn.execute(self.q["reap_ready"], ready)
-            if dead:
-                await conn.execute(self.q["reap_dead"], dead)
-            await conn.execute(self.q["prune_jobs"], {"now": now})
-            await conn.execute(self.q["prune_results"], {"now": now})
-            await conn.execute(self.q["prune_workers"], {"now": now})
-            return len(ready) + len(dead)
-
-        return await self.db.run(work)
+            except Exception as exc:  # deliberately broad: stored data is hostile
+                detail = describe(exc)
+                unreadable.append((job_id, detail))
+                await conn.execute(
+                    self.q["bury_unreadable"],
+                    {"seq": seq, "error": f"job is unreadable: {detail}", "now": now, "expires_at": now + ttl},
+                )
+        if ready:
+            await conn.execute(self.q["reap_ready"], ready)
+        if dead:
+            await conn.execute(self.q["reap_dead"], dead)
+        return len(rows), unreadable
 
     async def get_job(self, job_id: str) -> Job:
         now = self._now()
@@ -295,7 +404,13 @@ class SqlQueue:
 
         async def work(conn: AsyncConnection) -> list[Job]:
             rows = await conn.execute(self.q["dead_letters"], {"limit": limit, "offset": offset, "now": now})
-            return [row_to_job(*row) for row in rows]
+            jobs = []
+            for row in rows:
+                try:
+                    jobs.append(row_to_job(*row))
+                except Exception as exc:  # not even a placeholder fits (e.g. a foreign id)
+                    warn_unreadable(str(row[4]), "left out of the dead letter list", describe(exc))
+            return jobs
 
         return await self.db.run(work, readonly=True)
 
@@ -310,7 +425,7 @@ class SqlQueue:
             else:
                 rows = await conn.execute(self.q["dead_some"], {"ids": list(job_ids)})
             updates = []
-            for seq, data in rows:
+            for seq, data, _job_id in rows:
                 try:
                     job = Job.from_json(data)
                     fresh = job.evolve(
@@ -318,7 +433,7 @@ class SqlQueue:
                         updated_at=from_timestamp(now),
                     )  # fmt: skip
                     data = fresh.to_json()
-                except JobDecodeError:
+                except Exception:  # deliberately broad: stored data is hostile
                     pass  # requeued as it is; the next claim buries it again with its error
                 updates.append({"seq": seq, "data": data})
             if updates:

@@ -92,7 +92,8 @@ class SqliteDatabase(Database):
             )
             rank = "CASE routing_key " + " ".join(f"WHEN :k{i} THEN {i}" for i in range(n_keys)) + " END"
             query = self._claims[shape] = (
-                f"UPDATE {jobs} SET state = 'processing', lease_until = :lease_until WHERE seq IN ("
+                f"UPDATE {jobs} SET state = 'processing', lease_until = :lease_until, lease_token = :token "
+                f"WHERE seq IN ("
                 f"SELECT seq FROM ({arms}) ORDER BY key_rank, priority, position LIMIT :limit) "
                 f"RETURNING seq, data, id, {rank} AS key_rank, priority, position"
             )
@@ -107,12 +108,13 @@ class SqliteDatabase(Database):
         lease_until: float,
         job_names: Sequence[str] | None,
         now: float,
+        token: str,
     ) -> list[tuple[int, str, str]]:
         await self._ensure_schema()
         ranks = None if set(priorities) == set(ALL_PRIORITIES) else tuple(sorted({p.rank for p in priorities}))
         names = list(job_names or ())
         query = self._claim_sql(len(routing_keys), ranks, len(names))
-        params: dict[str, Any] = {"now": now, "lease_until": lease_until, "limit": limit}
+        params: dict[str, Any] = {"now": now, "lease_until": lease_until, "limit": limit, "token": token}
         params.update({f"k{i}": key for i, key in enumerate(routing_keys)})
         params.update({f"n{i}": name for i, name in enumerate(names)})
 
