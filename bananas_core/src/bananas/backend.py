@@ -85,7 +85,10 @@ def _redact_query(query: str) -> str:
     return "".join(out)
 
 
-_PAIR = re.compile(r"""([^\s&;,?=]+)(\s*=\s*)('[^']*'?|"[^"]*"?|[^\s&;,]*)""")
+_PASSWORD_WITH_QUERY = re.compile(r"[^:/]*:(?![0-9]*(?:/|$))")  # 'user:' followed by no port
+_AT_HOST = re.compile(r"@(?=[A-Za-z0-9._~%\[\]:,-]*(?:[/?#&;]|$))")
+_NAME = re.compile(r"([^\s&;,?=]+)\s*=\s*")
+_VALUE = re.compile(r"""'[^']*'?|"[^"]*"?|[^\s&;,]*""")
 
 
 def _redact_loose(text: str) -> str:
@@ -96,9 +99,14 @@ def _redact_loose(text: str) -> str:
     at = head.rfind("@")
     if at >= 0:
         head = _MASK + head[at:]
-    return _PAIR.sub(
-        lambda m: m.group(1) + m.group(2) + _MASK if _is_secret(m.group(1)) else m.group(0), head + q_mark + query
-    )
+    text = head + q_mark + query
+    out, pos = [], 0
+    for m in _NAME.finditer(text):
+        if m.start() >= pos and _is_secret(m.group(1)):
+            value = _VALUE.match(text, m.end())
+            out.append(text[pos : m.end()] + _MASK)
+            pos = value.end() if value else m.end()
+    return "".join(out) + text[pos:]
 
 
 def redact_url(url: str) -> str:
@@ -121,6 +129,10 @@ def redact_url(url: str) -> str:
     q = rest.find("?")
     eq = rest.find("=", q) if q >= 0 else -1
     at = rest.rfind("@", 0, eq if eq >= 0 else len(rest))
+    if at < 0 and q >= 0 and _PASSWORD_WITH_QUERY.match(rest[:q]):
+        # 'user:pa?ss=word@host': what follows ':' is no port, so the '?' is the password's;
+        # take the last '@' followed by something like a host (may hide more than needed).
+        at = max((m.start() for m in _AT_HOST.finditer(rest, q)), default=-1)
     userinfo = ""
     if at >= 0:
         userinfo, rest = rest[:at], rest[at + 1 :]
@@ -129,6 +141,8 @@ def redact_url(url: str) -> str:
             userinfo = f"{user}:{_MASK}"
         elif scheme.lower() in _PASSWORD_ONLY_USERINFO and userinfo:
             userinfo = _MASK
+        if "?" in _password or "?" in user:  # the query began inside the userinfo: mask on
+            return f"{scheme}://{userinfo}@{_redact_query(rest)}"
         userinfo += "@"
     hosts, q_mark, query = rest.partition("?")
     return f"{scheme}://{userinfo}{hosts}{q_mark}{_redact_query(query)}"
