@@ -73,8 +73,6 @@ class JobContext:
         """The error of a SystemExit / KeyboardInterrupt raised by a task the handler started."""
         self._thread: Any = None
         """The thread run of a plain ``def`` handler (``None`` for an async one)."""
-        self._lease_lost = False
-        """The pool learnt that this job's lease was lost (said once)."""
 
     @property
     def cancelled(self) -> bool:

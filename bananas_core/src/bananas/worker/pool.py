@@ -6,7 +6,16 @@ Side tasks (each named, each surviving its own errors):
 - ``maintenance``: every ``scheduler_interval``, ``reap_expired`` on every worker (so jobs of
   a killed worker come back even in a fleet without a scheduler), and, when the scheduler
   is enabled, ``move_scheduled`` and one cron tick;
-- ``heartbeat``: announces the worker in ``backend.workers``; the record is removed on stop.
+- ``heartbeat``: announces the worker in ``backend.workers``; the record is removed on stop;
+- ``loop-lag``: notices when the event loop was blocked (a handler calling blocking code
+  from an ``async def``) long enough to endanger leases, and says which async jobs ran.
+
+Stopping gracefully (a signal, :meth:`Pool.stop`) hands unfinished jobs back
+(``queue.release``, no attempt counted). A worker that crashes (SystemExit or
+KeyboardInterrupt escaping its event loop, its task cancelled from outside, the claim loop
+failing, the process dying) leaves every job whose handler had started to its lease: the
+reaper then counts the attempt, so a job that kills workers ends in the dead letter queue
+after ``max_retries`` however it kills them.
 """
 
 from __future__ import annotations
@@ -15,7 +24,7 @@ import asyncio
 import logging
 import signal
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from bananas.backend import Backend
@@ -23,12 +32,18 @@ from bananas.capabilities import Capability
 from bananas.config import WorkerConfig, WorkerMode
 from bananas.errors import BananasError
 from bananas.job import Job
+from bananas.logsafe import printable
 from bananas.worker.executor import Executor
 from bananas.worker.liveness import Heartbeat, new_worker_id
 
 __all__ = ["Pool"]
 
 log = logging.getLogger("bananas.worker")
+
+LAG_THRESHOLD = 1.0
+"""Seconds of event-loop blocking that earn a WARNING (see the ``loop-lag`` side task)."""
+LAG_LEASE_FRACTION = 0.5
+"""Blocking for this fraction of the lease or more earns an ERROR: leases may have expired."""
 
 
 class Pool:
@@ -42,7 +57,11 @@ class Pool:
     more, waits up to ``grace_period`` seconds for running jobs, then cancels the rest and
     hands them back (``queue.release``) so another worker runs them; prefetched jobs that
     never started are handed back at once. ``job_timeout``, ``grace_period`` and ``lease``
-    default to the config's values.
+    default to the config's values. A crash (see the module docs) hands back only jobs
+    that never started; the others are left to their leases.
+
+    ``lag_threshold``: a blocked event loop (measured every ``lag_interval`` seconds) is
+    reported once it was blocked this long.
 
     An idle worker waits for work with ``queue.wait_for_work``, or, where the queue offers
     ``claim_or_wait`` / ``stop_waiting`` / ``wake_waiter`` (Redis, PostgreSQL), by registering as a waiter
@@ -62,9 +81,14 @@ class Pool:
         heartbeat_interval: float = 5.0,
         worker_id: str | None = None,
         prefetch: int = 0,
+        lag_threshold: float = LAG_THRESHOLD,
+        lag_interval: float = 0.25,
     ) -> None:
         if prefetch < 0:
             raise ValueError(f"prefetch must be >= 0 jobs, got {prefetch}")
+        self.lag_threshold = lag_threshold
+        self.lag_interval = lag_interval
+        executor.slow_after = min(executor.slow_after, lag_threshold)
         self.prefetch = prefetch
         self.executor = executor
         self.backend = backend
@@ -101,6 +125,10 @@ class Pool:
         self._stopped = asyncio.Event()
         self._shutdown: asyncio.Task[None] | None = None
         self._signals = 0
+        self._crash = ""  # why the worker is not stopping gracefully ("" while it is)
+        self._started_at_crash: set[str] = set()  # jobs whose handlers had started: left to their leases
+        self._unguard: Callable[[], None] | None = None
+        self._lost: set[str] = set()  # jobs whose lease was lost while this worker held them
 
     @property
     def in_flight(self) -> int:
@@ -119,11 +147,13 @@ class Pool:
         if self._started:
             raise RuntimeError("this pool was already started; create a new one")
         self._started = True
+        self._unguard = self.executor.guard_loop(asyncio.get_running_loop(), self._on_crash)
         await self._guard("heartbeat", self.heartbeat.beat(0))
         if self.config.claims_jobs:
             self._claimer = asyncio.create_task(self._claim_loop(), name="bananas-claim")
             self._claimer.add_done_callback(self._claimer_ended)
             self._side.append(self._every("leases", max(self.lease / 3, 0.05), self._renew_leases))
+            self._side.append(asyncio.create_task(self._watch_lag(), name="bananas-loop-lag"))
         self._side.append(
             self._every("maintenance", self.config.scheduler_interval, self._maintenance(), immediate=True)
         )
@@ -162,7 +192,11 @@ class Pool:
 
     async def run(self) -> None:
         """Start, then block until stopped. On the main thread, SIGINT and SIGTERM stop the
-        pool gracefully; a second signal stops it at once (running jobs are handed back)."""
+        pool gracefully; a second signal stops it at once (running jobs are handed back).
+
+        Cancelling this coroutine from outside is not a graceful stop: the pool stops at once
+        and jobs whose handlers had started are left to their leases.
+        """
         await self.start()
         loop = asyncio.get_running_loop()
         installed: list[signal.Signals] = []
@@ -178,7 +212,8 @@ class Pool:
         finally:
             for sig in installed:
                 loop.remove_signal_handler(sig)
-            if not self._stopped.is_set():  # cancelled from outside: still hand the jobs back
+            if not self._stopped.is_set():  # cancelled from outside, or the loop is going down
+                self._crashed("the worker's task was cancelled before it stopped")
                 self.request_stop(force=True)
                 await asyncio.shield(self._stopped.wait())
 
@@ -192,7 +227,25 @@ class Pool:
         if task.cancelled() or task.exception() is None or self._stopping.is_set():
             return
         log.critical("the claim loop stopped on an unexpected error; stopping the worker", exc_info=task.exception())
+        self._crashed("the claim loop failed")
         self.request_stop()
+
+    def _on_crash(self, exc: BaseException) -> None:
+        """SystemExit / KeyboardInterrupt escaped the event loop (not from a handler): the loop ends."""
+        self._crashed(f"{type(exc).__name__} escaped the event loop")
+
+    def _crashed(self, why: str) -> None:
+        """Not a graceful stop: from now on only jobs that never started are handed back."""
+        if self._crash:
+            return
+        self._crash = why
+        self._started_at_crash = set(self.executor.running) | self._recording | {job.id for job in self._unfinished}
+        log.critical(
+            "worker %s is stopping abnormally (%s): jobs whose handlers started are left to their leases "
+            "(the attempt is counted when the lease runs out)",
+            self.worker_id,
+            why,
+        )
 
     def _on_signal(self, sig: signal.Signals) -> None:
         self._signals += 1
@@ -225,21 +278,35 @@ class Pool:
                 task.cancel()
             await asyncio.gather(*unfinished, return_exceptions=True)
             await asyncio.gather(*self._records, return_exceptions=True)  # outcomes being recorded
-            await self._hand_back()
+            await self._hand_back(started=True)
             for task in self._side:
                 task.cancel()
             await asyncio.gather(*self._side, return_exceptions=True)
             await self._guard("deregister", self.heartbeat.stop())
             log.info("worker %s stopped", self.worker_id)
         finally:
+            if self._unguard is not None:
+                self._unguard()
             self._stopped.set()
 
-    async def _hand_back(self) -> None:
+    async def _hand_back(self, *, started: bool = False) -> None:
+        """Release unfinished jobs (``started``: their handlers ran); after a crash, only never-started ones."""
         unfinished, self._unfinished = self._unfinished, []
-        for job in unfinished:
-            await self._guard(f"release of job {job.id}", self.queue.release(job))
-        if unfinished:
-            log.info("handed %d unfinished job(s) back to the queue", len(unfinished))
+        left: list[Job] = []
+        if self._crash:
+            left = [job for job in unfinished if started or job.id in self._started_at_crash]
+        back = [job for job in unfinished if job not in left] if left else unfinished
+        for job in back:
+            await self._guard(f"release of job {printable(job.id)}", self.queue.release(job))
+        if back:
+            log.info("handed %d unfinished job(s) back to the queue", len(back))
+        if left:
+            log.warning(
+                "left %d started job(s) to their leases (%s): %s",
+                len(left),
+                self._crash,
+                _list_jobs((job.id, job.name) for job in left),
+            )
 
     def _started_or_recording(self, job: Job) -> bool:
         return job.id in self.executor.running or job.id in self._recording
@@ -296,11 +363,11 @@ class Pool:
                 continue
             foreign = [job for job in jobs if names and job.name not in names]
             for job in foreign:  # a backend without JOB_NAME_FILTER: leave them for other workers
-                await self._guard(f"release of job {job.id}", self.queue.release(job))
+                await self._guard(f"release of job {printable(job.id)}", self.queue.release(job))
             mine = [job for job in jobs if job not in foreign] if foreign else jobs
             if self._stopping.is_set():
                 for job in mine:
-                    await self._guard(f"release of job {job.id}", self.queue.release(job))
+                    await self._guard(f"release of job {printable(job.id)}", self.queue.release(job))
                 break
             for job in mine:
                 self._launch(job)
@@ -392,10 +459,21 @@ class Pool:
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         job = self._active.pop(task)
+        lost = False
+        if self._lost and job.id in self._lost:
+            self._lost.discard(job.id)
+            lost = True
         if task.cancelled() and job.id not in self._recording:
-            self._unfinished.append(job)
+            if not lost:  # a job whose lease was lost is no longer this worker's to hand back
+                self._unfinished.append(job)
         elif not task.cancelled() and task.exception() is not None:
-            log.error("job %s: unexpected error in the worker", job.id, exc_info=task.exception())
+            # Neither recorded nor handed back: its lease runs out and the reaper counts the attempt.
+            log.error(
+                "job %s (%s): unexpected error in the worker; the job is left to its lease",
+                printable(job.id),
+                printable(job.name),
+                exc_info=task.exception(),
+            )
         self._recording.discard(job.id)
         self._wake()
 
@@ -422,18 +500,36 @@ class Pool:
             log.exception("%s failed (the worker carries on)", what)
 
     async def _renew_leases(self) -> None:
-        jobs = list(self._active.values())
+        lost = self._lost
+        jobs = [job for job in self._active.values() if job.id not in lost] if lost else list(self._active.values())
         if not jobs:
             return
-        ids = [job.id for job in jobs]
         held = await self.queue.renew(jobs, self.lease)
-        running = {job.id for job in self._active.values()}
-        for job_id in set(ids) - held:
-            if job_id in running and job_id not in self._recording:
-                log.warning("job %s lost its lease (it was taken back); asking its handler to stop", job_id)
-                ctx = self.executor.running.get(job_id)
-                if ctx is not None:
-                    ctx.cancel("lease lost: the job was taken back and will run again")
+        if len(held) == len(jobs):
+            return
+        active = {job.id for job in self._active.values()}  # some may have finished meanwhile
+        for job in jobs:
+            if job.id in held or job.id in lost or job.id not in active:
+                continue
+            lost.add(job.id)  # said once; no longer renewed
+            ctx = self.executor.running.get(job.id)
+            if ctx is not None:
+                ctx.cancel("lease lost: the job was taken back and will run again")
+                log.warning(
+                    "job %s (%s) lost its lease while its handler runs (another worker may run it now); "
+                    "asking the handler to stop, its outcome will be discarded",
+                    printable(job.id),
+                    printable(job.name),
+                )
+            elif job.id not in self._recording:
+                log.warning(
+                    "job %s (%s) lost its lease before it started; it will not run here",
+                    printable(job.id),
+                    printable(job.name),
+                )
+                for task, claimed in list(self._active.items()):
+                    if claimed.id == job.id:
+                        task.cancel()
 
     def _maintenance(self) -> Callable[[], Awaitable[None]]:
         cron: Any = None
@@ -446,7 +542,7 @@ class Pool:
         async def reap() -> None:
             reaped = await self.queue.reap_expired()
             if reaped:
-                log.warning("took back %d job(s) whose lease ran out", reaped)
+                log.warning("took back %d job(s) whose lease ran out (an attempt counted for each)", reaped)
 
         async def move() -> None:
             await self.queue.move_scheduled()
@@ -462,3 +558,55 @@ class Pool:
 
     async def _beat(self) -> None:
         await self.heartbeat.beat(len(self._active))
+
+    async def _watch_lag(self) -> None:
+        """Sleep ``lag_interval`` again and again; a wake-up late by ``lag_threshold`` or more
+        means something blocked the event loop that long: say so, naming the async jobs that ran."""
+        loop = asyncio.get_running_loop()
+        interval = self.lag_interval
+        while True:
+            before = loop.time()
+            await asyncio.sleep(interval)
+            now = loop.time()
+            lag = now - before - interval
+            if lag >= self.lag_threshold:
+                self._report_lag(lag, since=before)
+
+    def _report_lag(self, lag: float, *, since: float) -> None:
+        executor = self.executor
+        suspects: dict[str, str] = {}
+        for end, job_id, name in executor.slow:  # async attempts that ended during the block
+            if end >= since:
+                suspects[job_id] = name
+        for job_id, ctx in executor.running.items():
+            if ctx._thread is None:  # plain def handlers run on threads: they cannot block the loop
+                suspects[job_id] = ctx.job.name
+        jobs = _list_jobs((job_id, name) for job_id, name in suspects.items()) if suspects else "none"
+        if lag >= LAG_LEASE_FRACTION * self.lease:
+            log.error(
+                "the event loop was blocked for %.1fs (lease %gs): leases may have expired and jobs may run twice; "
+                "a handler is blocking the loop (use a plain def or await); async jobs running: %s",
+                lag,
+                self.lease,
+                jobs,
+            )
+        else:
+            log.warning(
+                "the event loop was blocked for %.1fs (lease %gs): a handler is blocking the loop "
+                "(use a plain def or await); async jobs running: %s",
+                lag,
+                self.lease,
+                jobs,
+            )
+
+
+def _list_jobs(jobs: Iterable[tuple[str, str]], limit: int = 10) -> str:
+    """``name id, name id, ... and N more`` for a log line, escaped."""
+    shown: list[str] = []
+    more = 0
+    for job_id, name in jobs:
+        if len(shown) < limit:
+            shown.append(f"{printable(name)} {printable(job_id)}")
+        else:
+            more += 1
+    return ", ".join(shown) + (f" and {more} more" if more else "")
