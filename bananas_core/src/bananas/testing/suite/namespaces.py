@@ -97,7 +97,9 @@ class NamespaceTests:
             for name, backend in zip(names[1:], backends[1:], strict=True):
                 assert await backend.results.get("same-id") is not None, f"deleting in {names[0]} deleted in {name}"
 
-    async def test_same_namespace_shares_storage(self, bananas_backend_factory: BackendFactory, clock: ManualClock) -> None:
+    async def test_same_namespace_shares_storage(
+        self, bananas_backend_factory: BackendFactory, clock: ManualClock
+    ) -> None:
         """Two backends opened on one namespace see the same jobs (so isolation above is real)."""
         name = look_alike_namespaces()[2]
         async with _backends(bananas_backend_factory, clock, [name, name]) as (first, second):
@@ -126,6 +128,10 @@ class NamespaceTests:
     ) -> None:
         """Spaces, glob and control characters, ``:``, empty and over-long names raise ConfigError
         when the backend is opened."""
-        with pytest.raises(ConfigError, match="namespace"):
-            backend = bananas_backend_factory(clock, namespace=name)
-            await backend.close()
+        backend: Backend | None = None
+        try:
+            with pytest.raises(ConfigError, match="namespace"):
+                backend = bananas_backend_factory(clock, namespace=name)
+        finally:
+            if backend is not None:  # accepted: close it, the test has failed
+                await backend.close()
