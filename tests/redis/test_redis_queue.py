@@ -11,7 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 from bananas.backend import Backend
 from bananas.clock import ManualClock
-from bananas.errors import BackendUnavailable, DuplicateJob, InvalidJob, JobNotFound
+from bananas.errors import BackendUnavailable, DuplicateJob, InvalidJob, JobNotFound, LeaseLost
 from bananas.job import Job, JobPriority, JobStatus
 from bananas.protocols import LEASE_EXPIRED_ERROR
 from hypothesis import HealthCheck, given, settings
@@ -63,14 +63,14 @@ async def test_lease_is_exclusive_until_reaped(backend: Backend, clock: ManualCl
     [first] = await q.claim(["default"], lease=10)
     assert await q.claim(["default"]) == []
     clock.advance(5)
-    assert await q.renew([job.id, "other"], lease=10) == {job.id}
+    assert await q.renew([first, mk(clock)], lease=10) == {job.id}
     clock.advance(9)
     assert await q.reap_expired() == 0
     clock.advance(2)
     assert await q.reap_expired() == 1
     again = await q.get_job(job.id)
     assert again.status is JobStatus.PENDING and again.attempts == 1 and again.error == LEASE_EXPIRED_ERROR
-    assert await q.renew([job.id]) == set()
+    assert await q.renew([first]) == set()
     [second] = await q.claim(["default"], lease=10)
     clock.advance(11)
     assert await q.reap_expired() == 1
@@ -80,7 +80,8 @@ async def test_lease_is_exclusive_until_reaped(backend: Backend, clock: ManualCl
     result = await backend.results.get(job.id)
     assert result is not None and result.error == LEASE_EXPIRED_ERROR
     # the worker that lost its lease cannot put the job back anywhere
-    await q.fail(first, "late")
+    with pytest.raises(LeaseLost):
+        await q.fail(first, "late")
     await q.release(second)
     depths = await q.depths()
     assert (depths.total_ready, depths.processing, depths.dead, depths.scheduled) == (0, 0, 1, 0)
@@ -237,12 +238,14 @@ async def test_late_completion_after_reap_is_not_run_again(backend: Backend, clo
     [slow] = await q.claim(["default"], lease=5)
     clock.advance(6)
     assert await q.reap_expired() == 1  # ready again, attempts 1
-    done = await q.complete(slow)  # the slow worker finishes after all
-    assert done.status is JobStatus.COMPLETED
-    assert await q.claim(["default"]) == []  # the stale ready entry is dropped, not run twice
+    with pytest.raises(LeaseLost):  # the slow worker finishes after all: too late, its report is refused
+        await q.complete(slow)
+    again = await q.get_job(job.id)
+    assert (again.status, again.attempts, again.error) == (JobStatus.PENDING, 1, LEASE_EXPIRED_ERROR)
+    [retry] = await q.claim(["default"])  # the job runs again, and its record stays consistent
+    assert (await q.complete(retry)).status is JobStatus.COMPLETED
     d = await q.depths()
     assert (d.total_ready, d.processing) == (0, 0)
-    assert (await q.get_job(job.id)).status is JobStatus.COMPLETED
 
 
 async def test_many_waiters_share_one_subscription(backend: Backend, raw: aioredis.Redis) -> None:

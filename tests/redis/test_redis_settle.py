@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 from bananas.backend import Backend
 from bananas.clock import ManualClock
 from bananas.job import Job, JobResult, JobStatus
+from bananas.errors import LeaseLost
 from bananas.protocols import LEASE_EXPIRED_ERROR
 from bananas.worker import Registry
 from bananas.worker.executor import Executor
@@ -89,7 +90,8 @@ async def test_a_job_taken_back_keeps_its_state_while_the_rest_of_its_batch_sett
     b, c = await q.claim(["default"], limit=2, lease=100)
     clock.advance(10)
     assert await q.reap_expired() == 1  # `a` is taken back: attempt 1, ready again
-    await asyncio.gather(q.fail(a, "late"), q.fail(b, "boom"), q.complete(c))
+    outcomes = await asyncio.gather(q.fail(a, "late"), q.fail(b, "boom"), q.complete(c), return_exceptions=True)
+    assert isinstance(outcomes[0], LeaseLost) and not any(isinstance(o, Exception) for o in outcomes[1:])
     late, failed, completed = [await q.get_job(j.id) for j in (a, b, c)]
     assert (late.status, late.attempts, late.error) == (JobStatus.PENDING, 1, LEASE_EXPIRED_ERROR)
     assert (failed.status, failed.attempts, failed.error) == (JobStatus.PENDING, 1, "boom")

@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from bananas.job import JSON, Job, dumps
+from bananas.errors import JobDecodeError
+from bananas.job import JSON, Job, JobStatus, dumps, loads
 from bananas.timefmt import format_time, from_timestamp
 
 __all__ = ["decode", "edit", "wire_time"]
@@ -25,10 +26,35 @@ def wire_time(seconds: float) -> str:
 
 
 def decode(raw: bytes | str) -> tuple[dict[str, JSON], Job]:
-    """The stored JSON as a dict and as a :class:`Job`; raises JobDecodeError if it is not a job."""
+    """The stored JSON as a dict and as a :class:`Job`; raises JobDecodeError (only) if it is not a job."""
     job = Job.from_json(raw)  # validates (and raises JobDecodeError for anything not a job)
-    data = json.loads(raw)
+    try:
+        data = loads(raw)
+    except Exception as exc:  # hostile data: never anything but JobDecodeError
+        raise JobDecodeError(f"stored job is unreadable: {exc}") from None
+    if not isinstance(data, dict):
+        raise JobDecodeError(f"a job must be a JSON object, got {type(data).__name__}")
     return data, job
+
+
+def dead_error(error: str, seconds: float) -> str:
+    """What the dead-errors hash keeps for a job buried unreadable: the reason and when it died."""
+    return json.dumps({"error": error, "died_at": seconds})
+
+
+def unreadable_stub(job_id: str, stored: bytes | str | None) -> Job:
+    """A stand-in for a dead job whose JSON is missing or unreadable, from its dead-errors entry
+    (:func:`dead_error`, or a plain reason written by older versions)."""
+    text = stored.decode("utf-8", "replace") if isinstance(stored, bytes) else stored
+    reason, died = text or "job record missing or unreadable", None
+    if reason.startswith("{"):
+        try:
+            entry = json.loads(reason)
+            reason, died = str(entry["error"]), float(entry["died_at"])
+        except (ValueError, KeyError, TypeError):
+            pass
+    at = from_timestamp(died if died is not None else 0.0)
+    return Job(id=job_id, name="<unreadable>", status=JobStatus.FAILED, error=reason, created_at=at, updated_at=at)
 
 
 def edit(data: dict[str, JSON], **changes: Any) -> tuple[dict[str, JSON], str]:

@@ -32,21 +32,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from bananas.errors import DuplicateJob, InvalidJob, JobDecodeError, JobNotFound
+from bananas.errors import DuplicateJob, InvalidJob, JobDecodeError, JobNotFound, LeaseLost
 from bananas.job import ALL_PRIORITIES, DEFAULT_ROUTING_KEY, Job, JobPriority, JobResult, JobStatus, backoff_seconds
 from bananas.protocols import DEFAULT_LEASE_SECONDS, LEASE_EXPIRED_ERROR
 from bananas.timefmt import from_timestamp
 
 from bananas_redis.admin import QueueAdmin, _text
 from bananas_redis.connection import RETRYABLE, Connection
-from bananas_redis.jobjson import decode, edit, wire_time
+from bananas_redis.jobjson import dead_error, decode, edit, unreadable_stub, wire_time
 from bananas_redis.results import RedisResults
 from bananas_redis.settle import Settler
 
-__all__ = ["MISSING_JOB_ERROR", "RedisQueue"]
+__all__ = ["MISSING_JOB_ERROR", "RedisQueue", "lease_token"]
+
+log = logging.getLogger("bananas.redis")
 
 MISSING_JOB_ERROR = "job record missing: the id was in a ready list but its job JSON does not exist"
 REAPER_GRACE = 30.0
@@ -59,15 +62,16 @@ MAX_BLOCK = 5.0
 
 
 def unpack_inbox(entry: bytes) -> list[Any]:
-    """``[id, json, edited, ...]`` from one inbox entry (claimlib.lua's ``pack``)."""
+    """``[id, json, flag, ...]`` from one inbox entry (claimlib.lua's ``pack``)."""
     out: list[Any] = []
     pos = 0
     while pos < len(entry):
         colon = entry.index(b":", pos)
         end_id = colon + 1 + int(entry[pos:colon])
-        colon2 = entry.index(b":", end_id + 1)
-        end_json = colon2 + 1 + int(entry[end_id + 1 : colon2])
-        out += [entry[colon + 1 : end_id], entry[colon2 + 1 : end_json], int(entry[end_id : end_id + 1])]
+        colon1 = entry.index(b":", end_id)
+        colon2 = entry.index(b":", colon1 + 1)
+        end_json = colon2 + 1 + int(entry[colon1 + 1 : colon2])
+        out += [entry[colon + 1 : end_id], entry[colon2 + 1 : end_json], int(entry[end_id:colon1])]
         pos = end_json
     return out
 
@@ -76,13 +80,23 @@ def _ms(seconds: float) -> int:
     return max(1, int(seconds * 1000))
 
 
+def lease_token(claim: int) -> str:
+    """The lease token of claim number ``claim`` (claimlib.lua): finish.lua and renew.lua apply a
+    worker's settle only while that claim is still the job's holder."""
+    return f"c{claim}"
+
+
+def _unreadable(job_id: str, error: str) -> None:
+    log.warning("job %r sent to the dead letter queue: %s", job_id, error)
+
+
 class RedisQueue(QueueAdmin):
     """:class:`bananas.protocols.Queue` on Redis, in the wire format of REDIS_WIRE_FORMAT.md."""
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self.k = conn.keys
-        self._held: dict[str, dict[str, Any]] = {}  # claimed id -> stored JSON as a dict
+        self._held: dict[str, tuple[str, dict[str, Any]]] = {}  # claimed id -> (lease token, stored JSON)
         self._pubsub: Any = None
         self._settler = Settler(conn)
 
@@ -277,24 +291,27 @@ class RedisQueue(QueueAdmin):
         return await self._accept(unpack_inbox(entry[1]), self.conn.now(), "")
 
     async def _accept(self, reply: list[Any], now: float, token: str) -> list[Job]:
-        """Jobs of a claim's reply ``[id, json, edited, ...]``; unreadable ones go to the dead list."""
+        """Jobs of a claim's reply ``[id, json, flag, ...]``; unreadable ones go to the dead list."""
         claimed: list[Job] = []
         writes: list[tuple[str, bytes, str]] = []  # JSON the script could not edit in place
         for i in range(0, len(reply), 3):
-            job_id, raw, edited = _text(reply[i]), reply[i + 1], int(reply[i + 2])
-            try:
+            job_id, raw, flag = _text(reply[i]), reply[i + 1], int(reply[i + 2])
+            fence = lease_token(flag >> 1)
+            try:  # hostile data: whatever reading or re-encoding one record raises is its problem alone
                 data, job = decode(raw)
                 if job.id != job_id:
                     raise JobDecodeError(f"stored JSON has id {job.id!r}")
-            except JobDecodeError as exc:
-                await self._bury(job_id, f"job record unreadable: {exc}", token)
+                if not flag & 1:  # the script could not mark it processing in place
+                    data, text = edit(data, status=JobStatus.PROCESSING.value, updated_at=wire_time(now))
+                    writes.append((job_id, raw, text))
+                    job = Job.from_dict(data)
+            except Exception as exc:
+                error = f"job record unreadable: {exc}"
+                _unreadable(job_id, error)
+                await self._bury(job_id, error, token)
                 continue
-            if not edited:
-                data, text = edit(data, status=JobStatus.PROCESSING.value, updated_at=wire_time(now))
-                writes.append((job_id, raw, text))
-                job = Job.from_dict(data)
-            self._held[job_id] = data
-            claimed.append(job)  # when edited in place, the decoded job already says processing
+            self._held[job_id] = (fence, data)
+            claimed.append(job.evolve(lease_token=fence))  # edited in place: the job already says processing
         if writes:
             await self._set_if_held(writes)
         return claimed
@@ -307,20 +324,39 @@ class RedisQueue(QueueAdmin):
 
     async def _bury(self, job_id: str, error: str, token: str) -> None:
         """Send a claimed id with unreadable JSON to the dead list, with a failed result saying why."""
+        now = self.conn.now()
+        result = JobResult(job_id=job_id, status=JobStatus.FAILED, error=error, completed_at=from_timestamp(now))
+        dead = dead_error(error, now)
+        await self._finish(job_id, "", "dead", self.k.dead, 0, token=token, dead_error=dead, result=result)
+
+    async def _store_unreadable_result(self, job_id: str, error: str) -> None:
+        """A failed result for a job buried unreadable outside a settle, so its waiters wake."""
         result = JobResult(job_id=job_id, status=JobStatus.FAILED, error=error, completed_at=self._now_dt())
-        await self._finish(job_id, "", "dead", self.k.dead, 0, token=token, dead_error=error, result=result)
+        args: list[Any] = [_ms(self.conn.options.result_failure_ttl), self.k.result_notify(job_id)]
+        for field, value in result.to_hash().items():
+            args += [field, value]
+        await self.conn.call("store_result", [self.k.result(job_id)], args)
 
     def _now_dt(self) -> Any:
         return from_timestamp(self.conn.now())
 
-    async def renew(self, job_ids: Sequence[str], lease: float = DEFAULT_LEASE_SECONDS) -> set[str]:
-        if not job_ids:
+    async def renew(self, jobs: Sequence[Job], lease: float = DEFAULT_LEASE_SECONDS) -> set[str]:
+        if not jobs:
             return set()
-        reply = await self.conn.call("renew", [self.k.leases], [repr(self.conn.now() + lease), *job_ids])
+        args: list[Any] = [repr(self.conn.now() + lease)]
+        for job in jobs:
+            args += [job.id, job.lease_token]
+        reply = await self.conn.call("renew", [self.k.leases], args)
         held = {_text(x) for x in reply}
-        for lost in set(job_ids) - held:
-            self._held.pop(lost, None)
+        for job in jobs:
+            if job.id not in held:
+                self._drop_held(job)
         return held
+
+    def _drop_held(self, job: Job) -> None:
+        entry = self._held.get(job.id)
+        if entry is not None and entry[0] == job.lease_token:
+            del self._held[job.id]
 
     # -- settle -------------------------------------------------------------------------
 
@@ -353,13 +389,27 @@ class RedisQueue(QueueAdmin):
         return await self._settler.settle(keys, args)
 
     def _base(self, job: Job) -> dict[str, Any]:
-        return self._held.pop(job.id, None) or job.to_dict()
+        """The stored JSON of ``job`` as its claim read it (unknown fields as written); raises
+        :class:`LeaseLost` for a copy no claim gave out."""
+        if not job.lease_token:
+            raise LeaseLost(job.id, "no claim")
+        entry = self._held.get(job.id)
+        if entry is not None and entry[0] == job.lease_token:
+            del self._held[job.id]
+            return entry[1]
+        return job.to_dict()
+
+    @staticmethod
+    def _fenced(job: Job, code: int) -> None:
+        """Raise :class:`LeaseLost` for finish.lua's "not held" reply."""
+        if code == 0:
+            raise LeaseLost(job.id)
 
     async def complete(self, job: Job) -> Job:
         now = self.conn.now()
         data, text = edit(self._base(job), status=JobStatus.COMPLETED.value, updated_at=wire_time(now))
         ttl = _ms(self.conn.options.completed_job_ttl)
-        await self._finish(job.id, text, "complete", self.k.dead, ttl)
+        self._fenced(job, await self._finish(job.id, text, "complete", self.k.dead, ttl, token=job.lease_token))
         return Job.from_dict(data)
 
     def shares_store_with(self, results: object) -> bool:
@@ -374,13 +424,15 @@ class RedisQueue(QueueAdmin):
         now = self.conn.now()
         data, text = edit(self._base(job), status=JobStatus.COMPLETED.value, updated_at=wire_time(now))
         opts = self.conn.options
-        keys, args = self._finish_call(job.id, text, "complete", self.k.dead, _ms(opts.completed_job_ttl))
+        keys, args = self._finish_call(
+            job.id, text, "complete", self.k.dead, _ms(opts.completed_job_ttl), token=job.lease_token
+        )
         keys.append(self.k.result(job.id))
         ttl = opts.result_success_ttl if result.is_success() else opts.result_failure_ttl
         args += [_ms(ttl), self.k.result_notify(job.id)]
         for field, value in result.to_hash().items():
             args += [field, value]
-        await self._settler.settle(keys, args)
+        self._fenced(job, await self._settler.settle(keys, args))
         return Job.from_dict(data)
 
     async def fail(self, job: Job, error: str) -> Job:
@@ -393,18 +445,23 @@ class RedisQueue(QueueAdmin):
                 base, status=JobStatus.PENDING.value, attempts=attempts, error=error or "failed",
                 scheduled_for=wire_time(at), updated_at=wire_time(now),
             )  # fmt: skip
-            await self._finish(job.id, text, "retry", self.k.scheduled, repr(at))
+            code = await self._finish(job.id, text, "retry", self.k.scheduled, repr(at), token=job.lease_token)
+            self._fenced(job, code)
         else:
             data, text = edit(
                 base, status=JobStatus.FAILED.value, attempts=attempts, error=error or "failed",
                 scheduled_for=None, updated_at=wire_time(now),
             )  # fmt: skip
-            await self._finish(job.id, text, "dead", self.k.dead, _ms(self.conn.options.failed_job_ttl))
+            ttl = _ms(self.conn.options.failed_job_ttl)
+            self._fenced(job, await self._finish(job.id, text, "dead", self.k.dead, ttl, token=job.lease_token))
         return Job.from_dict(data)
 
     async def release(self, job: Job) -> None:
+        if not job.lease_token:
+            return  # no claim gave this copy out: it holds nothing to hand back
         _, text = edit(self._base(job), status=JobStatus.PENDING.value, updated_at=wire_time(self.conn.now()))
-        await self._finish(job.id, text, "release", self.k.ready(job.routing_key, job.priority), 0)
+        target = self.k.ready(job.routing_key, job.priority)
+        await self._finish(job.id, text, "release", target, 0, token=job.lease_token)
 
     # -- time-driven moves ------------------------------------------------------------
 
@@ -415,25 +472,37 @@ class RedisQueue(QueueAdmin):
             if not ids:
                 return moved
             calls: list[tuple[list[str], list[Any]]] = []
+            buried: list[str | None] = []  # per call: the error of an unreadable job, else None
             wake = self._waiter_prefixes(self.conn.now())
             for job_id, raw in zip(ids, raws, strict=True):
                 old = raw if raw is not None else b""
-                try:
+                try:  # hostile data: whatever one record raises is its problem alone
                     if raw is None:
                         raise JobDecodeError("job record missing")
                     data, job = decode(raw)
-                except JobDecodeError as exc:
+                    _, text = edit(data, status=JobStatus.PENDING.value, scheduled_for=None)
+                except Exception as exc:
                     err = f"scheduled job unreadable: {exc}"
+                    _unreadable(job_id, err)
                     keys = [self.k.scheduled, self.k.job(job_id), self.k.dead, self.k.dead_errors]
-                    calls.append((keys, [job_id, old, "", self.k.wakeup, "", err, *wake]))
+                    dead = dead_error(err, self.conn.now())
+                    calls.append((keys, [job_id, old, "", self.k.wakeup, "", dead, *wake]))
+                    buried.append(err)
                     continue
-                _, text = edit(data, status=JobStatus.PENDING.value, scheduled_for=None)
                 keys = [self.k.scheduled, self.k.job(job_id), self.k.ready(job.routing_key, job.priority)]
                 args = [job_id, old, text, self.k.wakeup, job.routing_key, "", *wake]
                 calls.append(([*keys, self.k.dead_errors], args))
+                buried.append(None)
             results = await self._pipeline("promote", calls)
-            done = sum(int(r) for r in results)
-            moved += done
+            done = 0
+            for (_, args), burial, code in zip(calls, buried, results, strict=True):
+                if int(code) != 1:
+                    continue
+                done += 1
+                if burial is None:
+                    moved += 1
+                else:
+                    await self._store_unreadable_result(args[0], burial)
             if len(ids) < BATCH or done == 0:
                 return moved
 
@@ -467,23 +536,25 @@ class RedisQueue(QueueAdmin):
 
     def _reap_call(self, job_id: str, raw: bytes | None, now: float, token: str) -> tuple[list[str], list[Any]]:
         """The finish.lua call that takes back one expired claim (a failed attempt)."""
-        try:
+        try:  # hostile data: whatever one record raises is its problem alone
             if raw is None:
                 raise JobDecodeError("job record missing")
             data, job = decode(raw)
-        except JobDecodeError as exc:
+            attempts = job.attempts + 1
+            common = {
+                "attempts": attempts, "error": LEASE_EXPIRED_ERROR, "updated_at": wire_time(now), "scheduled_for": None,
+            }  # fmt: skip
+            final = attempts >= job.max_retries
+            _, text = edit(data, status=(JobStatus.FAILED if final else JobStatus.PENDING).value, **common)
+        except Exception as exc:
             error = f"job record unreadable: {exc}"
+            _unreadable(job_id, error)
             result = JobResult(job_id=job_id, status=JobStatus.FAILED, error=error, completed_at=from_timestamp(now))
-            return self._finish_call(job_id, "", "dead", self.k.dead, 0, token=token, dead_error=error, result=result)
-        attempts = job.attempts + 1
-        common = {
-            "attempts": attempts, "error": LEASE_EXPIRED_ERROR, "updated_at": wire_time(now), "scheduled_for": None,
-        }  # fmt: skip
-        if attempts < job.max_retries:
-            _, text = edit(data, status=JobStatus.PENDING.value, **common)
+            dead = dead_error(error, now)
+            return self._finish_call(job_id, "", "dead", self.k.dead, 0, token=token, dead_error=dead, result=result)
+        if not final:
             target = self.k.ready(job.routing_key, job.priority)
             return self._finish_call(job.id, text, "ready", target, 0, token=token)
-        _, text = edit(data, status=JobStatus.FAILED.value, **common)
         result = JobResult(
             job_id=job.id, status=JobStatus.FAILED, error=LEASE_EXPIRED_ERROR, completed_at=from_timestamp(now)
         )
@@ -496,7 +567,13 @@ class RedisQueue(QueueAdmin):
         raw = await self.conn.run(lambda: self.conn.client.get(self.k.job(job_id)), "get_job")
         if raw is None:
             raise JobNotFound(job_id)
-        return Job.from_json(raw)
+        try:
+            return Job.from_json(raw)
+        except JobDecodeError:
+            dead = await self.conn.run(lambda: self.conn.client.hget(self.k.dead_errors, job_id), "get_job")
+            if dead is None:
+                raise
+            return unreadable_stub(job_id, dead)
 
     # -- wake-up ----------------------------------------------------------------------
 

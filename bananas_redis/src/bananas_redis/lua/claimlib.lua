@@ -6,9 +6,12 @@
 -- job JSON is missing goes to the dead list; an id whose job already says completed or failed
 -- (finished late by a worker whose lease was reaped) is dropped. The JSON is never decoded and
 -- re-encoded (cjson would rewrite floats, big integers and field order): the values of the
--- top-level "status" and "updated_at" strings are replaced in place in the text. Appends
--- id, json, edited (1 when the stored JSON now says "processing", 0 when the text was not a
--- shape this editor handles: the caller edits it) to `out`; returns how many it claimed.
+-- top-level "status" and "updated_at" strings are replaced in place in the text. Each claim
+-- gets a number (INCR {lease set}:seq) recorded as the job's holder ({lease set}:holders, id ->
+-- number, deleted when the job is settled or reaped): a worker's settle applies only while its
+-- number is the holder. Appends id, json, flag (2 * claim number + edited; edited is 1 when
+-- the stored JSON now says "processing", 0 when the text was not a shape this editor handles:
+-- the caller edits it) to `out`; returns how many it claimed.
 -- c = {prefix = job key prefix, processing, leases, dead, dead_errors, deadline, missing, now}
 
 local function claimlib()
@@ -91,6 +94,8 @@ local function claimlib()
       end
     end
     redis.call('ZADD', c.leases, c.deadline, id)
+    local claim = redis.call('INCR', c.leases .. ':seq')
+    redis.call('HSET', c.leases .. ':holders', id, claim)
     local edited = mark_processing(json, spans, c.now)
     if edited then
       redis.call('SET', c.prefix .. id, edited)
@@ -98,7 +103,7 @@ local function claimlib()
     end
     out[#out + 1] = id
     out[#out + 1] = json
-    out[#out + 1] = edited and 1 or 0
+    out[#out + 1] = 2 * claim + (edited and 1 or 0)
     return true
   end
 
@@ -160,11 +165,11 @@ local function claimlib()
     redis.call('DEL', w.waiter .. token)
   end
 
-  -- one inbox entry per hand-off, for each job: <id length>:<id><edited 0|1><json length>:<json>
+  -- one inbox entry per hand-off, for each job: <id length>:<id><flag>:<json length>:<json>
   local function pack(out)
     local parts = {}
     for i = 1, #out, 3 do
-      parts[#parts + 1] = #out[i] .. ':' .. out[i] .. out[i + 2] .. #out[i + 1] .. ':' .. out[i + 1]
+      parts[#parts + 1] = #out[i] .. ':' .. out[i] .. out[i + 2] .. ':' .. #out[i + 1] .. ':' .. out[i + 1]
     end
     return table.concat(parts)
   end
@@ -176,12 +181,13 @@ local function claimlib()
       local colon = string.find(s, ':', pos, true)
       local n = tonumber(string.sub(s, pos, colon - 1))
       local id = string.sub(s, colon + 1, colon + n)
-      local edited = tonumber(string.sub(s, colon + n + 1, colon + n + 1))
-      local colon2 = string.find(s, ':', colon + n + 2, true)
-      local m = tonumber(string.sub(s, colon + n + 2, colon2 - 1))
+      local colon1 = string.find(s, ':', colon + n + 1, true)
+      local flag = tonumber(string.sub(s, colon + n + 1, colon1 - 1))
+      local colon2 = string.find(s, ':', colon1 + 1, true)
+      local m = tonumber(string.sub(s, colon1 + 1, colon2 - 1))
       out[#out + 1] = id
       out[#out + 1] = string.sub(s, colon2 + 1, colon2 + m)
-      out[#out + 1] = edited
+      out[#out + 1] = flag
       pos = colon2 + m + 1
     end
   end

@@ -4,20 +4,29 @@
 -- KEYS[6] result hash (optional)
 -- ARGV[1] id, ARGV[2] new json ("" keeps the stored one), ARGV[3] mode:
 --   complete | retry | dead | release | ready
--- ARGV[4] TTL in ms (complete, dead; 0 = none) or score (retry), ARGV[5] lease token ("" = any holder),
+-- ARGV[4] TTL in ms (complete, dead; 0 = none) or score (retry), ARGV[5] fence: "c" + the claim
+-- number (a worker: its claim must still hold the job, see {lease set}:holders in claimlib.lua),
+-- a lease deadline (a reaper: the lease it took), or "" (any holder),
 -- ARGV[6] error to remember for the dead list ("" = none),
 -- ARGV[7] result TTL ms, ARGV[8] result channel, ARGV[9..] result hash field/value pairs
 -- Returns 1 when applied, 2 when it had already been applied (a retried call), 0 when the
--- caller no longer holds the job (its lease was reaped; nothing changed).
+-- caller no longer holds the job (its lease was reaped, it was claimed again or settled by
+-- another; nothing changed).
 local id, json, mode, n, token = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-if token ~= '' then
+if string.sub(token, 1, 1) == 'c' then
+  if redis.call('HGET', KEYS[2] .. ':holders', id) ~= string.sub(token, 2) then
+    if json ~= '' and redis.call('GET', KEYS[3]) == json then return 2 end
+    return 0
+  end
+elseif token ~= '' then
   local score = redis.call('ZSCORE', KEYS[2], id)
   if (not score) or tonumber(score) ~= tonumber(token) then return 0 end
 end
 local held = redis.call('ZREM', KEYS[2], id) + redis.call('LREM', KEYS[1], 1, id)
+redis.call('HDEL', KEYS[2] .. ':holders', id)
 if held == 0 then
   if json ~= '' and redis.call('GET', KEYS[3]) == json then return 2 end
-  if mode ~= 'complete' then return 0 end
+  return 0
 end
 if json ~= '' then
   if (mode == 'complete' or mode == 'dead') and tonumber(n) > 0 then

@@ -3,7 +3,7 @@
 -- keys: job key, target (ready list, scheduled set or dead list; any key for "complete"),
 -- result hash (any key when the job stores no result).
 -- ARGV per job: id, new json ("" keeps the stored one), mode (complete | retry | dead |
--- release | ready), TTL ms or score, lease token ("" = any holder), dead-list error ("" = none),
+-- release | ready), TTL ms or score, fence (as finish.lua's ARGV[5]), dead-list error ("" = none),
 -- result TTL ms, result channel, F = number of result field/value values that follow (0 = no
 -- result), then the F values.
 -- Returns one code per job, as finish.lua: 1 applied, 2 already applied (a retried call),
@@ -11,14 +11,20 @@
 local processing, leases, dead_errors = KEYS[1], KEYS[2], KEYS[3]
 
 local function settle(id, json, mode, n, token, dead_error, job_key, target)
-  if token ~= '' then
+  if string.sub(token, 1, 1) == 'c' then
+    if redis.call('HGET', leases .. ':holders', id) ~= string.sub(token, 2) then
+      if json ~= '' and redis.call('GET', job_key) == json then return 2 end
+      return 0
+    end
+  elseif token ~= '' then
     local score = redis.call('ZSCORE', leases, id)
     if (not score) or tonumber(score) ~= tonumber(token) then return 0 end
   end
   local held = redis.call('ZREM', leases, id) + redis.call('LREM', processing, 1, id)
+  redis.call('HDEL', leases .. ':holders', id)
   if held == 0 then
     if json ~= '' and redis.call('GET', job_key) == json then return 2 end
-    if mode ~= 'complete' then return 0 end
+    return 0
   end
   if json ~= '' then
     if (mode == 'complete' or mode == 'dead') and tonumber(n) > 0 then
