@@ -13,8 +13,8 @@ import pytest
 import redis.asyncio as aioredis
 from bananas.backend import Backend
 from bananas.clock import ManualClock
-from bananas.job import Job, JobResult, JobStatus
 from bananas.errors import LeaseLost
+from bananas.job import Job, JobResult, JobStatus
 from bananas.protocols import LEASE_EXPIRED_ERROR
 from bananas.worker import Registry
 from bananas.worker.executor import Executor
