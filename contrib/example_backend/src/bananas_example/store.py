@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
+import uuid
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -19,10 +21,12 @@ from bananas import (
     DuplicateJob,
     InvalidJob,
     Job,
+    JobDecodeError,
     JobNotFound,
     JobPriority,
     JobResult,
     JobStatus,
+    LeaseLost,
     QueueDepths,
     Timeout,
     WorkerInfo,
@@ -31,6 +35,8 @@ from bananas.job import ALL_PRIORITIES, backoff_seconds
 from bananas.protocols import DEFAULT_LEASE_SECONDS, LEASE_EXPIRED_ERROR
 
 Where = Literal["ready", "scheduled", "processing", "dead", "done"]
+
+log = logging.getLogger("bananas_example")
 
 
 @dataclass
@@ -43,6 +49,8 @@ class Row:
     priority: JobPriority
     order: int  # FIFO position among ready rows (a release takes a negative one)
     until: float = 0.0  # scheduled: due time; processing: lease end; done: record expiry
+    holder: str = ""  # processing: the lease token of the claim that holds it
+    unreadable: str = ""  # dead because its JSON could not be read: why
 
 
 @dataclass
@@ -125,7 +133,7 @@ class ExampleQueue(_Part):
 
     def _put(self, job_id: str, job: Job, where: Where, until: float = 0.0, order: int | None = None) -> Job:
         row = self.s.rows[job_id]
-        row.job, row.where, row.until = job.to_json(), where, until
+        row.job, row.where, row.until, row.holder = job.to_json(), where, until, ""
         if order is not None:
             row.order = order
         return job
@@ -135,7 +143,34 @@ class ExampleQueue(_Part):
         if row is None or (row.where == "done" and row.until <= self.now()):
             self.s.rows.pop(job_id, None)
             raise JobNotFound(job_id)
+        if row.unreadable:
+            at = datetime.fromtimestamp(row.until, UTC)
+            return Job(id=job_id, name="unknown", status=JobStatus.FAILED, error=row.unreadable,
+                       created_at=at, updated_at=at)  # fmt: skip
         return Job.from_json(row.job)
+
+    def _readable(self, job_id: str, what: str) -> Job | None:
+        """The row's job, or None after burying a row nobody can read (it hurts only itself)."""
+        try:
+            return self._job(job_id)
+        except JobNotFound:
+            raise
+        except Exception as exc:
+            row = self.s.rows[job_id]
+            row.where, row.holder, row.until, row.order = "dead", "", self.now(), next(self.s.counter)
+            row.unreadable = f"{what} job record unreadable: {exc}"
+            log.warning("job %r sent to the dead letter queue: %s", job_id, row.unreadable)
+            failed = JobResult(job_id=job_id, status=JobStatus.FAILED, error=row.unreadable, completed_at=self.stamp())
+            self.s.results[job_id] = (failed, self.now() + self.options.result_failure_ttl)
+            self.s.wake(self.s.result_waiters.pop(job_id, []))
+            return None
+
+    def _held(self, job: Job) -> Row:
+        """The row of ``job`` if its claim still holds it; raises :class:`LeaseLost` otherwise."""
+        row = self.s.rows.get(job.id)
+        if row is None or row.where != "processing" or not job.lease_token or row.holder != job.lease_token:
+            raise LeaseLost(job.id)
+        return row
 
     async def claim(
         self,
@@ -156,26 +191,48 @@ class ExampleQueue(_Part):
             if row.where == "ready" and row.routing_key in keys and row.priority in ranks
         )
         claimed = []
-        for *_, job_id in candidates[:limit]:
-            job = self._job(job_id).evolve(status=JobStatus.PROCESSING, updated_at=self.stamp())
-            claimed.append(self._put(job_id, job, "processing", self.now() + lease))
+        token = uuid.uuid4().hex
+        for *_, job_id in candidates:
+            if len(claimed) == limit:
+                break
+            found = self._readable(job_id, "claimed")
+            if found is None:
+                continue
+            job = found.evolve(status=JobStatus.PROCESSING, updated_at=self.stamp())
+            self._put(job_id, job, "processing", self.now() + lease)
+            self.s.rows[job_id].holder = token
+            claimed.append(job.evolve(lease_token=token))
         return claimed
 
-    async def renew(self, job_ids: Sequence[str], lease: float = DEFAULT_LEASE_SECONDS) -> set[str]:
-        held = {i for i in job_ids if i in self.s.rows and self.s.rows[i].where == "processing"}
-        for job_id in held:
-            self.s.rows[job_id].until = self.now() + lease
+    async def renew(self, jobs: Sequence[Job], lease: float = DEFAULT_LEASE_SECONDS) -> set[str]:
+        held: set[str] = set()
+        for job in jobs:
+            try:
+                self._held(job).until = self.now() + lease
+            except LeaseLost:
+                continue
+            held.add(job.id)
         return held
 
     async def complete(self, job: Job) -> Job:
-        done = self._job(job.id).evolve(status=JobStatus.COMPLETED, updated_at=self.stamp())
+        self._held(job)
+        found = self._readable(job.id, "completed")
+        if found is None:
+            raise JobDecodeError(f"job {job.id!r} is unreadable; it was sent to the dead letter queue")
+        done = found.evolve(status=JobStatus.COMPLETED, updated_at=self.stamp())
         return self._put(job.id, done, "done", self.now() + self.options.completed_job_ttl)
 
     async def fail(self, job: Job, error: str) -> Job:
-        return self._failed(job.id, error, delay=True)
+        self._held(job)
+        failed = self._failed(job.id, error, delay=True)
+        if failed is None:
+            raise JobDecodeError(f"job {job.id!r} is unreadable; it was sent to the dead letter queue")
+        return failed
 
-    def _failed(self, job_id: str, error: str, *, delay: bool) -> Job:
-        job = self._job(job_id)
+    def _failed(self, job_id: str, error: str, *, delay: bool) -> Job | None:
+        job = self._readable(job_id, "failed")
+        if job is None:
+            return None
         attempts = job.attempts + 1
         if attempts >= job.max_retries:
             dead = job.evolve(status=JobStatus.FAILED, attempts=attempts, error=error, updated_at=self.stamp(),
@@ -188,27 +245,33 @@ class ExampleQueue(_Part):
         return self._put(job_id, retry.evolve(scheduled_for=datetime.fromtimestamp(due, UTC)), "scheduled", due)
 
     async def release(self, job: Job) -> None:
-        row = self.s.rows.get(job.id)
-        if row is not None and row.where == "processing":
-            back = self._job(job.id).evolve(status=JobStatus.PENDING, updated_at=self.stamp())
+        try:
+            self._held(job)
+        except LeaseLost:
+            return  # no longer ours to hand back
+        found = self._readable(job.id, "released")
+        if found is not None:
+            back = found.evolve(status=JobStatus.PENDING, updated_at=self.stamp())
             self._put(job.id, back, "ready", order=-next(self.s.counter))
             self.s.wake(self.s.work_waiters)
 
     async def move_scheduled(self) -> int:
         now = self.now()
         due = sorted((row.until, i) for i, row in self.s.rows.items() if row.where == "scheduled" and row.until <= now)
+        moved = 0
         for _, job_id in due:
-            job = self._job(job_id).evolve(status=JobStatus.PENDING, scheduled_for=None, updated_at=self.stamp())
-            self._put(job_id, job, "ready", order=next(self.s.counter))
-        if due:
+            found = self._readable(job_id, "scheduled")
+            if found is not None:
+                job = found.evolve(status=JobStatus.PENDING, scheduled_for=None, updated_at=self.stamp())
+                self._put(job_id, job, "ready", order=next(self.s.counter))
+                moved += 1
+        if moved:
             self.s.wake(self.s.work_waiters)
-        return len(due)
+        return moved
 
     async def reap_expired(self) -> int:
         expired = [i for i, row in self.s.rows.items() if row.where == "processing" and row.until <= self.now()]
-        for job_id in expired:
-            self._failed(job_id, LEASE_EXPIRED_ERROR, delay=False)
-        return len(expired)
+        return sum(self._failed(job_id, LEASE_EXPIRED_ERROR, delay=False) is not None for job_id in expired)
 
     async def get_job(self, job_id: str) -> Job:
         return self._job(job_id)
@@ -233,6 +296,10 @@ class ExampleQueue(_Part):
     async def requeue_dead(self, job_ids: Sequence[str] | None = None) -> int:
         chosen = self._dead(job_ids)
         for job_id in chosen:
+            row = self.s.rows[job_id]
+            if row.unreadable:  # back in line as it is: the next claim buries it again
+                row.where, row.unreadable, row.order = "ready", "", next(self.s.counter)
+                continue
             job = self._job(job_id).evolve(status=JobStatus.PENDING, attempts=0, error="", updated_at=self.stamp())
             self._put(job_id, job, "ready", order=next(self.s.counter))
         return len(chosen)
