@@ -28,7 +28,8 @@ class BackendFactory(Protocol):
 
     Each call returns a FRESH, ISOLATED backend (its own empty namespace) reading time from
     ``clock``; keyword ``options`` are :class:`~bananas.backend.BackendOptions` fields such
-    as ``result_success_ttl`` and must be honoured.
+    as ``result_success_ttl`` and must be honoured. A ``namespace=`` option names the
+    namespace instead: two calls with the same name reach the same store.
     """
 
     def __call__(self, clock: Clock, /, **options: Any) -> Backend: ...
@@ -90,11 +91,14 @@ def bananas_backend_factory(bananas_url: str) -> BackendFactory:
     """``factory(clock, **options) -> Backend``: a fresh backend in a new namespace on each call.
 
     Default: ``bananas.connect(bananas_url, clock=clock, namespace="t" + uuid hex, **options)``.
+    An explicit ``namespace=`` option overrides the fresh one: the same name reaches the
+    same store (the namespace tests rely on it).
     """
     from bananas.plugins import connect
 
     def factory(clock: Clock, /, **options: Any) -> Backend:
-        return connect(bananas_url, clock=clock, namespace="t" + uuid.uuid4().hex, **options)
+        options.setdefault("namespace", "t" + uuid.uuid4().hex)
+        return connect(bananas_url, clock=clock, **options)
 
     return factory
 
