@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from bananas.backend import Backend
 from bananas.clock import Clock
 from bananas.plugins import connect
@@ -25,3 +26,19 @@ class TestSqliteBackend(BackendConformance):
             return connect(url, clock=clock, **options)
 
         return factory
+
+    @pytest.fixture
+    def bananas_overwrite_record(self) -> Any:
+        """Plant an unreadable record: the jobs row's ``data`` replaced with ``text`` exactly."""
+        return overwrite_record
+
+
+async def overwrite_record(backend: Backend, job_id: str, text: str) -> None:
+    """Replace the stored JSON of job ``job_id`` with ``text`` exactly, as a foreign or buggy producer would."""
+    db: Any = backend.queue.db  # type: ignore[attr-defined]
+
+    async def work(conn: Any) -> int:
+        sql = sa.text(f"UPDATE {db.names.jobs} SET data = :data WHERE id = :id")
+        return int((await conn.execute(sql, {"data": text, "id": job_id})).rowcount)
+
+    assert await db.run(work) == 1, f"no stored job {job_id!r} to overwrite"

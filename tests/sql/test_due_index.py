@@ -34,7 +34,7 @@ async def _move_scheduled_plan(conn: AsyncConnection, query: str) -> str:
     # Few rows: left to itself the planner may scan any small table; forbid that so the test
     # shows which index serves the query.
     await conn.execute(sa.text("SET LOCAL enable_seqscan = off"))
-    await conn.execute(sa.text("ANALYZE " + query.split("UPDATE ", 1)[1].split(" ", 1)[0]))
+    await conn.execute(sa.text("ANALYZE " + query.split(" FROM ", 1)[1].split(" ", 1)[0]))
     return "\n".join(str(row[0]) for row in await conn.execute(sa.text("EXPLAIN " + literal)))
 
 
@@ -44,7 +44,7 @@ async def test_move_scheduled_walks_the_due_index(db_url: str, namespace: str, c
         queue = backend.queue
         await queue.enqueue_many([Job.create("ready", {"i": i}) for i in range(500)])
         await queue.enqueue(Job.create("later", scheduled_for=clock.now() + timedelta(hours=1), now=clock.now()))
-        query = str(queue.db.q["move_scheduled"])  # type: ignore[attr-defined]
+        query = str(queue.db.q["due_scheduled"])  # type: ignore[attr-defined]
         engine = _engine(db_url)
         try:
             async with engine.begin() as conn:

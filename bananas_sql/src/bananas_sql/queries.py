@@ -60,11 +60,12 @@ TEMPLATES: Mapping[str, str] = {
     "renew": f"UPDATE {{jobs}} SET lease_until = :until WHERE {_HELD} RETURNING id",
     # Callers of the former renew(ids): by id alone, whoever holds the row.
     "renew_unfenced": "UPDATE {jobs} SET lease_until = :until WHERE state = 'processing' AND id IN :ids RETURNING id",
-    "move_scheduled": (
-        "UPDATE {jobs} SET state = 'ready', position = {next_pos} WHERE seq IN ("
-        "SELECT seq FROM {jobs} WHERE state = 'scheduled' AND run_at <= :now ORDER BY run_at, position "
-        "LIMIT :batch {lock})"
+    # move_scheduled reads each due job (an unreadable one is buried, not made ready), a bounded batch at a time.
+    "due_scheduled": (
+        "SELECT seq, data, id FROM {jobs} WHERE state = 'scheduled' AND run_at <= :now ORDER BY run_at, position "
+        "LIMIT :batch {lock}"
     ),
+    "make_ready": "UPDATE {jobs} SET state = 'ready', position = {next_pos} WHERE seq = :seq AND state = 'scheduled'",
     # Bounded: a huge backlog of expired leases is taken back in several short transactions.
     "expired_leases": (
         "SELECT seq, data, id FROM {jobs} WHERE state = 'processing' AND lease_until < :now "
@@ -80,7 +81,7 @@ TEMPLATES: Mapping[str, str] = {
     ),
     "bury_unreadable": (
         "UPDATE {jobs} SET state = 'dead', error = :error, lease_until = NULL, lease_token = NULL, "
-        "finished_at = :now, expires_at = :expires_at WHERE seq = :seq"
+        "finished_at = :now, expires_at = :expires_at WHERE seq = :seq RETURNING id"
     ),
     "get_job": f"SELECT {_JOB_COLUMNS} FROM {{jobs}} WHERE id = :id AND (expires_at IS NULL OR expires_at > :now)",
     # Three branches, each matching one partial index, so finished history is never scanned.

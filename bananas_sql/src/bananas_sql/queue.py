@@ -9,7 +9,7 @@ from collections.abc import Collection, Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from bananas.errors import DuplicateJob, InvalidJob, JobNotFound, LeaseLost
+from bananas.errors import DuplicateJob, InvalidJob, JobDecodeError, JobNotFound, LeaseLost
 from bananas.job import ALL_PRIORITIES, Job, JobPriority, JobResult, JobStatus, backoff_seconds, validate_routing_key
 from bananas.protocols import DEFAULT_LEASE_SECONDS, LEASE_EXPIRED_ERROR, QueueDepths
 from bananas.timefmt import from_timestamp
@@ -77,8 +77,11 @@ def row_to_job(
 ) -> Job:
     """The job a row holds; the ``state`` column decides status where moves did not rewrite ``data``.
 
-    An unreadable row (any exception decoding it) gives a failed placeholder with what the
-    columns know: its error, and ``finished_at`` (when it was buried) as its time.
+    A row buried as unreadable (its ``error`` column set) shows as failed with that error; a
+    dead one that cannot be decoded at all (any exception) gives a failed placeholder with what
+    the columns know: its error, and ``finished_at`` (when it was buried) as its time. Any
+    other row that cannot be decoded raises :class:`JobDecodeError` (it waits where it is
+    until a claim, the mover or the reaper buries it).
     """
     try:
         job = Job.from_json(data)
@@ -86,8 +89,12 @@ def row_to_job(
             job = job.evolve(status=JobStatus.PENDING, scheduled_for=None)
         elif state == t.PROCESSING and job.status is not JobStatus.PROCESSING:
             job = job.evolve(status=JobStatus.PROCESSING, scheduled_for=None)
+        elif state == t.DEAD and error:  # buried as unreadable (it could not be re-encoded)
+            job = job.evolve(status=JobStatus.FAILED, scheduled_for=None, error=error)
         return job
     except Exception as exc:  # deliberately broad: stored data is hostile
+        if state != t.DEAD:
+            raise JobDecodeError(f"the stored record of job {job_id!r} is unreadable: {describe(exc)}") from None
         times: dict[str, Any] = {}
         if isinstance(finished_at, int | float):
             times["created_at"] = times["updated_at"] = from_timestamp(finished_at)
@@ -180,20 +187,27 @@ class SqlQueue:
         return claimed
 
     async def bury_unreadable(self, seq: int, job_id: str, detail: str, now: float) -> None:
-        """Send the row ``seq`` (job ``job_id``) to the dead letter queue as unreadable, with
-        ``detail`` as its error; logs one WARNING."""
-        params = {
-            "seq": seq,
-            "error": f"job is unreadable: {detail}",
-            "now": now,
-            "expires_at": now + self.db.options.failed_job_ttl,
-        }
+        """Send the row ``seq`` (job ``job_id``, if no better id is known) to the dead letter
+        queue as unreadable (see :meth:`_bury`); logs one WARNING."""
 
-        async def work(conn: AsyncConnection) -> None:
-            await conn.execute(self.q["bury_unreadable"], params)
+        async def work(conn: AsyncConnection) -> str | None:
+            return await self._bury(conn, seq, detail, now)
 
-        await self.db.run(work, single=True)
-        warn_unreadable(job_id, "moved to the dead letter queue", detail)
+        found = await self.db.run(work)
+        warn_unreadable(found or job_id, "moved to the dead letter queue", detail)
+
+    async def _bury(self, conn: AsyncConnection, seq: int, detail: str, now: float) -> str | None:
+        """In ``conn``'s transaction: the row ``seq`` dead with the error "job is unreadable:
+        ``detail``", and a failed result for its waiters; its id (None if the row is gone)."""
+        error = f"job is unreadable: {detail}"
+        params = {"seq": seq, "error": error, "now": now, "expires_at": now + self.db.options.failed_job_ttl}
+        row = (await conn.execute(self.q["bury_unreadable"], params)).first()
+        if row is None:
+            return None
+        job_id: str = row[0]
+        failed = JobResult(job_id=job_id, status=JobStatus.FAILED, error=error, completed_at=from_timestamp(now))
+        await conn.execute(self.q["store_result"], self.db.result_params(failed))
+        return job_id
 
     async def renew(self, jobs: Sequence[Job], lease: float = DEFAULT_LEASE_SECONDS) -> set[str]:
         """Extend the leases of ``jobs`` that their claims still hold; the ids still held.
@@ -304,18 +318,36 @@ class SqlQueue:
         await self.db.run(work, single=True)
 
     async def move_scheduled(self) -> int:
-        """Make due scheduled jobs ready, :data:`MOVE_BATCH` per statement (the row data is not read)."""
+        """Make due scheduled jobs ready in their due order, :data:`MOVE_BATCH` per transaction;
+        return how many. A due job that cannot be decoded or re-encoded (any exception) is
+        buried alone instead; the others move on."""
         now = self._now()
-
-        async def work(conn: AsyncConnection) -> int:
-            return (await conn.execute(self.q["move_scheduled"], {"now": now, "batch": MOVE_BATCH})).rowcount
-
         moved = 0
         while True:
-            n = await self.db.run(work, single=True)
-            moved += n
-            if n < MOVE_BATCH:
+            seen, ready, unreadable = await self.db.run(functools.partial(self._move_batch, now=now))
+            moved += ready
+            for job_id, detail in unreadable:  # logged once committed (a unit of work may run twice)
+                warn_unreadable(job_id, "moved to the dead letter queue instead of made ready", detail)
+            if seen < MOVE_BATCH:
                 return moved
+
+    async def _move_batch(self, conn: AsyncConnection, *, now: float) -> tuple[int, int, list[tuple[str, str]]]:
+        """Up to :data:`MOVE_BATCH` due jobs made ready (or buried); how many were due, how many
+        were made ready, and the unreadable ones as ``(id, detail)``."""
+        rows = (await conn.execute(self.q["due_scheduled"], {"now": now, "batch": MOVE_BATCH})).all()
+        ready: list[dict[str, Any]] = []
+        unreadable: list[tuple[str, str]] = []
+        for seq, data, job_id in rows:
+            try:
+                Job.from_json(data).to_json()  # only a job that can be read and written again runs
+            except Exception as exc:  # deliberately broad: stored data is hostile
+                detail = describe(exc)
+                unreadable.append((await self._bury(conn, seq, detail, now) or job_id, detail))
+                continue
+            ready.append({"seq": seq})
+        if ready:
+            await conn.execute(self.q["make_ready"], ready)  # one by one, in due order (FIFO positions)
+        return len(rows), len(ready), unreadable
 
     async def reap_expired(self) -> int:
         """Take back expired leases (see the protocol), :data:`REAP_BATCH` per transaction, then
@@ -360,11 +392,7 @@ class SqlQueue:
                     dead.append({"seq": seq, "data": buried.to_json(), "now": now, "expires_at": now + ttl})
             except Exception as exc:  # deliberately broad: stored data is hostile
                 detail = describe(exc)
-                unreadable.append((job_id, detail))
-                await conn.execute(
-                    self.q["bury_unreadable"],
-                    {"seq": seq, "error": f"job is unreadable: {detail}", "now": now, "expires_at": now + ttl},
-                )
+                unreadable.append((await self._bury(conn, seq, detail, now) or job_id, detail))
         if ready:
             await conn.execute(self.q["reap_ready"], ready)
         if dead:
