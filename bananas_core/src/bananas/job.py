@@ -2,16 +2,33 @@
 
 The encoding is the one in ``REDIS_WIRE_FORMAT.md``, shared by every backend and by the
 other Bananas implementations: a job is a JSON object, a result a flat mapping of strings.
+
+What a submit accepts and what a decode accepts are the same, so a job the client takes can
+always be stored, read back and run, and a record another producer wrote beyond these limits
+is a :class:`~bananas.errors.JobDecodeError`, never a crash:
+
+- nesting: a payload (a result, an unknown field's value) holds at most :data:`MAX_DEPTH`
+  levels of arrays and objects; a stored job, which wraps its payload, one more;
+- numbers: integers from :data:`MIN_INT` to :data:`MAX_INT` (64-bit, what Go and SQL
+  ``bigint`` hold; beyond 2**53 JavaScript readers lose precision) and finite floats
+  (no NaN or Infinity, which JSON has no literal for);
+- times: ``scheduled_for`` from :data:`MIN_TIME` to :data:`MAX_TIME`, a range that RFC 3339
+  (four-digit years) and float Unix timestamps both hold, with a year to spare;
+- fields: names and ids are non-empty strings without control characters; description and
+  error are strings.
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import functools
 import json
+import math
 import re
+import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeAlias, TypeVar
 
@@ -24,13 +41,21 @@ __all__ = [
     "DEFAULT_MAX_RETRIES",
     "DEFAULT_ROUTING_KEY",
     "JSON",
+    "MAX_BACKOFF_EXPONENT",
+    "MAX_DEPTH",
+    "MAX_INT",
+    "MAX_TIME",
+    "MIN_INT",
+    "MIN_TIME",
     "Job",
     "JobPriority",
     "JobResult",
     "JobStatus",
     "backoff_seconds",
+    "check_time",
     "dumps",
     "loads",
+    "time_after",
     "validate_routing_key",
 ]
 
@@ -38,11 +63,50 @@ JSON: TypeAlias = Any
 """Any value the standard :mod:`json` module can encode: dict, list, str, int, float, bool, None."""
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 DEFAULT_ROUTING_KEY = "default"
 DEFAULT_MAX_RETRIES = 3
 MAX_NAME_LENGTH = 256
 _ROUTING_KEY = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+# -- the limits: one set, enforced by every encode (submit) and every decode (read) --------
+
+MAX_DEPTH = 64
+"""Most levels of arrays and objects in a payload, a result or an unknown field's value
+(``[]`` is one level, ``{"a": [1]}`` two). Deep enough for any real document, shallow enough
+that a decoder deep in a worker's call stack never runs out of stack."""
+MAX_DOCUMENT_DEPTH = MAX_DEPTH + 1
+"""Most levels in a stored job's JSON: the job object around a payload of :data:`MAX_DEPTH`.
+:func:`dumps` and :func:`loads` enforce this one, so any stored job can be re-encoded."""
+MAX_INT = 2**63 - 1
+"""Largest integer in any JSON we write or read: a signed 64-bit integer (Go ``int64``, SQL ``bigint``)."""
+MIN_INT = -(2**63)
+"""Smallest integer in any JSON we write or read."""
+MIN_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+"""Earliest ``scheduled_for`` (the Unix epoch: float timestamps are never negative)."""
+MAX_TIME = datetime(9999, 1, 1, tzinfo=UTC)
+"""Latest ``scheduled_for``: RFC 3339 has four-digit years; a year is left for time zones and arithmetic."""
+MAX_BACKOFF_EXPONENT = 32
+"""Retry backoff is 2**attempts seconds up to 2**32 s (about 136 years), so a retry time stays representable."""
+
+_TIME_RANGE = f"from {format_time(MIN_TIME)} to {format_time(MAX_TIME)}"
+_NUMBER_RULE = f"integers must lie from {MIN_INT} to {MAX_INT} (64-bit) and floats must be finite"
+
+
+class _Refused(ValueError):
+    """JSON text or a value breaks a limit; the message says which and what is allowed."""
+
+
+class _TooDeep(_Refused):
+    """JSON text or a value nests deeper than allowed."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(_depth_message(limit))
+
+
+def _depth_message(limit: int) -> str:
+    return f"nests arrays and objects more than {limit} levels deep; at most {limit} levels are allowed"
 
 
 class JobStatus(enum.StrEnum):
@@ -108,34 +172,250 @@ def validate_routing_key(key: str) -> str:
 
 
 def backoff_seconds(attempts: int) -> float:
-    """Delay before the next try after ``attempts`` failed ones: 2**attempts seconds."""
-    return float(2 ** max(attempts, 0))
+    """Delay before the next try after ``attempts`` failed ones: 2**attempts seconds, at most
+    2**:data:`MAX_BACKOFF_EXPONENT` (so that now plus the delay is always a valid time)."""
+    return float(2 ** min(max(attempts, 0), MAX_BACKOFF_EXPONENT))
+
+
+def _refuse_constant(name: str) -> float:
+    raise _Refused(f"{name} is not a JSON number (JSON has no NaN or Infinity); {_NUMBER_RULE}")
 
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 """One encoder for every dumps: json.dumps with options builds a new one per call."""
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
+"""One decoder for every loads; NaN and Infinity literals are refused (they could never be written back)."""
 
 
-def dumps(value: JSON) -> str:
-    """Encode a JSON value compactly; raise :class:`PayloadError` if it is not JSON."""
+def _marks_table() -> bytes:
+    """A bytes.translate table that keeps only what the limits look at: digits (as ``0``),
+    exponents (``e``), ``+``, openers (``[``) and what may end a number (``t``)."""
+    table = bytearray(b" " * 256)
+    for c in b"0123456789":
+        table[c] = ord("0")
+    for c in b"eE":
+        table[c] = ord("e")
+    table[ord("+")] = ord("+")
+    for c in b"[{":
+        table[c] = ord("[")
+    for c in b",]} \t\n\r":
+        table[c] = ord("t")
+    return bytes(table)
+
+
+_MARKS = _marks_table()
+_LONG_DIGITS = b"0" * 19  # |n| > MAX_INT needs 19 digits; so does a float too large for its exponent
+_BIG_EXPONENTS = (b"0e000", b"0e+000")  # a float beyond 1.8e308 with fewer digits needs one of these
+_EXPONENT_END = re.compile(rb"0e\+?0{3,}(?:t|\Z)")  # ... that ends where a number ends
+_NOT_BRACKETS = bytes(c for c in range(256) if c not in b"[]{}")
+_EMPTY_PAIR = re.compile(rb"\[\]|\{\}")
+
+
+def _check_text(raw: bytes, limit: int) -> bool:
+    """Check the nesting of JSON ``raw`` against ``limit`` (raises :class:`_Refused`); return
+    whether it may hold a number beyond the limits (then the decoded value must be walked).
+
+    One C-speed pass over the bytes: nearly every document is settled by it.
+    """
+    marks = raw.translate(_MARKS)
+    if marks.count(b"[") > limit and not _nests_within(raw, limit):
+        raise _TooDeep(limit)
+    if _LONG_DIGITS in marks:
+        return True
+    for pattern in _BIG_EXPONENTS:
+        at = marks.find(pattern)
+        while at >= 0:
+            if _EXPONENT_END.match(marks, at):
+                return True
+            at = marks.find(pattern, at + 1)
+    return False
+
+
+def _nests_within(raw: bytes, limit: int) -> bool:
+    """True if the arrays and objects of well-formed JSON ``raw`` nest at most ``limit`` deep.
+
+    Strings are cut out (escapes first), leaving the brackets; each pass of the loop then
+    removes the innermost level. False also for malformed text.
+    """
+    parts = raw.replace(b"\\\\", b"").replace(b'\\"', b"").split(b'"')
+    if len(parts) % 2 == 0:  # an unterminated string
+        return False
+    brackets = b"".join(parts[::2]).translate(None, _NOT_BRACKETS)
+    for _ in range(limit):
+        if not brackets:
+            return True
+        brackets = _EMPTY_PAIR.sub(b"", brackets)
+    return not brackets
+
+
+def _value_nests_within(value: JSON, limit: int) -> bool:
+    """True if the lists and dicts of ``value`` nest at most ``limit`` deep (walks at most that deep)."""
+    level: list[Any] = [value]
+    for _ in range(limit + 1):
+        below: list[Any] = []
+        for item in level:
+            if isinstance(item, dict):
+                below.extend(v for v in item.values() if isinstance(v, dict | list | tuple))
+            elif isinstance(item, list | tuple):
+                below.extend(v for v in item if isinstance(v, dict | list | tuple))
+        if not below:
+            return True
+        level = below
+    return False
+
+
+def _bad_number(value: JSON) -> str | None:
+    """What is wrong with the first number of ``value`` beyond the limits, or None."""
+    stack: list[Any] = [value]
+    seen: set[int] = set()
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict | list | tuple):
+            if id(item) in seen:
+                continue
+            seen.add(id(item))
+            stack.extend(item.values() if isinstance(item, dict) else item)
+        elif isinstance(item, bool):
+            continue
+        elif isinstance(item, int):
+            if not MIN_INT <= item <= MAX_INT:
+                shown = str(item) if item.bit_length() < 256 else f"of {item.bit_length()} bits"
+                return f"it holds the integer {shown}; {_NUMBER_RULE}"
+        elif isinstance(item, float) and not math.isfinite(item):
+            return f"it holds the number {item!r}, which JSON cannot represent; {_NUMBER_RULE}"
+    return None
+
+
+def _on_fresh_stack(fn: Callable[[Any], R], arg: Any) -> R:
+    """``fn(arg)`` on a new thread's empty stack, for a caller already deep in recursion
+    (the json module recurses once per level of nesting). Rare: costs a thread start."""
+    box: list[tuple[bool, Any]] = []
+
+    def run() -> None:
+        try:
+            box.append((True, fn(arg)))
+        except BaseException as exc:  # handed to the caller below
+            box.append((False, exc))
+
+    thread = threading.Thread(target=run, name="bananas-json", daemon=True)
+    thread.start()
+    thread.join()
+    ok, result = box[0]
+    if not ok:
+        raise result
+    return result  # type: ignore[no-any-return]
+
+
+def _encode(value: JSON, limit: int) -> str:
+    """Compact JSON text of ``value``; raises ``TypeError`` / ``ValueError`` (:class:`_Refused`
+    for a broken limit) if it is not JSON within the limits."""
     try:
-        return _ENCODER.encode(value)
+        text = _ENCODER.encode(value)
+    except RecursionError:
+        if not _value_nests_within(value, limit):
+            raise _TooDeep(limit) from None
+        text = _on_fresh_stack(_ENCODER.encode, value)  # the caller's stack is deep, not the value
+    except ValueError:  # NaN or Infinity, a circular structure, an int too long to print
+        problem = _bad_number(value)
+        if problem is None:
+            raise
+        raise _Refused(problem) from None
+    if _check_text(text.encode("utf-8", "surrogatepass"), limit):
+        problem = _bad_number(value)
+        if problem is not None:
+            raise _Refused(problem)
+    return text
+
+
+def _decode(data: str | bytes, limit: int) -> JSON:
+    """The value of JSON ``data`` (UTF-8 when bytes); raises ``ValueError`` (:class:`_Refused`
+    for a broken limit) if it is not JSON within the limits."""
+    if isinstance(data, str):
+        text, raw = data, data.encode("utf-8", "surrogatepass")
+    else:
+        text, raw = data.decode("utf-8"), data
+    try:
+        suspect = _check_text(raw, limit)
+    except _Refused:
+        with contextlib.suppress(RecursionError):
+            _DECODER.decode(text)  # malformed text says where, rather than "too deep"
+        raise
+    try:
+        value = _DECODER.decode(text)
+    except RecursionError:  # the text nests within the limit: it is the caller's stack that is deep
+        value = _on_fresh_stack(_DECODER.decode, text)
+    if suspect:
+        problem = _bad_number(value)
+        if problem is not None:
+            raise _Refused(problem)
+    return value
+
+
+def _reason(exc: BaseException) -> str:
+    """``exc`` as the "why" of an error message: one line, not too long."""
+    if isinstance(exc, json.JSONDecodeError):
+        text = f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+    elif isinstance(exc, UnicodeDecodeError):
+        text = f"not UTF-8 ({exc.reason} at byte {exc.start})"
+    elif isinstance(exc, ValueError | TypeError | KeyError):
+        text = str(exc) if not isinstance(exc, KeyError) else f"no {exc} field"
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    text = " ".join(text.split())
+    return text if len(text) <= 400 else text[:399] + "…"
+
+
+def dumps(value: JSON, *, max_depth: int = MAX_DOCUMENT_DEPTH) -> str:
+    """Encode a JSON value compactly; raise :class:`PayloadError` if it is not JSON or breaks a
+    limit (nesting deeper than ``max_depth``, an integer beyond 64 bits, NaN or Infinity).
+
+    Anything it returns, :func:`loads` reads back with the same ``max_depth``.
+    """
+    return _check_payload(value, "value", max_depth)
+
+
+def _check_payload(value: JSON, what: str, limit: int = MAX_DEPTH) -> str:
+    """The JSON text of ``value``; raises :class:`PayloadError` naming ``what`` if it is not JSON
+    or breaks a limit."""
+    try:
+        return _encode(value, limit)
+    except _TooDeep:
+        raise PayloadError(f"{what} {_depth_message(limit)}") from None
+    except _Refused as exc:
+        raise PayloadError(f"{what} is not acceptable: {exc}") from None
     except (TypeError, ValueError) as exc:
         raise PayloadError(
-            f"value is not JSON-serialisable ({exc}); use dicts, lists, strings, numbers, booleans and None"
+            f"{what} is not JSON-serialisable ({exc}); use dicts, lists, strings, numbers, booleans and None"
         ) from None
 
 
-def loads(text: str | bytes) -> JSON:
-    """Decode JSON text; raise :class:`JobDecodeError` if it is not JSON."""
+def loads(text: str | bytes, *, max_depth: int = MAX_DOCUMENT_DEPTH) -> JSON:
+    """Decode JSON text (UTF-8 when bytes); raise :class:`JobDecodeError`, and nothing else, if it
+    is not JSON or breaks a limit (see :func:`dumps`).
+
+    Decodes anything within the limits also when called deep in a call stack.
+    """
     try:
-        return json.loads(text)
-    except (ValueError, TypeError) as exc:
-        raise JobDecodeError(f"stored data is not valid JSON: {exc}") from None
+        return _decode(text, max_depth)
+    except RecursionError:  # not the text: the caller's stack is exhausted (see _on_fresh_stack)
+        raise
+    except Exception as exc:  # anything the bytes can make go wrong is the data's fault
+        raise JobDecodeError(f"stored data is unreadable: {_reason(exc)}") from None
 
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def _show(value: object) -> str:
+    """A short, safe repr of ``value`` for an error message."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 256:
+        return f"an integer of {value.bit_length()} bits"
+    try:
+        text = repr(value)
+    except Exception:  # a repr that fails (or nests too deep) must not hide the real error
+        text = f"a {type(value).__name__}"
+    return text if len(text) <= 80 else text[:79] + "…"
 
 
 def _aware(value: datetime) -> datetime:
@@ -148,23 +428,92 @@ def _aware(value: datetime) -> datetime:
             f"naive datetime {value.isoformat()} has no time zone; "
             "pass an aware datetime such as datetime.now(timezone.utc)"
         )
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise InvalidJob(f"time {value.isoformat()} falls outside years 1-9999 in UTC") from None
 
 
-def _aware_or_none(value: datetime | None) -> datetime | None:
-    return None if value is None else _aware(value)
+def check_time(value: datetime, what: str = "scheduled_for") -> datetime:
+    """``value`` as an aware UTC datetime if it lies from :data:`MIN_TIME` to :data:`MAX_TIME`;
+    raise :class:`InvalidJob` naming ``what`` otherwise (also for a naive datetime)."""
+    try:
+        when = _aware(value)
+    except InvalidJob as exc:
+        raise InvalidJob(f"{what}: {exc}; it must lie {_TIME_RANGE}") from None
+    if not MIN_TIME <= when <= MAX_TIME:
+        raise InvalidJob(f"{what} {format_time(when)} is out of range: it must lie {_TIME_RANGE}")
+    return when
+
+
+def time_after(now: datetime, delay: float | timedelta, *, what: str = "scheduled_for") -> datetime:
+    """``now`` plus ``delay`` (a timedelta, or seconds; negative means in the past).
+
+    Raises :class:`InvalidJob` naming ``what`` unless ``delay`` is a finite number or a
+    timedelta and the time it gives lies from :data:`MIN_TIME` to :data:`MAX_TIME`.
+    """
+    if isinstance(delay, timedelta):
+        step = delay
+    elif isinstance(delay, bool) or not isinstance(delay, int | float):
+        raise InvalidJob(f"{what} must be an aware datetime, a timedelta or a delay in seconds, got {_show(delay)}")
+    elif isinstance(delay, float) and not math.isfinite(delay):
+        raise InvalidJob(f"{what}: a delay of {delay!r} seconds is not a finite number")
+    else:
+        try:
+            step = timedelta(seconds=delay)
+        except OverflowError:
+            raise InvalidJob(
+                f"{what}: a delay of {_show(delay)} seconds is out of range; the time must lie {_TIME_RANGE}"
+            ) from None
+    try:
+        when = _aware(now) + step
+    except OverflowError:
+        raise InvalidJob(f"{what}: a delay of {step} is out of range; the time must lie {_TIME_RANGE}") from None
+    return check_time(when, what)
+
+
+def _scheduled_time(value: datetime | None) -> datetime | None:
+    return None if value is None else check_time(value)
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _control_char(value: str) -> str | None:
+    """The first control character of ``value`` (newline, tab, NUL, ...), or None."""
+    if value.isprintable():  # the common case, decided in C
+        return None
+    m = _CONTROL.search(value)
+    return m.group() if m else None
 
 
 def _check_name(_inst: object, _attr: object, value: str) -> None:
     if not isinstance(value, str) or not value.strip():
-        raise InvalidJob("job name must be a non-empty string naming a registered handler")
+        raise InvalidJob(f"job name must be a non-empty string naming a registered handler, got {_show(value)}")
     if len(value) > MAX_NAME_LENGTH:
         raise InvalidJob(f"job name is {len(value)} characters long; at most {MAX_NAME_LENGTH}")
+    bad = _control_char(value)
+    if bad is not None:
+        raise InvalidJob(f"job name {_show(value)} contains the control character {bad!r}; use printable characters")
 
 
 def _check_id(_inst: object, _attr: object, value: str) -> None:
-    if not isinstance(value, str) or not value or len(value) > 256 or value != value.strip():
-        raise InvalidJob(f"job id must be a non-empty string of at most 256 characters, got {value!r}")
+    if (
+        not isinstance(value, str)
+        or not value
+        or len(value) > 256
+        or value != value.strip()
+        or _control_char(value) is not None
+    ):
+        raise InvalidJob(
+            "job id must be a non-empty string of at most 256 characters, without surrounding spaces "
+            f"or control characters, got {_show(value)}"
+        )
+
+
+def _check_str(_inst: object, attr: attrs.Attribute[str], value: str) -> None:
+    if not isinstance(value, str):
+        raise InvalidJob(f"{attr.name} must be a string, got {type(value).__name__} {_show(value)}")
 
 
 def _check_routing_key(_inst: object, _attr: object, value: str) -> None:
@@ -172,14 +521,13 @@ def _check_routing_key(_inst: object, _attr: object, value: str) -> None:
 
 
 def _check_count(_inst: object, attr: attrs.Attribute[int], value: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise InvalidJob(f"{attr.name} must be a whole number >= 0, got {value!r}")
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_INT:
+        raise InvalidJob(f"{attr.name} must be a whole number from 0 to {MAX_INT}, got {_show(value)}")
 
 
 def _check_max_retries(inst: object, attr: attrs.Attribute[int], value: int) -> None:
-    _check_count(inst, attr, value)
-    if value > 100:
-        raise InvalidJob(f"max_retries must be between 0 and 100, got {value}")
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 100:
+        raise InvalidJob(f"max_retries must be a whole number from 0 to 100, got {_show(value)}")
 
 
 def _to_priority(value: JobPriority | str) -> JobPriority:
@@ -202,16 +550,16 @@ class Job:
     name: str = attrs.field(validator=_check_name)
     payload: JSON = None
     id: str = attrs.field(factory=lambda: str(uuid.uuid4()), validator=_check_id)
-    description: str = ""
+    description: str = attrs.field(default="", validator=_check_str)
     status: JobStatus = attrs.field(default=JobStatus.PENDING, converter=JobStatus)
     priority: JobPriority = attrs.field(default=JobPriority.NORMAL, converter=_to_priority)
     routing_key: str = attrs.field(default=DEFAULT_ROUTING_KEY, validator=_check_routing_key)
     created_at: datetime = attrs.field(factory=_utcnow, converter=_aware)
     updated_at: datetime = attrs.field(factory=_utcnow, converter=_aware)
-    scheduled_for: datetime | None = attrs.field(default=None, converter=_aware_or_none)
+    scheduled_for: datetime | None = attrs.field(default=None, converter=_scheduled_time)
     attempts: int = attrs.field(default=0, validator=_check_count)
     max_retries: int = attrs.field(default=DEFAULT_MAX_RETRIES, validator=_check_max_retries)
-    error: str = ""
+    error: str = attrs.field(default="", validator=_check_str)
     extra: Mapping[str, JSON] = attrs.field(factory=dict, converter=_frozen_extra, repr=False)
     lease_token: str = attrs.field(default="", eq=False, repr=False)
     """Which claim this copy comes from: set by :meth:`Queue.claim <bananas.protocols.Queue.claim>`,
@@ -235,11 +583,14 @@ class Job:
         """A new job, validated, with the defaults of the original Bananas.
 
         ``scheduled_for`` in the future makes it ``scheduled``; in the past (or now) it is
-        ``pending``, to run at once. The payload must be JSON (raises :class:`PayloadError`).
+        ``pending``, to run at once; either way it must lie from :data:`MIN_TIME` to
+        :data:`MAX_TIME`. Raises :class:`InvalidJob` naming the field for anything a worker
+        could not read back, :class:`PayloadError` for a payload that is not JSON or breaks
+        the limits (see the module docstring).
         """
-        dumps(payload)
+        _check_payload(payload, "payload")
         at = _aware(now) if now is not None else _utcnow()
-        when = _aware_or_none(scheduled_for)
+        when = None if scheduled_for is None else check_time(scheduled_for)
         status = JobStatus.PENDING
         if when is not None and when > at:
             status = JobStatus.SCHEDULED
@@ -249,7 +600,7 @@ class Job:
             name=name,
             payload=payload,
             id=job_id if job_id is not None else str(uuid.uuid4()),
-            description=description or "",
+            description="" if description is None else description,
             status=status,
             priority=JobPriority.parse(priority),
             routing_key=validate_routing_key(routing_key),
@@ -298,52 +649,87 @@ class Job:
         return d
 
     def to_json(self) -> str:
-        """The job as wire-format JSON text; raises :class:`PayloadError` if the payload is not JSON."""
-        return dumps(self.to_dict())
+        """The job as wire-format JSON text; raises :class:`PayloadError` if the payload (or an
+        unknown field) is not JSON or breaks the limits, so that nothing unreadable is stored."""
+        try:
+            return _encode(self.to_dict(), MAX_DOCUMENT_DEPTH)
+        except _TooDeep:
+            problem = f"its payload (or an unknown field) {_depth_message(MAX_DEPTH)}"
+        except _Refused as exc:
+            problem = f"its payload (or an unknown field): {exc}"
+        except (TypeError, ValueError) as exc:
+            problem = f"its payload (or an unknown field) is not JSON-serialisable ({exc})"
+        raise PayloadError(f"job {_show(self.id)} cannot be stored: {problem}")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, JSON]) -> Job:
-        """Read a wire-format JSON object; raises :class:`JobDecodeError` if it is not a job."""
+        """Read a wire-format JSON object; raises :class:`JobDecodeError`, and nothing else, if
+        it is not a job.
+
+        ``data`` is what :func:`loads` returned, which enforces the limits on the payload and
+        unknown fields; every other field is checked here.
+        """
         if not isinstance(data, Mapping):
             raise JobDecodeError(f"a job must be a JSON object, got {type(data).__name__}")
+        try:
+            return cls._read(data)
+        except RecursionError:  # not the data: the caller's stack is exhausted
+            raise
+        except Exception as exc:  # deliberately broad: whatever stored data makes go wrong is its fault
+            raise JobDecodeError(f"stored job {_stored_id(data)} is unreadable: {_reason(exc)}") from None
+
+    @classmethod
+    def _read(cls, data: Mapping[str, JSON]) -> Job:
         known = {k: data[k] for k in _WIRE_FIELDS if k in data}
         extra = {k: v for k, v in data.items() if k not in _WIRE_FIELDS}
-        try:
-            for key in ("id", "name"):
-                if not isinstance(known.get(key), str):
-                    raise JobDecodeError(f"job has no string {key!r} field")
-            routing_key = known.get("routing_key") or DEFAULT_ROUTING_KEY
-            scheduled = known.get("scheduled_for")
-            return cls(
-                id=known["id"],
-                name=known["name"],
-                description=_str_field(known, "description"),
-                payload=known.get("payload"),
-                status=JobStatus(known.get("status") or JobStatus.PENDING),
-                priority=JobPriority(known.get("priority") or JobPriority.NORMAL),
-                routing_key=routing_key,
-                created_at=_time_field(known, "created_at"),
-                updated_at=_time_field(known, "updated_at", known.get("created_at")),
-                scheduled_for=_parse_time(scheduled) if isinstance(scheduled, str) and scheduled else None,
-                attempts=_int_field(known, "attempts", 0),
-                max_retries=_int_field(known, "max_retries", DEFAULT_MAX_RETRIES),
-                error=_str_field(known, "error"),
-                extra=extra,
-            )
-        except JobDecodeError:
-            raise
-        except (ValueError, TypeError, InvalidJob) as exc:
-            raise JobDecodeError(f"stored job {data.get('id')!r} is malformed: {exc}") from None
+        for key in ("id", "name"):
+            if not isinstance(known.get(key), str):
+                raise JobDecodeError(f"it has no string {key!r} field")
+        routing_key = known.get("routing_key") or DEFAULT_ROUTING_KEY
+        scheduled = known.get("scheduled_for")
+        return cls(
+            id=known["id"],
+            name=known["name"],
+            description=_str_field(known, "description"),
+            payload=known.get("payload"),
+            status=JobStatus(known.get("status") or JobStatus.PENDING),
+            priority=JobPriority(known.get("priority") or JobPriority.NORMAL),
+            routing_key=routing_key,
+            created_at=_time_field(known, "created_at"),
+            updated_at=_time_field(known, "updated_at", known.get("created_at")),
+            scheduled_for=_parse_time(scheduled) if isinstance(scheduled, str) and scheduled else None,
+            attempts=_int_field(known, "attempts", 0),
+            max_retries=_int_field(known, "max_retries", DEFAULT_MAX_RETRIES),
+            error=_str_field(known, "error"),
+            extra=extra,
+        )
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Job:
-        """Read wire-format JSON text; raises :class:`JobDecodeError` for anything that is not a job."""
-        if isinstance(text, bytes):
-            try:
-                text = text.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise JobDecodeError(f"stored job is not UTF-8: {exc}") from None
-        return cls.from_dict(loads(text))
+        """Read wire-format JSON text (UTF-8 when bytes); raises :class:`JobDecodeError`, and
+        nothing else, for anything that is not a job within the limits.
+
+        Reads any job within the limits also when called deep in a call stack.
+        """
+        try:
+            data = _decode(text, MAX_DOCUMENT_DEPTH)
+        except RecursionError:  # not the text: the caller's stack is exhausted
+            raise
+        except _TooDeep:
+            raise JobDecodeError(
+                f"stored job is unreadable: its payload (or another field) {_depth_message(MAX_DEPTH)}"
+            ) from None
+        except Exception as exc:  # deliberately broad: whatever stored data makes go wrong is its fault
+            raise JobDecodeError(f"stored job is unreadable: {_reason(exc)}") from None
+        return cls.from_dict(data)
+
+
+def _stored_id(data: Mapping[str, JSON]) -> str:
+    try:
+        ident = data.get("id")
+    except Exception:  # a broken mapping: say nothing of its id
+        ident = None
+    return _show(ident) if isinstance(ident, str) else "(with no string id)"
 
 
 _parse_time = functools.lru_cache(maxsize=1024)(parse_time)
@@ -371,9 +757,11 @@ def _int_field(data: Mapping[str, JSON], key: str, default: int) -> int:
     value = data.get(key, default)
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
-        raise JobDecodeError(f"job field {key!r} must be a whole number, got {value!r}")
-    return int(value)
+    if isinstance(value, float) and value.is_integer():  # another producer's 3.0
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise JobDecodeError(f"job field {key!r} must be a whole number, got {_show(value)}")
+    return value
 
 
 def _time_field(data: Mapping[str, JSON], key: str, fallback: JSON = None) -> datetime:
@@ -381,7 +769,7 @@ def _time_field(data: Mapping[str, JSON], key: str, fallback: JSON = None) -> da
     if value is None:
         return _utcnow()
     if not isinstance(value, str):
-        raise JobDecodeError(f"job field {key!r} must be an RFC 3339 string, got {value!r}")
+        raise JobDecodeError(f"job field {key!r} must be an RFC 3339 string, got {_show(value)}")
     return _parse_time(value)
 
 
@@ -401,13 +789,13 @@ class JobResult:
     """The outcome of a job that reached a final state.
 
     ``result`` is the handler's return value (decoded JSON, ``None`` when it returned
-    nothing); ``error`` the failure message.
+    nothing); ``error`` the failure message. A result is held to the limits of :func:`dumps`.
     """
 
     job_id: str
     status: JobStatus = attrs.field(converter=JobStatus)
     result: JSON = None
-    error: str = ""
+    error: str = attrs.field(default="", validator=_check_str)
     completed_at: datetime = attrs.field(factory=_utcnow, converter=_aware)
     duration: timedelta = timedelta(0)
 
@@ -443,23 +831,34 @@ class JobResult:
 
     @classmethod
     def from_hash(cls, job_id: str, fields: Mapping[str, str] | Mapping[bytes, bytes]) -> JobResult:
-        """Read a wire-format result hash; raises :class:`JobDecodeError` if it is malformed."""
+        """Read a wire-format result hash; raises :class:`JobDecodeError`, and nothing else, if it
+        is malformed or its result breaks the limits of :func:`loads`."""
         try:
             text = {
                 (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
                 for k, v in fields.items()
             }
             raw = text.get("result")
-            duration_ms = text.get("duration_ms") or "0"
             return cls(
                 job_id=job_id,
                 status=JobStatus(text["status"]),
-                result=loads(raw) if raw else None,
+                result=_decode(raw, MAX_DOCUMENT_DEPTH) if raw else None,
                 error=text.get("error", ""),
                 completed_at=parse_time(text["completed_at"]) if text.get("completed_at") else _utcnow(),
-                duration=timedelta(milliseconds=float(duration_ms)),
+                duration=_duration(text.get("duration_ms") or "0"),
             )
-        except JobDecodeError:
+        except RecursionError:  # not the data: the caller's stack is exhausted
             raise
-        except (KeyError, ValueError, TypeError, UnicodeDecodeError, InvalidJob) as exc:
-            raise JobDecodeError(f"stored result of job {job_id!r} is malformed: {exc!r}") from None
+        except Exception as exc:  # deliberately broad: whatever stored data makes go wrong is its fault
+            raise JobDecodeError(f"stored result of job {_show(job_id)} is unreadable: {_reason(exc)}") from None
+
+
+_MAX_DURATION_MS = timedelta.max // timedelta(milliseconds=1)
+
+
+def _duration(text: str) -> timedelta:
+    """A ``duration_ms`` field as a timedelta; ``ValueError`` unless a finite number of milliseconds >= 0."""
+    ms = float(text)
+    if not 0 <= ms <= _MAX_DURATION_MS:  # also NaN
+        raise ValueError(f"duration_ms must be a number of milliseconds from 0 to {_MAX_DURATION_MS}, got {text!r}")
+    return timedelta(milliseconds=ms)
