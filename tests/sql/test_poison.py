@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 from bananas.backend import Backend
 from bananas.clock import ManualClock
+from bananas.errors import JobDecodeError
 from bananas.job import Job, JobStatus
 from bananas.protocols import LEASE_EXPIRED_ERROR
 from bananas_sql.urls import postgres_sqlalchemy_url, sqlite_sqlalchemy_url
@@ -170,10 +171,50 @@ async def test_dead_letters_get_job_and_requeue_survive_poison(
 async def test_a_hostile_id_cannot_forge_log_lines(
     backend: Backend, clock: ManualClock, db_url: str, namespace: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    evil = make(clock, job_id="evil\nWARNING bananas: all is well")
-    await backend.queue.enqueue(evil)
-    await overwrite(db_url, namespace, evil.id, DEEP_LIST)
+    job = make(clock)
+    await backend.queue.enqueue(job)
+    evil = "evil\r\nWARNING bananas: all is well"  # no Job takes such an id; a foreign producer may write one
+    await overwrite(db_url, namespace, job.id, DEEP_LIST)
+    engine = create_async_engine(
+        sqlite_sqlalchemy_url(db_url) if db_url.startswith("sqlite") else postgres_sqlalchemy_url(db_url)
+    )
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                sa.text(f"UPDATE {namespace}_jobs SET id = :evil WHERE id = :id"), {"evil": evil, "id": job.id}
+            )
+    finally:
+        await engine.dispose()
     caplog.set_level(logging.WARNING, "bananas")
     assert await backend.queue.claim(["default"]) == []
-    [record] = warnings_about(caplog, evil.id)
-    assert "\n" not in record.getMessage() and "\r" not in record.getMessage()
+    assert (await backend.queue.depths()).dead == 1
+    assert await backend.queue.dead_letters() == []  # no Job can carry that id: left out of the list, said so
+    records = warnings_about(caplog, evil)
+    assert [("dead letter" in r.getMessage()) for r in records] == [True, True]
+    assert all("\n" not in r.getMessage() and "\r" not in r.getMessage() for r in records)
+    assert await backend.queue.purge_dead() == 1
+
+
+async def test_the_mover_buries_an_unreadable_due_job_and_moves_the_others(
+    backend: Backend, clock: ManualClock, db_url: str, namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from datetime import timedelta
+
+    jobs = [make(clock, f"s{i}", scheduled_for=clock.now() + timedelta(seconds=5 + i)) for i in range(6)]
+    await backend.queue.enqueue_many(jobs)
+    await overwrite(db_url, namespace, jobs[0].id, deep_payload(jobs[0].id))  # due first
+    await overwrite(db_url, namespace, jobs[4].id, nan_payload(jobs[4].id))  # decodes; re-encoding fails
+    with pytest.raises(JobDecodeError):
+        await backend.queue.get_job(jobs[0].id)  # not buried yet: it waits where it is
+    caplog.set_level(logging.WARNING, "bananas")
+    clock.advance(30)
+    assert await backend.queue.move_scheduled() == 4
+    assert await backend.queue.move_scheduled() == 0
+    claimed = await backend.queue.claim(["default"], limit=10)
+    assert [j.name for j in claimed] == ["s1", "s2", "s3", "s5"]  # in due order
+    for bad in (jobs[0], jobs[4]):
+        stored = await backend.queue.get_job(bad.id)
+        assert stored.status is JobStatus.FAILED and stored.error.startswith("job is unreadable: ")
+        result = await backend.results.get(bad.id)  # its waiters are told
+        assert result is not None and result.is_failed() and result.error == stored.error
+        assert len(warnings_about(caplog, bad.id)) == 1
