@@ -116,7 +116,8 @@ def _hard_restart(server: PostgresServer) -> None:
     pid = _postmaster_pid(server)
     children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
     for child in children:
-        os.kill(int(child), signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # a backend that ended since pgrep looked
+            os.kill(int(child), signal.SIGKILL)
     os.kill(pid, signal.SIGKILL)
     server.kill()
     server.start()

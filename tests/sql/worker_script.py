@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from bananas.errors import BackendUnavailable
+from bananas.errors import BackendUnavailable, LeaseLost
 from bananas.plugins import connect
 
 
@@ -33,7 +33,10 @@ async def main(url: str, namespace: str, out_path: str, lease: float, work_secon
                     out.flush()
                     if work_seconds:
                         await asyncio.sleep(work_seconds)
-                    await queue.complete(job)
+                    try:
+                        await queue.complete(job)
+                    except LeaseLost:  # its lease ran out meanwhile: another worker runs it
+                        print(f"worker: lost the lease of {job.id}; report discarded", file=sys.stderr)
             except BackendUnavailable as exc:
                 print(f"worker: {exc}; carrying on", file=sys.stderr)
                 await asyncio.sleep(0.5)
