@@ -26,13 +26,14 @@ from bananas.timefmt import format_time, parse_time
 from hypothesis import given
 from hypothesis import strategies as st
 
+utf8 = st.characters(blacklist_categories=["Cs"])  # lone surrogates have no UTF-8 form
 json_values = st.recursive(
     st.none()
     | st.booleans()
     | st.integers(min_value=MIN_INT, max_value=MAX_INT)
     | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    | st.text(utf8),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(utf8, max_size=8), children, max_size=4),
     max_leaves=12,
 )
 aware_times = st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2200, 1, 1), timezones=st.just(UTC))
@@ -48,7 +49,7 @@ jobs = st.builds(
     name=st.text(st.characters(blacklist_categories=["Cc"]), min_size=1, max_size=40).filter(str.strip),
     payload=json_values,
     id=st.uuids().map(str),
-    description=st.text(max_size=30),
+    description=st.text(utf8, max_size=30),
     status=st.sampled_from(JobStatus),
     priority=st.sampled_from(JobPriority),
     routing_key=routing_keys,
@@ -57,7 +58,7 @@ jobs = st.builds(
     scheduled_for=st.none() | aware_times,
     attempts=st.integers(0, 50),
     max_retries=st.integers(0, 100),
-    error=st.text(max_size=30),
+    error=st.text(utf8, max_size=30),
     extra=extra_fields,
 )
 

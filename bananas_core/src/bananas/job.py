@@ -207,45 +207,52 @@ _MARKS = _marks_table()
 _LONG_DIGITS = b"0" * 19  # |n| > MAX_INT needs 19 digits; so does a float too large for its exponent
 _BIG_EXPONENTS = (b"0e000", b"0e+000")  # a float beyond 1.8e308 with fewer digits needs one of these
 _EXPONENT_END = re.compile(rb"0e\+?0{3,}(?:t|\Z)")  # ... that ends where a number ends
-_NOT_BRACKETS = bytes(c for c in range(256) if c not in b"[]{}")
-_EMPTY_PAIR = re.compile(rb"\[\]|\{\}")
+_BRACKETS = bytes.maketrans(b"{}", b"[]")  # for nesting, objects count like arrays
+_NOT_STRUCTURE = bytes(c for c in range(256) if c not in b'[]{}"')
 
 
-def _check_text(raw: bytes, limit: int) -> bool:
-    """Check the nesting of JSON ``raw`` against ``limit`` (raises :class:`_Refused`); return
-    whether it may hold a number beyond the limits (then the decoded value must be walked).
+def _check_text(raw: bytes, limit: int, *, floats: bool = True) -> bool:
+    """Check the nesting of JSON ``raw`` against ``limit`` (raises :class:`_TooDeep`); return
+    whether it may hold a number beyond the limits (then the value must be walked).
 
-    One C-speed pass over the bytes: nearly every document is settled by it.
+    A few C-speed passes over the bytes settle nearly every document. ``floats=False`` skips
+    looking for floats beyond 1.8e308 (text that Python's own encoder wrote has none).
     """
     marks = raw.translate(_MARKS)
     if marks.count(b"[") > limit and not _nests_within(raw, limit):
         raise _TooDeep(limit)
     if _LONG_DIGITS in marks:
         return True
-    for pattern in _BIG_EXPONENTS:
-        at = marks.find(pattern)
-        while at >= 0:
-            if _EXPONENT_END.match(marks, at):
-                return True
-            at = marks.find(pattern, at + 1)
+    if floats:
+        for pattern in _BIG_EXPONENTS:
+            at = marks.find(pattern)
+            while at >= 0:
+                if _EXPONENT_END.match(marks, at):
+                    return True
+                at = marks.find(pattern, at + 1)
     return False
 
 
 def _nests_within(raw: bytes, limit: int) -> bool:
     """True if the arrays and objects of well-formed JSON ``raw`` nest at most ``limit`` deep.
 
-    Strings are cut out (escapes first), leaving the brackets; each pass of the loop then
-    removes the innermost level. False also for malformed text.
+    Escapes are dropped and everything but quotes and brackets deleted; strings then are
+    ``""`` pairs, unless one holds a bracket (the slow path cuts those out). Each pass of the
+    loop removes the innermost level of what is left. False also for malformed text.
     """
-    parts = raw.replace(b"\\\\", b"").replace(b'\\"', b"").split(b'"')
-    if len(parts) % 2 == 0:  # an unterminated string
-        return False
-    brackets = b"".join(parts[::2]).translate(None, _NOT_BRACKETS)
+    if b"\\" in raw:
+        raw = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
+    structure = raw.translate(_BRACKETS, _NOT_STRUCTURE).replace(b'""', b"")
+    if b'"' in structure:  # a string holds a bracket
+        parts = raw.split(b'"')
+        if len(parts) % 2 == 0:  # an unterminated string
+            return False
+        structure = b"".join(parts[::2]).translate(_BRACKETS, _NOT_STRUCTURE)
     for _ in range(limit):
-        if not brackets:
+        if not structure:
             return True
-        brackets = _EMPTY_PAIR.sub(b"", brackets)
-    return not brackets
+        structure = structure.replace(b"[]", b"")
+    return not structure
 
 
 def _value_nests_within(value: JSON, limit: int) -> bool:
@@ -286,14 +293,20 @@ def _bad_number(value: JSON) -> str | None:
     return None
 
 
-def _on_fresh_stack(fn: Callable[[Any], R], arg: Any) -> R:
+def _on_fresh_stack(fn: Callable[[Any], R], arg: Any, limit: int) -> R:
     """``fn(arg)`` on a new thread's empty stack, for a caller already deep in recursion
-    (the json module recurses once per level of nesting). Rare: costs a thread start."""
+    (the json module recurses once per level of nesting). Rare: costs a thread start.
+
+    ``arg`` has been found to nest at most ``limit`` deep; should ``fn`` run out of stack all
+    the same, that is the data's fault (:class:`_TooDeep`), not the caller's.
+    """
     box: list[tuple[bool, Any]] = []
 
     def run() -> None:
         try:
             box.append((True, fn(arg)))
+        except RecursionError:
+            box.append((False, _TooDeep(limit)))
         except BaseException as exc:  # handed to the caller below
             box.append((False, exc))
 
@@ -314,13 +327,13 @@ def _encode(value: JSON, limit: int) -> str:
     except RecursionError:
         if not _value_nests_within(value, limit):
             raise _TooDeep(limit) from None
-        text = _on_fresh_stack(_ENCODER.encode, value)  # the caller's stack is deep, not the value
+        text = _on_fresh_stack(_ENCODER.encode, value, limit)  # the caller's stack is deep, not the value
     except ValueError:  # NaN or Infinity, a circular structure, an int too long to print
         problem = _bad_number(value)
         if problem is None:
             raise
         raise _Refused(problem) from None
-    if _check_text(text.encode("utf-8", "surrogatepass"), limit):
+    if _check_text(text.encode("utf-8", "surrogatepass"), limit, floats=False):
         problem = _bad_number(value)
         if problem is not None:
             raise _Refused(problem)
@@ -343,7 +356,7 @@ def _decode(data: str | bytes, limit: int) -> JSON:
     try:
         value = _DECODER.decode(text)
     except RecursionError:  # the text nests within the limit: it is the caller's stack that is deep
-        value = _on_fresh_stack(_DECODER.decode, text)
+        value = _on_fresh_stack(_DECODER.decode, text, limit)
     if suspect:
         problem = _bad_number(value)
         if problem is not None:
@@ -531,7 +544,11 @@ def _check_max_retries(inst: object, attr: attrs.Attribute[int], value: int) -> 
 
 
 def _to_priority(value: JobPriority | str) -> JobPriority:
-    return JobPriority.parse(value)
+    return value if type(value) is JobPriority else JobPriority.parse(value)
+
+
+def _to_status(value: JobStatus | str) -> JobStatus:
+    return value if type(value) is JobStatus else JobStatus(value)
 
 
 def _frozen_extra(value: Mapping[str, JSON] | None) -> Mapping[str, JSON]:
@@ -551,7 +568,7 @@ class Job:
     payload: JSON = None
     id: str = attrs.field(factory=lambda: str(uuid.uuid4()), validator=_check_id)
     description: str = attrs.field(default="", validator=_check_str)
-    status: JobStatus = attrs.field(default=JobStatus.PENDING, converter=JobStatus)
+    status: JobStatus = attrs.field(default=JobStatus.PENDING, converter=_to_status)
     priority: JobPriority = attrs.field(default=JobPriority.NORMAL, converter=_to_priority)
     routing_key: str = attrs.field(default=DEFAULT_ROUTING_KEY, validator=_check_routing_key)
     created_at: datetime = attrs.field(factory=_utcnow, converter=_aware)
@@ -680,8 +697,11 @@ class Job:
 
     @classmethod
     def _read(cls, data: Mapping[str, JSON]) -> Job:
-        known = {k: data[k] for k in _WIRE_FIELDS if k in data}
-        extra = {k: v for k, v in data.items() if k not in _WIRE_FIELDS}
+        if data.keys() <= _WIRE_FIELDS:  # the common case: no fields of other implementations
+            known, extra = data, {}
+        else:
+            known = {k: data[k] for k in _WIRE_FIELDS if k in data}
+            extra = {k: v for k, v in data.items() if k not in _WIRE_FIELDS}
         for key in ("id", "name"):
             if not isinstance(known.get(key), str):
                 raise JobDecodeError(f"it has no string {key!r} field")
