@@ -1,45 +1,23 @@
 """The conformance suite on PostgreSQL, run as a third party would (schema created per namespace)."""
 
-import asyncio
-import concurrent.futures
-import uuid
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 from bananas.backend import Backend
 from bananas.clock import Clock
-from bananas.plugins import connect
+from bananas.testing.plugin import BackendFactory, RecordOverwriter
 from bananas.testing.suite import BackendConformance
-
-import bananas_sql
+from sql_setup import connect_upgraded, overwrite_record
 
 
 class TestPostgresBackend(BackendConformance):
     @pytest.fixture
-    def bananas_backend_factory(self, postgres_url: str) -> Any:
-        """A fresh namespace per backend, its tables created by `bananas_sql.upgrade` first."""
-
+    def bananas_backend_factory(self, postgres_url: str) -> BackendFactory:
         def factory(clock: Clock, /, **options: Any) -> Backend:
-            namespace = "t" + uuid.uuid4().hex
-            with concurrent.futures.ThreadPoolExecutor(1) as pool:  # upgrade is async; the factory is not
-                pool.submit(asyncio.run, bananas_sql.upgrade(postgres_url, namespace=namespace)).result()
-            return connect(postgres_url, clock=clock, namespace=namespace, **options)
+            return connect_upgraded(postgres_url, clock, options)
 
         return factory
 
     @pytest.fixture
-    def bananas_overwrite_record(self) -> Any:
-        """Plant an unreadable record: the jobs row's ``data`` replaced with ``text`` exactly."""
+    def bananas_overwrite_record(self) -> RecordOverwriter:
         return overwrite_record
-
-
-async def overwrite_record(backend: Backend, job_id: str, text: str) -> None:
-    """Replace the stored JSON of job ``job_id`` with ``text`` exactly, as a foreign or buggy producer would."""
-    db: Any = backend.queue.db  # type: ignore[attr-defined]
-
-    async def work(conn: Any) -> int:
-        sql = sa.text(f"UPDATE {db.names.jobs} SET data = :data WHERE id = :id")
-        return int((await conn.execute(sql, {"data": text, "id": job_id})).rowcount)
-
-    assert await db.run(work) == 1, f"no stored job {job_id!r} to overwrite"

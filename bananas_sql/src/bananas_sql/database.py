@@ -235,14 +235,6 @@ class Database:
 
         return await self.run(work, single=len(held) == 1)
 
-    async def renew_unfenced(self, ids: Sequence[str], until: float) -> set[str]:
-        """Extend to ``until`` the leases of processing rows by id alone (former ``renew(ids)``)."""
-
-        async def work(conn: AsyncConnection) -> set[str]:
-            return {r[0] for r in await conn.execute(self.q["renew_unfenced"], {"ids": list(ids), "until": until})}
-
-        return await self.run(work, single=True)
-
     # -- dialect hooks -----------------------------------------------------------------
 
     def execution_options(self, *, readonly: bool, single: bool) -> dict[str, Any]:

@@ -59,7 +59,6 @@ TEMPLATES: Mapping[str, str] = {
     ),
     "renew": f"UPDATE {{jobs}} SET lease_until = :until WHERE {_HELD} RETURNING id",
     # Callers of the former renew(ids): by id alone, whoever holds the row.
-    "renew_unfenced": "UPDATE {jobs} SET lease_until = :until WHERE state = 'processing' AND id IN :ids RETURNING id",
     # move_scheduled reads each due job (an unreadable one is buried, not made ready), a bounded batch at a time.
     "due_scheduled": (
         "SELECT seq, data, id FROM {jobs} WHERE state = 'scheduled' AND run_at <= :now ORDER BY run_at, position "

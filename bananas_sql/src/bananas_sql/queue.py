@@ -210,25 +210,11 @@ class SqlQueue:
         return job_id
 
     async def renew(self, jobs: Sequence[Job], lease: float = DEFAULT_LEASE_SECONDS) -> set[str]:
-        """Extend the leases of ``jobs`` that their claims still hold; the ids still held.
-
-        (A bare id, from a caller of the former ``renew(ids)``, is renewed unfenced: it holds
-        whatever claim the row has.)
-        """
-        held: list[tuple[str, str]] = []
-        legacy: list[str] = []
-        for job in jobs:
-            if isinstance(job, str):
-                legacy.append(job)
-            elif job.lease_token:
-                held.append((job.id, job.lease_token))
-        if not held and not legacy:
+        """Extend the leases of ``jobs`` that their claims still hold; the ids still held."""
+        held = [(job.id, job.lease_token) for job in jobs if job.lease_token]
+        if not held:
             return set()
-        until = self._now() + lease
-        renewed = await self.db.renew_leases(held, until) if held else set()
-        if legacy:
-            renewed |= await self.db.renew_unfenced(legacy, until)
-        return renewed
+        return await self.db.renew_leases(held, self._now() + lease)
 
     async def _settle(self, query: str, job: Job, settled: Job, params: dict[str, Any]) -> Job:
         """Write ``query`` if ``job``'s claim still holds the row (fenced by its token); return

@@ -36,6 +36,7 @@ from bananas.testing.suite.extras import (
 )
 from bananas.testing.suite.fencing import FencingTests, PoisonRecordTests
 from bananas.testing.suite.lifecycle import CompleteFailTests, DeadLetterTests, ScheduledTests
+from bananas.testing.suite.namespaces import NamespaceTests
 from bananas.testing.suite.queue import ClaimTests, EnqueueTests, LeaseTests
 from bananas.testing.suite.results import ResultTests, ResultTTLTests
 
@@ -119,6 +120,7 @@ class BackendConformance(
     LeaseTests,
     FencingTests,
     PoisonRecordTests,
+    NamespaceTests,
     CompleteFailTests,
     ScheduledTests,
     DeadLetterTests,
