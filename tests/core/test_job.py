@@ -46,7 +46,7 @@ extra_fields = st.dictionaries(
 
 jobs = st.builds(
     Job,
-    name=st.text(st.characters(blacklist_categories=["Cc"]), min_size=1, max_size=40).filter(str.strip),
+    name=st.text(st.characters(blacklist_categories=["Cc", "Cs"]), min_size=1, max_size=40).filter(str.strip),
     payload=json_values,
     id=st.uuids().map(str),
     description=st.text(utf8, max_size=30),
