@@ -16,6 +16,7 @@ import sys
 from typing import Any
 
 from bananas.errors import BananasError, ConfigError, InvalidJob, PluginError, UnknownBackendScheme
+from bananas.logsafe import printable
 from bananas.worker.registry import Registry
 
 __all__ = ["AppError", "add_worker_arguments", "load_registry", "main", "run_worker"]
@@ -165,7 +166,8 @@ async def _serve(registry: Registry, config: Any, url: str | None, prefetch: int
 
 
 def _say(message: str) -> None:
-    print(f"bananas worker: {' '.join(message.split())}", file=sys.stderr)
+    """One line on stderr: whitespace collapsed, control characters escaped."""
+    print(f"bananas worker: {printable(' '.join(message.split()), 2000)}", file=sys.stderr)
 
 
 def _setup_logging(level: str) -> None:
