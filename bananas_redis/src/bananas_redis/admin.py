@@ -6,12 +6,12 @@ import contextlib
 from collections.abc import Sequence
 from typing import Any
 
-from bananas.errors import InvalidJob, JobDecodeError
-from bananas.job import ALL_PRIORITIES, DEFAULT_ROUTING_KEY, Job, JobPriority, JobStatus
+from bananas.errors import InvalidJob
+from bananas.job import ALL_PRIORITIES, DEFAULT_ROUTING_KEY, Job, JobPriority
 from bananas.protocols import QueueDepths
 
 from bananas_redis.connection import Connection
-from bananas_redis.jobjson import decode, edit, wire_time
+from bananas_redis.jobjson import decode, edit, unreadable_stub, wire_time
 from bananas_redis.keys import Keys
 
 __all__ = ["QueueAdmin"]
@@ -85,10 +85,10 @@ class QueueAdmin:
         out: list[Job] = []
         for job_id, raw, err in zip(ids, raws, errors, strict=True):
             try:
-                out.append(Job.from_json(raw) if raw is not None else _stub(job_id, err))
-            except (JobDecodeError, InvalidJob):
+                out.append(Job.from_json(raw) if raw is not None else unreadable_stub(job_id, err))
+            except Exception:  # hostile data: an unreadable entry is listed as what is known of it
                 with contextlib.suppress(InvalidJob):
-                    out.append(_stub(job_id, err))
+                    out.append(unreadable_stub(job_id, err))
         return out
 
     async def requeue_dead(self, job_ids: Sequence[str] | None = None) -> int:
@@ -103,9 +103,9 @@ class QueueAdmin:
                 continue
             try:
                 data, job = decode(raw)
-            except JobDecodeError:
+                _, text = edit(data, status="pending", attempts=0, error=None, scheduled_for=None, updated_at=now)
+            except Exception:  # unreadable: left in the dead letter queue (purge it)
                 continue
-            _, text = edit(data, status="pending", attempts=0, error=None, scheduled_for=None, updated_at=now)
             keys = [self.k.dead, self.k.job(job_id), self.k.ready(job.routing_key, job.priority), self.k.dead_errors]
             calls.append((keys, [job_id, raw, text, self.k.wakeup, job.routing_key]))
         if not calls:
@@ -130,9 +130,3 @@ class QueueAdmin:
             await self.conn.run(lambda: client.delete(*[self.k.job(i) for i in gone]), "purge")
             await self.conn.run(lambda: client.hdel(self.k.dead_errors, *gone), "purge")
         return len(gone)
-
-
-def _stub(job_id: str, err: Any) -> Job:
-    """A stand-in for a dead id whose job JSON is missing or unreadable."""
-    reason = _text(err) if err else "job record missing or unreadable"
-    return Job(id=job_id, name="<unreadable>", status=JobStatus.FAILED, error=reason)

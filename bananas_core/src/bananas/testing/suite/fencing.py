@@ -8,6 +8,7 @@ import contextlib
 import pytest
 
 from bananas.backend import Backend
+from bananas.capabilities import Capability
 from bananas.clock import ManualClock
 from bananas.errors import JobDecodeError, LeaseLost
 from bananas.job import Job, JobStatus
@@ -199,6 +200,20 @@ class PoisonRecordTests:
         claimed = [j.id for j in await backend.queue.claim(["default"], limit=10)]
         assert sorted(claimed) == sorted([j.id for j in jobs[1:]] + [later.id])
         await _assert_buried(backend, bad.id)
+
+    @pytest.mark.bananas_capability(Capability.DEAD_LETTER_ADMIN)
+    async def test_dead_letters_show_when_an_unreadable_job_died(
+        self, backend: Backend, clock: ManualClock, bananas_overwrite_record: RecordOverwriter
+    ) -> None:
+        job = new_job(clock)
+        await backend.queue.enqueue(job)
+        await bananas_overwrite_record(backend, job.id, _poison(job, 0))
+        died = clock.now()
+        assert await backend.queue.claim(["default"]) == []
+        clock.advance(3600)
+        [listed] = await backend.queue.dead_letters()
+        assert listed.id == job.id and listed.status is JobStatus.FAILED and listed.error
+        assert abs((listed.updated_at - died).total_seconds()) < 1, "the listed death time is not when it died"
 
     async def test_poison_while_held_goes_dead_on_settle(
         self, backend: Backend, clock: ManualClock, bananas_overwrite_record: RecordOverwriter
