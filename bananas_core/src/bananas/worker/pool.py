@@ -128,7 +128,7 @@ class Pool:
         self._crash = ""  # why the worker is not stopping gracefully ("" while it is)
         self._started_at_crash: set[str] = set()  # jobs whose handlers had started: left to their leases
         self._unguard: Callable[[], None] | None = None
-        self._lost: set[str] = set()  # jobs whose lease was lost while this worker held them
+        self._lost: set[tuple[str, str]] = set()  # (id, lease token) of claims lost while held here
 
     @property
     def in_flight(self) -> int:
@@ -354,7 +354,7 @@ class Pool:
                         job_names=names if filtered else None,
                     )
             except BananasError as exc:  # e.g. the store is unreachable: say so without a traceback
-                log.warning("claim failed (%s); retrying in %gs", exc, self.poll_interval)
+                log.warning("claim failed (%s); retrying in %gs", printable(exc, 1000), self.poll_interval)
                 await self._sleep(self.poll_interval)
                 continue
             except Exception:
@@ -419,7 +419,7 @@ class Pool:
             if not self._stopping.is_set():
                 raise
         except Exception as exc:
-            log.warning("waiting for work failed: %s", exc)
+            log.warning("waiting for work failed: %s", printable(exc, 1000))
             self._waiting_for_work = False
             await self._sleep(min(self.poll_interval, 1.0))
         finally:
@@ -460,8 +460,8 @@ class Pool:
     def _finished(self, task: asyncio.Task[None]) -> None:
         job = self._active.pop(task)
         lost = False
-        if self._lost and job.id in self._lost:
-            self._lost.discard(job.id)
+        if self._lost and (job.id, job.lease_token) in self._lost:
+            self._lost.discard((job.id, job.lease_token))
             lost = True
         if task.cancelled() and job.id not in self._recording:
             if not lost:  # a job whose lease was lost is no longer this worker's to hand back
@@ -501,19 +501,20 @@ class Pool:
 
     async def _renew_leases(self) -> None:
         lost = self._lost
-        jobs = [job for job in self._active.values() if job.id not in lost] if lost else list(self._active.values())
-        if not jobs:
+        claimed = list(self._active.items())
+        if lost:
+            claimed = [(task, job) for task, job in claimed if (job.id, job.lease_token) not in lost]
+        if not claimed:
             return
-        held = await self.queue.renew(jobs, self.lease)
-        if len(held) == len(jobs):
+        held = await self.queue.renew([job for _, job in claimed], self.lease)
+        if len(held) == len(claimed):
             return
-        active = {job.id for job in self._active.values()}  # some may have finished meanwhile
-        for job in jobs:
-            if job.id in held or job.id in lost or job.id not in active:
+        for task, job in claimed:
+            if job.id in held or task.done() or (job.id, job.lease_token) in lost:
                 continue
-            lost.add(job.id)  # said once; no longer renewed
+            lost.add((job.id, job.lease_token))  # said once; no longer renewed
             ctx = self.executor.running.get(job.id)
-            if ctx is not None:
+            if ctx is not None and ctx.job is job:
                 ctx.cancel("lease lost: the job was taken back and will run again")
                 log.warning(
                     "job %s (%s) lost its lease while its handler runs (another worker may run it now); "
@@ -521,15 +522,13 @@ class Pool:
                     printable(job.id),
                     printable(job.name),
                 )
-            elif job.id not in self._recording:
+            elif job.id not in self._recording:  # claimed ahead, never started: drop it
                 log.warning(
                     "job %s (%s) lost its lease before it started; it will not run here",
                     printable(job.id),
                     printable(job.name),
                 )
-                for task, claimed in list(self._active.items()):
-                    if claimed.id == job.id:
-                        task.cancel()
+                task.cancel()
 
     def _maintenance(self) -> Callable[[], Awaitable[None]]:
         cron: Any = None
