@@ -1,7 +1,9 @@
 """Submitting jobs and reading their outcome: :class:`AsyncClient` and the synchronous :class:`Client`.
 
 Every submission is validated completely (name, JSON payload, priority, routing key, time
-zone) before anything is written, so a rejected call leaves nothing behind.
+zone) before anything is written, so a rejected call leaves nothing behind. The checks are the
+limits of :mod:`bananas.job` (nesting, numbers, times, field types), the ones every decode
+applies: a job the client takes is a job a worker can read.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any, TypeVar
 from bananas.backend import Backend
 from bananas.config import EMBEDDED_DEFAULT_URL, connect_resolved
 from bananas.errors import InvalidJob
-from bananas.job import DEFAULT_MAX_RETRIES, DEFAULT_ROUTING_KEY, JSON, Job, JobPriority, JobResult
+from bananas.job import DEFAULT_MAX_RETRIES, DEFAULT_ROUTING_KEY, JSON, Job, JobPriority, JobResult, time_after
 from bananas.plugins.types import SchemaMigrator
 from bananas.timefmt import from_timestamp
 
@@ -40,6 +42,13 @@ Delay = datetime | timedelta | float
 
 def _seconds(value: float | timedelta | None) -> float | None:
     return value.total_seconds() if isinstance(value, timedelta) else value
+
+
+def _timeout(value: float) -> float:
+    """``value`` if it is a finite number of seconds >= 0; ``ValueError`` naming it otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < float("inf"):
+        raise ValueError(f"timeout must be a finite number of seconds >= 0, got {value!r}")
+    return value
 
 
 class AsyncClient:
@@ -128,14 +137,8 @@ class AsyncClient:
     @staticmethod
     def _when(value: Delay | None, now: datetime) -> datetime | None:
         if value is None or isinstance(value, datetime):
-            return value  # Job.create rejects a naive datetime
-        if isinstance(value, timedelta):
-            return now + value
-        if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
-            raise InvalidJob(
-                f"scheduled_for must be an aware datetime, a timedelta or a delay in seconds, got {value!r}"
-            )
-        return now + timedelta(seconds=value)
+            return value  # Job.create rejects a naive datetime and one out of range
+        return time_after(now, value)  # InvalidJob for NaN, infinity, or a time out of range
 
     async def submit_job(
         self,
@@ -263,7 +266,9 @@ class AsyncClient:
         return await backend.results.get(job_id)
 
     async def wait_for_result(self, job_id: str, timeout: float = 30.0) -> JobResult:
-        """The job's result, waiting up to ``timeout`` seconds; raises :class:`~bananas.errors.Timeout`."""
+        """The job's result, waiting up to ``timeout`` seconds; raises :class:`~bananas.errors.Timeout`
+        (and ``ValueError`` for a timeout that is not a finite number >= 0)."""
+        _timeout(timeout)
         backend = await self._prepared()
         return await backend.results.wait(job_id, timeout)
 
@@ -281,8 +286,9 @@ class AsyncClient:
         """Submit a job and wait up to ``timeout`` seconds for its result (success or failure).
 
         Raises :class:`~bananas.errors.Timeout` if it has not finished by then (the job
-        stays queued and may still run).
+        stays queued and may still run); a bad ``timeout`` is refused before submitting.
         """
+        _timeout(timeout)
         job = self._job(name, payload, priority, description, routing_key=routing_key, max_retries=max_retries)
         await self._enqueue(job)
         return await self.wait_for_result(job.id, timeout)
@@ -500,6 +506,7 @@ class Client:
         max_retries: int = DEFAULT_MAX_RETRIES,
     ) -> JobResult:
         """See :meth:`AsyncClient.submit_and_wait`."""
+        _timeout(timeout)
         job_id = self._submit(
             lambda c: c._job(name, payload, priority, description, routing_key=routing_key, max_retries=max_retries)
         )

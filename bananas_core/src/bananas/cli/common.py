@@ -13,11 +13,48 @@ from urllib.parse import parse_qsl, urlsplit
 
 from bananas.backend import Backend
 
-__all__ = ["UsageError", "add_common", "load_app", "open_from_args", "schedules_of"]
+__all__ = ["UsageError", "add_common", "count_arg", "load_app", "open_from_args", "schedules_of", "seconds_arg"]
+
+MAX_COMMAND_SECONDS = 365 * 86400.0
+"""Longest wait or timeout a command takes (a year): longer ones are surely a typo."""
+MAX_COMMAND_COUNT = 2**31 - 1
+"""Largest count or offset a command takes: what every store's integer arguments hold."""
 
 
 class UsageError(Exception):
     """The command line is wrong; the message says how (exit code 2)."""
+
+
+def seconds_arg(text: str) -> float:
+    """An argparse ``type``: a finite number of seconds > 0, at most a year.
+
+    NaN, infinity, zero, negative and overflowing numbers are one-line usage errors.
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value <= MAX_COMMAND_SECONDS:  # also NaN
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not allowed: give a number of seconds greater than 0 and at most {MAX_COMMAND_SECONDS:.0f}"
+        )
+    return value
+
+
+def count_arg(low: int, high: int = MAX_COMMAND_COUNT) -> Any:
+    """An argparse ``type``: a whole number from ``low`` to ``high``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text!r} is out of range: give a whole number from {low} to {high}")
+        return value
+
+    parse.__name__ = "whole number"  # what argparse calls the type in its own messages
+    return parse
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:

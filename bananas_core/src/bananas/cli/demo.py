@@ -14,7 +14,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from bananas.cli.common import UsageError, add_common, open_from_args
+from bananas.cli.common import UsageError, add_common, count_arg, open_from_args, seconds_arg
 from bananas.cli.output import emit_json, print_pairs
 from bananas.job import Job, JobPriority, JobStatus
 
@@ -32,9 +32,13 @@ def register(sub: Any) -> None:
         description="Run an in-process worker and a burst of sample jobs (some retry, a few end dead) "
         "on the embedded default backend, with live progress and a summary.",
     )
-    p.add_argument("--jobs", type=int, default=200, help="how many jobs to submit (default 200)")
-    p.add_argument("--concurrency", type=int, default=20, help="jobs the worker runs at once (default 20)")
-    p.add_argument("--timeout", type=float, default=60.0, help="give up after this many seconds (default 60)")
+    p.add_argument(
+        "--jobs", type=count_arg(1, 100_000), default=200, help="how many jobs to submit, 1-100000 (default 200)"
+    )
+    p.add_argument(
+        "--concurrency", type=count_arg(1, 1000), default=20, help="jobs the worker runs at once, 1-1000 (default 20)"
+    )
+    p.add_argument("--timeout", type=seconds_arg, default=60.0, help="give up after this many seconds (default 60)")
     add_common(p)
     p.set_defaults(run=run_demo)
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from bananas.cli.common import UsageError, add_common, open_from_args
+from bananas.cli.common import UsageError, add_common, count_arg, open_from_args, seconds_arg
 from bananas.cli.output import (
     emit_json,
     job_dict,
@@ -18,8 +18,18 @@ from bananas.cli.output import (
     result_dict,
     shorten,
 )
-from bananas.errors import ConfigError, JobNotFound, Timeout
-from bananas.job import ALL_PRIORITIES, DEFAULT_MAX_RETRIES, Job, JobResult, JobStatus
+from bananas.errors import ConfigError, InvalidJob, JobDecodeError, JobNotFound, Timeout
+from bananas.job import (
+    ALL_PRIORITIES,
+    DEFAULT_MAX_RETRIES,
+    MAX_DEPTH,
+    Job,
+    JobResult,
+    JobStatus,
+    check_time,
+    loads,
+    time_after,
+)
 from bananas.timefmt import format_time, from_timestamp
 
 __all__ = ["register"]
@@ -35,9 +45,14 @@ def register(sub: Any) -> None:
     when = p.add_mutually_exclusive_group()
     when.add_argument("--at", help="run at this time, ISO 8601 with a zone, e.g. 2030-01-01T09:00:00Z")
     when.add_argument("--in", dest="delay", help="run after a delay: seconds, or 90s, 5m, 2h, 1h30m")
-    p.add_argument("--max-retries", type=int, default=DEFAULT_MAX_RETRIES, help="attempts before dead (default 3)")
+    p.add_argument(
+        "--max-retries",
+        type=count_arg(0, 100),
+        default=DEFAULT_MAX_RETRIES,
+        help="attempts before dead, 0-100 (default 3)",
+    )
     p.add_argument("--description", default="", help="a note shown with the job")
-    p.add_argument("--wait", type=float, metavar="SECONDS", help="wait up to SECONDS for the result and print it")
+    p.add_argument("--wait", type=seconds_arg, metavar="SECONDS", help="wait up to SECONDS for the result and print it")
     add_common(p)
     p.set_defaults(run=submit)
 
@@ -48,7 +63,7 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("result", help="show a job's result", description="Show the result of a finished job.")
     p.add_argument("id", help="job id")
-    p.add_argument("--wait", type=float, metavar="SECONDS", help="wait up to SECONDS for the result")
+    p.add_argument("--wait", type=seconds_arg, metavar="SECONDS", help="wait up to SECONDS for the result")
     add_common(p)
     p.set_defaults(run=show_result)
 
@@ -64,8 +79,8 @@ def register(sub: Any) -> None:
     dlq = p.add_subparsers(dest="dlq_command", metavar="ACTION", parser_class=type(p))
     dlq.required = True
     q = dlq.add_parser("list", help="list dead jobs, most recently dead first")
-    q.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
-    q.add_argument("--offset", type=int, default=0, help="skip this many first")
+    q.add_argument("--limit", type=count_arg(1), default=100, help="at most this many (default 100)")
+    q.add_argument("--offset", type=count_arg(0), default=0, help="skip this many first")
     add_common(q)
     q.set_defaults(run=dlq_list)
     q = dlq.add_parser("requeue", help="make dead jobs ready again (all of them when no IDS are given)")
@@ -81,15 +96,23 @@ def register(sub: Any) -> None:
 
 def _payload(text: str) -> Any:
     try:
-        return json.loads(text)
+        json.loads(text)
     except json.JSONDecodeError as exc:
         raise UsageError(
             f"--payload is not valid JSON ({exc.msg} at column {exc.colno}): "
             'quote it for the shell, for example --payload \'{"to": "a@example.com"}\''
         ) from None
+    except (ValueError, RecursionError):
+        pass  # valid JSON the limits refuse: loads says how
+    try:
+        return loads(text, max_depth=MAX_DEPTH)
+    except JobDecodeError as exc:
+        reason = str(exc).removeprefix("stored data is unreadable: ")
+        raise UsageError(f"--payload is not acceptable: {reason}") from None
 
 
 def _when(args: argparse.Namespace, now: datetime) -> datetime | None:
+    """The time of ``--at`` or ``--in``, checked against the range a job may be scheduled in."""
     if args.at:
         try:
             at = datetime.fromisoformat(args.at)
@@ -97,7 +120,10 @@ def _when(args: argparse.Namespace, now: datetime) -> datetime | None:
             raise UsageError(f"--at {args.at!r} is not an ISO 8601 time such as 2030-01-01T09:00:00Z") from None
         if at.tzinfo is None:
             raise UsageError(f"--at {args.at!r} has no time zone: add Z (UTC) or an offset such as +02:00")
-        return at.astimezone(UTC)
+        try:
+            return check_time(at, "--at")
+        except InvalidJob as exc:
+            raise UsageError(str(exc)) from None
     if args.delay:
         from bananas.config import parse_duration
 
@@ -107,15 +133,26 @@ def _when(args: argparse.Namespace, now: datetime) -> datetime | None:
             raise UsageError(str(exc)) from None
         if seconds < 0:
             raise UsageError(f"--in {args.delay!r} is negative; give a delay of 0 or more")
-        return now + timedelta(seconds=seconds)
+        try:
+            return time_after(now, seconds, what=f"--in {args.delay!r}")
+        except InvalidJob as exc:
+            raise UsageError(str(exc)) from None
     return None
+
+
+def _unreadable(exc: JobDecodeError, what: str) -> JobDecodeError:
+    """``exc`` as one line that says which stored record could not be read, and why."""
+    reason = str(exc)
+    for prefix in ("stored job is unreadable: ", "stored data is unreadable: "):
+        reason = reason.removeprefix(prefix)
+    if " is unreadable: " in reason:
+        reason = reason.split(" is unreadable: ", 1)[1]
+    return JobDecodeError(f"the stored record of {what} is unreadable: {reason}")
 
 
 async def submit(args: argparse.Namespace) -> int:
     """``bananas submit NAME``: enqueue one job; print its id (and its result with ``--wait``)."""
     payload = _payload(args.payload)
-    if args.wait is not None and args.wait <= 0:
-        raise UsageError("--wait must be a number of seconds > 0")
     async with open_from_args(args) as backend:
         now = from_timestamp(backend.clock())
         job = Job.create(
@@ -129,7 +166,10 @@ async def submit(args: argparse.Namespace) -> int:
             now=now,
         )
         await backend.queue.enqueue(job)
-        result = await backend.results.wait(job.id, args.wait) if args.wait is not None else None
+        try:
+            result = await backend.results.wait(job.id, args.wait) if args.wait is not None else None
+        except JobDecodeError as exc:
+            raise _unreadable(exc, f"the result of job {job.id!r}") from None
     if args.json:
         out: dict[str, Any] = {"id": job.id, "status": job.status.value}
         if job.scheduled_for is not None:
@@ -147,7 +187,10 @@ async def submit(args: argparse.Namespace) -> int:
 async def show_job(args: argparse.Namespace) -> int:
     """``bananas job ID``: the stored job."""
     async with open_from_args(args) as backend:
-        job = await backend.queue.get_job(args.id)
+        try:
+            job = await backend.queue.get_job(args.id)
+        except JobDecodeError as exc:
+            raise _unreadable(exc, f"job {args.id!r}") from None
         now = from_timestamp(backend.clock())
     if args.json:
         emit_json(job_dict(job))
@@ -173,22 +216,25 @@ async def show_job(args: argparse.Namespace) -> int:
 
 async def show_result(args: argparse.Namespace) -> int:
     """``bananas result ID``: the result, or exit 1 when the job has none (yet)."""
-    if args.wait is not None and args.wait <= 0:
-        raise UsageError("--wait must be a number of seconds > 0")
     async with open_from_args(args) as backend:
-        if args.wait is not None:
-            try:
-                result: JobResult | None = await backend.results.wait(args.id, args.wait)
-            except Timeout:
-                result = None
-        else:
-            result = await backend.results.get(args.id)
+        try:
+            if args.wait is not None:
+                try:
+                    result: JobResult | None = await backend.results.wait(args.id, args.wait)
+                except Timeout:
+                    result = None
+            else:
+                result = await backend.results.get(args.id)
+        except JobDecodeError as exc:
+            raise _unreadable(exc, f"the result of job {args.id!r}") from None
         status = ""
         if result is None:
             try:
                 status = (await backend.queue.get_job(args.id)).status.value
             except JobNotFound:
                 raise JobNotFound(args.id) from None
+            except JobDecodeError as exc:
+                raise _unreadable(exc, f"job {args.id!r}") from None
     if result is None:
         if status in (JobStatus.COMPLETED.value, JobStatus.FAILED.value):
             message = f"job {args.id!r} finished ({status}) but its result has expired (results are kept for their TTL)"
