@@ -20,7 +20,8 @@ _RFC3339 = re.compile(
 
 
 def parse_time(text: str) -> datetime:
-    """Parse an RFC 3339 time into an aware UTC datetime; raise ``ValueError`` if it is not one."""
+    """Parse an RFC 3339 time into an aware UTC datetime; raise ``ValueError`` (and nothing else)
+    if it is not one, or not one Python can hold."""
     m = _RFC3339.fullmatch(text.strip())
     if m is None:
         raise ValueError(f"not an RFC 3339 time: {text!r}")
@@ -35,7 +36,10 @@ def parse_time(text: str) -> datetime:
         sign = 1 if m.group(9) == "+" else -1
         offset = timedelta(hours=int(m.group(10)), minutes=int(m.group(11)))
         tz = timezone(sign * offset)
-    return datetime(year, month, day, hour, minute, second, micro, tzinfo=tz).astimezone(UTC)
+    try:
+        return datetime(year, month, day, hour, minute, second, micro, tzinfo=tz).astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00 is before year 1 in UTC
+        raise ValueError(f"RFC 3339 time {text!r} falls outside years 1-9999 in UTC") from None
 
 
 def format_time(value: datetime) -> str:
@@ -54,5 +58,9 @@ def to_timestamp(value: datetime) -> float:
 
 
 def from_timestamp(seconds: float) -> datetime:
-    """An aware UTC datetime from Unix seconds."""
-    return datetime.fromtimestamp(seconds, UTC)
+    """An aware UTC datetime from Unix seconds; ``ValueError`` for NaN, infinity or a time
+    outside years 1-9999."""
+    try:
+        return datetime.fromtimestamp(seconds, UTC)
+    except (OverflowError, OSError):
+        raise ValueError(f"{seconds!r} Unix seconds is not a time between years 1 and 9999") from None
