@@ -462,6 +462,75 @@ def test_user_mistakes_are_one_line(
     assert out == ""
 
 
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["submit", "x", "--in", "1e20"], "--in '1e20': a delay of 1e+20 seconds is out of range"),
+        (
+            ["submit", "x", "--in", "99999999999999"],
+            "the time must lie from 1970-01-01T00:00:00Z to 9999-01-01T00:00:00Z",
+        ),
+        (["submit", "x", "--in", "inf"], "--in='inf' is not a duration"),
+        (["submit", "x", "--in", "nan"], "--in='nan' is not a duration"),
+        (["submit", "x", "--in", "1" + "0" * 400 + "h"], "--in"),
+        (["submit", "x", "--at", "9999-12-31T23:00:00-05:00"], "--at"),
+        (["submit", "x", "--at", "1900-01-01T00:00:00Z"], "--at 1900-01-01T00:00:00Z is out of range"),
+        (["submit", "x", "--wait", "nan"], "argument --wait: 'nan' is not allowed"),
+        (["submit", "x", "--wait", "inf"], "argument --wait: 'inf' is not allowed"),
+        (["submit", "x", "--wait", "-1"], "argument --wait: '-1' is not allowed"),
+        (["submit", "x", "--wait", "1e400"], "argument --wait: '1e400' is not allowed"),
+        (["submit", "x", "--wait", "soon"], "argument --wait: 'soon' is not a number of seconds"),
+        (["submit", "x", "--max-retries", "1e20"], "argument --max-retries: '1e20' is not a whole number"),
+        (["submit", "x", "--payload", "[" * 5000 + "]" * 5000], "--payload is not acceptable"),
+        (["submit", "x", "--payload", '{"a": NaN}'], "NaN is not a JSON number"),
+        (["submit", "x", "--payload", "[1e400]"], "floats must be finite"),
+        (["submit", "x", "--payload", str(2**64)], "integers must lie from"),
+        (["submit", "x", "--payload", "1" * 5000], "--payload is not acceptable"),
+        (["submit", "x", "--description", "d", "--route", "r", "--payload", json.dumps({"a": [[[[1]]]] * 3})], ""),
+        (["result", "some-id", "--wait", "nan"], "argument --wait: 'nan' is not allowed"),
+        (
+            ["dlq", "list", "--limit", "99999999999999999999"],
+            "argument --limit: '99999999999999999999' is out of range",
+        ),
+        (["dlq", "list", "--offset", "-1"], "argument --offset: '-1' is out of range"),
+        (["dlq", "list", "--limit", "1.5"], "argument --limit: '1.5' is not a whole number"),
+        (["demo", "--timeout", "nan"], "argument --timeout: 'nan' is not allowed"),
+        (["demo", "--timeout", "inf"], "argument --timeout: 'inf' is not allowed"),
+        (["demo", "--concurrency", "1e9"], "argument --concurrency: '1e9' is not a whole number"),
+    ],
+)
+def test_bad_numbers_on_the_command_line_are_one_line_and_exit_2(
+    capsys: pytest.CaptureFixture[str], url: str, argv: list[str], fragment: str
+) -> None:
+    if not fragment:  # the control case: the same command, well formed, is accepted
+        assert run_cli(capsys, *argv, "--url", url)[0] == 0
+        return
+    code, out, err = run_cli(capsys, *argv, "--url", url)
+    assert code == 2, err
+    line = one_line(err)
+    assert line.startswith("bananas: ") and fragment in line, line
+    assert "unexpected error" not in line
+    assert out == ""
+    assert on(url, lambda b: b.queue.depths()).total_ready == 0  # nothing was submitted
+
+
+def test_job_with_an_unreadable_stored_record_says_so_on_one_line(capsys: pytest.CaptureFixture[str], url: str) -> None:
+    from bananas.backends._memory_store import store_for
+
+    deep = "[" * 985 + "]" * 985
+    store = store_for(url.removeprefix("memory://"))
+    with store.lock:
+        store.jobs["deep"] = '{"id":"deep","name":"n","payload":' + deep + "}"
+        store.jobs["nan"] = '{"id":"nan","name":"n","payload":{"x":NaN}}'
+    code, out, err = run_cli(capsys, "job", "deep", "--url", url)
+    assert code == 1 and out == ""
+    line = one_line(err)
+    assert line.startswith("bananas: the stored record of job 'deep' is unreadable: ")
+    assert "nests arrays and objects more than 64 levels deep" in line and "unexpected" not in line
+    code, out, err = run_cli(capsys, "job", "nan", "--url", url, "--json")
+    assert code == 1 and "the stored record of job 'nan' is unreadable: NaN is not a JSON number" in one_line(err)
+
+
 def test_url_and_json_may_come_before_the_command(capsys: pytest.CaptureFixture[str], url: str) -> None:
     on(url, lambda b: b.queue.enqueue(Job.create("x", routing_key="early")))
     code, out, _ = run_cli(capsys, "--url", url, "--json", "stats")

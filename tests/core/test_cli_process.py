@@ -52,6 +52,9 @@ def test_console_script_is_installed() -> None:
         (["stats", "--url", "gopher://host"], 2, "no installed backend serves gopher://"),
         (["schedules", "nowhere:registry", "--url", "memory://"], 2, "cannot import 'nowhere'"),
         (["worker", "nowhere:registry", "--url", "memory://"], 2, "nowhere"),
+        (["submit", "x", "--in", "1e20", "--url", "memory://"], 2, "--in '1e20': a delay of"),
+        (["submit", "x", "--wait", "nan", "--url", "memory://"], 2, "argument --wait: 'nan' is not allowed"),
+        (["submit", "x", "--payload", "[" * 5000 + "]" * 5000, "--url", "memory://"], 2, "levels deep"),
     ],
 )
 def test_mistakes_exit_with_one_line(tmp_path: Path, argv: list[str], code: int, fragment: str) -> None:

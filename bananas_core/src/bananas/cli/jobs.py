@@ -134,7 +134,8 @@ def _when(args: argparse.Namespace, now: datetime) -> datetime | None:
         if seconds < 0:
             raise UsageError(f"--in {args.delay!r} is negative; give a delay of 0 or more")
         try:
-            return time_after(now, seconds, what=f"--in {args.delay!r}")
+            shown = args.delay if len(args.delay) <= 40 else args.delay[:39] + "…"
+            return time_after(now, seconds, what=f"--in {shown!r}")
         except InvalidJob as exc:
             raise UsageError(str(exc)) from None
     return None
