@@ -91,6 +91,8 @@ class Executor:
         self._combined: Callable[[Job, JobResult], Awaitable[Job]] | None = None
         self.running: dict[str, JobContext] = {}
         """Contexts of the jobs whose handlers run now, by job id."""
+        self.on_start: Callable[[Job], None] | None = None
+        """Called with each job whose handler is about to start (the pool tracks started jobs with it)."""
         self.slow_after = 1.0
         """Async attempts that take at least this many seconds are remembered in :attr:`slow`."""
         self.slow: deque[tuple[float, str, str]] = deque(maxlen=64)
@@ -103,21 +105,18 @@ class Executor:
         """Handler threads given up on (timed out, or their job ended otherwise) that still run."""
         return abandoned_handler_threads()
 
-    def guard_loop(
-        self, loop: asyncio.AbstractEventLoop, on_crash: Callable[[BaseException], None] | None = None
-    ) -> Callable[[], None]:
-        """Contain SystemExit / KeyboardInterrupt from whatever handlers start on ``loop``; return the undo.
+    def guard_loop(self, loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
+        """Contain SystemExit / KeyboardInterrupt from the tasks handlers start on ``loop``; return the undo.
 
-        Installs a task factory (chained to the loop's previous one) that wraps the
-        coroutines of tasks created from inside a handler, and, on loops that have one, a
-        guard around the loop's iteration step for callbacks scheduled from inside a
-        handler (``call_soon``, ``call_later``). Such an exit fails the handler's attempt
-        with a readable error if it still runs, or is logged at ERROR if it had finished;
-        the worker carries on. Anything else raising SystemExit or KeyboardInterrupt out of
-        the loop still does, after ``on_crash(exc)`` was called. Nested and repeated calls
-        are fine; the loop is restored when the last undo has been called.
+        Installs a task factory (public asyncio API, chained to the loop's previous one) that
+        wraps the coroutines of tasks created from inside a handler. Such an exit fails the
+        handler's attempt with a readable error if it still runs, or is logged at ERROR if it
+        had finished; the worker carries on. A plain callback (``call_soon``) that raises
+        SystemExit still ends the loop: that is a crash, which leaves started jobs to their
+        leases so the reaper counts the attempt. Nested and repeated calls are fine; the
+        loop is restored when the last undo has been called.
         """
-        return _guard_loop(loop, on_crash)
+        return _guard_loop(loop)
 
     def set_result_backend(self, results: ResultBackend | None) -> None:
         """Store a :class:`JobResult` for every success and every final failure (optional).
@@ -163,6 +162,8 @@ class Executor:
         loop = asyncio.get_running_loop()
         ctx = JobContext(job, queue=self.queue, clock=self.clock, deadline=self.clock() + timeout, lease=self.lease)
         self.running[job.id] = ctx
+        if self.on_start is not None:
+            self.on_start(job)
         attempt = ctx._attempt = asyncio.ensure_future(self._call(handler, ctx, job, loop))
         try:
             done, _ = await asyncio.wait({attempt}, timeout=timeout)
@@ -417,54 +418,24 @@ def _task_factory(previous: Any) -> Callable[..., asyncio.Task[Any]]:
     return factory
 
 
-_HANDLE_RUN = asyncio.Handle._run.__code__
-
-
-def _owner_of(exc: BaseException) -> JobContext | None:
-    """The job whose handler context ran the loop callback that raised ``exc``, if any."""
-    tb = exc.__traceback__
-    while tb is not None:
-        frame = tb.tb_frame
-        if frame.f_code is _HANDLE_RUN:
-            context = getattr(frame.f_locals.get("self"), "_context", None)
-            if isinstance(context, contextvars.Context):
-                return context.get(_OWNER)
-            return None
-        tb = tb.tb_next
-    return None
-
-
 @attrs.define(eq=False)
 class _LoopGuard:
     users: int = 0
     factory: Any = None
     previous_factory: Any = None
-    run_once: Any = None
-    on_crash: list[Callable[[BaseException], None]] = attrs.Factory(list)
 
 
 _GUARDS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopGuard] = weakref.WeakKeyDictionary()
 
 
-def _guard_loop(
-    loop: asyncio.AbstractEventLoop, on_crash: Callable[[BaseException], None] | None
-) -> Callable[[], None]:
+def _guard_loop(loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
     guard = _GUARDS.get(loop)
     if guard is None:
         guard = _GUARDS[loop] = _LoopGuard()
         guard.previous_factory = loop.get_task_factory()
         guard.factory = _task_factory(guard.previous_factory)
         loop.set_task_factory(guard.factory)
-        original = getattr(loop, "_run_once", None)
-        if callable(original):  # asyncio's own loops: a guard around one loop iteration
-            guard.run_once = _guarded_run_once(original, guard)
-            try:
-                loop._run_once = guard.run_once  # type: ignore[attr-defined]
-            except (AttributeError, TypeError):  # a loop without instance attributes (uvloop): tasks only
-                guard.run_once = None
     guard.users += 1
-    if on_crash is not None:
-        guard.on_crash.append(on_crash)
     undone = False
 
     def undo() -> None:
@@ -472,34 +443,14 @@ def _guard_loop(
         if undone:
             return
         undone = True
-        if on_crash is not None:
-            guard.on_crash.remove(on_crash)
         guard.users -= 1
         if guard.users or _GUARDS.get(loop) is not guard:
             return
         del _GUARDS[loop]
         if loop.get_task_factory() is guard.factory:  # else someone chained on it: leave theirs
             loop.set_task_factory(guard.previous_factory)
-        if guard.run_once is not None and vars(loop).get("_run_once") is guard.run_once:
-            del loop._run_once  # type: ignore[attr-defined]
 
     return undo
-
-
-def _guarded_run_once(original: Callable[[], None], guard: _LoopGuard) -> Callable[[], None]:
-    def run_once() -> None:
-        try:
-            original()
-        except (SystemExit, KeyboardInterrupt) as exc:
-            # The callback that raised was popped; the rest stay ready for the next iteration.
-            owner = _owner_of(exc)
-            if owner is None:
-                for hook in list(guard.on_crash):
-                    hook(exc)
-                raise
-            _escaped(owner, exc, "a task or callback")
-
-    return run_once
 
 
 # -- plain def handlers on daemon threads -------------------------------------------------

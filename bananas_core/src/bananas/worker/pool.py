@@ -105,6 +105,7 @@ class Pool:
         )
         self._active: dict[asyncio.Task[None], Job] = {}
         self._recording: set[str] = set()
+        self._began: set[str] = set()  # jobs of this worker whose handlers have started and not finished
         self._records: set[asyncio.Future[Job | None]] = set()
         self._unfinished: list[Job] = []
         self._side: list[asyncio.Task[None]] = []
@@ -147,7 +148,8 @@ class Pool:
         if self._started:
             raise RuntimeError("this pool was already started; create a new one")
         self._started = True
-        self._unguard = self.executor.guard_loop(asyncio.get_running_loop(), self._on_crash)
+        self._unguard = self.executor.guard_loop(asyncio.get_running_loop())
+        self.executor.on_start = self._note_start
         await self._guard("heartbeat", self.heartbeat.beat(0))
         if self.config.claims_jobs:
             self._claimer = asyncio.create_task(self._claim_loop(), name="bananas-claim")
@@ -230,16 +232,15 @@ class Pool:
         self._crashed("the claim loop failed")
         self.request_stop()
 
-    def _on_crash(self, exc: BaseException) -> None:
-        """SystemExit / KeyboardInterrupt escaped the event loop (not from a handler): the loop ends."""
-        self._crashed(f"{type(exc).__name__} escaped the event loop")
+    def _note_start(self, job: Job) -> None:
+        self._began.add(job.id)
 
     def _crashed(self, why: str) -> None:
         """Not a graceful stop: from now on only jobs that never started are handed back."""
         if self._crash:
             return
         self._crash = why
-        self._started_at_crash = set(self.executor.running) | self._recording | {job.id for job in self._unfinished}
+        self._started_at_crash = set(self.executor.running) | self._recording | self._began
         log.critical(
             "worker %s is stopping abnormally (%s): jobs whose handlers started are left to their leases "
             "(the attempt is counted when the lease runs out)",
@@ -294,7 +295,9 @@ class Pool:
         unfinished, self._unfinished = self._unfinished, []
         left: list[Job] = []
         if self._crash:
-            left = [job for job in unfinished if started or job.id in self._started_at_crash]
+            began = self._started_at_crash | self._began
+            left = [job for job in unfinished if started or job.id in began]
+        self._began.difference_update(job.id for job in unfinished)
         back = [job for job in unfinished if job not in left] if left else unfinished
         for job in back:
             await self._guard(f"release of job {printable(job.id)}", self.queue.release(job))
@@ -465,8 +468,12 @@ class Pool:
             lost = True
         if task.cancelled() and job.id not in self._recording:
             if not lost:  # a job whose lease was lost is no longer this worker's to hand back
-                self._unfinished.append(job)
-        elif not task.cancelled() and task.exception() is not None:
+                self._unfinished.append(job)  # whether it began decides, after a crash, if it goes back
+            else:
+                self._began.discard(job.id)
+        else:
+            self._began.discard(job.id)
+        if not task.cancelled() and task.exception() is not None:
             # Neither recorded nor handed back: its lease runs out and the reaper counts the attempt.
             log.error(
                 "job %s (%s): unexpected error in the worker; the job is left to its lease",
