@@ -90,7 +90,7 @@ async def test_submit_with_route(client: AsyncClient) -> None:
     ("call", "error", "message"),
     [
         (lambda c: c.submit_job("x", {1, 2}), PayloadError, "not JSON-serialisable"),
-        (lambda c: c.submit_job("x", {"n": float("nan")}), PayloadError, "floats must be finite"),
+        (lambda c: c.submit_job("x", {"n": float("nan")}), PayloadError, "numbers must be finite"),
         (lambda c: c.submit_job("x", object()), PayloadError, "not JSON-serialisable"),
         (lambda c: c.submit_job("", None), InvalidJob, "non-empty"),
         (lambda c: c.submit_job("   ", None), InvalidJob, "non-empty"),

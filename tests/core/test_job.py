@@ -182,7 +182,7 @@ def test_create_with_future_time_is_scheduled_and_past_time_runs_now() -> None:
         ({"name": "   "}, "non-empty"),
         ({"name": "x" * 300}, "at most 256"),
         ({"name": "n", "payload": {1, 2}}, "not JSON-serialisable"),
-        ({"name": "n", "payload": float("nan")}, "floats must be finite"),
+        ({"name": "n", "payload": float("nan")}, "numbers must be finite"),
         ({"name": "n", "priority": "urgent"}, "use one of high, normal, low"),
         ({"name": "n", "routing_key": "a b"}, "contains ' '"),
         ({"name": "n", "scheduled_for": datetime(2030, 1, 1)}, "no time zone"),

@@ -187,7 +187,7 @@ async def test_wake_waiter_ends_a_wait(backend: Backend, raw: aioredis.Redis, na
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     ids=st.lists(
-        st.text("0123456789:ab\nλ🍌 ", min_size=1, max_size=12).filter(lambda i: i == i.strip() and bool(i)),
+        st.text("0123456789:ab λ🍌", min_size=1, max_size=12).filter(lambda i: i == i.strip() and bool(i)),
         min_size=1,
         max_size=4,
         unique=True,
@@ -209,6 +209,8 @@ async def test_inbox_entries_carry_any_id_and_json_exactly(
         unpacked = unpack_inbox(entry)
         assert [x.decode() for x in unpacked[0::3]] == ids
         assert [x.decode() for x in unpacked[1::3]] == [await raw.get(f"{ns}:job:{i}") for i in ids]
+        claims = [flag >> 1 for flag in unpacked[2::3]]  # each job its own claim number
+        assert len(set(claims)) == len(ids) and all(n > 0 for n in claims)
         got = await q.claim_or_wait(["default"], limit=10, lease=30, waiter="w", timeout=1)
         assert [(j.id, j.payload) for j in got] == [(j.id, j.payload) for j in jobs]
     finally:

@@ -9,9 +9,10 @@ is a :class:`~bananas.errors.JobDecodeError`, never a crash:
 
 - nesting: a payload (a result, an unknown field's value) holds at most :data:`MAX_DEPTH`
   levels of arrays and objects; a stored job, which wraps its payload, one more;
-- numbers: integers from :data:`MIN_INT` to :data:`MAX_INT` (64-bit, what Go and SQL
-  ``bigint`` hold; beyond 2**53 JavaScript readers lose precision) and finite floats
-  (no NaN or Infinity, which JSON has no literal for);
+- numbers: finite floats (no NaN or Infinity, which JSON has no literal for) and integers
+  of any size Python reads and writes (up to 4300 digits); other implementations' payloads
+  carry big integers, and they survive byte for byte (a JavaScript reader loses precision
+  beyond 2**53, a Go one beyond 64 bits: keep to those where such readers matter);
 - times: ``scheduled_for`` from :data:`MIN_TIME` to :data:`MAX_TIME`, a range that RFC 3339
   (four-digit years) and float Unix timestamps both hold, with a year to spare;
 - fields: names and ids are non-empty strings without control characters; description and
@@ -80,9 +81,9 @@ MAX_DOCUMENT_DEPTH = MAX_DEPTH + 1
 """Most levels in a stored job's JSON: the job object around a payload of :data:`MAX_DEPTH`.
 :func:`dumps` and :func:`loads` enforce this one, so any stored job can be re-encoded."""
 MAX_INT = 2**63 - 1
-"""Largest integer in any JSON we write or read: a signed 64-bit integer (Go ``int64``, SQL ``bigint``)."""
+"""Largest ``attempts`` count: a signed 64-bit integer (Go ``int64``, SQL ``bigint``)."""
 MIN_INT = -(2**63)
-"""Smallest integer in any JSON we write or read."""
+"""Smallest signed 64-bit integer."""
 MIN_TIME = datetime(1970, 1, 1, tzinfo=UTC)
 """Earliest ``scheduled_for`` (the Unix epoch: float timestamps are never negative)."""
 MAX_TIME = datetime(9999, 1, 1, tzinfo=UTC)
@@ -91,7 +92,7 @@ MAX_BACKOFF_EXPONENT = 32
 """Retry backoff is 2**attempts seconds up to 2**32 s (about 136 years), so a retry time stays representable."""
 
 _TIME_RANGE = f"from {format_time(MIN_TIME)} to {format_time(MAX_TIME)}"
-_NUMBER_RULE = f"integers must lie from {MIN_INT} to {MAX_INT} (64-bit) and floats must be finite"
+_NUMBER_RULE = "numbers must be finite (JSON has no NaN or Infinity) and integers at most 4300 digits long"
 
 
 class _Refused(ValueError):
@@ -284,10 +285,6 @@ def _bad_number(value: JSON) -> str | None:
             stack.extend(item.values() if isinstance(item, dict) else item)
         elif isinstance(item, bool):
             continue
-        elif isinstance(item, int):
-            if not MIN_INT <= item <= MAX_INT:
-                shown = str(item) if item.bit_length() < 256 else f"of {item.bit_length()} bits"
-                return f"it holds the integer {shown}; {_NUMBER_RULE}"
         elif isinstance(item, float) and not math.isfinite(item):
             return f"it holds the number {item!r}, which JSON cannot represent; {_NUMBER_RULE}"
     return None

@@ -29,7 +29,7 @@ import attrs
 
 from bananas.clock import Clock, system_clock
 from bananas.errors import LeaseLost, PayloadError
-from bananas.job import JSON, Job, JobResult, JobStatus, dumps
+from bananas.job import JSON, MAX_DEPTH, Job, JobResult, JobStatus, dumps
 from bananas.logsafe import printable
 from bananas.protocols import DEFAULT_LEASE_SECONDS, Queue, ResultBackend
 from bananas.timefmt import from_timestamp
@@ -194,7 +194,7 @@ class Executor:
             return Outcome(error=_describe_error(exc, ctx), duration=elapsed)
         value = attempt.result()
         try:
-            dumps(value)
+            dumps(value, max_depth=MAX_DEPTH)
         except PayloadError as err:
             error = f"PayloadError: handler for {job.name!r} returned a {type(value).__name__}, not JSON: {err}"
             return Outcome(error=error, duration=elapsed)
