@@ -1,7 +1,7 @@
 """Run the benchmark matrix: every system, every workload, side by side on one machine.
 
     python bench/run.py                      # everything (after bench/setup)
-    python bench/run.py --quick              # ~10 s smoke run (CI): tiny counts, Bananas only
+    python bench/run.py --quick              # ~10 s smoke run (CI): tiny counts, Bananas only, one line
     python bench/run.py --systems rq,bananas-redis --workloads W2,W3 --jobs 5000 --backlog 100000
 
 Run it with the driver venv (bench/.venvs/driver/bin/python, made by bench/setup) or any Python
@@ -14,6 +14,8 @@ markers, the plot to bench/results/bench.png. See bench/README.md for what each 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import statistics
@@ -330,7 +332,12 @@ def venv_python(name: str, overrides: dict[str, str]) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="smoke run: ~10 s, tiny counts, bananas-redis and -sqlite")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: ~10 s, tiny counts, bananas-redis and -sqlite; prints one line unless it fails",
+    )
+    p.add_argument("--verbose", action="store_true", help="with --quick: print the progress and the table too")
     p.add_argument("--systems", help=f"comma-separated, default all: {','.join(SYSTEMS)}")
     p.add_argument("--workloads", help=f"comma-separated, default all: {','.join(WORKLOADS)}")
     p.add_argument("--jobs", type=int, help="jobs per W1/W1b/W2/W4 run (default 20000)")
@@ -396,6 +403,27 @@ def merge_rerun(earlier: dict[str, Any], measured: dict[str, Any], workloads: li
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if not args.quick or args.verbose:
+        return run(args)
+    # A smoke run says one line when it passes; its progress, table and errors only when it fails.
+    started = time.monotonic()
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(captured):
+            code = run(args)
+    except BaseException:
+        print(captured.getvalue(), end="", flush=True)
+        raise
+    if code:
+        print(captured.getvalue(), end="", flush=True)
+        print(f"bench: FAILED ({', '.join(args.systems)})", flush=True)
+    else:
+        print(f"bench: ok ({', '.join(args.systems)}; {time.monotonic() - started:.0f} s)", flush=True)
+    return code
+
+
+def run(args: argparse.Namespace) -> int:
+    """The whole run: every selected system and workload, the results file, table and plot."""
     scratch = claim_scratch()  # noqa: F841 -- held until the run ends
     if args.profile:
         WorkerGroup.profile_dir = Path(args.profile).resolve()

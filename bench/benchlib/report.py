@@ -121,7 +121,7 @@ def markdown(results: dict[str, Any]) -> str:
     if any(k.startswith("W5") for s in results["systems"].values() for k in s.get("metrics", {})):
         lines += ["", "W5, backlog and history (claim = one claim of up to 10 jobs through the queue API):", ""]
         lines += _table(results, W5_COLUMNS)
-    lines += ["", "Targets of issue 6 against this run (medians):", "", *targets.check(results)]
+    lines += ["", "Targets against this run (medians):", "", *targets.check(results)]
     lines += ["", "Configuration and versions per system:", ""]
     for name, s in results["systems"].items():
         info = s.get("info", {})

@@ -1,4 +1,4 @@
-"""The issue's targets, checked against one run's results (a table for bench/README.md)."""
+"""The performance targets, checked against one run's results (a table for bench/README.md)."""
 
 from __future__ import annotations
 
