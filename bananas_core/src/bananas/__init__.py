@@ -44,7 +44,7 @@ from bananas.protocols import (
 )
 from bananas.worker import Executor, JobContext, Pool, Registry
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "AsyncClient",

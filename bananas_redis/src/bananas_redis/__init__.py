@@ -3,4 +3,4 @@
 Importing this package is cheap; redis is imported when a backend is built.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
