@@ -13,7 +13,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import sqlalchemy as sa
 from bananas.backend import BackendOptions, redact_url
 from bananas.errors import BackendUnavailable, SchemaError
-from bananas.job import JobPriority, JobResult, dumps
+from bananas.job import JobPriority, JobResult, dumps, loads
+from bananas.logsafe import printable
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -23,6 +24,13 @@ from bananas_sql.tables import SCHEMA_VERSION, Names
 
 log = logging.getLogger("bananas.sql")
 T = TypeVar("T")
+
+
+def one_line(exc: BaseException, limit: int = 500) -> str:
+    """``exc`` as one bounded log line: libpq's multi-line messages (a line per host tried)
+    joined with spaces, other control characters escaped."""
+    return printable(" ".join(str(exc).split()) or type(exc).__name__, limit)
+
 
 DEFAULT_RETRY_SECONDS = 15.0
 """How long an operation keeps retrying while the database is unreachable."""
@@ -60,6 +68,8 @@ class Database:
         self.retry_seconds = float(options.extra.get("retry_seconds", DEFAULT_RETRY_SECONDS))
         self._schema_ok = False
         self._closed = False
+        self._failing_since: float | None = None
+        """When the current outage began (logged once, and once when it ends)."""
 
     # -- transactions ------------------------------------------------------------------
 
@@ -84,21 +94,47 @@ class Database:
                     if options:
                         await conn.execution_options(**options)
                     async with conn.begin():
-                        return await work(conn)
+                        result = await work(conn)
+                if self._failing_since is not None:
+                    self._recovered()
+                return result
             except (OperationalError, InterfaceError) as exc:
                 if self._closed or time.monotonic() + delay > deadline:
-                    raise BackendUnavailable(
-                        f"{self.dialect} database at {redact_url(self.url)} is unavailable: {exc.orig or exc}"
-                    ) from exc
-                log.warning("database unavailable (%s); retrying in %.2fs", exc.orig or exc, delay)
+                    raise self._unavailable(exc) from exc
+                self._failing(exc)
             except DBAPIError as exc:
-                if not exc.connection_invalidated or time.monotonic() + delay > deadline:
+                if not exc.connection_invalidated:  # e.g. a read-only server (see the dialect)
                     raise
+                if time.monotonic() + delay > deadline:
+                    raise self._unavailable(exc) from exc
+                self._failing(exc)
             except OSError as exc:
                 if time.monotonic() + delay > deadline:
-                    raise BackendUnavailable(f"database at {redact_url(self.url)} is unavailable: {exc}") from exc
+                    raise self._unavailable(exc) from exc
+                self._failing(exc)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
+
+    def _unavailable(self, exc: BaseException) -> BackendUnavailable:
+        error = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+        where = redact_url(self.url)
+        return BackendUnavailable(f"{self.dialect} database at {where} is unavailable: {one_line(error)}")
+
+    def _failing(self, exc: BaseException) -> None:
+        """Log the first failure of an outage: one line naming the (redacted) URL and the error."""
+        if self._failing_since is None:
+            self._failing_since = time.monotonic()
+            error = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+            log.warning(
+                "%s database at %s failed: %s; retrying on a fresh connection for up to %gs",
+                self.dialect, redact_url(self.url), one_line(error), self.retry_seconds,
+            )  # fmt: skip
+
+    def _recovered(self) -> None:
+        since, self._failing_since = self._failing_since, None
+        if since is not None:
+            log.info("%s database at %s: connected again after %.1fs", self.dialect, redact_url(self.url),
+                     time.monotonic() - since)  # fmt: skip
 
     async def _check_schema(self) -> None:
         cmd = upgrade_command(self.url, self.options.extra)
@@ -168,30 +204,46 @@ class Database:
     async def enqueue_one(self, params: Mapping[str, Any]) -> bool:
         """Insert one job (the ``enqueue`` statement); False if its id exists and has not expired.
 
-        A retry after a lost connection that finds the job means the first try committed: True.
+        A retry after a failure whose outcome is unknown (the connection lost during the
+        commit) that finds the id taken is True only if the stored job is this submission
+        (see :func:`same_submission`): the first try committed. Another job under that id is
+        False, as without a retry.
         """
         attempts = 0
 
         async def work(conn: AsyncConnection) -> bool:
             nonlocal attempts
             attempts += 1
-            return (await conn.execute(self.q["enqueue"], params)).first() is not None or attempts > 1
+            if (await conn.execute(self.q["enqueue"], params)).first() is not None:
+                return True
+            return attempts > 1 and stored_as_given(
+                (await conn.execute(self.q["stored_data"], {"ids": [params["id"]]})).all(), [params]
+            )
 
         return await self.run(work, single=True)
 
     async def insert_many(self, rows: Sequence[Mapping[str, Any]], now: float) -> bool:
         """Insert jobs (``job_params`` rows, distinct ids) in one transaction, in order, after
-        removing expired rows with their ids; False, with nothing written, if an id exists."""
+        removing expired rows with their ids; False, with nothing written, if an id exists.
+
+        A retry after an unknown outcome that finds the ids taken is True if every stored job
+        is the one submitted (the first try committed them all, as one transaction)."""
         ids = [r["id"] for r in rows]
+        attempts = 0
 
         async def work(conn: AsyncConnection) -> None:
+            nonlocal attempts
+            attempts += 1
             await conn.execute(self.q["delete_expired_ids"], {"ids": ids, "now": now})
             await conn.execute(self.q["insert"], rows)  # an IntegrityError rolls the whole unit back
+
+        async def check(conn: AsyncConnection) -> bool:
+            return stored_as_given((await conn.execute(self.q["stored_data"], {"ids": ids})).all(), rows)
 
         try:
             await self.run(work)
         except sa.exc.IntegrityError:
-            return False
+            return attempts > 1 and await self.run(check, readonly=True)
         return True
 
     async def claim(
@@ -273,6 +325,32 @@ class Database:
         if not self._closed:
             self._closed = True
             await self.engine.dispose()
+
+
+_CHANGED_AFTER_SUBMIT = frozenset({"status", "updated_at", "scheduled_for", "attempts", "error"})
+"""Wire-format fields that claims, retries and outcomes rewrite; the rest of a job is as submitted."""
+
+
+def same_submission(stored: str, submitted: str) -> bool:
+    """Whether the stored job record ``stored`` is the submission ``submitted`` (both wire-format
+    JSON): equal in every field but those a worker rewrites (status, times of update and
+    schedule, attempts, error), so also after the job ran. Unreadable records are not."""
+    try:
+        a, b = loads(stored), loads(submitted)
+    except Exception:  # deliberately broad: stored data is hostile
+        return False
+    if not isinstance(a, dict) or not isinstance(b, dict):
+        return False
+    return {k: v for k, v in a.items() if k not in _CHANGED_AFTER_SUBMIT} == {
+        k: v for k, v in b.items() if k not in _CHANGED_AFTER_SUBMIT
+    }
+
+
+def stored_as_given(found: Sequence[Sequence[Any]], submitted: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether the ``(id, data)`` rows ``found`` hold every ``job_params`` row of ``submitted``
+    as submitted (see :func:`same_submission`)."""
+    stored = {row[0]: row[1] for row in found}
+    return all(r["id"] in stored and same_submission(stored[r["id"]], r["data"]) for r in submitted)
 
 
 async def _nothing(_conn: AsyncConnection) -> None:

@@ -21,9 +21,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, create_async_e
 from sqlalchemy.orm import Session
 
 from bananas_sql.batch import Write
-from bananas_sql.database import Database
+from bananas_sql.database import Database, one_line, stored_as_given
 from bananas_sql.pg_batch import combined_sql, insert_many_sql, plan, renew_sql, single_sql
-from bananas_sql.pg_raw import RawPg, pyformat
+from bananas_sql.pg_raw import RawPg, pyformat, read_only
 from bananas_sql.plugin import POSTGRES_CAPABILITIES
 from bananas_sql.queries import compile_all
 from bananas_sql.queue import SqlQueue, claim_arguments, job_params, new_lease_token
@@ -127,6 +127,13 @@ def _claim_params(
     return params
 
 
+def _drop_read_only(context: sa.engine.ExceptionContext) -> None:
+    """A statement refused by a read-only server (a standby after a switch of primaries) is a
+    lost connection to SQLAlchemy: the connection, and the pool's older ones, are replaced."""
+    if read_only(context.original_exception):
+        context.is_disconnect = True
+
+
 BUSY_CLAIMS = 8
 """Full claims in a row after which a worker stops listening for work until it runs dry."""
 
@@ -147,6 +154,7 @@ class PostgresDatabase(Database):
             pool_size=int(number(extra, "pool_size", 10)),
             max_overflow=20,
         )
+        sa.event.listen(engine.sync_engine, "handle_error", _drop_read_only)
         super().__init__(url, engine, options)
         self._claims: dict[tuple[int, bool, bool], sa.TextClause] = {}
         self._raw_claims: dict[tuple[int, bool, bool], str] = {}
@@ -156,9 +164,8 @@ class PostgresDatabase(Database):
         self.pg_combined = combined_sql(self.names.as_mapping())
         self.pg_insert_many = insert_many_sql(self.names.as_mapping())
         self.pg_renew = renew_sql(self.names.as_mapping())
-        self.pg["delete_expired_ids"] = pyformat(
-            self.sql["delete_expired_ids"].replace("id IN :ids", "id = ANY(CAST(:ids AS text[]))")
-        )
+        for name in ("delete_expired_ids", "stored_data"):
+            self.pg[name] = pyformat(self.sql[name].replace("id IN :ids", "id = ANY(CAST(:ids AS text[]))"))
         conninfo, describe, size = postgres_conninfo(url), redact_url(url), int(number(extra, "pool_size", 10))
         self.raw = RawPg(conninfo, describe, self.retry_seconds, size)
         # Claims commit asynchronously (no WAL flush wait): a claim lost in a server crash
@@ -172,7 +179,7 @@ class PostgresDatabase(Database):
         if not sync_claims:
             claim_options["synchronous_commit"] = "off"
         self.raw_claimer = RawPg(conninfo, describe, self.retry_seconds, size, claim_options)
-        self.listener = Listener(postgres_conninfo(url), self.names.channel("work"), self.names.channel("result"))
+        self.listener = Listener(conninfo, self.names.channel("work"), self.names.channel("result"), describe)
         self._seen_generation = -1
         self._full_claims = 0
 
@@ -334,32 +341,44 @@ class PostgresDatabase(Database):
         return await self.raw.run(work)
 
     async def enqueue_one(self, params: Mapping[str, Any]) -> bool:
+        """See :meth:`Database.enqueue_one` (a retry that finds the job stored as given is True)."""
         await self._ensure_schema()
-        sql = self.pg["enqueue"]
+        sql, stored = self.pg["enqueue"], self.pg["stored_data"]
         attempts = 0
 
         async def work(conn: Any) -> bool:
             nonlocal attempts
             attempts += 1
-            return await (await conn.execute(sql, params)).fetchone() is not None or attempts > 1
+            if await (await conn.execute(sql, params)).fetchone() is not None:
+                return True
+            return attempts > 1 and stored_as_given(
+                await (await conn.execute(stored, {"ids": [params["id"]]})).fetchall(), [params]
+            )
 
         return await self.raw.run(work)
 
     async def insert_many(self, rows: Sequence[Mapping[str, Any]], now: float) -> bool:
+        """See :meth:`Database.insert_many` (a retry that finds the jobs stored as given is True)."""
         import psycopg
 
         await self._ensure_schema()
         columns = ("id", "name", "state", "routing_key", "priority", "run_at", "data")
         arrays = {col: [r[col] for r in rows] for col in columns}
-        delete, insert = self.pg["delete_expired_ids"], self.pg_insert_many
+        delete, insert, stored = self.pg["delete_expired_ids"], self.pg_insert_many, self.pg["stored_data"]
+        attempts = 0
 
         async def work(conn: psycopg.AsyncConnection[Any]) -> bool:
+            nonlocal attempts
+            attempts += 1
             try:
                 async with conn.transaction():
                     await conn.execute(delete, {"ids": arrays["id"], "now": now})
                     await conn.execute(insert, arrays)
             except psycopg.errors.UniqueViolation:
-                return False
+                if attempts == 1:
+                    return False
+                found = await (await conn.execute(stored, {"ids": arrays["id"]})).fetchall()
+                return stored_as_given(found, rows)
             return True
 
         return await self.raw.run(work)
@@ -451,8 +470,10 @@ class Listener:
     result is not sent a notification for every result stored (nor a client for every job).
     """
 
-    def __init__(self, conninfo: str, work_channel: str, result_channel: str) -> None:
+    def __init__(self, conninfo: str, work_channel: str, result_channel: str, describe: str = "") -> None:
         self.conninfo = conninfo
+        self.describe = describe or "the database"
+        """The redacted URL, for log lines."""
         self.work_channel = work_channel
         self.result_channel = result_channel
         self.generation = 0
@@ -526,9 +547,13 @@ class Listener:
                 event.set()
 
     async def _run(self, channels: Sequence[str]) -> None:
+        """Listen on ``channels`` until cancelled, reconnecting (with backoff) whenever the
+        connection is lost or lands on a read-only server (LISTEN is refused during recovery),
+        and waking every waiter on each reconnect (what was announced meanwhile is unknown)."""
         import psycopg
 
         delay = 0.1
+        lost_at: float | None = None
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True) as conn:
@@ -536,6 +561,10 @@ class Listener:
                         await conn.execute(f'LISTEN "{channel}"')
                     self.connected = True
                     delay = 0.1
+                    if lost_at is not None:
+                        back = time.monotonic() - lost_at
+                        log.info("LISTEN connection to %s is back after %.1fs", self.describe, back)
+                        lost_at = None
                     self._wake_all()  # whatever happened while we were not listening
                     async for note in conn.notifies():
                         if note.channel == self.work_channel:
@@ -551,7 +580,14 @@ class Listener:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.info("LISTEN connection lost (%s); reconnecting in %.1fs", exc, delay)
+                if lost_at is None:
+                    lost_at = time.monotonic()
+                    log.warning(
+                        "LISTEN connection to %s lost: %s; reconnecting (waiters poll meanwhile)",
+                        self.describe, one_line(exc),
+                    )  # fmt: skip
+                else:
+                    log.debug("LISTEN connection to %s: %s; retrying in %.1fs", self.describe, one_line(exc), delay)
             self.connected = False
             self._wake_all()
             await asyncio.sleep(delay)

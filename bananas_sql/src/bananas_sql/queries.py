@@ -39,6 +39,8 @@ TEMPLATES: Mapping[str, str] = {
         "VALUES (:id, :name, :state, :routing_key, :priority, {next_pos}, :run_at, :data)"
     ),
     "delete_expired_ids": "DELETE FROM {jobs} WHERE id IN :ids AND expires_at <= :now",
+    # What a submission retried after an unknown outcome finds: its own commit, or another job's id?
+    "stored_data": "SELECT id, data FROM {jobs} WHERE id IN :ids",
     "complete": (
         "UPDATE {jobs} SET state = 'completed', data = :data, lease_until = NULL, lease_token = NULL, "
         f"finished_at = :now, expires_at = :expires_at WHERE {_HELD} RETURNING id"

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qsl, unquote, urlencode, urlsplit
 
 from bananas.backend import redact_url
 from bananas.errors import ConfigError
@@ -31,19 +32,55 @@ def _split(url: str) -> tuple[str, str]:
     return scheme.lower(), rest
 
 
-def postgres_sqlalchemy_url(url: str) -> str:
-    """``postgresql://u@h:p/db?sslmode=...`` -> ``postgresql+psycopg://u@h:p/db?sslmode=...``."""
+def _postgres_parts(url: str) -> SplitResult:
     scheme, rest = _split(url)
     if scheme not in ("postgresql", "postgres", "postgresql+psycopg"):
         raise ConfigError(f"not a PostgreSQL URL: {scheme}://; use postgresql://user@host:port/database")
     parts = urlsplit("postgresql://" + rest)
     query = [(k, v) for k, v in parse_qsl(parts.query) if k not in OUR_OPTIONS]
-    return urlunsplit(parts._replace(scheme="postgresql+psycopg", query=urlencode(query)))
+    return parts._replace(query=urlencode(query))
+
+
+def _split_hosts(hosts: str) -> tuple[list[str], list[str]]:
+    """``h1:p1,[::1]:p2,h3`` -> ``(["h1", "::1", "h3"], ["p1", "p2", ""])`` (percent-decoded)."""
+    names, ports = [], []
+    for item in hosts.split(","):
+        match = re.fullmatch(r"\[(?P<v6>[^\]]*)\](?::(?P<p6>[^:]*))?|(?P<host>[^:]*)(?::(?P<port>[^:]*))?", item)
+        if match is None:
+            raise ConfigError(f"cannot read the host list {hosts!r} of a PostgreSQL URL; use host:port,host:port")
+        names.append(unquote(match["v6"] if match["v6"] is not None else match["host"]))
+        ports.append(unquote(match["p6"] or match["port"] or ""))
+    return names, ports
+
+
+def _unsplit(parts: SplitResult) -> str:
+    """``urlunsplit`` that keeps ``//`` with an empty host part (``postgresql:///db?host=/run``)."""
+    text = f"{parts.scheme}://{parts.netloc}{parts.path}"
+    return text + (f"?{parts.query}" if parts.query else "") + (f"#{parts.fragment}" if parts.fragment else "")
+
+
+def postgres_sqlalchemy_url(url: str) -> str:
+    """``postgresql://u@h:p/db?sslmode=...`` -> ``postgresql+psycopg://u@h:p/db?sslmode=...``.
+
+    Several hosts (``postgresql://u@h1:p1,h2:p2/db?target_session_attrs=read-write``, as libpq
+    reads them) become SQLAlchemy's ``?host=h1,h2&port=p1,p2``, which reaches libpq unchanged.
+    """
+    parts = _postgres_parts(url)
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    if "," not in hosts:
+        return _unsplit(parts._replace(scheme="postgresql+psycopg"))
+    names, ports = _split_hosts(hosts)
+    query = parse_qsl(parts.query)
+    if any(k in ("host", "hostaddr", "port") for k, _ in query):
+        raise ConfigError("a PostgreSQL URL lists hosts either before the database name or as host=..., not both")
+    query += [("host", ",".join(names))] + ([("port", ",".join(ports))] if any(ports) else [])
+    return _unsplit(parts._replace(scheme="postgresql+psycopg", netloc=userinfo + at, query=urlencode(query)))
 
 
 def postgres_conninfo(url: str) -> str:
-    """A libpq connection URI (for the LISTEN connection, which bypasses SQLAlchemy)."""
-    return "postgresql" + postgres_sqlalchemy_url(url)[len("postgresql+psycopg") :]
+    """A libpq connection URI without our options (for the psycopg connections, which bypass
+    SQLAlchemy); several hosts stay as libpq reads them (``h1:p1,h2:p2``)."""
+    return _unsplit(_postgres_parts(url))
 
 
 def sqlite_path(url: str) -> str:
