@@ -1,4 +1,4 @@
-"""The job model and its wire encoding (REDIS_WIRE_FORMAT.md, "The job JSON")."""
+"""The job model and its wire encoding (docs/redis-wire-format.md, "The job JSON")."""
 
 from __future__ import annotations
 

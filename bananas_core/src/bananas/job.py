@@ -1,6 +1,6 @@
 """The job model: jobs, results, statuses, priorities and their JSON wire encoding.
 
-The encoding is the one in ``REDIS_WIRE_FORMAT.md``, shared by every backend and by the
+The encoding is the Redis wire format (``docs/redis-wire-format.md``), shared by every backend and by the
 other Bananas implementations: a job is a JSON object, a result a flat mapping of strings.
 
 What a submit accepts and what a decode accepts are the same, so a job the client takes can
