@@ -3,6 +3,8 @@ and which backend URL is used when none is given."""
 
 from __future__ import annotations
 
+import logging
+
 from pathlib import Path
 
 import pytest
@@ -139,7 +141,7 @@ def test_bad_values_name_the_variable_and_what_is_allowed(env: dict[str, str], v
 
 
 def test_bad_override_names_the_option() -> None:
-    with pytest.raises(ConfigError, match=r"WORKER_CONCURRENCY \(--concurrency\)"):
+    with pytest.raises(ConfigError, match=r"^--concurrency="):
         load_worker_config({}, concurrency="lots")
 
 
@@ -201,7 +203,38 @@ async def test_open_backend_connects_to_the_url(monkeypatch: pytest.MonkeyPatch)
 
 
 @pytest.mark.anyio
-async def test_embedded_default_is_created_with_a_notice(
+async def test_embedded_default_notice_only_when_the_command_line_creates_the_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    try:
+        resolve(EMBEDDED_DEFAULT_URL)
+    except UnknownBackendScheme:
+        pytest.skip("no installed plugin serves sqlite:// (bananas-sql)")
+    monkeypatch.delenv("BANANAS_URL", raising=False)
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.chdir(tmp_path)
+    caplog.set_level(logging.INFO, logger="bananas.config")
+    backend = await open_backend(announce=True)
+    try:
+        await backend.queue.enqueue(Job.create("hello"))
+        assert (await backend.queue.depths()).total_ready == 1
+    finally:
+        await backend.close()
+    assert (tmp_path / "bananas.db").exists()
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "embedded default sqlite:///bananas.db" in err
+    assert str(tmp_path / "bananas.db") in err
+    backend = await open_backend(announce=True)  # the file exists now: no second notice
+    await backend.close()
+    assert capsys.readouterr().err == ""
+    async with AsyncClient() as client:  # library calls never print; they log
+        assert (await client.backend.queue.depths()).total_ready == 1
+    assert capsys.readouterr().err == ""
+    assert any("embedded default" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.anyio
+async def test_a_library_client_never_prints_the_notice_even_when_it_creates_the_file(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     try:
@@ -209,16 +242,82 @@ async def test_embedded_default_is_created_with_a_notice(
     except UnknownBackendScheme:
         pytest.skip("no installed plugin serves sqlite:// (bananas-sql)")
     monkeypatch.delenv("BANANAS_URL", raising=False)
+    monkeypatch.delenv("REDIS_URL", raising=False)
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(config, "_notice_shown", False)
-    backend = await open_backend()
-    try:
-        await backend.queue.enqueue(Job.create("hello"))
-        assert (await backend.queue.depths()).total_ready == 1
-    finally:
-        await backend.close()
+    async with AsyncClient() as client:
+        await client.submit_job("hello")
     assert (tmp_path / "bananas.db").exists()
-    assert capsys.readouterr().err == "bananas: using embedded default sqlite:///bananas.db\n"
-    async with AsyncClient() as client:  # the client migrates (idempotently) and sees the same file
-        assert (await client.backend.queue.depths()).total_ready == 1
-    assert capsys.readouterr().err == ""  # the notice is shown once per process
+    assert capsys.readouterr().err == ""
+
+
+def test_redis_url_is_a_fallback_after_bananas_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("BANANAS_URL", raising=False)
+    monkeypatch.setenv("REDIS_URL", "memory://from-redis-url")
+    assert resolve_url(None) == "memory://from-redis-url"
+    monkeypatch.setenv("BANANAS_URL", "memory://ours")
+    assert resolve_url(None) == "memory://ours"
+    assert resolve_url("memory://given") == "memory://given"
+
+
+def test_original_scheduler_variables_apply_when_ours_are_unset() -> None:
+    config = load_worker_config({"CRON_SCHEDULER_ENABLED": "false", "CRON_SCHEDULER_INTERVAL": "500ms"})
+    assert config.enable_scheduler is False and config.scheduler_interval == 0.5
+    ours = load_worker_config(
+        {"CRON_SCHEDULER_ENABLED": "false", "ENABLE_SCHEDULER": "true", "CRON_SCHEDULER_INTERVAL": "500ms",
+         "SCHEDULER_INTERVAL": "2s"}
+    )  # fmt: skip
+    assert ours.enable_scheduler is True and ours.scheduler_interval == 2.0
+    with pytest.raises(ConfigError, match=r"^CRON_SCHEDULER_INTERVAL=.*out of range: use 100ms to 1m"):
+        load_worker_config({"CRON_SCHEDULER_INTERVAL": "5m"})
+    with pytest.raises(ConfigError, match=r"CRON_SCHEDULER_ENABLED='maybe' is not a boolean"):
+        load_worker_config({"CRON_SCHEDULER_ENABLED": "maybe"})
+
+
+def test_job_timeout_variable_is_read_and_checked() -> None:
+    assert load_worker_config({"JOB_TIMEOUT": "5m"}).job_timeout == 300.0
+    assert load_worker_config({"JOB_TIMEOUT": "5m"}, job_timeout="10s").job_timeout == 10.0
+    with pytest.raises(ConfigError, match="JOB_TIMEOUT='soon' is not a duration"):
+        load_worker_config({"JOB_TIMEOUT": "soon"})
+
+
+def test_option_errors_name_the_option_not_the_variable() -> None:
+    with pytest.raises(ConfigError, match=r"^--concurrency 0 is out of range: use 1 to 1000"):
+        load_worker_config({}, concurrency="0")
+    with pytest.raises(ConfigError, match=r"^WORKER_CONCURRENCY=0 is out of range"):
+        load_worker_config({"WORKER_CONCURRENCY": "0"})
+    with pytest.raises(ConfigError, match=r"^--lease 0.1 is out of range"):
+        load_worker_config({}, lease="0.1")
+
+
+def test_max_retries_and_result_ttl_variables() -> None:
+    assert config.default_max_retries({}) == 3
+    assert config.default_max_retries({"MAX_RETRIES": "7"}) == 7
+    for bad in ("many", "-1", "101"):
+        with pytest.raises(ConfigError, match=r"MAX_RETRIES=.*whole number from 0 to 100"):
+            config.default_max_retries({"MAX_RETRIES": bad})
+    ttls = config.env_result_ttls({"RESULT_BACKEND_TTL_SUCCESS": "2h", "RESULT_BACKEND_TTL_FAILURE": "48h"})
+    assert ttls == {"result_success_ttl": 7200.0, "result_failure_ttl": 172800.0}
+    assert config.env_result_ttls({}) == {}
+    with pytest.raises(ConfigError, match="RESULT_BACKEND_TTL_FAILURE='0s' is not allowed"):
+        config.env_result_ttls({"RESULT_BACKEND_TTL_FAILURE": "0s"})
+
+
+def test_log_settings_from_the_original_variables() -> None:
+    assert config.log_settings({}) == ("INFO", "text")
+    assert config.log_settings({"LOG_LEVEL": "debug", "LOG_FORMAT": "JSON"}) == ("DEBUG", "json")
+    assert config.log_settings({"LOG_LEVEL": "debug", "BANANAS_LOG_LEVEL": "error"}) == ("ERROR", "text")
+    assert config.log_settings({"LOG_LEVEL": "debug"}, level="warn") == ("WARNING", "text")
+    with pytest.raises(ConfigError, match="LOG_LEVEL='loud' is not a log level: use one of DEBUG, INFO"):
+        config.log_settings({"LOG_LEVEL": "loud"})
+    with pytest.raises(ConfigError, match="LOG_FORMAT='xml' is not a log format: use text or json"):
+        config.log_settings({"LOG_FORMAT": "xml"})
+
+
+@pytest.mark.anyio
+async def test_result_ttl_variables_reach_clients_that_set_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RESULT_BACKEND_TTL_SUCCESS", "2h")
+    async with AsyncClient("memory://ttl-env") as client:
+        assert client.backend.options.result_success_ttl == 7200.0
+        assert client.backend.options.result_failure_ttl == 86400.0
+    async with AsyncClient("memory://ttl-env", result_success_ttl=5) as client:
+        assert client.backend.options.result_success_ttl == 5

@@ -9,19 +9,22 @@ applies: a job the client takes is a job a worker can read.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import threading
 import weakref
-from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Coroutine, Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, TypeVar
 
+import attrs
+
 from bananas.backend import Backend
-from bananas.config import EMBEDDED_DEFAULT_URL, connect_resolved
-from bananas.errors import InvalidJob
-from bananas.job import DEFAULT_MAX_RETRIES, DEFAULT_ROUTING_KEY, JSON, Job, JobPriority, JobResult, time_after
+from bananas.config import EMBEDDED_DEFAULT_URL, connect_resolved, default_max_retries
+from bananas.errors import HandlerNotFound, InvalidJob, JobNotFound, ResultNotReady
+from bananas.job import DEFAULT_ROUTING_KEY, JSON, Job, JobPriority, JobResult, JobStatus, time_after
 from bananas.plugins.types import SchemaMigrator
 from bananas.timefmt import from_timestamp
 
@@ -38,26 +41,63 @@ _SPEC_KEYS = frozenset(
     {"name", "payload", "priority", "routing_key", "description", "scheduled_for", "max_retries", "job_id"}
 )
 Delay = datetime | timedelta | float
+Seconds = float | timedelta
+"""A duration: a number of seconds or a :class:`~datetime.timedelta`."""
+
+_PLAIN = frozenset({dict, list, str, int, float, bool, type(None)})
+_FINAL = frozenset({JobStatus.COMPLETED, JobStatus.FAILED})
 
 
 def _seconds(value: float | timedelta | None) -> float | None:
     return value.total_seconds() if isinstance(value, timedelta) else value
 
 
-def _timeout(value: float) -> float:
-    """``value`` if it is a finite number of seconds >= 0; ``ValueError`` naming it otherwise."""
+def _timeout(value: Seconds) -> float:
+    """``value`` in seconds if it is a finite duration >= 0; ``ValueError`` naming it otherwise."""
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < float("inf"):
-        raise ValueError(f"timeout must be a finite number of seconds >= 0, got {value!r}")
+        raise ValueError(f"timeout must be a finite number of seconds (or a timedelta) >= 0, got {value!r}")
     return value
+
+
+def _plain(payload: Any) -> Any:
+    """A dataclass or attrs instance unstructured with cattrs (what :meth:`Job.payload_as`
+    structures back); anything else unchanged. One set lookup for plain JSON values."""
+    if type(payload) in _PLAIN:
+        return payload
+    kind = type(payload)
+    if (dataclasses.is_dataclass(kind) or attrs.has(kind)) and not isinstance(payload, type):
+        import cattrs  # imported on use, like payload_as does
+
+        return cattrs.unstructure(payload)
+    return payload
+
+
+def _ttl_aliases(options: dict[str, Any], success: Seconds | None, failure: Seconds | None) -> None:
+    """The original SDK's ``success_ttl`` / ``failure_ttl`` names, as our result TTL options."""
+    for alias, field in (("success_ttl", "result_success_ttl"), ("failure_ttl", "result_failure_ttl")):
+        if alias in options:
+            if (success if field == "result_success_ttl" else failure) is not None:
+                raise TypeError(f"pass {field} or {alias}, not both")
+            options[field] = options.pop(alias)
 
 
 class AsyncClient:
     """Submit jobs and read results from coroutines.
 
     Built from a URL (``AsyncClient("redis://localhost:6379/0")``; ``None`` means
-    ``$BANANAS_URL``, then the embedded default) or from an existing ``backend``, which the
-    client then does not close. Result TTLs (seconds or timedelta) and other keyword
-    arguments go to :func:`bananas.connect`. Use ``async with`` or call :meth:`close`.
+    ``$BANANAS_URL``, then ``$REDIS_URL``, then the embedded default) or from an existing
+    ``backend``, which the client then does not close. Result TTLs (seconds or timedelta;
+    ``success_ttl`` / ``failure_ttl`` are accepted as the original SDK's names; unset, they
+    come from ``$RESULT_BACKEND_TTL_SUCCESS`` / ``_FAILURE``), ``connect_timeout`` (seconds
+    an unreachable server is waited for before ``BackendUnavailable``; default: the
+    backend's own, 30 s for Redis, 15 s for PostgreSQL) and the backend's declared options
+    go to :func:`bananas.connect`; any other keyword raises ``TypeError`` naming the
+    accepted ones. With ``registry`` (a :class:`~bananas.worker.Registry` or any container
+    of job names) a submit of a name it lacks raises :class:`~bananas.errors.HandlerNotFound`
+    before writing. Submits that give no ``max_retries`` use ``$MAX_RETRIES`` (default 3).
+    Use ``async with`` or call :meth:`close`.
     """
 
     def __init__(
@@ -65,19 +105,34 @@ class AsyncClient:
         url: str | None = None,
         *,
         backend: Backend | None = None,
-        result_success_ttl: float | timedelta | None = None,
-        result_failure_ttl: float | timedelta | None = None,
+        result_success_ttl: Seconds | None = None,
+        result_failure_ttl: Seconds | None = None,
+        registry: Container[str] | None = None,
         **options: Any,
     ) -> None:
         self._migrate: SchemaMigrator | None = None
         self._migrating: asyncio.Lock | None = None
         self._ready = False
         self._closed = False
+        self._handlers = registry
+        self._max_retries = default_max_retries()
         if backend is not None:
             if url is not None:
                 raise TypeError("pass either a url or a backend, not both")
+            given = sorted(
+                k
+                for k, v in {
+                    **options,
+                    "result_success_ttl": result_success_ttl,
+                    "result_failure_ttl": result_failure_ttl,
+                }.items()
+                if v is not None
+            )
+            if given:
+                raise TypeError(f"{', '.join(given)} cannot be used with backend=: set them where the backend is made")
             self._backend, self._owned = backend, False
             return
+        _ttl_aliases(options, result_success_ttl, result_failure_ttl)
         for key, ttl in (("result_success_ttl", result_success_ttl), ("result_failure_ttl", result_failure_ttl)):
             if ttl is not None:
                 options[key] = _seconds(ttl)
@@ -117,19 +172,21 @@ class AsyncClient:
         *,
         routing_key: str = DEFAULT_ROUTING_KEY,
         scheduled_for: Delay | None = None,
-        max_retries: int = DEFAULT_MAX_RETRIES,
+        max_retries: int | None = None,
         job_id: str | None = None,
         now: datetime | None = None,
     ) -> Job:
+        if self._handlers is not None and name not in self._handlers:
+            raise HandlerNotFound(f"no handler is registered for job name {name!r}, so no worker of this app runs it")
         now = now or self._now()
         return Job.create(
             name,
-            payload,
+            _plain(payload),
             priority=priority,
             routing_key=routing_key,
             description=description,
             scheduled_for=self._when(scheduled_for, now),
-            max_retries=max_retries,
+            max_retries=self._max_retries if max_retries is None else max_retries,
             job_id=job_id,
             now=now,
         )
@@ -147,15 +204,20 @@ class AsyncClient:
         priority: JobPriority | str = JobPriority.NORMAL,
         description: str | None = None,
         *,
-        max_retries: int = DEFAULT_MAX_RETRIES,
+        routing_key: str = DEFAULT_ROUTING_KEY,
+        max_retries: int | None = None,
         job_id: str | None = None,
     ) -> str:
-        """Enqueue a job on the ``default`` routing key; return its id.
+        """Enqueue a job (on the ``default`` routing key unless ``routing_key`` says otherwise); return its id.
 
-        Raises :class:`~bananas.errors.InvalidJob` (or its subclass ``PayloadError``) before
-        writing anything if the name, payload or priority is not acceptable.
+        The payload is JSON, or a dataclass or attrs instance (unstructured with cattrs;
+        :meth:`Job.payload_as` turns it back). Raises :class:`~bananas.errors.InvalidJob` (or
+        its subclass ``PayloadError``) before writing anything if the name, payload or
+        priority is not acceptable.
         """
-        job = self._job(name, payload, priority, description, max_retries=max_retries, job_id=job_id)
+        job = self._job(
+            name, payload, priority, description, routing_key=routing_key, max_retries=max_retries, job_id=job_id
+        )
         return await self._enqueue(job)
 
     async def submit_job_with_route(
@@ -166,7 +228,7 @@ class AsyncClient:
         routing_key: str,
         description: str | None = None,
         *,
-        max_retries: int = DEFAULT_MAX_RETRIES,
+        max_retries: int | None = None,
         job_id: str | None = None,
     ) -> str:
         """Enqueue a job for workers serving ``routing_key``; raises ``InvalidRoutingKey`` for a bad key."""
@@ -184,7 +246,7 @@ class AsyncClient:
         description: str | None = None,
         *,
         routing_key: str = DEFAULT_ROUTING_KEY,
-        max_retries: int = DEFAULT_MAX_RETRIES,
+        max_retries: int | None = None,
         job_id: str | None = None,
     ) -> str:
         """Enqueue a job that becomes claimable at ``scheduled_for``: an aware datetime, a
@@ -241,7 +303,7 @@ class AsyncClient:
                 spec.get("description"),
                 routing_key=spec.get("routing_key", DEFAULT_ROUTING_KEY),
                 scheduled_for=spec.get("scheduled_for"),
-                max_retries=spec.get("max_retries", DEFAULT_MAX_RETRIES),
+                max_retries=spec.get("max_retries"),
                 job_id=spec.get("job_id"),
                 now=now,
             )
@@ -260,38 +322,54 @@ class AsyncClient:
         backend = await self._prepared()
         return await backend.queue.get_job(job_id)
 
-    async def get_result(self, job_id: str) -> JobResult | None:
-        """The job's result, or ``None`` while it has not finished (or the result expired)."""
-        backend = await self._prepared()
-        return await backend.results.get(job_id)
+    async def get_result(self, job_id: str, *, missing_ok: bool = True) -> JobResult | None:
+        """The job's result, or ``None`` while it has not finished (or the result expired),
+        as the original ``GetResult`` does.
 
-    async def wait_for_result(self, job_id: str, timeout: float = 30.0) -> JobResult:
-        """The job's result, waiting up to ``timeout`` seconds; raises :class:`~bananas.errors.Timeout`
-        (and ``ValueError`` for a timeout that is not a finite number >= 0)."""
-        _timeout(timeout)
+        With ``missing_ok=False`` there is no ``None``: an unknown id raises
+        :class:`~bananas.errors.JobNotFound`, a job not in a final state raises
+        :class:`~bananas.errors.ResultNotReady` naming its status, and a finished job whose
+        result has expired raises ``ResultNotReady`` saying so.
+        """
         backend = await self._prepared()
-        return await backend.results.wait(job_id, timeout)
+        result = await backend.results.get(job_id)
+        if result is not None or missing_ok:
+            return result
+        try:
+            status = (await backend.queue.get_job(job_id)).status
+        except JobNotFound:
+            raise JobNotFound(job_id) from None
+        if status in _FINAL:
+            raise ResultNotReady(f"job {job_id!r} finished ({status.value}) but its result has expired")
+        raise ResultNotReady(f"job {job_id!r} has no result yet (status: {status.value})")
+
+    async def wait_for_result(self, job_id: str, timeout: Seconds = 30.0) -> JobResult:
+        """The job's result, waiting up to ``timeout`` (seconds or timedelta); raises
+        :class:`~bananas.errors.Timeout` (and ``ValueError`` for a timeout that is not finite and >= 0)."""
+        seconds = _timeout(timeout)
+        backend = await self._prepared()
+        return await backend.results.wait(job_id, seconds)
 
     async def submit_and_wait(
         self,
         name: str,
         payload: JSON = None,
         priority: JobPriority | str = JobPriority.NORMAL,
-        timeout: float = 30.0,
+        timeout: Seconds = 30.0,
         *,
         routing_key: str = DEFAULT_ROUTING_KEY,
         description: str | None = None,
-        max_retries: int = DEFAULT_MAX_RETRIES,
+        max_retries: int | None = None,
     ) -> JobResult:
-        """Submit a job and wait up to ``timeout`` seconds for its result (success or failure).
+        """Submit a job and wait up to ``timeout`` (seconds or timedelta) for its result (success or failure).
 
         Raises :class:`~bananas.errors.Timeout` if it has not finished by then (the job
         stays queued and may still run); a bad ``timeout`` is refused before submitting.
         """
-        _timeout(timeout)
+        seconds = _timeout(timeout)
         job = self._job(name, payload, priority, description, routing_key=routing_key, max_retries=max_retries)
         await self._enqueue(job)
-        return await self.wait_for_result(job.id, timeout)
+        return await self.wait_for_result(job.id, seconds)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -414,12 +492,15 @@ class Client:
         priority: JobPriority | str = JobPriority.NORMAL,
         description: str | None = None,
         *,
-        max_retries: int = DEFAULT_MAX_RETRIES,
+        routing_key: str = DEFAULT_ROUTING_KEY,
+        max_retries: int | None = None,
         job_id: str | None = None,
     ) -> str:
         """See :meth:`AsyncClient.submit_job`."""
         return self._submit(
-            lambda c: c._job(name, payload, priority, description, max_retries=max_retries, job_id=job_id)
+            lambda c: c._job(
+                name, payload, priority, description, routing_key=routing_key, max_retries=max_retries, job_id=job_id
+            )
         )
 
     def submit_job_with_route(
@@ -430,7 +511,7 @@ class Client:
         routing_key: str,
         description: str | None = None,
         *,
-        max_retries: int = DEFAULT_MAX_RETRIES,
+        max_retries: int | None = None,
         job_id: str | None = None,
     ) -> str:
         """See :meth:`AsyncClient.submit_job_with_route`."""
@@ -449,7 +530,7 @@ class Client:
         description: str | None = None,
         *,
         routing_key: str = DEFAULT_ROUTING_KEY,
-        max_retries: int = DEFAULT_MAX_RETRIES,
+        max_retries: int | None = None,
         job_id: str | None = None,
     ) -> str:
         """See :meth:`AsyncClient.submit_job_scheduled`."""
@@ -484,12 +565,12 @@ class Client:
         result: Job = self._call(AsyncClient.get_job, job_id)
         return result
 
-    def get_result(self, job_id: str) -> JobResult | None:
+    def get_result(self, job_id: str, *, missing_ok: bool = True) -> JobResult | None:
         """See :meth:`AsyncClient.get_result`."""
-        result: JobResult | None = self._call(AsyncClient.get_result, job_id)
+        result: JobResult | None = self._call(AsyncClient.get_result, job_id, missing_ok=missing_ok)
         return result
 
-    def wait_for_result(self, job_id: str, timeout: float = 30.0) -> JobResult:
+    def wait_for_result(self, job_id: str, timeout: Seconds = 30.0) -> JobResult:
         """See :meth:`AsyncClient.wait_for_result`."""
         result: JobResult = self._call(AsyncClient.wait_for_result, job_id, timeout)
         return result
@@ -499,14 +580,14 @@ class Client:
         name: str,
         payload: JSON = None,
         priority: JobPriority | str = JobPriority.NORMAL,
-        timeout: float = 30.0,
+        timeout: Seconds = 30.0,
         *,
         routing_key: str = DEFAULT_ROUTING_KEY,
         description: str | None = None,
-        max_retries: int = DEFAULT_MAX_RETRIES,
+        max_retries: int | None = None,
     ) -> JobResult:
         """See :meth:`AsyncClient.submit_and_wait`."""
-        _timeout(timeout)
+        timeout = _timeout(timeout)
         job_id = self._submit(
             lambda c: c._job(name, payload, priority, description, routing_key=routing_key, max_retries=max_retries)
         )

@@ -3,13 +3,22 @@ and which backend URL a client or worker uses when none is given.
 
 Variables: ``WORKER_MODE``, ``WORKER_CONCURRENCY``, ``WORKER_PRIORITIES``,
 ``WORKER_ROUTING_KEYS``, ``WORKER_JOB_TYPES``, ``SCHEDULER_INTERVAL`` (a Go duration such as
-``500ms``, ``1s``, ``1m`` or plain seconds) and ``ENABLE_SCHEDULER``. ``BANANAS_URL`` names
-the backend.
+``500ms``, ``1s``, ``1m`` or plain seconds), ``ENABLE_SCHEDULER`` and ``JOB_TIMEOUT``.
+``BANANAS_URL`` (then the original's ``REDIS_URL``) names the backend.
+
+The original's other variables are honoured where they mean the same thing, ours taking
+precedence: ``CRON_SCHEDULER_ENABLED`` / ``CRON_SCHEDULER_INTERVAL`` (when
+``ENABLE_SCHEDULER`` / ``SCHEDULER_INTERVAL`` are unset), ``MAX_RETRIES`` (the default
+``max_retries`` of a submit), ``RESULT_BACKEND_TTL_SUCCESS`` / ``RESULT_BACKEND_TTL_FAILURE``
+(result TTLs of clients and workers that do not set them), ``LOG_LEVEL`` and ``LOG_FORMAT``
+(the worker's logging, after ``BANANAS_LOG_LEVEL``). Invalid values raise
+:class:`ConfigError` naming the variable and what is allowed.
 """
 
 from __future__ import annotations
 
 import enum
+import logging
 import math
 import os
 import re
@@ -27,7 +36,12 @@ from bananas.plugins.types import SchemaMigrator
 
 __all__ = [
     "EMBEDDED_DEFAULT_URL",
+    "FALLBACK_URL_ENV",
     "URL_ENV",
+    "default_max_retries",
+    "embedded_path",
+    "env_result_ttls",
+    "log_settings",
     "WorkerConfig",
     "WorkerMode",
     "load_worker_config",
@@ -38,6 +52,10 @@ __all__ = [
 
 EMBEDDED_DEFAULT_URL = "sqlite:///bananas.db"
 URL_ENV = "BANANAS_URL"
+FALLBACK_URL_ENV = "REDIS_URL"
+"""The original Bananas' URL variable, used when ``BANANAS_URL`` is unset."""
+
+log = logging.getLogger("bananas.config")
 
 MIN_CONCURRENCY, MAX_CONCURRENCY = 1, 1000
 MIN_SCHEDULER_INTERVAL, MAX_SCHEDULER_INTERVAL = 0.1, 60.0
@@ -237,7 +255,7 @@ class WorkerConfig:
             )
         _check_seconds("SCHEDULER_INTERVAL", self.scheduler_interval, MIN_SCHEDULER_INTERVAL, MAX_SCHEDULER_INTERVAL)
         _check_seconds("lease", self.lease, 0.5, 86400.0)
-        _check_seconds("job_timeout", self.job_timeout, 0.001, 7 * 86400.0)
+        _check_seconds("JOB_TIMEOUT", self.job_timeout, 0.001, 7 * 86400.0)
         _check_seconds("grace_period", self.grace_period, 0.0, 86400.0)
 
     @property
@@ -269,8 +287,11 @@ _ENV: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "job_types": ("WORKER_JOB_TYPES", _parse_job_types),
     "scheduler_interval": ("SCHEDULER_INTERVAL", lambda name, text: parse_duration(text, name=name)),
     "enable_scheduler": ("ENABLE_SCHEDULER", _parse_bool),
+    "job_timeout": ("JOB_TIMEOUT", lambda name, text: parse_duration(text, name=name)),
 }
-_SECONDS_FIELDS = ("lease", "job_timeout", "grace_period")
+_SECONDS_FIELDS = ("lease", "grace_period")
+_FALLBACKS = {"scheduler_interval": "CRON_SCHEDULER_INTERVAL", "enable_scheduler": "CRON_SCHEDULER_ENABLED"}
+"""The original's names, read when ours are unset."""
 
 
 def load_worker_config(env: Mapping[str, str] | None = None, **overrides: Any) -> WorkerConfig:
@@ -288,20 +309,40 @@ def load_worker_config(env: Mapping[str, str] | None = None, **overrides: Any) -
     if unknown:
         raise TypeError(f"unknown worker setting(s): {', '.join(unknown)}; known: {', '.join(sorted(fields))}")
     given: dict[str, Any] = {}
+    renames: dict[str, str] = {}  # the name WorkerConfig's messages use -> what the user set
     for field, (var, parse) in _ENV.items():
         raw = source.get(var)
+        if (raw is None or not raw.strip()) and field in _FALLBACKS and source.get(_FALLBACKS[field], "").strip():
+            renames[var] = _FALLBACKS[field]
+            var = _FALLBACKS[field]
+            raw = source.get(var)
         if raw is not None and raw.strip():
             given[field] = parse(var, raw)
     for field, value in overrides.items():
         if value is None:
             continue
+        option = f"--{field.replace('_', '-')}"
+        renames[_ENV[field][0] if field in _ENV else field] = option
         if isinstance(value, str) and field in _ENV:
-            var, parse = _ENV[field]
-            value = parse(f"{var} (--{field.replace('_', '-')})", value)
+            value = _ENV[field][1](option, value)
         elif isinstance(value, str) and field in _SECONDS_FIELDS:
-            value = parse_duration(value, name=f"--{field.replace('_', '-')}")
+            value = parse_duration(value, name=option)
         given[field] = value
-    return WorkerConfig(**_with_mode_defaults(given))
+    try:
+        return WorkerConfig(**_with_mode_defaults(given))
+    except ConfigError as exc:
+        raise ConfigError(_renamed(str(exc), renames)) from None
+
+
+def _renamed(message: str, renames: Mapping[str, str]) -> str:
+    """``message`` naming what the user set (``--concurrency 0``, ``CRON_SCHEDULER_INTERVAL=...``)
+    instead of the variable it stands for."""
+    for name, actual in renames.items():
+        if re.match(rf"{re.escape(name)}\b", message) or f" {name}" in message:
+            if actual.startswith("--"):
+                message = re.sub(rf"\b{re.escape(name)}=", f"{actual} ", message)
+            message = re.sub(rf"(?<![\w-]){re.escape(name)}\b", actual, message)
+    return message
 
 
 def _with_mode_defaults(given: dict[str, Any]) -> dict[str, Any]:
@@ -321,15 +362,79 @@ def _with_mode_defaults(given: dict[str, Any]) -> dict[str, Any]:
     return settings
 
 
+# -- the original's other variables --------------------------------------------------
+
+MAX_RETRIES_ENV = "MAX_RETRIES"
+TTL_ENVS = {"result_success_ttl": "RESULT_BACKEND_TTL_SUCCESS", "result_failure_ttl": "RESULT_BACKEND_TTL_FAILURE"}
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_FORMATS = ("text", "json")
+
+
+def default_max_retries(env: Mapping[str, str] | None = None) -> int:
+    """``$MAX_RETRIES`` (0-100), else 3: the ``max_retries`` of a submit that gives none."""
+    from bananas.job import DEFAULT_MAX_RETRIES
+
+    raw = (os.environ if env is None else env).get(MAX_RETRIES_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_RETRIES
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 100:
+        raise ConfigError(f"{MAX_RETRIES_ENV}={raw!r} is not allowed: use a whole number from 0 to 100")
+    return value
+
+
+def env_result_ttls(env: Mapping[str, str] | None = None) -> dict[str, float]:
+    """Result TTLs from ``$RESULT_BACKEND_TTL_SUCCESS`` / ``_FAILURE`` (Go durations such as
+    ``1h`` or seconds, > 0), keyed by their :class:`~bananas.BackendOptions` field; unset ones are absent."""
+    source = os.environ if env is None else env
+    out: dict[str, float] = {}
+    for field, var in TTL_ENVS.items():
+        raw = source.get(var, "").strip()
+        if raw:
+            seconds = parse_duration(raw, name=var)
+            if not seconds > 0:
+                raise ConfigError(f"{var}={raw!r} is not allowed: use a duration greater than 0, such as 1h or 24h")
+            out[field] = seconds
+    return out
+
+
+def log_settings(env: Mapping[str, str] | None = None, *, level: str | None = None) -> tuple[str, str]:
+    """The worker's log level and format: ``level`` (``--log-level``), else
+    ``$BANANAS_LOG_LEVEL``, else the original's ``$LOG_LEVEL``, else ``INFO``; the format from
+    ``$LOG_FORMAT`` (``text`` or ``json``, default text). ``ConfigError`` names a bad value."""
+    source = os.environ if env is None else env
+    name, raw = "--log-level", level
+    for var in ("BANANAS_LOG_LEVEL", "LOG_LEVEL"):
+        if raw is None or not raw.strip():
+            name, raw = var, source.get(var)
+    text = (raw or "INFO").strip().upper()
+    text = "WARNING" if text == "WARN" else text
+    if text not in LOG_LEVELS:
+        raise ConfigError(f"{name}={raw!r} is not a log level: use one of {', '.join(LOG_LEVELS)}")
+    fmt_raw = source.get("LOG_FORMAT", "").strip()
+    fmt = fmt_raw.lower() or "text"
+    if fmt not in LOG_FORMATS:
+        raise ConfigError(f"LOG_FORMAT={fmt_raw!r} is not a log format: use text or json")
+    return text, fmt
+
+
 # -- which backend ---------------------------------------------------------------------
 
 
+def _url_from_env() -> str:
+    return os.environ.get(URL_ENV, "").strip() or os.environ.get(FALLBACK_URL_ENV, "").strip()
+
+
 def resolve_url(url: str | None = None) -> str:
-    """The backend URL to use: ``url``, else ``$BANANAS_URL``, else the embedded default
-    (``sqlite:///bananas.db``) when a plugin serves ``sqlite://``, else ``memory://``."""
+    """The backend URL to use: ``url``, else ``$BANANAS_URL``, else the original's
+    ``$REDIS_URL``, else the embedded default (``sqlite:///bananas.db``) when a plugin serves
+    ``sqlite://``, else ``memory://``."""
     if url and url.strip():
         return url.strip()
-    from_env = os.environ.get(URL_ENV, "").strip()
+    from_env = _url_from_env()
     if from_env:
         return from_env
     try:
@@ -339,31 +444,51 @@ def resolve_url(url: str | None = None) -> str:
     return EMBEDDED_DEFAULT_URL
 
 
-_notice_shown = False
+def uses_embedded_default(url: str | None) -> bool:
+    """True when no URL is given anywhere and the embedded default is what :func:`resolve_url` picks."""
+    return not (url and url.strip()) and not _url_from_env() and resolve_url(None) == EMBEDDED_DEFAULT_URL
 
 
-def connect_resolved(url: str | None = None, **options: Any) -> tuple[Backend, SchemaMigrator | None]:
+def embedded_path() -> str:
+    """The absolute path of the embedded default's database file in the current directory."""
+    return os.path.abspath(EMBEDDED_DEFAULT_URL.removeprefix("sqlite:///"))
+
+
+def connect_resolved(
+    url: str | None = None, *, announce: bool = False, **options: Any
+) -> tuple[Backend, SchemaMigrator | None]:
     """Connect to :func:`resolve_url` (``url``) without I/O; also return the schema migrator
-    to run first, which is given only when falling back to the embedded default."""
-    global _notice_shown
+    to run first, which is given only when falling back to the embedded default.
+
+    Result TTLs not given come from the original's ``RESULT_BACKEND_TTL_*`` variables. The
+    embedded default is reported as a log record (``bananas.config``, INFO); with
+    ``announce`` (the command line) also as one line on stderr, only when its database
+    file does not exist yet, so a terminal sees the notice once per directory.
+    """
     resolved = resolve_url(url)
+    for field, seconds in env_result_ttls().items():
+        if options.get(field) is None:
+            options[field] = seconds
     backend = connect(resolved, **options)
-    explicit = bool(url and url.strip()) or bool(os.environ.get(URL_ENV, "").strip())
-    if explicit or resolved != EMBEDDED_DEFAULT_URL:
+    if not uses_embedded_default(url):
         return backend, None
-    if not _notice_shown:
-        _notice_shown = True
-        print(f"bananas: using embedded default {EMBEDDED_DEFAULT_URL}", file=sys.stderr)
+    path = embedded_path()
+    log.info("using the embedded default %s (%s)", EMBEDDED_DEFAULT_URL, path)
+    if announce and not os.path.exists(path):
+        print(
+            f"bananas: using the embedded default {EMBEDDED_DEFAULT_URL}, creating {path} "
+            f"(pass --url or set {URL_ENV} for another backend)",
+            file=sys.stderr,
+        )
     return backend, resolve(resolved).migrate
 
 
-async def open_backend(url: str | None = None, **options: Any) -> Backend:
+async def open_backend(url: str | None = None, *, announce: bool = False, **options: Any) -> Backend:
     """Connect to :func:`resolve_url` (``url``); for the embedded default, create its schema first.
 
-    Keyword arguments go to :func:`bananas.connect`. A one-line notice on stderr says
-    when the embedded default is used.
+    Keyword arguments go to :func:`bananas.connect`; ``announce`` as for :func:`connect_resolved`.
     """
-    backend, migrate = connect_resolved(url, **options)
+    backend, migrate = connect_resolved(url, announce=announce, **options)
     if migrate is not None:
         await migrate(EMBEDDED_DEFAULT_URL, backend.options)
     return backend

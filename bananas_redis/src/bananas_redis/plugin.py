@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import math
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import attrs
 from bananas.backend import Backend, BackendOptions
 from bananas.capabilities import Capability
+from bananas.errors import ConfigError
 from bananas.plugins import BackendSpec, hookimpl
 
 _CAPABILITIES: frozenset[Capability] = frozenset(
@@ -17,11 +22,47 @@ _CAPABILITIES: frozenset[Capability] = frozenset(
     }
 )
 SCHEMES = ("redis", "rediss", "redis+sentinel", "redis+cluster")
+OPTIONS = ("namespace", "retry_for", "connect_timeout")
+"""What the backend reads from ``BackendOptions.extra``: the key namespace, how long a lost
+connection is retried (seconds, default 30) and ``connect_timeout``."""
+
+
+def connect_timeout_of(options: BackendOptions) -> float | None:
+    """The ``connect_timeout`` option in seconds (``None`` when not given); ``ConfigError`` if not > 0."""
+    raw = options.extra.get("connect_timeout")
+    if raw is None or raw == "":
+        return None
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise ConfigError(f"connect_timeout must be a number of seconds > 0, got {raw!r}")
+    return value
+
+
+def with_connect_timeout(url: str, options: BackendOptions) -> tuple[str, BackendOptions]:
+    """``connect_timeout`` applied: the socket connect timeout in the URL (``socket_connect_timeout``,
+    unless the URL sets it) and the retry budget (``retry_for``, unless given), so an
+    unreachable server is reported after about ``connect_timeout`` seconds instead of 30."""
+    timeout = connect_timeout_of(options)
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if timeout is None and not any(k == "connect_timeout" for k, _ in query):
+        return url, options
+    query = [(k, v) for k, v in query if k != "connect_timeout"]  # redis-py does not know it
+    if timeout is not None:
+        if not any(k == "socket_connect_timeout" for k, _ in query):
+            query.append(("socket_connect_timeout", f"{timeout:g}"))
+        if "retry_for" not in options.extra:
+            options = attrs.evolve(options, extra={**options.extra, "retry_for": timeout})
+    return urlunsplit(parts._replace(query=urlencode(query))), options
 
 
 def _factory(url: str, options: BackendOptions) -> Backend:
     from bananas_redis.backend import connect_redis
 
+    url, options = with_connect_timeout(url, options)
     return connect_redis(url, options)
 
 
@@ -35,5 +76,6 @@ def bananas_backends() -> list[BackendSpec]:
             factory=_factory,
             capabilities=_CAPABILITIES,  # type: ignore[arg-type]  # attrs converter typing
             description="Redis (wire-compatible with the original Bananas)",
+            options=OPTIONS,
         )
     ]

@@ -5,8 +5,13 @@ Imports nothing heavy: SQLAlchemy and the drivers are loaded by the factories.
 
 from __future__ import annotations
 
+import math
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import attrs
 from bananas.backend import Backend, BackendOptions
 from bananas.capabilities import Capability
+from bananas.errors import ConfigError
 from bananas.plugins import BackendSpec, hookimpl
 
 POSTGRES_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
@@ -22,10 +27,42 @@ POSTGRES_CAPABILITIES: frozenset[Capability] = _COMMON | {
 }
 SQLITE_CAPABILITIES: frozenset[Capability] = _COMMON
 
+_SHARED_OPTIONS = ("namespace", "table_prefix", "schema", "retry_seconds")
+POSTGRES_OPTIONS = (*_SHARED_OPTIONS, "pool_size", "pool_pre_ping", "claim_sync_commit", "connect_timeout")
+"""What the PostgreSQL backend reads from ``BackendOptions.extra`` (other URL query
+parameters, such as ``sslmode``, go to libpq)."""
+SQLITE_OPTIONS = (*_SHARED_OPTIONS, "busy_timeout", "poll_interval", "write_gap")
+"""What the SQLite backend reads from ``BackendOptions.extra``."""
+
+
+def with_connect_timeout(url: str, options: BackendOptions) -> tuple[str, BackendOptions]:
+    """A ``connect_timeout`` keyword option applied to a PostgreSQL URL: libpq's own
+    ``connect_timeout`` (whole seconds, unless the URL sets it) and the retry budget
+    (``retry_seconds``, unless given), so an unreachable server is reported after about
+    ``connect_timeout`` seconds instead of 15."""
+    raw = options.extra.get("connect_timeout")
+    if raw is None or raw == "":
+        return url, options
+    try:
+        timeout = float(raw)
+    except (TypeError, ValueError):
+        timeout = math.nan
+    if not 0 < timeout < math.inf:
+        raise ConfigError(f"connect_timeout must be a number of seconds > 0, got {raw!r}")
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if not any(k == "connect_timeout" for k, _ in query):
+        query.append(("connect_timeout", str(max(1, math.ceil(timeout)))))
+        url = urlunsplit(parts._replace(query=urlencode(query)))
+    if "retry_seconds" not in options.extra:
+        options = attrs.evolve(options, extra={**options.extra, "retry_seconds": timeout})
+    return url, options
+
 
 def _postgres(url: str, options: BackendOptions) -> Backend:
     from bananas_sql.postgres import connect_postgres
 
+    url, options = with_connect_timeout(url, options)
     return connect_postgres(url, options)
 
 
@@ -52,6 +89,7 @@ def bananas_backends() -> list[BackendSpec]:
             capabilities=POSTGRES_CAPABILITIES,  # type: ignore[arg-type]  # attrs converter typing
             description="PostgreSQL: SKIP LOCKED claims, LISTEN/NOTIFY wake-ups, transactional enqueue",
             migrate=_migrate,
+            options=POSTGRES_OPTIONS,
         ),
         BackendSpec(
             name="sqlite",
@@ -60,5 +98,6 @@ def bananas_backends() -> list[BackendSpec]:
             capabilities=SQLITE_CAPABILITIES,  # type: ignore[arg-type]
             description="SQLite: one file, no server (the embedded default)",
             migrate=_migrate,
+            options=SQLITE_OPTIONS,
         ),
     ]

@@ -397,5 +397,6 @@ def bananas_backends() -> Iterable[BackendSpec]:
             factory=connect_memory,
             capabilities=CAPABILITIES,  # type: ignore[arg-type]  # attrs' frozenset converter
             description="in-process store shared by name; the reference backend and a test double",
+            options=("namespace",),
         )
     ]

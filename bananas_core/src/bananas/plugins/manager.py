@@ -6,6 +6,8 @@ import functools
 import importlib.metadata
 import logging
 import os
+from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -17,7 +19,17 @@ from bananas.errors import PluginError, UnknownBackendScheme
 from bananas.plugins import hookspecs
 from bananas.plugins.types import BackendSpec
 
-__all__ = ["DISABLE_ENV", "backend_specs", "connect", "get_plugin_manager", "reload_plugins", "resolve"]
+__all__ = [
+    "DISABLE_ENV",
+    "UNIVERSAL_OPTIONS",
+    "accepted_options",
+    "backend_specs",
+    "check_options",
+    "connect",
+    "get_plugin_manager",
+    "reload_plugins",
+    "resolve",
+]
 
 log = logging.getLogger("bananas.plugins")
 
@@ -133,21 +145,57 @@ def resolve(url: str) -> BackendSpec:
     raise UnknownBackendScheme(f"no installed backend serves {scheme}:// URLs{hint} (installed schemes: {installed})")
 
 
+UNIVERSAL_OPTIONS = frozenset({"namespace", "connect_timeout"})
+"""Keyword options every backend accepts (backends without a network connection ignore
+``connect_timeout``)."""
+
+
+def accepted_options(spec: BackendSpec) -> frozenset[str] | None:
+    """Every keyword argument :func:`connect` takes for ``spec`` (``None``: anything)."""
+    if spec.options is None:
+        return None
+    known = {f.name for f in attrs.fields(BackendOptions)} - {"extra"}
+    return frozenset(known | UNIVERSAL_OPTIONS | spec.options | {"extra"})
+
+
+def _duration(value: Any) -> Any:
+    """A timedelta as seconds; anything else unchanged (the backend checks it)."""
+    return value.total_seconds() if isinstance(value, timedelta) else value
+
+
+def check_options(url: str, options: Mapping[str, Any]) -> None:
+    """Raise ``TypeError`` naming the accepted options if ``options`` has a keyword the
+    backend serving ``url`` does not declare (see :attr:`BackendSpec.options`)."""
+    accepted = accepted_options(resolve(url))
+    if accepted is None:
+        return
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        spec = resolve(url)
+        raise TypeError(
+            f"unknown option(s) {', '.join(unknown)} for the {spec.name} backend; "
+            f"accepted: {', '.join(sorted(accepted - {'extra'}))} (or extra={{...}} for anything else)"
+        )
+
+
 def connect(url: str, **options: Any) -> Backend:
     """A :class:`Backend` for ``url``, built by the plugin that serves its scheme.
 
     Keyword arguments set :class:`BackendOptions` fields (``clock``, ``result_success_ttl``,
-    ...); any others, and the URL's query parameters, reach the backend as ``extra``.
-    Connections are opened on first use.
+    ...; durations in seconds or as ``timedelta``) or the backend's own options (those its
+    :class:`BackendSpec` declares, plus ``namespace`` and ``connect_timeout``); any other
+    keyword raises ``TypeError`` naming the accepted ones. ``extra={...}`` and the URL's
+    query parameters reach the backend unchecked. Connections are opened on first use.
     """
     spec = resolve(url)
+    check_options(url, options)
     known = {f.name for f in attrs.fields(BackendOptions)} - {"extra"}
     extra: dict[str, Any] = dict(parse_qsl(urlsplit(url).query))
     extra.update(options.pop("extra", {}) or {})
-    extra.update({k: v for k, v in options.items() if k not in known})
+    extra.update({k: _duration(v) for k, v in options.items() if k not in known})
     if extra.get("namespace") is not None:  # one rule for every backend, third-party ones too
         validate_namespace(extra["namespace"])
-    opts = BackendOptions(**{k: v for k, v in options.items() if k in known}, extra=extra)
+    opts = BackendOptions(**{k: _duration(v) for k, v in options.items() if k in known}, extra=extra)
     try:
         return spec.factory(url, opts)
     except ImportError as exc:

@@ -28,6 +28,14 @@ def _capabilities(values: Iterable[Capability]) -> frozenset[Capability]:
     return frozenset(Capability(v) for v in values)
 
 
+def _options(values: Iterable[str] | None) -> frozenset[str] | None:
+    if values is None:
+        return None
+    if isinstance(values, str):
+        raise TypeError("BackendSpec.options must be a collection of option names, not one string")
+    return frozenset(str(v) for v in values)
+
+
 @attrs.frozen(kw_only=True)
 class BackendSpec:
     """A storage backend a plugin offers: its name, URL schemes, factory and capabilities."""
@@ -40,6 +48,12 @@ class BackendSpec:
     migrate: SchemaMigrator | None = None
     distribution: str = ""
     """Filled in by the plugin manager: the distribution the plugin came from."""
+    options: frozenset[str] | None = attrs.field(default=None, converter=_options)
+    """The backend-specific keyword options the backend reads from ``BackendOptions.extra``
+    (``namespace`` and ``connect_timeout`` are always accepted). :func:`bananas.connect`
+    refuses any other keyword argument, naming the accepted ones. ``None`` (the default,
+    for specs written before this field existed) accepts anything. URL query parameters are
+    never checked: backends pass unknown ones on to their driver."""
 
     @schemes.validator
     def _check_schemes(self, _attr: object, value: tuple[str, ...]) -> None:

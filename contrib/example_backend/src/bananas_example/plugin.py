@@ -32,4 +32,12 @@ def connect(url: str, options: BackendOptions) -> Backend:
 @hookimpl
 def bananas_backends() -> Iterable[BackendSpec]:
     """One backend, serving ``example://``."""
-    return [BackendSpec(name="example", schemes=("example",), factory=connect, capabilities=CAPABILITIES)]  # type: ignore[arg-type]
+    return [
+        BackendSpec(
+            name="example",
+            schemes=("example",),
+            factory=connect,
+            capabilities=CAPABILITIES,  # type: ignore[arg-type]
+            options=("namespace",),  # the only option connect() reads from options.extra
+        )
+    ]
