@@ -4,6 +4,7 @@ bulk submission, the synchronous client from threads and after fork."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import threading
 import uuid
@@ -11,11 +12,14 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import attrs
 import pytest
 from bananas import (
     AsyncClient,
     Backend,
     Client,
+    ConfigError,
+    HandlerNotFound,
     InvalidJob,
     InvalidRoutingKey,
     Job,
@@ -25,6 +29,8 @@ from bananas import (
     JobStatus,
     ManualClock,
     PayloadError,
+    Registry,
+    ResultNotReady,
     Timeout,
     connect,
 )
@@ -324,3 +330,127 @@ def test_sync_client_with_a_bad_url_fails_at_once() -> None:
 
     with pytest.raises(UnknownBackendScheme, match="nosuch://"):
         Client("nosuch://host")
+
+
+# -- compatibility with the original SDK ----------------------------------------------------
+
+
+async def test_timeouts_accept_a_timedelta(client: AsyncClient) -> None:
+    with pytest.raises(Timeout):
+        await client.submit_and_wait("nobody_runs_this", timeout=timedelta(milliseconds=50))
+    job_id = await client.submit_job("x")
+    with pytest.raises(Timeout):
+        await client.wait_for_result(job_id, timedelta(milliseconds=50))
+    with pytest.raises(ValueError, match="timeout"):
+        await client.wait_for_result(job_id, timedelta(seconds=-1))
+
+
+def test_sync_submit_and_wait_accepts_a_timedelta(url: str) -> None:
+    with Client(url) as client, pytest.raises(Timeout):
+        client.submit_and_wait("nobody_runs_this", timeout=timedelta(milliseconds=50))
+
+
+async def test_ttls_accept_timedelta_and_the_original_names(url: str) -> None:
+    async with AsyncClient(url, result_success_ttl=timedelta(hours=2), failure_ttl=timedelta(days=2)) as client:
+        assert client.backend.options.result_success_ttl == 7200.0
+        assert client.backend.options.result_failure_ttl == 172800.0
+    async with AsyncClient(url, success_ttl=60) as client:
+        assert client.backend.options.result_success_ttl == 60
+    with pytest.raises(TypeError, match="not both"):
+        AsyncClient(url, success_ttl=60, result_success_ttl=60)
+
+
+@pytest.mark.parametrize("cls", [AsyncClient, Client])
+def test_unknown_keyword_arguments_are_an_error_naming_the_accepted_ones(url: str, cls: Any) -> None:
+    with pytest.raises(
+        TypeError, match=r"unknown option\(s\) sucess_ttl for the memory backend; accepted: .*namespace"
+    ):
+        cls(url, sucess_ttl=5)
+
+
+def test_connect_refuses_unknown_keywords_but_not_url_query_or_extra(url: str) -> None:
+    with pytest.raises(TypeError, match="retry_fro"):
+        connect(url, retry_fro=3)
+    assert connect(url + "?anything=1").options.extra["anything"] == "1"
+    assert connect(url, extra={"anything": 1}).options.extra["anything"] == 1
+    assert connect(url, connect_timeout=timedelta(seconds=2)).options.extra["connect_timeout"] == 2.0
+
+
+async def test_keyword_options_with_a_passed_in_backend_are_refused(url: str) -> None:
+    backend = connect(url)
+    with pytest.raises(TypeError, match="result_success_ttl cannot be used with backend="):
+        AsyncClient(backend=backend, result_success_ttl=5)
+    await backend.close()
+
+
+async def test_submit_job_takes_a_routing_key(client: AsyncClient) -> None:
+    job_id = await client.submit_job("resize", {"url": "x"}, routing_key="gpu")
+    assert (await client.get_job(job_id)).routing_key == "gpu"
+    with pytest.raises(InvalidRoutingKey):
+        await client.submit_job("resize", routing_key="no spaces")
+
+
+def test_sync_submit_job_takes_a_routing_key(url: str) -> None:
+    with Client(url) as client:
+        assert client.get_job(client.submit_job("resize", routing_key="gpu")).routing_key == "gpu"
+
+
+async def test_max_retries_default_comes_from_the_environment(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAX_RETRIES", "7")
+    async with AsyncClient(url) as client:
+        assert (await client.get_job(await client.submit_job("x"))).max_retries == 7
+        assert (await client.get_job(await client.submit_job("x", max_retries=1))).max_retries == 1
+        [spec_id] = await client.submit_many([{"name": "x"}])
+        assert (await client.get_job(spec_id)).max_retries == 7
+    monkeypatch.setenv("MAX_RETRIES", "lots")
+    with pytest.raises(ConfigError, match="MAX_RETRIES='lots'"):
+        AsyncClient(url)
+
+
+@dataclasses.dataclass
+class Email:
+    to: str
+    tags: list[str]
+
+
+@attrs.define
+class Resize:
+    width: int
+    email: Email
+
+
+async def test_dataclass_and_attrs_payloads_round_trip_through_payload_as(client: AsyncClient) -> None:
+    job = await client.get_job(await client.submit_job("send", Email("a@example.com", ["x"])))
+    assert job.payload == {"to": "a@example.com", "tags": ["x"]}
+    assert job.payload_as(Email) == Email("a@example.com", ["x"])
+    nested = Resize(3, Email("b@example.com", []))
+    job = await client.get_job(await client.submit_job("resize", nested))
+    assert job.payload_as(Resize) == nested
+    with pytest.raises(PayloadError):
+        await client.submit_job("send", object())
+
+
+async def test_a_registry_makes_unknown_job_names_handler_not_found(url: str) -> None:
+    registry = Registry()
+
+    @registry.handler("known")
+    async def known(ctx: Any, job: Job) -> None:
+        return None
+
+    async with AsyncClient(url, registry=registry) as client:
+        await client.submit_job("known")
+        with pytest.raises(HandlerNotFound, match="'unknown'"):
+            await client.submit_job("unknown")
+        assert (await client.backend.queue.depths()).total_ready == 1
+
+
+async def test_get_result_strict_raises_not_found_and_not_ready(client: AsyncClient) -> None:
+    with pytest.raises(JobNotFound):
+        await client.get_result("nope", missing_ok=False)
+    job_id = await client.submit_job("x")
+    with pytest.raises(ResultNotReady, match="status: pending"):
+        await client.get_result(job_id, missing_ok=False)
+    assert await client.get_result(job_id) is None
+    await client.backend.results.store(JobResult(job_id=job_id, status=JobStatus.COMPLETED, result=1))
+    result = await client.get_result(job_id, missing_ok=False)
+    assert result is not None and result.result == 1

@@ -4,7 +4,6 @@ and which backend URL is used when none is given."""
 from __future__ import annotations
 
 import logging
-
 from pathlib import Path
 
 import pytest
@@ -204,7 +203,10 @@ async def test_open_backend_connects_to_the_url(monkeypatch: pytest.MonkeyPatch)
 
 @pytest.mark.anyio
 async def test_embedded_default_notice_only_when_the_command_line_creates_the_file(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     try:
         resolve(EMBEDDED_DEFAULT_URL)

@@ -154,3 +154,96 @@ def test_every_hookspec_is_documented_and_tested() -> None:
     for name in specs:
         assert (getattr(hookspecs, name).__doc__ or "").strip(), f"hookspec {name} has no docstring"
         assert name in this_file, f"hookspec {name} has no test here"
+
+
+# -- declared options --------------------------------------------------------------------
+
+OPTIONS_PLUGIN = """
+from bananas.backends.memory import connect_memory
+from bananas.plugins import BackendSpec, hookimpl
+
+@hookimpl
+def bananas_backends():
+    return [BackendSpec(name={name!r}, schemes=({scheme!r},), factory=connect_memory, options={options!r})]
+"""
+
+
+def test_a_spec_without_options_accepts_any_keyword(make_plugin: MakePlugin) -> None:
+    make_plugin("old-plugin", "old_plugin", body=OPTIONS_PLUGIN.format(name="old", scheme="old", options=None))
+    assert manager.connect("old://x", whatever=1).options.extra["whatever"] == 1
+
+
+def test_a_spec_with_options_refuses_others_naming_the_accepted_ones(make_plugin: MakePlugin) -> None:
+    make_plugin("new-plugin", "new_plugin", body=OPTIONS_PLUGIN.format(name="new", scheme="new", options=("depth",)))
+    assert manager.connect("new://x", depth=3).options.extra["depth"] == 3
+    assert manager.connect("new://x", connect_timeout=1, namespace="a").options.extra["namespace"] == "a"
+    with pytest.raises(TypeError) as info:
+        manager.connect("new://x", dpeth=3)
+    message = str(info.value)
+    assert "dpeth" in message and "depth" in message and "result_success_ttl" in message
+    assert "connect_timeout" in message and "namespace" in message
+
+
+def test_options_must_be_a_collection_not_one_string() -> None:
+    from bananas.plugins import BackendSpec
+
+    with pytest.raises(TypeError, match="not one string"):
+        BackendSpec(name="x", schemes=("x",), factory=lambda u, o: None, options="depth")  # type: ignore[arg-type,return-value]
+
+
+def test_installed_backends_declare_what_they_read() -> None:
+    assert manager.resolve("memory://").options == frozenset({"namespace"})
+    for url, expected in [
+        ("redis://h", {"namespace", "retry_for", "connect_timeout"}),
+        ("postgresql://h/db", {"pool_size", "retry_seconds", "table_prefix", "schema", "connect_timeout"}),
+        ("sqlite:///x.db", {"busy_timeout", "poll_interval", "write_gap", "retry_seconds"}),
+        ("example://x", {"namespace"}),
+    ]:
+        try:
+            spec = manager.resolve(url)
+        except UnknownBackendScheme:
+            continue
+        assert spec.options is not None and expected <= spec.options, url
+
+
+def test_redis_connect_timeout_becomes_socket_timeout_and_retry_budget() -> None:
+    plugin = pytest.importorskip("bananas_redis.plugin")
+    from bananas import BackendOptions
+
+    url, opts = plugin.with_connect_timeout("redis://h:1/0", BackendOptions(extra={"connect_timeout": 2.5}))
+    assert url == "redis://h:1/0?socket_connect_timeout=2.5" and opts.extra["retry_for"] == 2.5
+    url, opts = plugin.with_connect_timeout(
+        "redis://h:1/0?connect_timeout=3&socket_connect_timeout=1", BackendOptions(extra={"connect_timeout": "3"})
+    )
+    assert url == "redis://h:1/0?socket_connect_timeout=1" and opts.extra["retry_for"] == 3.0
+    with pytest.raises(bananas.ConfigError, match="connect_timeout must be a number of seconds > 0"):
+        plugin.with_connect_timeout("redis://h", BackendOptions(extra={"connect_timeout": "soon"}))
+
+
+def test_postgres_connect_timeout_reaches_libpq_and_the_retry_budget() -> None:
+    plugin = pytest.importorskip("bananas_sql.plugin")
+    from bananas import BackendOptions
+
+    url, opts = plugin.with_connect_timeout("postgresql://u@h/db", BackendOptions(extra={"connect_timeout": 2.5}))
+    assert url == "postgresql://u@h/db?connect_timeout=3" and opts.extra["retry_seconds"] == 2.5
+    url, _ = plugin.with_connect_timeout(
+        "postgresql://u@h/db?connect_timeout=9", BackendOptions(extra={"connect_timeout": 9})
+    )
+    assert url == "postgresql://u@h/db?connect_timeout=9"
+
+
+def test_a_client_for_an_unreachable_redis_fails_within_its_connect_timeout() -> None:
+    pytest.importorskip("bananas_redis")
+    import socket
+    import time
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    started = time.monotonic()
+    with (
+        bananas.Client(f"redis://127.0.0.1:{port}/0", connect_timeout=1) as client,
+        pytest.raises(bananas.BackendUnavailable),
+    ):
+        client.submit_job("x")
+    assert time.monotonic() - started < 5  # the default budget is 30 s
