@@ -77,6 +77,20 @@ class IgnoresNameFilter(memory.MemoryQueue):
         return await super().claim(routing_keys, priorities, **kwargs)
 
 
+class HandsNothingOver(memory.MemoryQueue):
+    """claim_or_wait only ever waits: it never returns a job, not even a ready one."""
+
+    async def claim_or_wait(self, routing_keys, priorities=tuple(JobPriority), *, waiter, timeout, **kwargs):
+        return []
+
+
+class ForgetsTheResult(memory.MemoryQueue):
+    """complete_and_store completes the job but drops its result."""
+
+    async def complete_and_store(self, job, result):
+        return await self.complete(job)
+
+
 NO_CRON_NO_FILTER = memory.CAPABILITIES - {Capability.CRON, Capability.JOB_NAME_FILTER}
 VARIANTS = {
     "broken-priority": (PriorityBlindStore, memory.MemoryQueue, memory.CAPABILITIES),
@@ -84,6 +98,8 @@ VARIANTS = {
     "broken-double": (memory.MemoryStore, DoubleClaims, memory.CAPABILITIES),
     "broken-retry": (memory.MemoryStore, RetriesEarly, memory.CAPABILITIES),
     "broken-caps": (memory.MemoryStore, IgnoresNameFilter, NO_CRON_NO_FILTER),
+    "broken-handoff": (memory.MemoryStore, HandsNothingOver, memory.CAPABILITIES),
+    "broken-combined": (memory.MemoryStore, ForgetsTheResult, memory.CAPABILITIES),
 }
 
 
@@ -136,6 +152,14 @@ class TestRetriesEarly(BackendConformance):
 class TestNoCronNoNameFilter(BackendConformance):
     bananas_url = "broken-caps://"
     stateful_settings = NO_SHRINKING
+
+
+class TestHandsNothingOver(BackendConformance):
+    bananas_url = "broken-handoff://"
+
+
+class TestForgetsTheResult(BackendConformance):
+    bananas_url = "broken-combined://"
 """
 
 SELECTED = [
@@ -148,6 +172,8 @@ SELECTED = [
     "test_claim_job_names_filter",
     "test_without_cron_scheduler_raises",
     "test_without_job_name_filter_claim_raises",
+    "test_claim_or_wait_claims_what_is_ready",
+    "test_completes_and_stores_together",
 ]
 
 EXPECTED_FAILURES = {
@@ -160,9 +186,12 @@ EXPECTED_FAILURES = {
         "test_state_machine",
         "test_claim_strict_priority",
         "test_claim_job_names_filter",  # their drain() sees a job claimed twice
+        "test_claim_or_wait_claims_what_is_ready",  # it claims through the same broken claim
     },
     "TestRetriesEarly": {"test_fail_retry_not_claimable_before_backoff", "test_state_machine"},
     "TestNoCronNoNameFilter": {"test_without_job_name_filter_claim_raises"},
+    "TestHandsNothingOver": {"test_claim_or_wait_claims_what_is_ready"},
+    "TestForgetsTheResult": {"test_completes_and_stores_together"},
 }
 
 

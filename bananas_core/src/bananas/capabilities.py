@@ -38,6 +38,14 @@ class Capability(enum.StrEnum):
     RESULT_TTL = "result_ttl"
     """Results and finished jobs expire after their TTLs."""
 
+    HAND_OFF = "hand_off"
+    """The queue is a :class:`~bananas.protocols.HandOff`: an idle worker waits in the store and
+    is handed new jobs, already claimed, by the enqueue that makes them ready."""
+
+    COMPLETE_AND_STORE = "complete_and_store"
+    """The queue is a :class:`~bananas.protocols.CompleteAndStore`: a completion and its result
+    are written together, in one atomic step."""
+
 
 def require(declared: Iterable[Capability], needed: Capability, *, backend: str, operation: str) -> None:
     """Raise :class:`CapabilityNotSupported` unless ``needed`` is among ``declared``."""

@@ -19,7 +19,9 @@ from bananas.job import ALL_PRIORITIES, Job, JobPriority, JobResult
 
 __all__ = [
     "BlockingEnqueue",
+    "CompleteAndStore",
     "DEFAULT_LEASE_SECONDS",
+    "HandOff",
     "LEASE_EXPIRED_ERROR",
     "Queue",
     "QueueDepths",
@@ -277,6 +279,62 @@ class BlockingEnqueue(Protocol):
 
     def enqueue_many_blocking(self, jobs: Sequence[Job]) -> None:
         """:meth:`Queue.enqueue_many`, blocking the calling thread until stored."""
+        ...
+
+
+@runtime_checkable
+class HandOff(Protocol):
+    """Optional on a :class:`Queue` (:attr:`Capability.HAND_OFF <bananas.capabilities.Capability>`):
+    an idle worker waits inside the store and is handed jobs as they become ready.
+
+    The worker uses it instead of :meth:`Queue.wait_for_work` when the backend declares the
+    capability: one hop from producer to worker. Every job it returns is claimed exactly as
+    :meth:`Queue.claim` claims (status ``processing``, a lease, a fresh lease token), in the
+    same order rules.
+    """
+
+    async def claim_or_wait(
+        self,
+        routing_keys: Sequence[str],
+        priorities: Sequence[JobPriority] = ALL_PRIORITIES,
+        *,
+        limit: int = 1,
+        lease: float = DEFAULT_LEASE_SECONDS,
+        waiter: str,
+        timeout: float,
+    ) -> list[Job]:
+        """Claim like :meth:`Queue.claim`; if nothing is ready, wait up to ``timeout`` real
+        seconds for jobs handed to ``waiter`` (a token unique to the worker) and return them.
+
+        Returns ``[]`` when the wait ran out or :meth:`wake_waiter` ended it. Jobs handed over
+        while the worker was not waiting are returned by its next call.
+        """
+        ...
+
+    async def wake_waiter(self, waiter: str) -> None:
+        """End the current (or next) wait of ``waiter`` early; it returns what it was handed, or ``[]``."""
+        ...
+
+    async def stop_waiting(self, waiter: str) -> list[Job]:
+        """Unregister ``waiter``; return the jobs handed to it that it has not taken (claimed:
+        the caller releases them)."""
+        ...
+
+
+@runtime_checkable
+class CompleteAndStore(Protocol):
+    """Optional on a :class:`Queue` (:attr:`Capability.COMPLETE_AND_STORE
+    <bananas.capabilities.Capability>`): complete a job and store its result in one atomic write."""
+
+    def shares_store_with(self, results: object) -> bool:
+        """True if ``results`` keeps its results in this queue's store, so that
+        :meth:`complete_and_store` can write both together."""
+        ...
+
+    async def complete_and_store(self, job: Job, result: JobResult) -> Job:
+        """:meth:`Queue.complete` and ``results.store(result)`` as one atomic write (for a
+        ``results`` of :meth:`shares_store_with`); fenced like :meth:`Queue.complete`: raises
+        :class:`~bananas.errors.LeaseLost` and writes neither when the claim no longer holds the job."""
         ...
 
 

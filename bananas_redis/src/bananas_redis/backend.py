@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from bananas.backend import Backend, BackendOptions
-from bananas.capabilities import Capability
 
 from bananas_redis.connection import Connection
+from bananas_redis.plugin import CAPABILITIES
 from bananas_redis.queue import RedisQueue
 from bananas_redis.results import RedisResults
 from bananas_redis.scheduler import RedisScheduler
@@ -13,16 +13,6 @@ from bananas_redis.workers import RedisWorkers
 
 __all__ = ["CAPABILITIES", "connect_redis"]
 
-CAPABILITIES = frozenset(
-    {
-        Capability.CRON,
-        Capability.DEAD_LETTER_ADMIN,
-        Capability.JOB_NAME_FILTER,
-        Capability.PUSH_WAKEUP,
-        Capability.RESULT_PUSH,
-        Capability.RESULT_TTL,
-    }
-)
 
 
 def connect_redis(url: str, options: BackendOptions) -> Backend:

@@ -11,7 +11,7 @@ from bananas.capabilities import Capability
 from bananas.errors import ConfigError
 from bananas.plugins import BackendSpec, hookimpl
 
-_CAPABILITIES: frozenset[Capability] = frozenset(
+CAPABILITIES: frozenset[Capability] = frozenset(
     {
         Capability.CRON,
         Capability.DEAD_LETTER_ADMIN,
@@ -19,8 +19,11 @@ _CAPABILITIES: frozenset[Capability] = frozenset(
         Capability.PUSH_WAKEUP,
         Capability.RESULT_PUSH,
         Capability.RESULT_TTL,
+        Capability.HAND_OFF,
+        Capability.COMPLETE_AND_STORE,
     }
 )
+"""What the Redis backend offers: declared here once, for the spec and the Backend alike."""
 SCHEMES = ("redis", "rediss", "redis+sentinel", "redis+cluster")
 OPTIONS = ("namespace", "retry_for", "connect_timeout")
 """What the backend reads from ``BackendOptions.extra``: the key namespace, how long a lost
@@ -74,7 +77,7 @@ def bananas_backends() -> list[BackendSpec]:
             name="redis",
             schemes=SCHEMES,
             factory=_factory,
-            capabilities=_CAPABILITIES,  # type: ignore[arg-type]  # attrs converter typing
+            capabilities=CAPABILITIES,  # type: ignore[arg-type]  # attrs converter typing
             description="Redis (wire-compatible with the original Bananas)",
             options=OPTIONS,
         )

@@ -18,12 +18,19 @@ POSTGRES_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
 SQLITE_SCHEMES = ("sqlite",)
 
 _COMMON: frozenset[Capability] = frozenset(
-    {Capability.CRON, Capability.DEAD_LETTER_ADMIN, Capability.JOB_NAME_FILTER, Capability.RESULT_TTL}
+    {
+        Capability.CRON,
+        Capability.DEAD_LETTER_ADMIN,
+        Capability.JOB_NAME_FILTER,
+        Capability.RESULT_TTL,
+        Capability.COMPLETE_AND_STORE,
+    }
 )
 POSTGRES_CAPABILITIES: frozenset[Capability] = _COMMON | {
     Capability.PUSH_WAKEUP,
     Capability.RESULT_PUSH,
     Capability.TRANSACTIONAL_ENQUEUE,
+    Capability.HAND_OFF,
 }
 SQLITE_CAPABILITIES: frozenset[Capability] = _COMMON
 

@@ -9,6 +9,7 @@ from typing import Any
 import attrs
 
 from bananas.backends._memory_store import MemoryPart, check_new
+from bananas.backends._signal import Signal
 from bananas.errors import DuplicateJob, Timeout
 from bananas.job import Job, JobResult
 from bananas.protocols import ScheduleState, WorkerInfo
@@ -21,15 +22,19 @@ class MemoryResults(MemoryPart):
 
     async def store(self, result: JobResult) -> None:
         """Store ``result`` for its TTL and wake its waiters."""
-        s = self._store
-        ttl = self._options.result_success_ttl if result.is_success() else self._options.result_failure_ttl
-        with s.lock:
-            expires = self._now() + ttl
-            s.results[result.job_id] = (result, expires)
-            s.expire_at("result", result.job_id, expires)
-            signal = s.result_signals.pop(result.job_id, None)
+        with self._store.lock:
+            signal = self.store_locked(result)
         if signal is not None:
             signal.wake_all()
+
+    def store_locked(self, result: JobResult) -> Signal | None:
+        """Store ``result`` (the caller holds the store's lock); return its waiters' signal to wake."""
+        s = self._store
+        ttl = self._options.result_success_ttl if result.is_success() else self._options.result_failure_ttl
+        expires = self._now() + ttl
+        s.results[result.job_id] = (result, expires)
+        s.expire_at("result", result.job_id, expires)
+        return s.result_signals.pop(result.job_id, None)
 
     async def get(self, job_id: str) -> JobResult | None:
         """The stored result, or ``None``."""

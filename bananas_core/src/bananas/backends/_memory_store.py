@@ -37,6 +37,7 @@ class MemoryStore:
         self.schedules: dict[str, ScheduleState] = {}
         self.workers: dict[str, tuple[WorkerInfo, float]] = {}  # id -> (info, expires at)
         self.work_signal = Signal()
+        self.waiter_wakes: set[str] = set()  # hand-off waiters asked to end their current or next wait
         self.result_signals: dict[str, Signal] = {}
 
     # -- helpers; the caller holds the lock ------------------------------------------

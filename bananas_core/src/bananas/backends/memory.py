@@ -144,16 +144,14 @@ class MemoryQueue(MemoryPart):
         return True
 
     def _bury_unreadable(self, job_id: str, error: str, now: float) -> None:
+        """Dead, with a failed result saying why, and a WARNING; the caller holds the lock."""
         s = self._store
         log.warning("job %r sent to the dead letter queue: %s", job_id, error)
         s.unlink(job_id)
         s.dead[job_id] = None
         s.unreadable[job_id] = (error, now)
         result = JobResult(job_id=job_id, status=JobStatus.FAILED, error=error, completed_at=from_timestamp(now))
-        expires = now + self._options.result_failure_ttl
-        s.results[job_id] = (result, expires)
-        s.expire_at("result", job_id, expires)
-        signal = s.result_signals.pop(job_id, None)
+        signal = MemoryResults(s, self._options).store_locked(result)
         if signal is not None:
             signal.wake_all()
 
@@ -178,18 +176,22 @@ class MemoryQueue(MemoryPart):
 
     async def complete(self, job: Job) -> Job:
         """Mark the job completed; its record expires after ``completed_job_ttl``."""
+        with self._store.lock:
+            return self._complete_locked(job)
+
+    def _complete_locked(self, job: Job) -> Job:
+        """:meth:`complete`; the caller holds the lock."""
         s = self._store
-        with s.lock:
-            now = self._now()
-            self._fence(job)
-            stored = self._load_or_bury(job.id, now, "completed")
-            if stored is None:
-                raise _buried(job.id)
-            stored = stored.evolve(status=JobStatus.COMPLETED, updated_at=from_timestamp(now))
-            s.unlink(job.id)
-            if not self._save_or_bury(stored, now, "completed"):
-                raise _buried(job.id)
-            s.expire_at("job", job.id, now + self._options.completed_job_ttl)
+        now = self._now()
+        self._fence(job)
+        stored = self._load_or_bury(job.id, now, "completed")
+        if stored is None:
+            raise _buried(job.id)
+        stored = stored.evolve(status=JobStatus.COMPLETED, updated_at=from_timestamp(now))
+        s.unlink(job.id)
+        if not self._save_or_bury(stored, now, "completed"):
+            raise _buried(job.id)
+        s.expire_at("job", job.id, now + self._options.completed_job_ttl)
         return stored
 
     def _fence(self, job: Job) -> None:
@@ -339,6 +341,65 @@ class MemoryQueue(MemoryPart):
                 s.jobs.pop(job_id, None)
                 s.unreadable.pop(job_id, None)
         return len(chosen)
+
+    # -- optional protocols: HandOff and CompleteAndStore ------------------------------
+
+    async def claim_or_wait(
+        self,
+        routing_keys: Sequence[str],
+        priorities: Sequence[JobPriority] = ALL_PRIORITIES,
+        *,
+        limit: int = 1,
+        lease: float = DEFAULT_LEASE_SECONDS,
+        waiter: str,
+        timeout: float,
+    ) -> list[Job]:
+        """Claim; if nothing is ready, wait up to ``timeout`` real seconds for an enqueue and claim
+        what it made ready (see :class:`~bananas.protocols.HandOff`)."""
+        jobs = await self.claim(routing_keys, priorities, limit=limit, lease=lease)
+        if jobs or timeout <= 0:
+            return jobs
+        s = self._store
+        with s.lock:
+            if waiter in s.waiter_wakes:
+                s.waiter_wakes.discard(waiter)
+                return []
+            fut = s.work_signal.register()
+        await s.work_signal.wait(fut, timeout)
+        with s.lock:
+            if waiter in s.waiter_wakes:
+                s.waiter_wakes.discard(waiter)
+                return []
+        return await self.claim(routing_keys, priorities, limit=limit, lease=lease)
+
+    async def wake_waiter(self, waiter: str) -> None:
+        """End ``waiter``'s current or next wait."""
+        s = self._store
+        with s.lock:
+            s.waiter_wakes.add(waiter)
+        s.work_signal.wake_all()
+
+    async def stop_waiting(self, waiter: str) -> list[Job]:
+        """Forget ``waiter``; memory:// hands nothing over ahead of a claim, so nothing is returned."""
+        with self._store.lock:
+            self._store.waiter_wakes.discard(waiter)
+        return []
+
+    def shares_store_with(self, results: object) -> bool:
+        """True for the results of this same store."""
+        return isinstance(results, MemoryResults) and results._store is self._store
+
+    async def complete_and_store(self, job: Job, result: JobResult) -> Job:
+        """:meth:`complete` and storing ``result``, under one lock (fenced like :meth:`complete`)."""
+        if result.job_id != job.id:
+            raise ValueError(f"the result is for job {result.job_id!r}, not {job.id!r}")
+        s = self._store
+        with s.lock:
+            stored = self._complete_locked(job)
+            signal = MemoryResults(s, self._options).store_locked(result)
+        if signal is not None:
+            signal.wake_all()
+        return stored
 
     async def wait_for_work(self, routing_keys: Sequence[str], timeout: float) -> None:
         """Return at once if work is ready, else when any arrives or after ``timeout`` real seconds."""

@@ -31,7 +31,7 @@ from bananas.clock import Clock, system_clock
 from bananas.errors import LeaseLost, PayloadError
 from bananas.job import JSON, MAX_DEPTH, Job, JobResult, JobStatus, dumps
 from bananas.logsafe import printable
-from bananas.protocols import DEFAULT_LEASE_SECONDS, Queue, ResultBackend
+from bananas.protocols import DEFAULT_LEASE_SECONDS, CompleteAndStore, Queue, ResultBackend
 from bananas.timefmt import from_timestamp
 from bananas.worker.context import JobContext
 from bananas.worker.registry import Registry
@@ -121,15 +121,15 @@ class Executor:
     def set_result_backend(self, results: ResultBackend | None) -> None:
         """Store a :class:`JobResult` for every success and every final failure (optional).
 
-        When the queue keeps results in the same store (it offers ``shares_store_with`` and
-        ``complete_and_store``, as the Redis queue does), a success is recorded with one
-        call that completes the job and stores its result together.
+        When the queue keeps results in the same store (it is a
+        :class:`~bananas.protocols.CompleteAndStore` that shares its store with ``results``),
+        a success is recorded with one call that completes the job and stores its result.
         """
         self.results = results
         self._combined = None
-        shares = getattr(self.queue, "shares_store_with", None)
-        if results is not None and shares is not None and shares(results):
-            self._combined = self.queue.complete_and_store  # type: ignore[attr-defined]
+        queue = self.queue
+        if results is not None and isinstance(queue, CompleteAndStore) and queue.shares_store_with(results):
+            self._combined = queue.complete_and_store
 
     async def execute_job(self, job: Job, *, timeout: float | None = None) -> Job | None:
         """Run ``job`` (claimed by this worker) and record the outcome; return the stored job.

@@ -33,6 +33,7 @@ from bananas.config import WorkerConfig, WorkerMode
 from bananas.errors import BananasError
 from bananas.job import Job
 from bananas.logsafe import printable
+from bananas.protocols import HandOff
 from bananas.worker.executor import Executor
 from bananas.worker.liveness import Heartbeat, new_worker_id
 
@@ -64,7 +65,7 @@ class Pool:
     reported once it was blocked this long.
 
     An idle worker waits for work with ``queue.wait_for_work``, or, where the queue offers
-    ``claim_or_wait`` / ``stop_waiting`` / ``wake_waiter`` (Redis, PostgreSQL), by registering as a waiter
+    :class:`~bananas.protocols.HandOff` (Redis, PostgreSQL, memory), by registering as a waiter
     that the next enqueue hands its jobs to, already claimed: one hop from producer to worker.
     """
 
@@ -118,11 +119,11 @@ class Pool:
         self._handing_off = False
         self._interrupt: asyncio.Task[None] | None = None
         self._names = config.job_types if config.mode is WorkerMode.JOB_SPECIALIZED else ()
-        # Queues that hand jobs straight to idle workers (Redis, PostgreSQL) offer claim_or_wait; it serves
+        # Queues that hand jobs straight to idle workers (Redis, PostgreSQL) are a HandOff; it serves
         # workers that take every job name of their routing keys.
-        self._hand_off: Callable[..., Awaitable[list[Job]]] | None = (
-            None if self._names else getattr(self.queue, "claim_or_wait", None)
-        )
+        self._hand_off: HandOff | None = None
+        if not self._names and backend.supports(Capability.HAND_OFF) and isinstance(self.queue, HandOff):
+            self._hand_off = self.queue
         self._stopped = asyncio.Event()
         self._shutdown: asyncio.Task[None] | None = None
         self._signals = 0
@@ -178,10 +179,9 @@ class Pool:
         self._wake()
         if self._waiting_for_work and self._claimer is not None:
             self._claimer.cancel()  # interrupts only queue.wait_for_work (see _claim_loop)
-        if self._handing_off and self._interrupt is None:
-            wake = getattr(self.queue, "wake_waiter", None)
-            if wake is not None:  # ends the wait without cutting a reply that may carry jobs
-                self._interrupt = asyncio.get_running_loop().create_task(wake(self.worker_id))
+        if self._handing_off and self._interrupt is None and self._hand_off is not None:
+            # ends the wait without cutting a reply that may carry jobs
+            self._interrupt = asyncio.get_running_loop().create_task(self._hand_off.wake_waiter(self.worker_id))
         if self._started and self._shutdown is None:
             self._shutdown = asyncio.get_running_loop().create_task(self._shut_down(), name="bananas-shutdown")
 
@@ -395,7 +395,7 @@ class Pool:
         assert self._hand_off is not None
         self._handing_off = True
         try:
-            return await self._hand_off(
+            return await self._hand_off.claim_or_wait(
                 self.config.routing_keys,
                 self.config.priorities,
                 limit=free,
@@ -408,9 +408,8 @@ class Pool:
 
     async def _stop_waiting(self) -> None:
         """Unregister as a waiter; jobs handed over meanwhile go back to the queue."""
-        stop = getattr(self.queue, "stop_waiting", None)
-        if self._hand_off is not None and stop is not None:
-            self._unfinished.extend(await stop(self.worker_id))
+        if self._hand_off is not None:
+            self._unfinished.extend(await self._hand_off.stop_waiting(self.worker_id))
 
     async def _wait_for_work(self) -> None:
         """``queue.wait_for_work``, awaited directly (no helper task on the wake-up path);

@@ -37,6 +37,7 @@ from bananas.testing.suite.extras import (
 from bananas.testing.suite.fencing import FencingTests, PoisonRecordTests
 from bananas.testing.suite.lifecycle import CompleteFailTests, DeadLetterTests, ScheduledTests
 from bananas.testing.suite.namespaces import NamespaceTests
+from bananas.testing.suite.optional import CompleteAndStoreTests, HandOffTests, OptionalProtocolTests
 from bananas.testing.suite.queue import ClaimTests, EnqueueTests, LeaseTests
 from bananas.testing.suite.results import ResultTests, ResultTTLTests
 
@@ -121,6 +122,9 @@ class BackendConformance(
     FencingTests,
     PoisonRecordTests,
     NamespaceTests,
+    HandOffTests,
+    CompleteAndStoreTests,
+    OptionalProtocolTests,
     CompleteFailTests,
     ScheduledTests,
     DeadLetterTests,
