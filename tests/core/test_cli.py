@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+import attrs
 import pytest
 from bananas import Backend, Job, JobResult, JobStatus, connect
 from bananas.cli import main
@@ -241,11 +242,25 @@ def test_dlq_list_requeue_and_purge(capsys: pytest.CaptureFixture[str], url: str
     assert on(url, lambda b: b.queue.depths()).dead == 0
 
 
-def test_dlq_requeue_without_ids_requeues_all(capsys: pytest.CaptureFixture[str], url: str) -> None:
+def test_dlq_requeue_needs_ids_or_all_like_purge(capsys: pytest.CaptureFixture[str], url: str) -> None:
     _dead_jobs(url, 3)
-    code, out, _ = run_cli(capsys, "dlq", "requeue", "--url", url)
+    code, out, err = run_cli(capsys, "dlq", "requeue", "--url", url)
+    assert code == 2 and out == "" and "pass --all to requeue every dead job" in err
+    assert on(url, lambda b: b.queue.depths()).dead == 3
+    code, out, _ = run_cli(capsys, "dlq", "requeue", "--all", "--url", url)
     assert code == 0 and out.strip() == "requeued 3 dead jobs"
     assert on(url, lambda b: b.queue.depths()).ready_for("dlq") == 3
+
+
+@pytest.mark.parametrize("action", ["requeue", "purge"])
+def test_dlq_ids_that_are_not_dead_are_an_error_and_nothing_changes(
+    capsys: pytest.CaptureFixture[str], url: str, action: str
+) -> None:
+    ids = _dead_jobs(url, 2)
+    code, out, err = run_cli(capsys, "dlq", action, ids[0], "nonexistent", "--url", url)
+    assert code == 1 and out == ""
+    assert err.count("\n") == 1 and "not in the dead letter queue: 'nonexistent'" in err and ids[0] not in err
+    assert on(url, lambda b: b.queue.depths()).dead == 2
 
 
 # -- schedules, workers, check ----------------------------------------------------------------
@@ -410,8 +425,13 @@ def test_embedded_default_needs_no_url(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("BANANAS_URL", raising=False)
-    run_cli(capsys, "stats")  # the notice is printed once per process, so only the file is checked
-    assert (tmp_path / "bananas.db").exists()
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    code, out, err = run_cli(capsys, "submit", "hello")
+    assert code == 0 and (tmp_path / "bananas.db").exists()
+    assert one_line(err).startswith("bananas: using the embedded default sqlite:///bananas.db, creating ")
+    code, out, err = run_cli(capsys, "stats")
+    assert code == 0 and err == ""  # the file exists now: no notice
+    assert f"sqlite:///bananas.db (the embedded default, {tmp_path / 'bananas.db'})" in out
     monkeypatch.setenv("BANANAS_URL", f"memory://env-{uuid.uuid4().hex}")
     job_id = run_json(capsys, "submit", "from-env")["id"]
     assert on(__import__("os").environ["BANANAS_URL"], lambda b: b.queue.get_job(job_id)).name == "from-env"
@@ -586,3 +606,125 @@ def test_demo_prints_progress_and_a_summary_table(capsys: pytest.CaptureFixture[
     assert "10/10 done" in out  # not a terminal: periodic progress lines
     for label in ("processed", "succeeded", "retried", "dead", "elapsed", "jobs/s"):
         assert any(line.startswith(label) for line in out.splitlines()), label
+
+
+# -- consistent statuses, times and exit codes --------------------------------------------------
+
+
+def test_submit_wait_json_status_is_the_final_one(capsys: pytest.CaptureFixture[str], url: str) -> None:
+    with _MiniWorker(url):
+        data = run_json(capsys, "submit", "echo", "--wait", "10", "--url", url)
+    assert data["status"] == "completed" == data["result"]["status"]
+
+
+def test_a_failed_result_exits_1_like_submit_wait(capsys: pytest.CaptureFixture[str], url: str) -> None:
+    job = Job.create("add", max_retries=0)
+
+    async def fail(b: Backend) -> None:
+        await b.queue.enqueue(job)
+        (claimed,) = await b.queue.claim(["default"])
+        await b.queue.fail(claimed, "boom")
+        await b.results.store(JobResult(job_id=job.id, status=JobStatus.FAILED, error="boom"))
+
+    on(url, fail)
+    code, out, _ = run_cli(capsys, "result", job.id, "--url", url)
+    assert code == 1 and "failed" in out and "boom" in out
+    code, out, _ = run_cli(capsys, "result", job.id, "--url", url, "--json")
+    assert code == 1 and json.loads(out)["status"] == "failed"
+
+
+def test_schedules_without_app_show_no_unknown_columns(
+    capsys: pytest.CaptureFixture[str], url: str, app_module: str
+) -> None:
+    run_json(capsys, "schedules", f"{app_module}:registry", "--url", url)  # imports the app
+    registry = sys.modules[app_module].registry
+    on(url, lambda b: CronScheduler(b, registry.schedules, first_run_grace=3600).tick())
+    code, out, _ = run_cli(capsys, "schedules", "--url", url)
+    assert code == 0 and "?" not in out
+    assert out.splitlines()[0].split()[:3] == ["ID", "LAST", "RUN"]
+    assert "pass APP" in out and "every-minute" in out
+
+
+def test_workers_json_times_are_iso(capsys: pytest.CaptureFixture[str], url: str) -> None:
+    on(url, lambda b: b.workers.heartbeat(_worker("w-1", ("default",)), ttl=60))
+    (worker,) = run_json(capsys, "workers", "--url", url)
+    heartbeat = datetime.fromisoformat(worker["last_heartbeat"])
+    assert worker["last_heartbeat"].endswith("Z") and abs(heartbeat - datetime.now(UTC)) < timedelta(minutes=1)
+    assert worker["started_at"] is None  # never set by this test's record
+
+
+def test_check_reports_scheduled_jobs_without_a_scheduler(capsys: pytest.CaptureFixture[str], url: str) -> None:
+    later = datetime.now(UTC) + timedelta(hours=1)
+    on(url, lambda b: b.queue.enqueue(Job.create("later", scheduled_for=later)))
+    code, out, err = run_cli(capsys, "check", "--url", url)
+    assert code == 1 and out == ""
+    assert "1 scheduled or retrying job will never become ready: no live worker runs the scheduler" in one_line(err)
+    specialized = attrs.evolve(_worker("w-spec", ("default",)), mode="specialized")
+    on(url, lambda b: b.workers.heartbeat(specialized, ttl=60))
+    assert run_cli(capsys, "check", "--url", url)[0] == 1  # specialized workers run no scheduler by default
+    on(url, lambda b: b.workers.heartbeat(_worker("w-default", ("default",)), ttl=60))
+    code, out, _ = run_cli(capsys, "check", "--url", url)
+    assert code == 0 and out.startswith("ok: 2 live workers")
+
+
+def test_check_reports_workers_whose_heartbeat_stopped(capsys: pytest.CaptureFixture[str], url: str) -> None:
+    async def beat_30s_ago() -> None:
+        async with connect(url, clock=lambda: time.time() - 30) as backend:
+            await backend.workers.heartbeat(_worker("w-hung", ("default",)), ttl=60)
+
+    asyncio.run(beat_30s_ago())
+    code, _, err = run_cli(capsys, "check", "--url", url)
+    assert code == 1 and "worker heartbeat stopped: w-hung (30s ago)" in one_line(err)
+    data = json.loads(run_cli(capsys, "check", "--url", url, "--json")[1])
+    assert data["ok"] is False and "w-hung" in data["message"]
+
+
+def test_group_options_before_the_action(capsys: pytest.CaptureFixture[str], url: str) -> None:
+    ids = _dead_jobs(url, 1)
+    assert [j["id"] for j in run_json(capsys, "dlq", "--url", url, "list")] == ids
+    code, out, _ = run_cli(capsys, "dlq", "--json", "--url", url, "requeue", "--all")
+    assert code == 0 and json.loads(out) == {"requeued": 1}
+    code, out, _ = run_cli(capsys, "db", "--url", url, "upgrade")
+    assert code == 0 and "has no schema" in out
+
+
+@needs_sqlite
+def test_db_upgrade_says_whether_it_created_the_schema(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'fresh.db'}"
+    code, out, _ = run_cli(capsys, "db", "upgrade", "--url", db)
+    assert code == 0 and out.startswith("created the schema of sqlite:///")
+    data = run_json(capsys, "db", "upgrade", "--url", db)
+    assert data["action"] == "unchanged" and "already up to date" in data["message"]
+
+
+@needs_sqlite
+def test_read_only_commands_create_no_database_and_errors_name_the_default(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("BANANAS_URL", raising=False)
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    for argv in (["stats"], ["job", "x"], ["result", "x"], ["dlq", "list"], ["workers"], ["check"]):
+        code, out, err = run_cli(capsys, *argv)
+        assert code == 2 and out == "" and "there is no Bananas database here" in one_line(err), argv
+    assert not (tmp_path / "bananas.db").exists()
+    run_cli(capsys, "submit", "x")
+    code, _, err = run_cli(capsys, "job", "missing")
+    assert code == 1 and one_line(err).endswith(f"(backend: the embedded default, {tmp_path / 'bananas.db'})")
+
+
+def test_submit_takes_max_retries_from_the_environment(
+    capsys: pytest.CaptureFixture[str], url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MAX_RETRIES", "9")
+    job_id = run_json(capsys, "submit", "x", "--url", url)["id"]
+    assert run_json(capsys, "job", job_id, "--url", url)["max_retries"] == 9
+    monkeypatch.setenv("MAX_RETRIES", "lots")
+    code, _, err = run_cli(capsys, "submit", "x", "--url", url)
+    assert code == 2 and "MAX_RETRIES='lots'" in one_line(err)
+
+
+def test_worker_help_documents_every_option(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(capsys, "worker", "--help")
+    flat = " ".join(out.split())
+    assert code == 0 and "--no-scheduler run no scheduler in this worker" in flat and "--json" in flat

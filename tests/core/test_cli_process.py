@@ -67,11 +67,21 @@ def test_mistakes_exit_with_one_line(tmp_path: Path, argv: list[str], code: int,
 
 @needs_sqlite
 def test_embedded_default_and_demo(tmp_path: Path) -> None:
-    done = bananas(tmp_path, "stats", "--json")
+    done = bananas(tmp_path, "stats", "--json")  # read-only: no database is created here
+    assert done.returncode == 2 and done.stdout == ""
+    assert f"there is no Bananas database here ({tmp_path / 'bananas.db'} does not exist)" in done.stderr
+    assert "--url" in done.stderr and not (tmp_path / "bananas.db").exists()
+    for argv in (["job", "x"], ["result", "x"], ["dlq", "list"]):
+        assert bananas(tmp_path, *argv).returncode == 2 and not (tmp_path / "bananas.db").exists()
+
+    done = bananas(tmp_path, "submit", "hello")  # a write creates it, saying so once
     assert done.returncode == 0, done.stderr
-    assert done.stderr.strip() == "bananas: using embedded default sqlite:///bananas.db"
+    assert done.stderr.startswith("bananas: using the embedded default sqlite:///bananas.db, creating ")
     assert (tmp_path / "bananas.db").exists()
-    assert json.loads(done.stdout)["ready_total"] == 0
+    done = bananas(tmp_path, "stats", "--json")
+    assert done.returncode == 0 and done.stderr == ""  # once per directory, not per command
+    assert json.loads(done.stdout)["ready_total"] == 1
+    assert json.loads(done.stdout)["backend"].endswith(f"(the embedded default, {tmp_path / 'bananas.db'})")
 
     done = bananas(tmp_path, "demo", "--jobs", "30")
     assert done.returncode == 0, done.stderr
@@ -136,3 +146,97 @@ def test_worker_check_submit_wait_on_a_sqlite_file(tmp_path: Path) -> None:
         _, err = worker.communicate(timeout=30)
     assert worker.returncode == 0, err
     assert json.loads(bananas(tmp_path, "workers", "--json", "--url", url).stdout) == []
+
+
+def test_redis_url_of_the_original_is_honoured(tmp_path: Path) -> None:
+    env = env_for(tmp_path)
+    env["REDIS_URL"] = "gopher://from-redis-url"
+    done = subprocess.run(
+        [str(BANANAS), "stats"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 2 and "no installed backend serves gopher://" in done.stderr
+    env["BANANAS_URL"] = "memory://"  # ours first
+    done = subprocess.run(
+        [str(BANANAS), "stats", "--json"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0 and json.loads(done.stdout)["backend"] == "memory://"
+
+
+@pytest.mark.parametrize(
+    ("argv", "what"),
+    [
+        (["submit", "x"], "submits"),
+        (["dlq", "requeue", "--all"], "requeues"),
+        (["dlq", "purge", "--all"], "purges"),
+    ],
+)
+def test_memory_is_refused_where_the_effect_would_vanish_with_the_process(
+    tmp_path: Path, argv: list[str], what: str
+) -> None:
+    done = bananas(tmp_path, *argv, "--url", "memory://")
+    assert done.returncode == 2 and done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    assert (
+        len(lines) == 1 and f"memory:// lives inside one process, so what this command {what} would vanish" in lines[0]
+    )
+    assert bananas(tmp_path, "stats", "--url", "memory://").returncode == 0  # reading is harmless
+
+
+def test_global_options_after_a_group_name(tmp_path: Path) -> None:
+    done = bananas(tmp_path, "dlq", "--url", "memory://", "--json", "list")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "fragment"),
+    [
+        (["--concurrency", "0"], {}, "--concurrency 0 is out of range: use 1 to 1000"),
+        (["--prefetch", "-1"], {}, "--prefetch '-1' is not allowed"),
+        ([], {"WORKER_CONCURRENCY": "0"}, "WORKER_CONCURRENCY=0 is out of range"),
+        ([], {"LOG_LEVEL": "loud"}, "LOG_LEVEL='loud' is not a log level"),
+        ([], {"LOG_FORMAT": "xml"}, "LOG_FORMAT='xml' is not a log format: use text or json"),
+        ([], {"JOB_TIMEOUT": "soon"}, "JOB_TIMEOUT='soon' is not a duration"),
+        ([], {"CRON_SCHEDULER_ENABLED": "maybe"}, "CRON_SCHEDULER_ENABLED='maybe' is not a boolean"),
+    ],
+)
+def test_worker_option_and_variable_errors_name_what_the_user_set(
+    tmp_path: Path, argv: list[str], env: dict[str, str], fragment: str
+) -> None:
+    (tmp_path / "cliapp.py").write_text(textwrap.dedent(APP))
+    full = env_for(tmp_path) | env
+    done = subprocess.run(
+        [str(BANANAS), "worker", "cliapp:registry", "--url", "memory://", *argv],
+        cwd=tmp_path, env=full, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and fragment in lines[0], done.stderr
+
+
+@pytest.mark.slow
+def test_worker_json_logs_one_object_a_line(tmp_path: Path) -> None:
+    (tmp_path / "cliapp.py").write_text(textwrap.dedent(APP))
+    worker = subprocess.Popen(
+        [str(BANANAS), "--json", "worker", "cliapp:registry", "--url", "memory://"],
+        cwd=tmp_path, env=env_for(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert worker.stderr is not None
+        first = worker.stderr.readline()
+        time.sleep(1)  # logged before the pool installs its signal handlers
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        _, rest = worker.communicate(timeout=30)
+    assert worker.returncode == 0, rest
+    record = json.loads(first)
+    assert record["level"] == "INFO" and record["logger"].startswith("bananas") and "serving" in record["message"]
+    assert record["time"].endswith("Z")
+    for line in rest.strip().splitlines():
+        json.loads(line)

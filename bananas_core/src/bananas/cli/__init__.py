@@ -46,7 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="bananas",
         description="Bananas: a distributed task queue with pluggable storage.",
-        epilog="Every command takes --url (default: $BANANAS_URL, then sqlite:///bananas.db) and --json.",
+        epilog="Every command takes --url (default: $BANANAS_URL, then $REDIS_URL, then sqlite:///bananas.db) "
+        "and --json, before or after the command's name. Exit codes: 0 ok, 1 operational failure "
+        "(unreachable backend, job not found, failed job, timeout), 2 usage mistake.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     parser.add_argument("--url", dest="global_url", metavar="URL", default=None, help="backend URL, for any command")
@@ -93,9 +95,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             args = parser.parse_args(argv)
         except SystemExit as exc:  # --help and --version exit 0 through argparse
             return exc.code if isinstance(exc.code, int) else EXIT_OK
-        if getattr(args, "url", None) is None:  # `bananas --url X stats` as well as `bananas stats --url X`
-            args.url = args.global_url
-        args.json = bool(getattr(args, "json", False) or args.global_json)
+        # Global options go before or after the command (and before a group's action):
+        # `bananas --url X dlq list`, `bananas dlq --url X list`, `bananas dlq list --url X`.
+        args.url = getattr(args, "url", None) or getattr(args, "group_url", None) or args.global_url
+        args.json = bool(getattr(args, "json", False) or getattr(args, "group_json", False) or args.global_json)
+        args.standalone = argv is None  # the console script: the process (and a memory:// store) ends after
+    except KeyboardInterrupt:
+        print("bananas: interrupted", file=sys.stderr)
+        return 130
+    except BaseException as exc:
+        if isinstance(exc, SystemExit):
+            return exc.code if isinstance(exc.code, int) else EXIT_FAILURE
+        return _report(exc)
+    try:
         with _quiet_logs(args.command):
             result = args.run(args)
             if asyncio.iscoroutine(result):
@@ -107,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BaseException as exc:
         if isinstance(exc, SystemExit):
             return exc.code if isinstance(exc.code, int) else EXIT_FAILURE
-        return _report(exc)
+        return _report(exc, args.url if args.command != "backends" else "-")
 
 
 @contextlib.contextmanager
@@ -124,8 +136,9 @@ def _quiet_logs(command: str) -> Iterator[None]:
         logger.setLevel(level)
 
 
-def _report(exc: BaseException) -> int:
-    """Print ``exc`` as one line on stderr and choose the exit code."""
+def _report(exc: BaseException, url: str | None = "-") -> int:
+    """Print ``exc`` as one line on stderr and choose the exit code. An operational failure
+    on the embedded default says where its file is (``url`` is the command's ``--url``)."""
     code = exit_code(exc)
     if isinstance(exc, BananasError | UsageError):
         message = str(exc)
@@ -137,6 +150,12 @@ def _report(exc: BaseException) -> int:
             traceback.print_exception(exc)
         else:
             message += " (set BANANAS_DEBUG=1 to see the traceback)"
+    if code == EXIT_FAILURE and url != "-":
+        from bananas.config import embedded_path, uses_embedded_default
+
+        with contextlib.suppress(BananasError):
+            if uses_embedded_default(url):
+                message += f" (backend: the embedded default, {embedded_path()})"
     print(f"bananas: {' '.join(message.split())}", file=sys.stderr)
     return code
 

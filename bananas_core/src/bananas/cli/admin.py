@@ -6,18 +6,24 @@ import argparse
 import sys
 from typing import Any
 
+from bananas.backend import redact_url
 from bananas.capabilities import Capability
 from bananas.cli.common import add_common, load_app, open_from_args, schedules_of
 from bananas.cli.output import emit_json, print_table, relative, schedule_state_dict, shorten, worker_dict
-from bananas.errors import BackendUnavailable
+from bananas.errors import BackendUnavailable, SchemaError
 from bananas.job import JobPriority
 from bananas.protocols import WorkerInfo
 from bananas.timefmt import from_timestamp
 
-__all__ = ["CHECK_RETRY_SECONDS", "register", "unserved"]
+__all__ = ["CHECK_RETRY_SECONDS", "SCHEDULER_MODES", "STALE_HEARTBEAT_SECONDS", "register", "stale", "unserved"]
 
 CHECK_RETRY_SECONDS = 2.0
 """A health check answers quickly: an unreachable backend is retried this long, then reported."""
+STALE_HEARTBEAT_SECONDS = 12.0
+"""A listed worker whose last heartbeat is older than this (workers beat every 5 s, and are
+listed for 15 s after their last beat) has stopped beating: hung, or killed moments ago."""
+SCHEDULER_MODES = frozenset({"thin", "default", "scheduler-only"})
+"""Worker modes that run the scheduler unless told not to (``--no-scheduler``)."""
 
 
 def register(sub: Any) -> None:
@@ -39,8 +45,10 @@ def register(sub: Any) -> None:
     p = sub.add_parser(
         "check",
         help="health check for containers and alerts",
-        description="Exit 0 printing 'ok ...' when the backend answers and every routing key with waiting "
-        "jobs has a live worker; otherwise exit 1 with a one-line reason.",
+        description="Exit 0 printing 'ok ...' when the backend answers, every routing key with waiting "
+        "jobs has a live worker, scheduled or retrying jobs have a worker that runs the scheduler "
+        "(mode thin, default or scheduler-only), and every live worker's heartbeat is current; otherwise "
+        "exit 1 with a one-line reason.",
     )
     add_common(p)
     p.set_defaults(run=check)
@@ -50,6 +58,7 @@ def register(sub: Any) -> None:
     p.set_defaults(run=backends)
 
     p = sub.add_parser("db", help="storage schema", description="Manage the storage schema.")
+    add_common(p, group=True)
     db = p.add_subparsers(dest="db_command", metavar="ACTION", parser_class=type(p))
     db.required = True
     q = db.add_parser("upgrade", help="create or upgrade the backend's schema")
@@ -62,7 +71,7 @@ async def schedules(args: argparse.Namespace) -> int:
     from bananas.scheduler import CronScheduler, Schedule
 
     defined: list[Schedule] = list(schedules_of(load_app(args.app), args.app)) if args.app else []
-    async with open_from_args(args) as backend:
+    async with open_from_args(args, read_only=True) as backend:
         now = from_timestamp(backend.clock())
         if defined:
             states = await CronScheduler(backend, defined).states()
@@ -83,23 +92,35 @@ async def schedules(args: argparse.Namespace) -> int:
     if not states:
         print("no schedule has run yet" + ("" if args.app else " (pass APP to list the app's schedules)"))
         return 0
+    stored = [
+        [
+            relative(state.last_run, now),
+            relative(state.next_run, now),
+            state.run_count,
+            shorten(state.last_error, 40) or "-",
+        ]
+        for state in states
+    ]
+    tail = ["LAST RUN", "NEXT RUN", "RUNS", "LAST ERROR"]
+    if not args.app:  # the store keeps run state only; the definitions live in the app
+        print_table(["ID", *tail], [[state.schedule_id, *row] for state, row in zip(states, stored, strict=True)])
+        print("(cron, job, zone and enabled are defined by the app: pass APP, e.g. myapp.tasks:registry, to show them)")
+        return 0
     rows = []
-    for state in states:
+    for state, row in zip(states, stored, strict=True):
         d = definition(state.schedule_id)
+        known = bool(d)  # a stored schedule the app no longer defines
         rows.append(
             [
                 state.schedule_id,
-                d.get("cron", "?"),
-                d.get("job", "?"),
-                d.get("timezone", "?"),
-                _yes_no(d.get("enabled")),
-                relative(state.last_run, now),
-                relative(state.next_run, now),
-                state.run_count,
-                shorten(state.last_error, 40) or "-",
+                d.get("cron", "-"),
+                d.get("job", "-"),
+                d.get("timezone", "-"),
+                _yes_no(d.get("enabled")) if known else "not in APP",
+                *row,
             ]
         )
-    print_table(["ID", "CRON", "JOB", "ZONE", "ENABLED", "LAST RUN", "NEXT RUN", "RUNS", "LAST ERROR"], rows)
+    print_table(["ID", "CRON", "JOB", "ZONE", "ENABLED", *tail], rows)
     return 0
 
 
@@ -109,7 +130,7 @@ def _yes_no(value: object) -> str:
 
 async def workers(args: argparse.Namespace) -> int:
     """``bananas workers``: the live workers."""
-    async with open_from_args(args) as backend:
+    async with open_from_args(args, read_only=True) as backend:
         live = await backend.workers.workers()
         now = backend.clock()
     if args.json:
@@ -138,6 +159,11 @@ async def workers(args: argparse.Namespace) -> int:
     return 0
 
 
+def stale(live: list[WorkerInfo], now: float, limit: float = STALE_HEARTBEAT_SECONDS) -> list[WorkerInfo]:
+    """Listed workers whose last heartbeat is more than ``limit`` seconds old."""
+    return [w for w in live if now - w.last_heartbeat > limit]
+
+
 def unserved(ready: dict[tuple[str, JobPriority], int], live: list[WorkerInfo]) -> dict[str, int]:
     """Routing keys with ready jobs that no live, claiming worker takes (key -> waiting jobs)."""
     waiting: dict[str, int] = {}
@@ -156,18 +182,29 @@ def unserved(ready: dict[tuple[str, JobPriority], int], live: list[WorkerInfo]) 
 async def check(args: argparse.Namespace) -> int:
     """``bananas check``: 0 and ``ok ...`` when healthy, else 1 and the reason on one line."""
     try:
-        async with open_from_args(args, retry=CHECK_RETRY_SECONDS) as backend:
+        async with open_from_args(args, retry=CHECK_RETRY_SECONDS, read_only=True) as backend:
             await backend.queue.ping()
             depths = await backend.queue.depths()
             live = await backend.workers.workers()
+            now = backend.clock()
     except BackendUnavailable as exc:
         return _verdict(args, False, f"backend unreachable: {exc}")
+    problems: list[str] = []
     waiting = unserved(dict(depths.ready), live)
     if waiting:
         keys = ", ".join(f"{key!r} ({n} job{'s' if n != 1 else ''})" for key, n in waiting.items())
-        return _verdict(
-            args, False, f"jobs wait on routing keys no live worker serves: {keys}", live, depths.total_ready
+        problems.append(f"jobs wait on routing keys no live worker serves: {keys}")
+    if depths.scheduled and not any(w.mode in SCHEDULER_MODES for w in live):
+        problems.append(
+            f"{depths.scheduled} scheduled or retrying job{'s' if depths.scheduled != 1 else ''} will never become "
+            "ready: no live worker runs the scheduler (start one in mode thin, default or scheduler-only)"
         )
+    hung = stale(live, now)
+    if hung:
+        shown = ", ".join(f"{w.id} ({now - w.last_heartbeat:.0f}s ago)" for w in hung[:5])
+        problems.append(f"worker heartbeat stopped: {shown}")
+    if problems:
+        return _verdict(args, False, "; ".join(problems), live, depths.total_ready)
     summary = f"ok: {len(live)} live worker{'s' if len(live) != 1 else ''}, {depths.total_ready} jobs ready"
     return _verdict(args, True, summary, live, depths.total_ready)
 
@@ -222,16 +259,40 @@ async def db_upgrade(args: argparse.Namespace) -> int:
     url = resolve_url(args.url)
     spec = resolve(url)
     backend = connect(url)
+    action = "none"
     try:
         if spec.migrate is None:
             message = f"the {spec.name} backend has no schema to create or upgrade; nothing to do"
         else:
+            action = await _schema_before(backend)
             await spec.migrate(url, backend.options)
-            message = f"schema of {backend.url} is up to date"
+            shown = redact_url(backend.url)
+            message = {
+                "created": f"created the schema of {shown}",
+                "upgraded": f"upgraded the schema of {shown}",
+            }.get(action, f"the schema of {shown} was already up to date")
     finally:
         await backend.close()
     if args.json:
-        emit_json({"backend": spec.name, "url": backend.url, "migrated": spec.migrate is not None, "message": message})
+        emit_json(
+            {
+                "backend": spec.name,
+                "url": redact_url(backend.url),
+                "migrated": spec.migrate is not None,
+                "action": action,
+                "message": message,
+            }
+        )
     else:
         print(message)
     return 0
+
+
+async def _schema_before(backend: Any) -> str:
+    """What ``db upgrade`` is about to do: ``created`` (no schema), ``upgraded`` (an older
+    one) or ``unchanged``, judged by whether the backend can count its queue."""
+    try:
+        await backend.queue.depths()
+    except SchemaError as exc:
+        return "created" if "do not exist" in str(exc) else "upgraded"
+    return "unchanged"

@@ -8,7 +8,15 @@ import sys
 from datetime import datetime
 from typing import Any
 
-from bananas.cli.common import UsageError, add_common, count_arg, open_from_args, seconds_arg
+from bananas.cli.common import (
+    UsageError,
+    add_common,
+    backend_label,
+    count_arg,
+    open_from_args,
+    refuse_memory,
+    seconds_arg,
+)
 from bananas.cli.output import (
     emit_json,
     job_dict,
@@ -21,7 +29,6 @@ from bananas.cli.output import (
 from bananas.errors import ConfigError, InvalidJob, JobDecodeError, JobNotFound, Timeout
 from bananas.job import (
     ALL_PRIORITIES,
-    DEFAULT_MAX_RETRIES,
     MAX_DEPTH,
     Job,
     JobResult,
@@ -48,8 +55,8 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--max-retries",
         type=count_arg(0, 100),
-        default=DEFAULT_MAX_RETRIES,
-        help="attempts before dead, 0-100 (default 3)",
+        default=None,
+        help="attempts before dead, 0-100 (default: $MAX_RETRIES, else 3)",
     )
     p.add_argument("--description", default="", help="a note shown with the job")
     p.add_argument("--wait", type=seconds_arg, metavar="SECONDS", help="wait up to SECONDS for the result and print it")
@@ -61,7 +68,11 @@ def register(sub: Any) -> None:
     add_common(p)
     p.set_defaults(run=show_job)
 
-    p = sub.add_parser("result", help="show a job's result", description="Show the result of a finished job.")
+    p = sub.add_parser(
+        "result",
+        help="show a job's result",
+        description="Show the result of a finished job. Exits 1 when the job failed or has no result (yet).",
+    )
     p.add_argument("id", help="job id")
     p.add_argument("--wait", type=seconds_arg, metavar="SECONDS", help="wait up to SECONDS for the result")
     add_common(p)
@@ -76,6 +87,7 @@ def register(sub: Any) -> None:
     p.set_defaults(run=stats)
 
     p = sub.add_parser("dlq", help="the dead letter queue", description="List, requeue or purge dead jobs.")
+    add_common(p, group=True)
     dlq = p.add_subparsers(dest="dlq_command", metavar="ACTION", parser_class=type(p))
     dlq.required = True
     q = dlq.add_parser("list", help="list dead jobs, most recently dead first")
@@ -83,8 +95,9 @@ def register(sub: Any) -> None:
     q.add_argument("--offset", type=count_arg(0), default=0, help="skip this many first")
     add_common(q)
     q.set_defaults(run=dlq_list)
-    q = dlq.add_parser("requeue", help="make dead jobs ready again (all of them when no IDS are given)")
+    q = dlq.add_parser("requeue", help="make dead jobs ready again (IDS, or --all)")
     q.add_argument("ids", nargs="*", metavar="ID")
+    q.add_argument("--all", action="store_true", help="requeue every dead job")
     add_common(q)
     q.set_defaults(run=dlq_requeue)
     q = dlq.add_parser("purge", help="delete dead jobs for good (IDS, or --all)")
@@ -153,7 +166,10 @@ def _unreadable(exc: JobDecodeError, what: str) -> JobDecodeError:
 
 async def submit(args: argparse.Namespace) -> int:
     """``bananas submit NAME``: enqueue one job; print its id (and its result with ``--wait``)."""
+    from bananas.config import default_max_retries
+
     payload = _payload(args.payload)
+    max_retries = default_max_retries() if args.max_retries is None else args.max_retries
     async with open_from_args(args) as backend:
         now = from_timestamp(backend.clock())
         job = Job.create(
@@ -163,16 +179,18 @@ async def submit(args: argparse.Namespace) -> int:
             routing_key=args.route,
             description=args.description or None,
             scheduled_for=_when(args, now),
-            max_retries=args.max_retries,
+            max_retries=max_retries,
             now=now,
         )
+        refuse_memory(args, "submits")  # after the job is validated: its mistakes come first
         await backend.queue.enqueue(job)
         try:
             result = await backend.results.wait(job.id, args.wait) if args.wait is not None else None
         except JobDecodeError as exc:
             raise _unreadable(exc, f"the result of job {job.id!r}") from None
     if args.json:
-        out: dict[str, Any] = {"id": job.id, "status": job.status.value}
+        # The job's status now: what it was stored with, or the final one of its result.
+        out: dict[str, Any] = {"id": job.id, "status": (result.status if result is not None else job.status).value}
         if job.scheduled_for is not None:
             out["scheduled_for"] = format_time(job.scheduled_for)
         if result is not None:
@@ -187,7 +205,7 @@ async def submit(args: argparse.Namespace) -> int:
 
 async def show_job(args: argparse.Namespace) -> int:
     """``bananas job ID``: the stored job."""
-    async with open_from_args(args) as backend:
+    async with open_from_args(args, read_only=True) as backend:
         try:
             job = await backend.queue.get_job(args.id)
         except JobDecodeError as exc:
@@ -216,8 +234,8 @@ async def show_job(args: argparse.Namespace) -> int:
 
 
 async def show_result(args: argparse.Namespace) -> int:
-    """``bananas result ID``: the result, or exit 1 when the job has none (yet)."""
-    async with open_from_args(args) as backend:
+    """``bananas result ID``: the result (exit 1 if the job failed), or exit 1 when it has none (yet)."""
+    async with open_from_args(args, read_only=True) as backend:
         try:
             if args.wait is not None:
                 try:
@@ -248,7 +266,7 @@ async def show_result(args: argparse.Namespace) -> int:
         emit_json(result_dict(result))
     else:
         _print_result(result)
-    return 0
+    return 1 if result.is_failed() else 0
 
 
 def _print_result(result: JobResult) -> None:
@@ -265,8 +283,8 @@ def _print_result(result: JobResult) -> None:
 
 
 async def stats(args: argparse.Namespace) -> int:
-    """``bananas stats``: queue depths."""
-    async with open_from_args(args) as backend:
+    """``bananas stats``: queue depths, and which backend they are of."""
+    async with open_from_args(args, read_only=True) as backend:
         depths = await backend.queue.depths()
     keys = sorted({key for key, _ in depths.ready})
     by_key = {key: {p.value: depths.ready.get((key, p), 0) for p in ALL_PRIORITIES} for key in keys}
@@ -278,6 +296,7 @@ async def stats(args: argparse.Namespace) -> int:
                 "processing": depths.processing,
                 "scheduled": depths.scheduled,
                 "dead": depths.dead,
+                "backend": backend_label(args.url),
             }
         )
         return 0
@@ -293,6 +312,7 @@ async def stats(args: argparse.Namespace) -> int:
             ("processing", depths.processing),
             ("scheduled", depths.scheduled),
             ("dead", depths.dead),
+            ("backend", backend_label(args.url)),
         ]
     )
     return 0
@@ -302,7 +322,7 @@ async def dlq_list(args: argparse.Namespace) -> int:
     """``bananas dlq list``: dead jobs, most recently dead first."""
     if args.limit < 1 or args.offset < 0:
         raise UsageError("--limit must be >= 1 and --offset >= 0")
-    async with open_from_args(args) as backend:
+    async with open_from_args(args, read_only=True) as backend:
         jobs = await backend.queue.dead_letters(limit=args.limit, offset=args.offset)
         now = from_timestamp(backend.clock())
     if args.json:
@@ -321,22 +341,67 @@ async def dlq_list(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _not_dead(backend: Any, ids: list[str]) -> list[str]:
+    """The ``ids`` that are not in the dead letter queue (paging through it until all are found)."""
+    wanted = set(ids)
+    offset, page = 0, 1000
+    while wanted:
+        jobs = await backend.queue.dead_letters(limit=page, offset=offset)
+        wanted -= {job.id for job in jobs}
+        if len(jobs) < page:
+            break
+        offset += page
+    return [job_id for job_id in dict.fromkeys(ids) if job_id in wanted]
+
+
+def _ids_or_all(args: argparse.Namespace, verb: str) -> None:
+    if not args.ids and not args.all:
+        raise UsageError(f"name the dead jobs to {verb}, or pass --all to {verb} every dead job")
+    if args.ids and args.all:
+        raise UsageError("give job ids or --all, not both")
+
+
+async def _dead_only(backend: Any, args: argparse.Namespace, verb: str) -> list[str] | None:
+    """The ids to act on (``None``: all); :class:`JobNotFound`-like failure naming the ids
+    that are not dead, before anything is changed."""
+    if args.all:
+        return None
+    missing = await _not_dead(backend, args.ids)
+    if missing:
+        raise NotInDeadLetters(missing, verb)
+    return list(dict.fromkeys(args.ids))
+
+
+class NotInDeadLetters(JobNotFound):
+    """Some ids given to ``dlq requeue``/``purge`` are not dead jobs; nothing was changed."""
+
+    def __init__(self, ids: list[str], verb: str) -> None:
+        super().__init__(ids[0])
+        self.ids, self.verb = ids, verb
+
+    def __str__(self) -> str:
+        shown = ", ".join(repr(i) for i in self.ids[:10]) + (
+            f" and {len(self.ids) - 10} more" if len(self.ids) > 10 else ""
+        )
+        return f"not in the dead letter queue: {shown}; nothing was {self.verb}d"
+
+
 async def dlq_requeue(args: argparse.Namespace) -> int:
-    """``bananas dlq requeue [IDS]``: dead jobs ready again (all without IDS)."""
-    async with open_from_args(args) as backend:
-        count = await backend.queue.requeue_dead(args.ids or None)
+    """``bananas dlq requeue IDS|--all``: dead jobs ready again; ids that are not dead are an error."""
+    _ids_or_all(args, "requeue")
+    async with open_from_args(args, lasting="requeues") as backend:
+        ids = await _dead_only(backend, args, "requeue")
+        count = await backend.queue.requeue_dead(ids)
     _report_count(args, "requeued", count)
     return 0
 
 
 async def dlq_purge(args: argparse.Namespace) -> int:
-    """``bananas dlq purge IDS|--all``: delete dead jobs for good."""
-    if not args.ids and not args.all:
-        raise UsageError("name the dead jobs to purge, or pass --all to purge every dead job")
-    if args.ids and args.all:
-        raise UsageError("give job ids or --all, not both")
-    async with open_from_args(args) as backend:
-        count = await backend.queue.purge_dead(args.ids or None)
+    """``bananas dlq purge IDS|--all``: delete dead jobs for good; ids that are not dead are an error."""
+    _ids_or_all(args, "purge")
+    async with open_from_args(args, lasting="purges") as backend:
+        ids = await _dead_only(backend, args, "purge")
+        count = await backend.queue.purge_dead(ids)
     _report_count(args, "purged", count)
     return 0
 

@@ -10,7 +10,7 @@ from typing import Any, TextIO
 
 from bananas.job import Job, JobResult
 from bananas.protocols import ScheduleState, WorkerInfo
-from bananas.timefmt import format_time
+from bananas.timefmt import format_time, from_timestamp
 
 __all__ = [
     "emit_json",
@@ -116,5 +116,9 @@ def schedule_state_dict(state: ScheduleState, extra: Mapping[str, Any] | None = 
 
 
 def worker_dict(info: WorkerInfo) -> dict[str, Any]:
-    """A live worker as a JSON object."""
-    return info.to_dict()
+    """A live worker as a JSON object; ``started_at`` and ``last_heartbeat`` as RFC 3339 UTC
+    times like every other time the command prints."""
+    d = info.to_dict()
+    for key in ("started_at", "last_heartbeat"):
+        d[key] = format_time(from_timestamp(float(d[key]))) if d.get(key) else None  # type: ignore[arg-type]
+    return d

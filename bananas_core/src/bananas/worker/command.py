@@ -1,8 +1,9 @@
 """``bananas worker APP``: run a worker process for a :class:`Registry` named ``module:attribute``.
 
 Options mirror the environment variables (an option wins over its variable). User mistakes
-(bad APP, bad option value, unknown URL scheme) print one line on stderr and exit with 2;
-an unreachable backend exits with 1; a worker stopped by SIGINT/SIGTERM exits with 0.
+(bad APP, bad option value, unknown URL scheme) print one line on stderr naming the option or
+variable and exit with 2; an unreachable backend exits with 1; a worker stopped by
+SIGINT/SIGTERM exits with 0. ``--json`` (or ``LOG_FORMAT=json``) logs one JSON object a line.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import json
 import logging
 import os
 import sys
@@ -19,7 +21,7 @@ from bananas.errors import BananasError, ConfigError, InvalidJob, PluginError, U
 from bananas.logsafe import printable
 from bananas.worker.registry import Registry
 
-__all__ = ["AppError", "add_worker_arguments", "load_registry", "main", "run_worker"]
+__all__ = ["AppError", "JsonFormatter", "add_worker_arguments", "load_registry", "main", "run_worker"]
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -33,32 +35,49 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("app", metavar="APP", help="module:attribute naming a bananas.worker.Registry")
     if not any("--url" in action.option_strings for action in parser._actions):
         parser.add_argument(
-            "--url", default=None, help="backend URL (default: $BANANAS_URL, then the embedded default)"
+            "--url",
+            default=None,
+            help="backend URL (default: $BANANAS_URL, then $REDIS_URL, then the embedded default)",
         )
+    if not any("--json" in action.option_strings for action in parser._actions):
+        parser.add_argument("--json", action="store_true", help="log one JSON object a line (same as LOG_FORMAT=json)")
     parser.add_argument("--mode", help="thin, default, specialized, job-specialized or scheduler-only ($WORKER_MODE)")
     parser.add_argument("--concurrency", help="jobs run at once, 1-1000 ($WORKER_CONCURRENCY)")
     parser.add_argument("--priorities", help="comma-separated: high,normal,low ($WORKER_PRIORITIES)")
     parser.add_argument("--routing-keys", help="comma-separated, in preference order ($WORKER_ROUTING_KEYS)")
     parser.add_argument("--job-types", help="job names for job-specialized mode ($WORKER_JOB_TYPES)")
-    parser.add_argument("--scheduler-interval", help="e.g. 500ms, 1s, 1m ($SCHEDULER_INTERVAL)")
+    parser.add_argument(
+        "--scheduler-interval", help="e.g. 500ms, 1s, 1m ($SCHEDULER_INTERVAL, else $CRON_SCHEDULER_INTERVAL)"
+    )
     scheduler = parser.add_mutually_exclusive_group()
     scheduler.add_argument(
         "--enable-scheduler",
         dest="enable_scheduler",
         action="store_const",
         const="true",
-        help="move scheduled jobs and fire cron schedules ($ENABLE_SCHEDULER)",
+        help="move due scheduled and retrying jobs, reap expired leases and fire cron schedules "
+        "($ENABLE_SCHEDULER, else $CRON_SCHEDULER_ENABLED; default: on in modes thin, default, scheduler-only)",
     )
-    scheduler.add_argument("--no-scheduler", dest="enable_scheduler", action="store_const", const="false")
+    scheduler.add_argument(
+        "--no-scheduler",
+        dest="enable_scheduler",
+        action="store_const",
+        const="false",
+        help="run no scheduler in this worker (another worker must run one, or scheduled jobs never become ready)",
+    )
     parser.add_argument(
         "--prefetch",
         help="claimed jobs held waiting for a free slot, 0-1000 (default: the concurrency; $WORKER_PREFETCH)",
     )
-    parser.add_argument("--job-timeout", help="seconds (or a duration) one attempt may run (default 300)")
+    parser.add_argument(
+        "--job-timeout", help="seconds (or a duration) one attempt may run (default: $JOB_TIMEOUT, else 300)"
+    )
     parser.add_argument("--grace-period", help="seconds to wait for running jobs when stopping (default 30)")
     parser.add_argument("--lease", help="seconds a claim is held between renewals (default 60)")
     parser.add_argument(
-        "--log-level", default=os.environ.get("BANANAS_LOG_LEVEL", "INFO"), help="DEBUG, INFO, WARNING, ERROR"
+        "--log-level",
+        default=None,
+        help="DEBUG, INFO, WARNING, ERROR (default: $BANANAS_LOG_LEVEL, else $LOG_LEVEL, else INFO)",
     )
 
 
@@ -93,10 +112,11 @@ def load_registry(spec: str) -> Registry:
 
 def run_worker(args: argparse.Namespace) -> int:
     """Run the worker described by parsed ``args`` until SIGINT/SIGTERM; return the exit code."""
-    from bananas.config import load_worker_config
+    from bananas.config import load_worker_config, log_settings
 
-    _setup_logging(getattr(args, "log_level", "INFO"))
     try:
+        level, fmt = log_settings(level=getattr(args, "log_level", None))
+        _setup_logging(level, "json" if getattr(args, "json", False) else fmt)
         registry = load_registry(args.app)
         config = load_worker_config(
             mode=args.mode,
@@ -135,7 +155,8 @@ def _prefetch(value: str | None, concurrency: int) -> int:
     except ValueError:
         prefetch = -1
     if not 0 <= prefetch <= 1000:
-        raise ConfigError(f"invalid prefetch {raw!r}: use a whole number of jobs from 0 to 1000")
+        name = "--prefetch" if value is not None else "WORKER_PREFETCH"
+        raise ConfigError(f"{name} {raw!r} is not allowed: use a whole number of jobs from 0 to 1000")
     return prefetch
 
 
@@ -144,7 +165,7 @@ async def _serve(registry: Registry, config: Any, url: str | None, prefetch: int
     from bananas.worker.executor import Executor
     from bananas.worker.pool import Pool
 
-    backend = await open_backend(url)
+    backend = await open_backend(url, announce=True)
     try:
         await backend.queue.ping()
         executor = Executor(
@@ -170,14 +191,32 @@ def _say(message: str) -> None:
     print(f"bananas worker: {printable(' '.join(message.split()), 2000)}", file=sys.stderr)
 
 
-def _setup_logging(level: str) -> None:
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line: ``time`` (RFC 3339 UTC), ``level``, ``logger``, ``message``,
+    and ``exception`` when there is one."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        from bananas.timefmt import format_time, from_timestamp
+
+        out: dict[str, Any] = {
+            "time": format_time(from_timestamp(record.created)),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False, default=str)
+
+
+def _setup_logging(level: str, fmt: str = "text") -> None:
     if logging.getLogger().handlers:
         return
-    logging.basicConfig(
-        level=getattr(logging, str(level).upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        JsonFormatter() if fmt == "json" else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     )
+    logging.basicConfig(level=getattr(logging, level, logging.INFO), handlers=[handler])
 
 
 class _Parser(argparse.ArgumentParser):
