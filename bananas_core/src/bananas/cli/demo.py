@@ -3,6 +3,11 @@
 Some jobs succeed at once, some fail on their first attempt and succeed on the retry, and
 a few always fail and end in the dead letter queue. Retries use the real clock and the
 normal backoff (2 s after a first failure), so the demo takes a few seconds.
+
+On a terminal the progress is a live view: jobs done per priority, retries waiting, the dead
+letter queue and the latest events, drawn with ``rich`` when it is installed (the core's
+``demo`` extra; it is imported only here, only then) and with plain ANSI otherwise. When
+stdout is not a terminal it is a plain line a second.
 """
 
 from __future__ import annotations
@@ -10,8 +15,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
+import shutil
 import sys
 import time
+from collections import deque
+from pathlib import Path
 from typing import Any, TextIO
 
 from bananas.cli.common import UsageError, add_common, count_arg, open_from_args, seconds_arg
@@ -53,22 +62,53 @@ class _Tally:
         self.succeeded = 0
         self.retried = 0
         self.dead = 0
+        self.submitted_by_priority = dict.fromkeys(JobPriority, 0)
+        self.done_by_priority = dict.fromkeys(JobPriority, 0)
+        self.waiting_retry: set[str] = set()
+        self.events: deque[tuple[str, str]] = deque(maxlen=8)  # (kind: ok|retry|dead, text)
+        self.a_dead_job = ""  # one job that ended dead, for the "what next" hints
 
     @property
     def finished(self) -> int:
         return self.succeeded + self.dead
 
+    def submitted(self, jobs: list[Job]) -> None:
+        self.ours = {job.id for job in jobs}
+        for job in jobs:
+            self.submitted_by_priority[job.priority] += 1
+
     def succeeded_once(self, job: Job) -> None:
         if job.id in self.ours:
             self.succeeded += 1
+            self.done_by_priority[job.priority] += 1
+            if job.id in self.waiting_retry:
+                self.waiting_retry.discard(job.id)
+                self.events.append(("ok", f"{job.name} #{_number(job)} ({job.priority.value}) ok on attempt 2"))
 
     def failed_attempt(self, job: Job) -> None:
         if job.id not in self.ours:
             return
+        where = f"{job.name} #{_number(job)} ({job.priority.value})"
         if job.attempts + 1 >= job.max_retries:
             self.dead += 1
+            self.done_by_priority[job.priority] += 1
+            self.a_dead_job = self.a_dead_job or job.id
+            self.waiting_retry.discard(job.id)
+            self.events.append(("dead", f"{where} failed attempt {job.attempts + 1}: to the dead letter queue"))
         else:
             self.retried += 1
+            self.waiting_retry.add(job.id)
+            wait = 2 ** (job.attempts + 1)
+            self.events.append(("retry", f"{where} failed attempt {job.attempts + 1}: retry in {wait} s"))
+
+
+def _number(job: Job) -> str:
+    payload = job.payload
+    if isinstance(payload, dict):
+        n = payload.get("n", payload.get("a"))
+        if isinstance(n, int):
+            return str(n)
+    return job.id[:8]
 
 
 def _registry(tally: _Tally) -> Any:
@@ -130,6 +170,12 @@ class _Progress:
         self.tty = out.isatty()
         self.last_line = 0.0
 
+    def start(self) -> None:
+        """Called once the jobs are submitted (the live views take the screen from here)."""
+
+    def stop(self) -> None:
+        """Called when the run is over, before the summary."""
+
     def show(self, tally: _Tally, elapsed: float, *, final: bool = False) -> None:
         if not self.enabled:
             return
@@ -150,6 +196,110 @@ class _Progress:
             print(counts, file=self.out, flush=True)
 
 
+_PRIORITY_STYLE = {JobPriority.HIGH: "bold red", JobPriority.NORMAL: "yellow", JobPriority.LOW: "cyan"}
+_EVENT_STYLE = {"ok": ("green", "ok  "), "retry": ("yellow", "retry"), "dead": ("red", "dead")}
+
+
+class _RichProgress(_Progress):
+    """The live view on a terminal, drawn with rich: a bar per priority, retries waiting, the
+    dead letter queue and the latest events."""
+
+    def __init__(self, out: TextIO) -> None:
+        super().__init__(out, enabled=True)
+        from rich.console import Console
+        from rich.live import Live
+
+        self.console = Console(file=out)
+        self.live = Live(console=self.console, refresh_per_second=12, transient=False)
+        self.tally: _Tally | None = None
+        self.elapsed = 0.0
+
+    def start(self) -> None:
+        self.live.start()
+
+    def stop(self) -> None:
+        self.live.stop()
+
+    def show(self, tally: _Tally, elapsed: float, *, final: bool = False) -> None:
+        self.live.update(self._render(tally, elapsed), refresh=final)
+
+    def _render(self, tally: _Tally, elapsed: float) -> Any:
+        from rich.console import Group
+        from rich.panel import Panel
+        from rich.progress_bar import ProgressBar
+        from rich.table import Table
+        from rich.text import Text
+
+        table = Table.grid(padding=(0, 2))
+        table.add_column(justify="right")
+        table.add_column(width=40)
+        table.add_column(justify="right")
+        for priority in JobPriority:
+            total = tally.submitted_by_priority[priority]
+            done = tally.done_by_priority[priority]
+            bar = ProgressBar(total=max(total, 1), completed=done, width=40, complete_style=_PRIORITY_STYLE[priority])
+            table.add_row(Text(priority.value, style=_PRIORITY_STYLE[priority]), bar, f"{done}/{total}")
+        rate = tally.finished / elapsed if elapsed > 0 else 0.0
+        counts = Text.assemble(
+            ("ok ", "green"), (str(tally.succeeded), "bold green"), "   ",
+            ("retry waiting ", "yellow"), (str(len(tally.waiting_retry)), "bold yellow"), "   ",
+            ("dead letter queue ", "red"), (str(tally.dead), "bold red"), "   ",
+            f"{rate:.0f} jobs/s   {elapsed:.1f} s",
+        )  # fmt: skip
+        events = Text()
+        for i, (kind, text) in enumerate(tally.events):
+            style, label = _EVENT_STYLE[kind]
+            events.append(("\n" if i else "") + f"{label} ", style=f"bold {style}")
+            events.append(text)
+        if not tally.events:
+            events.append("waiting for the first retry...", style="dim")
+        body = Group(table, Text(""), counts, Text(""), Text("latest retries and dead jobs", style="bold"), events)
+        title = f"bananas demo: {tally.finished}/{tally.total} done"
+        return Panel(body, title=title, border_style="bright_black", width=80)
+
+
+class _AnsiProgress(_Progress):
+    """The live view on a terminal without rich: the same picture in plain ANSI, redrawn in place."""
+
+    def __init__(self, out: TextIO) -> None:
+        super().__init__(out, enabled=True)
+        self.drawn = 0
+
+    def show(self, tally: _Tally, elapsed: float, *, final: bool = False) -> None:
+        colour = {JobPriority.HIGH: "31", JobPriority.NORMAL: "33", JobPriority.LOW: "36"}
+        lines = []
+        for priority in JobPriority:
+            total = tally.submitted_by_priority[priority]
+            done = tally.done_by_priority[priority]
+            filled = int(30 * done / max(total, 1))
+            bar = f"\x1b[{colour[priority]}m{'#' * filled}\x1b[2m{'.' * (30 - filled)}\x1b[0m"
+            lines.append(f"{priority.value:>6}  [{bar}] {done}/{total}")
+        rate = tally.finished / elapsed if elapsed > 0 else 0.0
+        lines.append(
+            f"\x1b[32mok {tally.succeeded}\x1b[0m   \x1b[33mretry waiting {len(tally.waiting_retry)}\x1b[0m   "
+            f"\x1b[31mdead letter queue {tally.dead}\x1b[0m   {rate:.0f} jobs/s   {elapsed:.1f} s"
+        )
+        marks = {"ok": "\x1b[32mok   \x1b[0m", "retry": "\x1b[33mretry\x1b[0m", "dead": "\x1b[31mdead \x1b[0m"}
+        events = [f"  {marks[kind]} {text}" for kind, text in tally.events]
+        lines += events + [""] * ((tally.events.maxlen or 0) - len(events))
+        if self.drawn:
+            self.out.write(f"\x1b[{self.drawn}F")  # back to the first line drawn
+        self.out.write("".join(f"{line}\x1b[K\n" for line in lines))
+        self.out.flush()
+        self.drawn = len(lines)
+
+
+def _progress_for(out: TextIO, *, enabled: bool) -> _Progress:
+    """The live view on a terminal (rich if installed, else ANSI), plain lines otherwise."""
+    if not enabled or not out.isatty() or os.environ.get("TERM") == "dumb":
+        return _Progress(out, enabled=enabled)
+    try:
+        import rich  # noqa: F401  -- optional: the core's `demo` extra
+    except ImportError:
+        return _AnsiProgress(out)
+    return _RichProgress(out)
+
+
 async def run_demo(args: argparse.Namespace) -> int:
     """``bananas demo``: submit a burst, run it on an in-process worker, print a summary."""
     if not 1 <= args.jobs <= 100_000:
@@ -164,7 +314,7 @@ async def run_demo(args: argparse.Namespace) -> int:
     level = quiet.level
     quiet.setLevel(logging.ERROR)  # the failures are the point of the demo, not news
     tally = _Tally(args.jobs)
-    progress = _Progress(sys.stdout, enabled=not args.json)
+    progress = _progress_for(sys.stdout, enabled=not args.json)
     try:
         async with open_from_args(args) as backend:
             if not args.json:
@@ -181,18 +331,21 @@ async def run_demo(args: argparse.Namespace) -> int:
             pool = Pool(executor, backend, config, poll_interval=0.2, grace_period=5.0)
             started = time.monotonic()
             jobs = _sample_jobs(args.jobs, _now(backend))
-            tally.ours = {job.id for job in jobs}
+            tally.submitted(jobs)
+            url = backend.url
             await pool.start()
+            progress.start()
             try:
                 await backend.queue.enqueue_many(jobs)
                 stored = await _until_finished(backend, jobs, tally, progress, started, args.timeout)
             finally:
+                elapsed = time.monotonic() - started
+                progress.show(tally, elapsed, final=True)
+                progress.stop()
                 await pool.stop()
-            elapsed = time.monotonic() - started
     finally:
         quiet.setLevel(level)
-    progress.show(tally, elapsed, final=True)
-    return _summary(args, tally, stored, elapsed)
+    return _summary(args, tally, stored, elapsed, url)
 
 
 def _now(backend: Any) -> Any:
@@ -225,7 +378,45 @@ async def _until_finished(
     return counts
 
 
-def _summary(args: argparse.Namespace, tally: _Tally, stored: dict[str, int], elapsed: float) -> int:
+def _command() -> str:
+    """How to run ``bananas`` again from here: plain ``bananas`` when that is on PATH and is this
+    one, else the console script next to this Python (e.g. ``.venv/bin/bananas``)."""
+    own = Path(sys.executable).with_name("bananas")
+    found = shutil.which("bananas")
+    if found and (not own.exists() or Path(found).resolve() == own.resolve()):
+        return "bananas"
+    if not own.exists():
+        return f"{Path(sys.executable).name} -m bananas.cli"
+    try:
+        return str(own.relative_to(Path.cwd()))
+    except ValueError:
+        return str(own)
+
+
+def _next_steps(url: str, dead_job: str) -> list[str]:
+    """What to try next, as commands that work when pasted (the same store, this ``bananas``)."""
+    if url.startswith("memory:"):
+        return [
+            "next: memory:// ended with this process; keep the jobs to look at with a file:",
+            f"  {_command()} demo --url sqlite:///demo.db",
+        ]
+    bananas = _command()
+    target = f" --url {url}" if "***" not in url else ""
+    steps = [
+        "next, look inside the store the demo used:",
+        f"  {bananas} stats{target}",
+        f"  {bananas} dlq list{target}",
+    ]
+    if dead_job:
+        steps.append(f"  {bananas} job {dead_job}{target}")
+    steps += [
+        f"  {bananas} dlq requeue{target}",
+        f"  {bananas} --help",
+    ]
+    return steps
+
+
+def _summary(args: argparse.Namespace, tally: _Tally, stored: dict[str, int], elapsed: float, url: str) -> int:
     processed = stored["completed"] + stored["failed"]
     summary = {
         "submitted": tally.total,
@@ -254,5 +445,6 @@ def _summary(args: argparse.Namespace, tally: _Tally, stored: dict[str, int], el
         if stored["unfinished"]:
             print(f"\n{stored['unfinished']} jobs did not finish within {args.timeout:g}s", file=sys.stderr)
         else:
-            print("\nnext: bananas stats, bananas dlq list, bananas job ID, bananas --help")
+            print()
+            print("\n".join(_next_steps(url, tally.a_dead_job)))
     return 1 if stored["unfinished"] else 0
