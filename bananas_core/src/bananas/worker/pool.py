@@ -502,6 +502,8 @@ class Pool:
             await action
         except asyncio.CancelledError:
             raise
+        except BananasError as exc:  # an error we raise on purpose says what is wrong: one line
+            log.error("%s failed (the worker carries on): %s", what, printable(str(exc), 1000))
         except Exception:
             log.exception("%s failed (the worker carries on)", what)
 
