@@ -20,7 +20,6 @@ from typing import Any
 import pytest
 from bananas import AsyncClient, Backend, Job, JobStatus, ManualClock, Registry, connect
 from bananas.config import WorkerConfig
-from bananas.errors import LeaseLost
 from bananas.protocols import LEASE_EXPIRED_ERROR
 from bananas.worker import Executor, JobContext, Pool
 from bananas.worker.executor import abandoned_handler_threads
@@ -287,23 +286,6 @@ async def test_a_graceful_stop_still_hands_started_jobs_back(backend: Backend) -
 # -- stale settles --------------------------------------------------------------------------
 
 
-class _TakenOver:
-    """The memory queue, answering ``complete`` / ``fail`` as a backend does for a job that
-    another worker took over (a test double of the queue's answer, not of a server)."""
-
-    def __init__(self, queue: Any) -> None:
-        self._queue = queue
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._queue, name)
-
-    async def complete(self, job: Job) -> Job:
-        raise LeaseLost(job.id, "reaped")
-
-    async def fail(self, job: Job, error: str) -> Job:
-        raise LeaseLost(job.id)
-
-
 @pytest.mark.parametrize("ok", [True, False])
 async def test_a_stale_settle_is_one_warning_and_stores_no_result(
     backend: Backend, caplog: pytest.LogCaptureFixture, ok: bool
@@ -316,9 +298,13 @@ async def test_a_stale_settle_is_one_warning_and_stores_no_result(
             raise ValueError("nope")
         return "value"
 
-    await backend.queue.enqueue(Job.create("work", None, max_retries=1))
-    [job] = await backend.queue.claim(["default"])
-    executor = Executor(registry, _TakenOver(backend.queue), 1, clock=backend.clock)
+    await backend.queue.enqueue(Job.create("work", None, max_retries=2))
+    [job] = await backend.queue.claim(["default"], lease=10)
+    assert isinstance(backend.clock, ManualClock)
+    backend.clock.advance(11)  # this worker stalled: its lease ran out, another worker took the job over
+    assert await backend.queue.reap_expired() == 1
+    [_again] = await backend.queue.claim(["default"], lease=10)
+    executor = Executor(registry, backend.queue, 1, clock=backend.clock)
     executor.set_result_backend(backend.results)
     with caplog.at_level(logging.DEBUG, logger="bananas.worker"):
         assert await executor.execute_job(job) is None
