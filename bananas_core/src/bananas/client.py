@@ -26,6 +26,7 @@ from bananas.config import EMBEDDED_DEFAULT_URL, connect_resolved, default_max_r
 from bananas.errors import HandlerNotFound, InvalidJob, JobNotFound, ResultNotReady
 from bananas.job import DEFAULT_ROUTING_KEY, JSON, Job, JobPriority, JobResult, JobStatus, time_after
 from bananas.plugins.types import SchemaMigrator
+from bananas.protocols import BlockingEnqueue
 from bananas.timefmt import from_timestamp
 
 __all__ = ["AsyncClient", "Client", "JobSpec"]
@@ -467,8 +468,8 @@ class Client:
 
     def _blocking(self, client: AsyncClient) -> Callable[[Sequence[Job]], None] | None:
         """The queue's blocking enqueue, once the first call (on the loop) has prepared the store."""
-        enqueue: Callable[[Sequence[Job]], None] | None = getattr(client.backend.queue, "enqueue_many_blocking", None)
-        return enqueue if client._ready else None
+        queue = client.backend.queue
+        return queue.enqueue_many_blocking if client._ready and isinstance(queue, BlockingEnqueue) else None
 
     def _submit(self, build: Callable[[AsyncClient], Job]) -> str:
         """Build (and validate) a job in the calling thread and enqueue it."""
