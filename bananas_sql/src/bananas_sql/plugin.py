@@ -6,13 +6,15 @@ Imports nothing heavy: SQLAlchemy and the drivers are loaded by the factories.
 from __future__ import annotations
 
 import math
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import attrs
 from bananas.backend import Backend, BackendOptions
 from bananas.capabilities import Capability
 from bananas.errors import ConfigError
 from bananas.plugins import BackendSpec, hookimpl
+
+from bananas_sql.urls import unsplit
 
 POSTGRES_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
 SQLITE_SCHEMES = ("sqlite",)
@@ -60,7 +62,7 @@ def with_connect_timeout(url: str, options: BackendOptions) -> tuple[str, Backen
     query = parse_qsl(parts.query, keep_blank_values=True)
     if not any(k == "connect_timeout" for k, _ in query):
         query.append(("connect_timeout", str(max(1, math.ceil(timeout)))))
-        url = urlunsplit(parts._replace(query=urlencode(query)))
+        url = unsplit(parts._replace(query=urlencode(query)))
     if "retry_seconds" not in options.extra:
         options = attrs.evolve(options, extra={**options.extra, "retry_seconds": timeout})
     return url, options

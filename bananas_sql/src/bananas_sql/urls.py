@@ -19,6 +19,7 @@ OUR_OPTIONS = frozenset(
         "busy_timeout",
         "poll_interval",
         "pool_size",
+        "pool_pre_ping",
         "claim_sync_commit",
     }
 )
@@ -53,7 +54,7 @@ def _split_hosts(hosts: str) -> tuple[list[str], list[str]]:
     return names, ports
 
 
-def _unsplit(parts: SplitResult) -> str:
+def unsplit(parts: SplitResult) -> str:
     """``urlunsplit`` that keeps ``//`` with an empty host part (``postgresql:///db?host=/run``)."""
     text = f"{parts.scheme}://{parts.netloc}{parts.path}"
     return text + (f"?{parts.query}" if parts.query else "") + (f"#{parts.fragment}" if parts.fragment else "")
@@ -68,19 +69,19 @@ def postgres_sqlalchemy_url(url: str) -> str:
     parts = _postgres_parts(url)
     userinfo, at, hosts = parts.netloc.rpartition("@")
     if "," not in hosts:
-        return _unsplit(parts._replace(scheme="postgresql+psycopg"))
+        return unsplit(parts._replace(scheme="postgresql+psycopg"))
     names, ports = _split_hosts(hosts)
     query = parse_qsl(parts.query)
     if any(k in ("host", "hostaddr", "port") for k, _ in query):
         raise ConfigError("a PostgreSQL URL lists hosts either before the database name or as host=..., not both")
     query += [("host", ",".join(names))] + ([("port", ",".join(ports))] if any(ports) else [])
-    return _unsplit(parts._replace(scheme="postgresql+psycopg", netloc=userinfo + at, query=urlencode(query)))
+    return unsplit(parts._replace(scheme="postgresql+psycopg", netloc=userinfo + at, query=urlencode(query)))
 
 
 def postgres_conninfo(url: str) -> str:
     """A libpq connection URI without our options (for the psycopg connections, which bypass
     SQLAlchemy); several hosts stay as libpq reads them (``h1:p1,h2:p2``)."""
-    return _unsplit(_postgres_parts(url))
+    return unsplit(_postgres_parts(url))
 
 
 def sqlite_path(url: str) -> str:
