@@ -3,8 +3,16 @@
 URLs: ``redis://`` and ``rediss://`` (TLS) as redis-py reads them;
 ``redis+sentinel://[:password@]host:port[,host:port...]/service_name[/db]``;
 ``redis+cluster://[:password@]host:port[,host:port...]``.
-Bananas settings in the query string (``namespace``, ``retry_for``) are taken out before
-redis-py sees the URL.
+Bananas settings in the query string (``namespace``, ``retry_for``, ``wait_replicas``,
+``wait_timeout``) are taken out before redis-py sees the URL.
+
+Failover. A Sentinel-managed client asks the sentinels for the master's address at most
+every :data:`MASTER_CHECK_SECONDS` (on the next operation, no extra round trip otherwise) and
+on every retry; when the address changed, every pooled connection (the fast path's too) is
+closed, so nothing keeps writing to a demoted master. Replies that mean "this node no longer
+takes writes" (``READONLY``, ``NOREPLICAS``, ``UNBLOCKED``, ``MASTERDOWN``) are retried like
+a lost connection, after the same re-discovery. On Cluster, redis-py follows MOVED/ASK and
+re-reads the slot map; the same replies are retried with backoff.
 
 Every URL gives an asyncio client (what the backend runs on) and, on demand, a blocking one
 with the same settings: the synchronous :class:`bananas.Client` enqueues through it from the
@@ -14,10 +22,14 @@ caller's own thread instead of hopping to its event loop thread and back.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import importlib.resources
+import inspect
 import logging
+import math
 import os
+import re
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -33,7 +45,7 @@ import redis.sentinel
 from bananas.backend import BackendOptions, redact_url
 from bananas.errors import BackendUnavailable, ConfigError
 from redis.commands.core import AsyncScript, Script
-from redis.exceptions import ClusterDownError, NoScriptError, ResponseError, TryAgainError
+from redis.exceptions import AskError, ClusterDownError, MovedError, NoScriptError, ResponseError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -50,8 +62,15 @@ __all__ = ["BANANAS_PARAMS", "Connection", "RETRYABLE", "load_lua"]
 log = logging.getLogger("bananas.redis")
 T = TypeVar("T")
 
-BANANAS_PARAMS = frozenset({"namespace", "retry_for"})
+BANANAS_PARAMS = frozenset({"namespace", "retry_for", "wait_replicas", "wait_timeout"})
 """Query parameters that configure Bananas, not redis-py."""
+
+MASTER_CHECK_SECONDS = 0.5
+"""How often (at most) a Sentinel-managed client re-asks the sentinels for the master."""
+
+FAILOVER_REPLIES = ("READONLY", "NOREPLICAS", "UNBLOCKED", "MASTERDOWN")
+"""Error replies of a node that no longer takes writes (demoted, or cut off from its replicas
+under ``min-replicas-to-write``): nothing was written, the operation is retried elsewhere."""
 
 TIMEOUTS: dict[str, Any] = {"socket_timeout": 10.0, "socket_connect_timeout": 5.0}
 """Defaults so a hung server raises (and is retried) instead of blocking forever; the URL's own win."""
@@ -60,6 +79,64 @@ RETRYABLE = (RedisConnectionError, RedisTimeoutError, ClusterDownError, TryAgain
 
 AnyRedis = Any
 """A redis.asyncio Redis or RedisCluster client (typed loosely: their stubs disagree)."""
+
+
+def is_failover_reply(exc: BaseException) -> bool:
+    """Whether ``exc`` is an error reply of :data:`FAILOVER_REPLIES` (also as a script's error)."""
+    if not isinstance(exc, ResponseError) or isinstance(exc, NoScriptError):
+        return False
+    text = str(exc)
+    return text.startswith(FAILOVER_REPLIES) or any(f"-{code} " in text for code in FAILOVER_REPLIES)
+
+
+_REPR = re.compile(r"<[A-Za-z_]\w*(?:\.\w+)+")
+_HOST_PORT = re.compile(r"host=([^,()<>\s]+),\s*port=(\d+)")
+
+
+def describe(exc: BaseException) -> str:
+    """``exc`` as one short line fit for a log: redis-py client objects that its messages
+    embed (a sentinel that could not be asked, say) are replaced by their ``host:port``."""
+    text = str(exc) or type(exc).__name__
+    out, pos = [], 0
+    while (m := _REPR.search(text, pos)) is not None:
+        depth, end = 0, m.start()
+        while end < len(text):  # the whole nested <...(<...>)...> repr
+            depth += {"<": 1, ">": -1}.get(text[end], 0)
+            end += 1
+            if depth == 0:
+                break
+        found = _HOST_PORT.search(text, m.start(), end)
+        out += [text[pos : m.start()], f"{found[1]}:{found[2]}" if found else "a Redis client"]
+        pos = end
+    out.append(text[pos:])
+    line = " ".join("".join(out).split())
+    return line if len(line) <= 500 else line[:497] + "..."
+
+
+def _whole(name: str, value: Any) -> int:
+    if isinstance(value, bool):
+        raise ConfigError(f"{name} must be a whole number >= 0, got {value!r}")
+    try:
+        number = int(value) if isinstance(value, int) else int(str(value).strip(), 10)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number >= 0, got {value!r}") from None
+    if number < 0:
+        raise ConfigError(f"{name} must be a whole number >= 0, got {value!r}")
+    return number
+
+
+def _seconds(name: str, value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a number of seconds, got {value!r}") from None
+    if not math.isfinite(number) or number <= 0:
+        raise ConfigError(f"{name} must be a number of seconds > 0, got {value!r}")
+    return number
+
+
+class _ReplicaWait(RedisConnectionError):
+    """Internal: a direct call to a Cluster node met MOVED/ASK; retried after the slot map is re-read."""
 
 
 INCLUDE = "--#include "
@@ -140,32 +217,58 @@ class _Backoff:
         delay = self.delay
         if time.monotonic() + delay > self.deadline:
             raise BackendUnavailable(
-                f"Redis at {self.conn.redacted} is unreachable ({self.what}): {exc}; "
+                f"Redis at {self.conn.redacted} is unreachable ({self.what}): {describe(exc)}; "
                 f"gave up after retrying for {self.conn.retry_for:g}s"
             ) from exc
-        log.warning("Redis at %s: %s during %s; retrying in %.2fs", self.conn.redacted, exc, self.what, delay)
+        log.warning("Redis at %s: %s during %s; retrying in %.2fs", self.conn.redacted, describe(exc), self.what, delay)
         self.delay = min(delay * 2, 2.0)
         return delay
+
+
+def _address(address: Any) -> str:
+    host, port = address
+    return f"{host.decode() if isinstance(host, bytes) else host}:{port}"
+
+
+@functools.cache
+def _takes_command_name(get_connection: Callable[..., Any]) -> bool:
+    """Whether a pool's ``get_connection`` still requires the command name (redis-py < 5.3)."""
+    param = inspect.signature(get_connection).parameters.get("command_name")
+    return param is not None and param.default is inspect.Parameter.empty
+
+
+def _checkout(pool: Any) -> Any:
+    """A connection from a blocking redis-py pool, on every redis-py since the declared floor."""
+    if _takes_command_name(type(pool).get_connection):
+        return pool.get_connection("EVALSHA")
+    return pool.get_connection()
 
 
 class Connection:
     """One client (opened lazily), the namespace's keys, scripts, and the retry policy.
 
-    :meth:`run` retries an operation on connection loss with exponential backoff (50 ms
+    :meth:`run` retries an operation on connection loss, and on the replies of a node that
+    no longer takes writes (:data:`FAILOVER_REPLIES`), with exponential backoff (50 ms
     doubling to 2 s) for up to ``retry_for`` seconds (extra ``retry_for``, default 30), then
     raises :class:`BackendUnavailable` with the redacted URL. Only operations that are safe
     to repeat are run through it; every Lua script here is written to be (see queue.py).
+    On Sentinel it also follows the master (see the module docs). ``wait_replicas`` (a whole
+    number >= 0, default 0) and ``wait_timeout`` (seconds, default 1) configure
+    :meth:`eval_replicated`.
     """
 
     def __init__(self, url: str, options: BackendOptions) -> None:
         self.url = url
         self.redacted = redact_url(url)
         self.options = options
-        self.keys = Keys(options.extra.get("namespace", DEFAULT_NAMESPACE))  # validated by Keys
+        extra = options.extra
+        self.keys = Keys(extra.get("namespace", DEFAULT_NAMESPACE))  # validated by Keys
         try:
-            self.retry_for = float(options.extra.get("retry_for", 30.0))
+            self.retry_for = float(extra.get("retry_for", 30.0))
         except (TypeError, ValueError):
-            raise ConfigError(f"retry_for must be a number of seconds, got {options.extra['retry_for']!r}") from None
+            raise ConfigError(f"retry_for must be a number of seconds, got {extra['retry_for']!r}") from None
+        self.wait_replicas = _whole("wait_replicas", extra.get("wait_replicas", 0))
+        self.wait_timeout = _seconds("wait_timeout", extra.get("wait_timeout", 1.0))
         self._client: AnyRedis | None = None
         self._scripts: dict[str, AsyncScript] = {}
         self._blocking: Any = None
@@ -173,8 +276,21 @@ class Connection:
         self._blocking_lock = threading.Lock()
         self._idle: list[Any] = []  # blocking connections of our own, free for the next call
         self._idle_pid = os.getpid()
-        self.is_cluster = urlsplit(url).scheme.lower() == "redis+cluster"
+        scheme = urlsplit(url).scheme.lower()
+        self.is_cluster = scheme == "redis+cluster"
+        self.is_sentinel = scheme == "redis+sentinel"
         self.closed = False
+        self.generation = 0
+        """Bumped whenever the asyncio client drops its connections after a failover: holders
+        of a pub/sub connection compare it and subscribe again on the new master."""
+        self._master: Any = None  # the address the sentinels named last (asyncio side)
+        self._next_check = 0.0
+        self._checking = False
+        self._blocking_master: Any = None  # the same for the blocking client
+        self._blocking_next_check = 0.0
+        self._blocking_check_lock = threading.Lock()
+        self._node_clients: dict[tuple[str, int], Any] = {}  # Cluster: a plain client per node (replica waits)
+        self._blocking_node_clients: dict[tuple[str, int], Any] = {}
 
     @property
     def client(self) -> Any:
@@ -212,6 +328,61 @@ class Connection:
             found = self._blocking_scripts[name] = self.blocking_client.register_script(load_lua(name))
         return found
 
+    # -- following the master -------------------------------------------------------------
+
+    async def _follow_master(self) -> None:
+        """Sentinel: ask the sentinels for the master; if it moved, close every pooled
+        connection (in use or not) so that the next command connects to the new one."""
+        if self._checking:
+            return
+        self._checking = True
+        try:
+            pool = self.client.connection_pool
+            address = await pool.sentinel_manager.discover_master(pool.service_name)
+            self._next_check = time.monotonic() + MASTER_CHECK_SECONDS
+            if self._master is not None and address != self._master:
+                log.warning(
+                    "Redis at %s: the master moved from %s to %s; reconnecting",
+                    self.redacted, _address(self._master), _address(address),
+                )  # fmt: skip
+                await self._drop_connections()
+            self._master = address
+        finally:
+            self._checking = False
+
+    async def _drop_connections(self) -> None:
+        """Close the asyncio client's pooled connections (not on Cluster: redis-py re-reads the slot map)."""
+        self.generation += 1
+        if not self.is_cluster and self._client is not None:
+            await self._client.connection_pool.disconnect()
+
+    def _follow_master_blocking(self) -> None:
+        """:meth:`_follow_master` for the blocking client (one thread checks at a time)."""
+        if not self._blocking_check_lock.acquire(blocking=False):
+            return
+        try:
+            pool = self.blocking_client.connection_pool
+            address = pool.sentinel_manager.discover_master(pool.service_name)
+            self._blocking_next_check = time.monotonic() + MASTER_CHECK_SECONDS
+            if self._blocking_master is not None and address != self._blocking_master:
+                log.warning(
+                    "Redis at %s: the master moved from %s to %s; reconnecting",
+                    self.redacted, _address(self._blocking_master), _address(address),
+                )  # fmt: skip
+                self._drop_blocking_connections()
+            self._blocking_master = address
+        finally:
+            self._blocking_check_lock.release()
+
+    def _drop_blocking_connections(self) -> None:
+        if not self.is_cluster and self._blocking is not None:
+            idle, self._idle = self._idle, []
+            for conn in idle:
+                self._discard(conn)
+            self._blocking.connection_pool.disconnect()  # also those other threads are using now
+
+    # -- the blocking fast path -----------------------------------------------------------
+
     def blocking_eval(self, name: str, keys: list[str], args: list[Any]) -> Any:
         """Run the named Lua script by SHA (loading it on NOSCRIPT) from the caller's thread;
         wrap in :meth:`run_blocking` for retries. See :meth:`blocking_command`."""
@@ -224,21 +395,24 @@ class Connection:
             self.blocking_command("SCRIPT", "LOAD", script.script)
             return self.blocking_command("EVALSHA", script.sha, len(keys), *keys, *args)
 
+    def _take(self) -> Any:
+        if self._idle_pid != os.getpid():  # forked: the parent's sockets are not ours to use
+            self._idle, self._idle_pid = [], os.getpid()
+        try:
+            return self._idle.pop()
+        except IndexError:
+            return _checkout(self.blocking_client.connection_pool)
+
     def blocking_command(self, *args: Any) -> Any:
         """Send one command from the caller's thread and return its raw reply (not on Cluster).
 
         redis-py's command path (a pool checkout under a lock, the retry wrapper, response
         callbacks) costs ~45 us per call here, as much as the round trip itself; this takes a
         connection from a free list of our own (one per thread calling at the same moment),
-        writes the command and reads the reply. It is still redis-py's ``Connection``, so TLS
-        and Sentinel work as before.
+        writes the command and reads the reply. It is still redis-py's ``Connection`` from the
+        client's pool, so TLS and Sentinel work as before, and a failover closes it too.
         """
-        if self._idle_pid != os.getpid():  # forked: the parent's sockets are not ours to use
-            self._idle, self._idle_pid = [], os.getpid()
-        try:
-            conn = self._idle.pop()
-        except IndexError:
-            conn = self.blocking_client.connection_pool.get_connection()
+        conn = self._take()
         try:
             conn.send_packed_command([_hiredis_pack(args)] if _hiredis_pack is not None else conn.pack_command(*args))
             reply = conn.read_response()
@@ -246,20 +420,185 @@ class Connection:
             self._idle.append(conn)
             raise
         except BaseException:  # a reply may still be on its way: the next call starts afresh
-            conn.disconnect()
-            self._idle.append(conn)
+            self._discard(conn)
             raise
         self._idle.append(conn)
         return reply
 
+    def _discard(self, conn: Any) -> None:
+        """Close a fast-path connection and hand it back to the pool, whose next checkout
+        connects it again the pool's way (on Sentinel: to the master the sentinels name now;
+        reconnecting it ourselves would reuse the old address)."""
+        conn.disconnect()
+        with contextlib.suppress(Exception):
+            self.blocking_client.connection_pool.release(conn)
+
+    def _blocking_exchange(self, *commands: tuple[Any, ...]) -> list[Any]:
+        """Send ``commands`` together on one fast-path connection; their replies in order,
+        an error reply as its exception object (not on Cluster)."""
+        conn = self._take()
+        replies: list[Any] = []
+        try:
+            if _hiredis_pack is not None:
+                conn.send_packed_command([_hiredis_pack(c) for c in commands])
+            else:
+                conn.send_packed_command(conn.pack_commands(commands))
+            for _ in commands:
+                try:
+                    replies.append(conn.read_response())
+                except ResponseError as exc:
+                    replies.append(exc)
+        except BaseException:
+            self._discard(conn)
+            raise
+        self._idle.append(conn)
+        return replies
+
+    # -- replicated writes ----------------------------------------------------------------
+
+    def _wait_command(self) -> tuple[Any, ...]:
+        return ("WAIT", self.wait_replicas, max(1, int(self.wait_timeout * 1000)))
+
+    def check_replicas(self, acked: Any, what: str) -> None:
+        """Raise :class:`BackendUnavailable` unless ``acked`` (WAIT's reply) reaches ``wait_replicas``."""
+        if int(acked) < self.wait_replicas:
+            raise BackendUnavailable(
+                f"Redis at {self.redacted}: {what} was written to the master but only {int(acked)} of "
+                f"{self.wait_replicas} replicas confirmed it within {self.wait_timeout:g}s (wait_replicas); "
+                "it may be lost if the master fails now"
+            )
+
+    def _node_for(self, key: str, blocking: bool) -> Any:
+        """Cluster: a plain client of the node that owns ``key``'s slot now (one per node)."""
+        cluster = self.blocking_client if blocking else self.client
+        node = cluster.get_node_from_key(key)
+        clients = self._blocking_node_clients if blocking else self._node_clients
+        found = clients.get((node.host, node.port))
+        if found is None:
+            lib: Any = redis if blocking else aioredis
+            password, _ = _hosts(urlsplit(self.url).netloc, 6379)
+            found = lib.Redis(host=node.host, port=node.port, password=password, **TIMEOUTS)
+            clients[(node.host, node.port)] = found
+        return found
+
+    @staticmethod
+    def _redirected(replies: list[Any]) -> None:
+        for reply in replies:
+            if isinstance(reply, (MovedError, AskError)):
+                raise _ReplicaWait(f"the slot moved ({reply}); retrying on its new owner")
+
+    async def eval_replicated(self, name: str, keys: list[str], args: list[Any]) -> tuple[Any, int]:
+        """The named script's reply and how many replicas confirmed its writes: the script and
+        ``WAIT wait_replicas wait_timeout`` go out together on one connection (one round trip
+        plus the replicas' acknowledgement). Wrap in :meth:`run` (MOVED/ASK are retried there)."""
+        script = self.script(name)
+        if self.is_cluster:
+            if not self._node_clients:
+                await self.client.initialize()
+            try:
+                client = self._node_for(keys[0], blocking=False)
+            except Exception as exc:  # the slot map is being rebuilt
+                raise _ReplicaWait(f"no owner known for the slot ({describe(exc)})") from exc
+        else:
+            client = self.client
+        for _ in range(2):
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+                pipe.execute_command(*self._wait_command())
+                replies = await pipe.execute(raise_on_error=False)
+            if not isinstance(replies[0], NoScriptError):
+                break
+            await client.script_load(script.script)
+        return await self._replicated_replies(replies, keys[0])
+
+    async def _replicated_replies(self, replies: list[Any], key: str) -> tuple[Any, int]:
+        if self.is_cluster and any(isinstance(r, (MovedError, AskError)) for r in replies):
+            with contextlib.suppress(Exception):
+                await self.client.exists(key)  # follows the redirect: redis-py learns the new owner
+            self._redirected(replies)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies[0], int(replies[1])
+
+    async def confirm_replicated(self, key: str) -> int:
+        """How many replicas hold everything written so far on the master of ``key`` (a
+        short-lived marker write and WAIT on one connection): for a write whose retry found
+        it already applied, whose connection, and so WAIT, is gone."""
+        client = self._node_for(key, blocking=False) if self.is_cluster else self.client
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.set(f"{self.keys.ns}:replicated", b"1", px=1000)
+            pipe.execute_command(*self._wait_command())
+            replies = await pipe.execute(raise_on_error=False)
+        return (await self._replicated_replies(replies, key))[1]
+
+    def blocking_eval_replicated(self, name: str, keys: list[str], args: list[Any]) -> tuple[Any, int]:
+        """:meth:`eval_replicated` from the caller's thread (the fast path off Cluster)."""
+        script = self.blocking_script(name)
+        call = ("EVALSHA", script.sha, len(keys), *keys, *args)
+        for _ in range(2):
+            if self.is_cluster:
+                try:
+                    client = self._node_for(keys[0], blocking=True)
+                except Exception as exc:
+                    raise _ReplicaWait(f"no owner known for the slot ({describe(exc)})") from exc
+                pipe = client.pipeline(transaction=False)
+                pipe.execute_command(*call)
+                pipe.execute_command(*self._wait_command())
+                replies = pipe.execute(raise_on_error=False)
+            else:
+                replies = self._blocking_exchange(call, self._wait_command())
+            if not isinstance(replies[0], NoScriptError):
+                break
+            if self.is_cluster:
+                client.script_load(script.script)
+            else:
+                self.blocking_command("SCRIPT", "LOAD", script.script)
+        return self._blocking_replicated_replies(replies, keys[0])
+
+    def _blocking_replicated_replies(self, replies: list[Any], key: str) -> tuple[Any, int]:
+        if self.is_cluster and any(isinstance(r, (MovedError, AskError)) for r in replies):
+            with contextlib.suppress(Exception):
+                self.blocking_client.exists(key)
+            self._redirected(replies)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies[0], int(replies[1])
+
+    def blocking_confirm_replicated(self, key: str) -> int:
+        """:meth:`confirm_replicated` from the caller's thread."""
+        marker = ("SET", f"{self.keys.ns}:replicated", b"1", "PX", 1000)
+        if self.is_cluster:
+            pipe = self._node_for(key, blocking=True).pipeline(transaction=False)
+            pipe.execute_command(*marker)
+            pipe.execute_command(*self._wait_command())
+            replies = pipe.execute(raise_on_error=False)
+        else:
+            replies = self._blocking_exchange(marker, self._wait_command())
+        return self._blocking_replicated_replies(replies, key)[1]
+
+    # -- retries --------------------------------------------------------------------------
+
     async def run(self, op: Callable[[], Awaitable[T]], what: str = "operation") -> T:
-        """Run ``op`` (repeat-safe), retrying on connection loss; raise BackendUnavailable when it stays down."""
+        """Run ``op`` (repeat-safe), retrying on connection loss and failover replies (after
+        following the master); raise BackendUnavailable when it stays down."""
         backoff = None  # made on the first failure: retry_for counts from there
         while True:
             try:
+                if self.is_sentinel and time.monotonic() >= self._next_check:
+                    await self._follow_master()
                 return await op()
             except RETRYABLE as exc:
                 backoff = backoff or _Backoff(self, what)
+                self._next_check = 0.0
+                await asyncio.sleep(backoff.after(exc))
+            except ResponseError as exc:
+                if not is_failover_reply(exc):
+                    raise
+                backoff = backoff or _Backoff(self, what)
+                self._next_check = 0.0
+                await self._drop_connections()
                 await asyncio.sleep(backoff.after(exc))
 
     def run_blocking(self, op: Callable[[], T], what: str = "operation") -> T:
@@ -267,9 +606,19 @@ class Connection:
         backoff = None
         while True:
             try:
+                if self.is_sentinel and time.monotonic() >= self._blocking_next_check:
+                    self._follow_master_blocking()
                 return op()
             except RETRYABLE as exc:
                 backoff = backoff or _Backoff(self, what)
+                self._blocking_next_check = 0.0
+                time.sleep(backoff.after(exc))
+            except ResponseError as exc:
+                if not is_failover_reply(exc):
+                    raise
+                backoff = backoff or _Backoff(self, what)
+                self._blocking_next_check = 0.0
+                self._drop_blocking_connections()
                 time.sleep(backoff.after(exc))
 
     async def call(self, name: str, keys: list[str], args: list[Any], what: str = "") -> Any:
@@ -302,7 +651,13 @@ class Connection:
             self.closed = True
             blocking, self._blocking = self._blocking, None
             self._idle = []  # taken from blocking's pool: its close() disconnects them
+            blocking_nodes, self._blocking_node_clients = list(self._blocking_node_clients.values()), {}
+        for node in blocking_nodes:
+            node.close()
         if blocking is not None:
             blocking.close()
+        nodes, self._node_clients = list(self._node_clients.values()), {}
+        for node in nodes:
+            await node.aclose()
         if self._client is not None:
             await self._client.aclose()

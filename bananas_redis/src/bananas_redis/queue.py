@@ -86,6 +86,10 @@ def lease_token(claim: int) -> str:
     return f"c{claim}"
 
 
+def _what(jobs: Sequence[Job]) -> str:
+    return f"job {jobs[0].id!r}" if len(jobs) == 1 else f"a batch of {len(jobs)} jobs ({jobs[0].id!r}, ...)"
+
+
 def _unreadable(job_id: str, error: str) -> None:
     log.warning("job %r sent to the dead letter queue: %s", job_id, error)
 
@@ -132,17 +136,25 @@ class RedisQueue(QueueAdmin):
         if not jobs:
             return
         keys, args = self._enqueue_call(jobs)
-        script, tries = self.conn.script("enqueue"), 0
+        script, tries, conn = self.conn.script("enqueue"), 0, self.conn
+        acked = None  # with wait_replicas: how many replicas confirmed (WAIT on the same connection)
 
         async def once() -> Any:
-            nonlocal tries
+            nonlocal tries, acked
             tries += 1
+            if conn.wait_replicas:
+                reply, acked = await conn.eval_replicated("enqueue", keys, args)
+                return reply
             return await script(keys=keys, args=args)
 
-        reply = await self.conn.run(once, "enqueue")
+        reply = await conn.run(once, "enqueue")
         if reply:
-            mine = tries > 1 and self._stored_as(jobs, await self.conn.run(lambda: self._mget(jobs), "mget"))
+            mine = tries > 1 and self._stored_as(jobs, await conn.run(lambda: self._mget(jobs), "mget"))
             self._check_enqueued(reply, mine)
+            if conn.wait_replicas:  # our earlier try wrote them, on a connection now gone
+                acked = await conn.run(lambda: conn.confirm_replicated(keys[0]), "wait for replicas")
+        if acked is not None:
+            conn.check_replicas(acked, _what(jobs))
 
     def enqueue_many_blocking(self, jobs: Sequence[Job]) -> None:
         """:meth:`enqueue_many` from any thread, without an event loop (the synchronous
@@ -150,18 +162,26 @@ class RedisQueue(QueueAdmin):
         if not jobs:
             return
         keys, args = self._enqueue_call(jobs)
-        tries = 0
+        tries, conn = 0, self.conn
+        acked = None
 
         def once() -> Any:
-            nonlocal tries
+            nonlocal tries, acked
             tries += 1
-            return self.conn.blocking_eval("enqueue", keys, args)
+            if conn.wait_replicas:
+                reply, acked = conn.blocking_eval_replicated("enqueue", keys, args)
+                return reply
+            return conn.blocking_eval("enqueue", keys, args)
 
-        reply = self.conn.run_blocking(once, "enqueue")
+        reply = conn.run_blocking(once, "enqueue")
         if reply:
-            stored = self.conn.run_blocking(lambda: self._mget_blocking(jobs), "mget") if tries > 1 else None
+            stored = conn.run_blocking(lambda: self._mget_blocking(jobs), "mget") if tries > 1 else None
             mine = stored is not None and self._stored_as(jobs, stored)
             self._check_enqueued(reply, mine)
+            if conn.wait_replicas:
+                acked = conn.run_blocking(lambda: conn.blocking_confirm_replicated(keys[0]), "wait for replicas")
+        if acked is not None:
+            conn.check_replicas(acked, _what(jobs))
 
     def _enqueue_call(self, jobs: Sequence[Job]) -> tuple[list[str], list[str | bytes]]:
         """enqueue.lua's keys and arguments for ``jobs``; raises before anything is written."""

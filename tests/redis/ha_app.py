@@ -1,0 +1,27 @@
+"""The app the failover tests run under ``bananas worker ha_app:registry``.
+
+Every run of the ``ha`` handler is recorded on a separate tracking server
+(``$BANANAS_HA_TRACK_URL``): ``RPUSH ran <job id>``, so the test counts executions per job.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import redis.asyncio as aioredis
+from bananas import Job, Registry
+from bananas.worker import JobContext
+
+registry = Registry()
+_track: Any = None
+
+
+@registry.handler("ha")
+async def ha(ctx: JobContext, job: Job) -> str:
+    """Record this run on the tracking server, then succeed."""
+    global _track
+    if _track is None:
+        _track = aioredis.Redis.from_url(os.environ["BANANAS_HA_TRACK_URL"])
+    await _track.rpush("ran", job.id)
+    return job.id
