@@ -45,7 +45,15 @@ import redis.sentinel
 from bananas.backend import BackendOptions, redact_url
 from bananas.errors import BackendUnavailable, ConfigError
 from redis.commands.core import AsyncScript, Script
-from redis.exceptions import AskError, ClusterDownError, MovedError, NoScriptError, ResponseError, TryAgainError
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    MovedError,
+    NoScriptError,
+    ReadOnlyError,
+    ResponseError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -83,6 +91,8 @@ AnyRedis = Any
 
 def is_failover_reply(exc: BaseException) -> bool:
     """Whether ``exc`` is an error reply of :data:`FAILOVER_REPLIES` (also as a script's error)."""
+    if isinstance(exc, ReadOnlyError):  # redis-py drops the READONLY code from the text
+        return True
     if not isinstance(exc, ResponseError) or isinstance(exc, NoScriptError):
         return False
     text = str(exc)

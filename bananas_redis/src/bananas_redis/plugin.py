@@ -25,9 +25,10 @@ CAPABILITIES: frozenset[Capability] = frozenset(
 )
 """What the Redis backend offers: declared here once, for the spec and the Backend alike."""
 SCHEMES = ("redis", "rediss", "redis+sentinel", "redis+cluster")
-OPTIONS = ("namespace", "retry_for", "connect_timeout")
+OPTIONS = ("namespace", "retry_for", "connect_timeout", "wait_replicas", "wait_timeout")
 """What the backend reads from ``BackendOptions.extra``: the key namespace, how long a lost
-connection is retried (seconds, default 30) and ``connect_timeout``."""
+connection is retried (seconds, default 30), ``connect_timeout``, and how many replicas a
+submit waits for (``wait_replicas``, default 0) and how long (``wait_timeout``, default 1 s)."""
 
 
 def connect_timeout_of(options: BackendOptions) -> float | None:
