@@ -14,7 +14,6 @@ from bananas_redis.workers import RedisWorkers
 __all__ = ["CAPABILITIES", "connect_redis"]
 
 
-
 def connect_redis(url: str, options: BackendOptions) -> Backend:
     """A Backend whose parts share one lazily opened Redis client (closed once, by the queue)."""
     conn = Connection(url, options)
