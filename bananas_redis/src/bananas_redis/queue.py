@@ -95,7 +95,7 @@ def _unreadable(job_id: str, error: str) -> None:
 
 
 class RedisQueue(QueueAdmin):
-    """:class:`bananas.protocols.Queue` on Redis, in the wire format of REDIS_WIRE_FORMAT.md."""
+    """:class:`bananas.protocols.Queue` on Redis, in the wire format of docs/redis-wire-format.md."""
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
