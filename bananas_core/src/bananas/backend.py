@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from types import TracebackType
@@ -15,7 +16,7 @@ from bananas.clock import Clock, system_clock
 from bananas.errors import ConfigError
 from bananas.protocols import Queue, ResultBackend, Scheduler, WorkerRegistry
 
-__all__ = ["NAMESPACE_RULE", "Backend", "BackendOptions", "redact_url", "validate_namespace"]
+__all__ = ["NAMESPACE_RULE", "Backend", "BackendOptions", "redact_url", "seconds_option", "validate_namespace"]
 
 
 def _positive(_inst: object, attr: attrs.Attribute[float], value: float) -> None:
@@ -40,6 +41,21 @@ NAMESPACE_RULE = "1 to 64 characters, each an ASCII letter, a digit, '_', '-', '
 """What :func:`validate_namespace` accepts, in words (every backend applies the same rule)."""
 
 _NAMESPACE = re.compile(r"[A-Za-z0-9_.{}-]{1,64}")
+
+
+def seconds_option(extra: Mapping[str, Any], name: str) -> float | None:
+    """The backend option ``name`` as a number of seconds > 0 (``None`` when not given); raises
+    :class:`ConfigError` naming the option for anything else (a URL query gives strings)."""
+    raw = extra.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise ConfigError(f"{name} must be a number of seconds > 0, got {raw!r}")
+    return value
 
 
 def validate_namespace(value: object) -> str:

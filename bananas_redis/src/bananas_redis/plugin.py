@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import attrs
-from bananas.backend import Backend, BackendOptions
+from bananas.backend import Backend, BackendOptions, seconds_option
 from bananas.capabilities import Capability
-from bananas.errors import ConfigError
 from bananas.plugins import BackendSpec, hookimpl
 
 CAPABILITIES: frozenset[Capability] = frozenset(
@@ -33,16 +31,7 @@ submit waits for (``wait_replicas``, default 0) and how long (``wait_timeout``, 
 
 def connect_timeout_of(options: BackendOptions) -> float | None:
     """The ``connect_timeout`` option in seconds (``None`` when not given); ``ConfigError`` if not > 0."""
-    raw = options.extra.get("connect_timeout")
-    if raw is None or raw == "":
-        return None
-    try:
-        value = float(raw)
-    except (TypeError, ValueError):
-        value = math.nan
-    if not 0 < value < math.inf:
-        raise ConfigError(f"connect_timeout must be a number of seconds > 0, got {raw!r}")
-    return value
+    return seconds_option(options.extra, "connect_timeout")
 
 
 def with_connect_timeout(url: str, options: BackendOptions) -> tuple[str, BackendOptions]:

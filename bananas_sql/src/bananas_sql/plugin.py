@@ -9,9 +9,8 @@ import math
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import attrs
-from bananas.backend import Backend, BackendOptions
+from bananas.backend import Backend, BackendOptions, seconds_option
 from bananas.capabilities import Capability
-from bananas.errors import ConfigError
 from bananas.plugins import BackendSpec, hookimpl
 
 from bananas_sql.urls import unsplit
@@ -49,15 +48,9 @@ def with_connect_timeout(url: str, options: BackendOptions) -> tuple[str, Backen
     ``connect_timeout`` (whole seconds, unless the URL sets it) and the retry budget
     (``retry_seconds``, unless given), so an unreachable server is reported after about
     ``connect_timeout`` seconds instead of 15."""
-    raw = options.extra.get("connect_timeout")
-    if raw is None or raw == "":
+    timeout = seconds_option(options.extra, "connect_timeout")
+    if timeout is None:
         return url, options
-    try:
-        timeout = float(raw)
-    except (TypeError, ValueError):
-        timeout = math.nan
-    if not 0 < timeout < math.inf:
-        raise ConfigError(f"connect_timeout must be a number of seconds > 0, got {raw!r}")
     parts = urlsplit(url)
     query = parse_qsl(parts.query, keep_blank_values=True)
     if not any(k == "connect_timeout" for k, _ in query):
