@@ -100,26 +100,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.url = getattr(args, "url", None) or getattr(args, "group_url", None) or args.global_url
         args.json = bool(getattr(args, "json", False) or getattr(args, "group_json", False) or args.global_json)
         args.standalone = argv is None  # the console script: the process (and a memory:// store) ends after
-    except KeyboardInterrupt:
-        print("bananas: interrupted", file=sys.stderr)
-        return 130
     except BaseException as exc:
-        if isinstance(exc, SystemExit):
-            return exc.code if isinstance(exc.code, int) else EXIT_FAILURE
-        return _report(exc)
+        return _exit_code(exc)
     try:
         with _quiet_logs(args.command):
             result = args.run(args)
             if asyncio.iscoroutine(result):
                 result = asyncio.run(result)
         return int(result or 0)
-    except KeyboardInterrupt:
+    except BaseException as exc:
+        return _exit_code(exc, args.url if args.command != "backends" else "-")
+
+
+def _exit_code(exc: BaseException, url: str | None = "-") -> int:
+    """The exit code for ``exc`` raised by the command, after saying what went wrong in one line."""
+    if isinstance(exc, KeyboardInterrupt):
         print("bananas: interrupted", file=sys.stderr)
         return 130
-    except BaseException as exc:
-        if isinstance(exc, SystemExit):
-            return exc.code if isinstance(exc.code, int) else EXIT_FAILURE
-        return _report(exc, args.url if args.command != "backends" else "-")
+    if isinstance(exc, SystemExit):
+        return exc.code if isinstance(exc.code, int) else EXIT_FAILURE
+    return _report(exc, url)
 
 
 @contextlib.contextmanager
