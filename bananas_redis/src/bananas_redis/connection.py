@@ -511,15 +511,34 @@ class Connection:
                 raise _ReplicaWait(f"no owner known for the slot ({describe(exc)})") from exc
         else:
             client = self.client
-        for _ in range(2):
-            async with client.pipeline(transaction=False) as pipe:
-                pipe.evalsha(script.sha, len(keys), *keys, *args)
-                pipe.execute_command(*self._wait_command())
-                replies = await pipe.execute(raise_on_error=False)
-            if not isinstance(replies[0], NoScriptError):
-                break
-            await client.script_load(script.script)
+        try:
+            for _ in range(2):
+                async with client.pipeline(transaction=False) as pipe:
+                    pipe.evalsha(script.sha, len(keys), *keys, *args)
+                    pipe.execute_command(*self._wait_command())
+                    replies = await pipe.execute(raise_on_error=False)
+                if not isinstance(replies[0], NoScriptError):
+                    break
+                await client.script_load(script.script)
+        except RETRYABLE:
+            await self._owner_unreachable(keys[0])
+            raise
         return await self._replicated_replies(replies, keys[0])
+
+    async def _owner_unreachable(self, key: str) -> None:
+        """Cluster: the direct connection to ``key``'s slot owner failed (the node may be dead,
+        its replica promoted). Send a command for ``key`` through the cluster client, which
+        re-reads the slot map after a connection error, so the retry goes to the owner the
+        cluster names now instead of the dead node's address forever."""
+        if self.is_cluster:
+            with contextlib.suppress(Exception):
+                await self.client.exists(key)
+
+    def _blocking_owner_unreachable(self, key: str) -> None:
+        """:meth:`_owner_unreachable` for the blocking client."""
+        if self.is_cluster:
+            with contextlib.suppress(Exception):
+                self.blocking_client.exists(key)
 
     async def _replicated_replies(self, replies: list[Any], key: str) -> tuple[Any, int]:
         if self.is_cluster and any(isinstance(r, (MovedError, AskError)) for r in replies):
@@ -536,10 +555,14 @@ class Connection:
         short-lived marker write and WAIT on one connection): for a write whose retry found
         it already applied, whose connection, and so WAIT, is gone."""
         client = self._node_for(key, blocking=False) if self.is_cluster else self.client
-        async with client.pipeline(transaction=False) as pipe:
-            pipe.set(f"{self.keys.ns}:replicated", b"1", px=1000)
-            pipe.execute_command(*self._wait_command())
-            replies = await pipe.execute(raise_on_error=False)
+        try:
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.set(f"{self.keys.ns}:replicated", b"1", px=1000)
+                pipe.execute_command(*self._wait_command())
+                replies = await pipe.execute(raise_on_error=False)
+        except RETRYABLE:
+            await self._owner_unreachable(key)
+            raise
         return (await self._replicated_replies(replies, key))[1]
 
     def blocking_eval_replicated(self, name: str, keys: list[str], args: list[Any]) -> tuple[Any, int]:
@@ -555,7 +578,11 @@ class Connection:
                 pipe = client.pipeline(transaction=False)
                 pipe.execute_command(*call)
                 pipe.execute_command(*self._wait_command())
-                replies = pipe.execute(raise_on_error=False)
+                try:
+                    replies = pipe.execute(raise_on_error=False)
+                except RETRYABLE:
+                    self._blocking_owner_unreachable(keys[0])
+                    raise
             else:
                 replies = self._blocking_exchange(call, self._wait_command())
             if not isinstance(replies[0], NoScriptError):
@@ -583,7 +610,11 @@ class Connection:
             pipe = self._node_for(key, blocking=True).pipeline(transaction=False)
             pipe.execute_command(*marker)
             pipe.execute_command(*self._wait_command())
-            replies = pipe.execute(raise_on_error=False)
+            try:
+                replies = pipe.execute(raise_on_error=False)
+            except RETRYABLE:
+                self._blocking_owner_unreachable(key)
+                raise
         else:
             replies = self._blocking_exchange(marker, self._wait_command())
         return self._blocking_replicated_replies(replies, key)[1]
