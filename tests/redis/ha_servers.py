@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,7 +19,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import redis
-from servers import RedisServer, _wait_port, free_port
+from servers import RedisServer, _wait_port, cluster_port, free_port
 
 __all__ = ["RECOMMENDED", "RedisClusterHA", "SentinelGroup", "sentinel_group", "redis_cluster_ha", "wait_until"]
 
@@ -161,24 +159,6 @@ def sentinel_group(settings: list[str] | None = None) -> Iterator[SentinelGroup]
         yield group.start()
     finally:
         group.stop()
-
-
-def cluster_port() -> int:
-    """A free port whose cluster bus port (port + 10000) is free too."""
-    for _ in range(1000):
-        port = random.randint(20000, 50000)
-        if all(_free(p) for p in (port, port + 10000)):
-            return port
-    raise RuntimeError("no free port pair for a cluster node")
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
 
 
 class RedisClusterHA:

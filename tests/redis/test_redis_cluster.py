@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import random
-import socket
 import subprocess
 import time
 import uuid
@@ -20,27 +18,9 @@ from bananas.job import Job, JobResult, JobStatus
 from bananas.protocols import WorkerInfo
 from bananas.testing.plugin import BackendFactory
 from bananas.testing.suite import BackendConformance
-from servers import RedisServer
+from servers import RedisServer, cluster_port
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
-
-
-def cluster_port() -> int:
-    """A free port whose cluster bus port (port + 10000) is valid and free too."""
-    for _ in range(1000):
-        port = random.randint(20000, 50000)
-        if all(_free(p) for p in (port, port + 10000)):
-            return port
-    raise RuntimeError("no free port pair for a cluster node")
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
 
 
 @pytest.fixture(scope="module")

@@ -13,17 +13,12 @@ docs/high-availability.md).
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
 from bananas import Client
-
-sys.path.insert(0, str(Path(__file__).parent))  # ha_servers and ha_app live next to this file
-
 from ha_servers import RECOMMENDED, RedisClusterHA, redis_cluster_ha, run_burst, wait_until
 from servers import RedisServer
 

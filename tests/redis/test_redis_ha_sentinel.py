@@ -10,14 +10,9 @@ Without them the tests only report what was lost (the figures in docs/high-avail
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))  # ha_servers and ha_app live next to this file
-
 from ha_servers import RECOMMENDED, SentinelGroup, run_burst, sentinel_group
 from servers import RedisServer
 
