@@ -457,7 +457,7 @@ def test_embedded_default_needs_no_url(
         (["job", "no-such-id"], 1, "'no-such-id' not found"),
         (["stats", "--url", "nosuch://host"], 2, "no installed backend serves nosuch://"),
         (["stats", "--url", "not a url"], 2, "is not a backend URL"),
-        (["schedules", "no_colon"], 2, "APP must be module:attribute"),
+        (["schedules", "no_colon"], 2, "APP must look like module:attribute"),
         (["schedules", "no_such_module_xyz:registry"], 2, "cannot import 'no_such_module_xyz'"),
         (["schedules", "json:registry"], 2, "module 'json' has no attribute 'registry'"),
         (["schedules", "json:dumps"], 2, "not a Registry or a list of Schedule"),

@@ -26,6 +26,8 @@ def app_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
         "def make():\n"
         "    return registry\n"
         "not_a_registry = 42\n"
+        "def add(ctx, job):\n"
+        "    return 1\n"
         "class holder:\n"
         "    inner = registry\n"
     )
@@ -52,6 +54,7 @@ def test_load_registry_by_attribute_factory_and_dotted_path(app_module: str) -> 
         ("{m}:missing", "has no attribute 'missing'"),
         ("{m}:not_a_registry", "is a int, not a bananas.worker.Registry"),
         ("{m}_broken:registry", "failed: RuntimeError: config missing"),
+        ("{m}:add", r"is a function that takes arguments \(a handler\?\), not a bananas.worker.Registry"),
     ],
 )
 def test_bad_app_specs_say_what_is_wrong(app_module: str, spec: str, message: str) -> None:
@@ -108,3 +111,16 @@ def test_python_dash_m_reports_a_bad_app_without_traceback() -> None:
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert "cannot import 'no_such_module_h4'" in proc.stderr
+
+
+def test_every_command_loads_an_app_the_same_way(app_module: str) -> None:
+    """`bananas schedules APP` and `bananas worker APP` share one loader, with the same errors."""
+    from bananas.cli.common import UsageError, load_app
+
+    assert load_app(f"{app_module}:registry") is load_registry(f"{app_module}:registry")
+    for spec in (f"{app_module}", f"{app_module}_broken:registry", "no_such_module_h4:x"):
+        with pytest.raises(AppError) as worker_error:
+            load_registry(spec)
+        with pytest.raises(UsageError) as command_error:
+            load_app(spec)
+        assert str(command_error.value) == str(worker_error.value)

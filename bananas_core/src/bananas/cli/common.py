@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
-import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -161,23 +159,13 @@ async def open_from_args(
 
 
 def load_app(spec: str) -> Any:
-    """Import ``module:attribute`` (the current directory is importable); raise :class:`UsageError`."""
-    module_name, sep, attribute = spec.partition(":")
-    if not sep or not module_name or not attribute:
-        raise UsageError(f"APP must be module:attribute, for example myapp.tasks:registry; got {spec!r}")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
+    """Import ``module:attribute`` with the worker's loader; raise :class:`UsageError`."""
+    from bananas.worker.command import AppError, import_app
+
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise UsageError(f"cannot import {module_name!r} (from APP {spec!r}): {exc}") from None
-    target: Any = module
-    for part in attribute.split("."):
-        try:
-            target = getattr(target, part)
-        except AttributeError:
-            raise UsageError(f"module {module_name!r} has no attribute {attribute!r} (from APP {spec!r})") from None
-    return target
+        return import_app(spec)
+    except AppError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def schedules_of(app: Any, spec: str) -> Sequence[Any]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import inspect
 import json
 import logging
 import os
@@ -21,7 +22,7 @@ from bananas.errors import BananasError, ConfigError, InvalidJob, PluginError, U
 from bananas.logsafe import printable
 from bananas.worker.registry import Registry
 
-__all__ = ["AppError", "JsonFormatter", "add_worker_arguments", "load_registry", "main", "run_worker"]
+__all__ = ["AppError", "JsonFormatter", "add_worker_arguments", "import_app", "load_registry", "main", "run_worker"]
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -81,11 +82,10 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def load_registry(spec: str) -> Registry:
-    """Import ``module:attribute`` (the current directory is importable) and return the Registry.
-
-    Raises :class:`AppError` with a one-line explanation.
-    """
+def import_app(spec: str) -> Any:
+    """Import ``module:attribute`` (the current directory is importable) and return the attribute:
+    the one loader of every command that takes an APP. Raises :class:`AppError` with a one-line
+    explanation."""
     module_name, sep, attribute = spec.partition(":")
     if not sep or not module_name or not attribute:
         raise AppError(f"APP must look like module:attribute (for example myapp.tasks:registry), got {spec!r}")
@@ -103,11 +103,36 @@ def load_registry(spec: str) -> Registry:
             target = getattr(target, part)
         except AttributeError:
             raise AppError(f"module {module_name!r} has no attribute {attribute!r} (APP {spec!r})") from None
+    return target
+
+
+def load_registry(spec: str) -> Registry:
+    """The :class:`Registry` that ``module:attribute`` names, or that a factory it names (called
+    with no arguments) returns. Raises :class:`AppError` with a one-line explanation."""
+    target = import_app(spec)
     if callable(target) and not isinstance(target, Registry):
+        if not _takes_no_arguments(target):
+            raise AppError(
+                f"APP {spec!r} is a function that takes arguments (a handler?), not a bananas.worker.Registry: "
+                "name the Registry the handlers are registered in, for example myapp.tasks:registry"
+            )
         target = target()  # a factory returning the registry
     if not isinstance(target, Registry):
         raise AppError(f"APP {spec!r} is a {type(target).__name__}, not a bananas.worker.Registry")
     return target
+
+
+def _takes_no_arguments(func: Any) -> bool:
+    try:
+        signature = inspect.signature(func)
+    except (TypeError, ValueError):  # a builtin without a signature: let the call say
+        return True
+    required = (
+        inspect.Parameter.POSITIONAL_ONLY,
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        inspect.Parameter.KEYWORD_ONLY,
+    )
+    return not any(p.default is inspect.Parameter.empty and p.kind in required for p in signature.parameters.values())
 
 
 def run_worker(args: argparse.Namespace) -> int:
