@@ -249,5 +249,20 @@ def test_no_code_run_by_url(broken_plugin: pytest.Pytester) -> None:
     bad.assert_outcomes(passed=1, failed=1)
     bad.stdout.fnmatch_lines(["*FAILED*test_claim_strict_priority*"])
     missing = pytester.runpytest_subprocess("-rs", *selected)
-    missing.assert_outcomes(skipped=2)
-    missing.stdout.fnmatch_lines(["*no backend URL: pass --bananas-url*"])
+    assert missing.ret == pytest.ExitCode.USAGE_ERROR  # not skips: a misconfigured run must not pass
+    missing.stdout.fnmatch_lines(["*no backend URL; pass --bananas-url*"])
+
+
+def test_a_run_with_no_url_is_a_usage_error_not_skips(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--pyargs", "bananas.testing.run")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stdout.fnmatch_lines(["*bananas conformance suite: no backend URL; pass --bananas-url URL*"])
+    assert "skipped" not in result.stdout.str()
+
+
+def test_an_unknown_scheme_is_one_error(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--pyargs", "bananas.testing.run", "--bananas-url", "nosuch://x"
+    )
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert result.stdout.str().count("no installed backend serves nosuch://") == 1

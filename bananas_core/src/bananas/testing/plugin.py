@@ -17,6 +17,7 @@ import pytest
 from bananas.backend import Backend
 from bananas.capabilities import Capability
 from bananas.clock import Clock, ManualClock
+from bananas.errors import UnknownBackendScheme
 
 __all__ = ["BackendFactory", "RecordOverwriter", "skip_unless_capable"]
 
@@ -81,8 +82,12 @@ def bananas_url(request: pytest.FixtureRequest) -> str:
     """The URL under test: the test class's ``bananas_url`` attribute, else ``--bananas-url``."""
     url = getattr(request.cls, "bananas_url", None) if request.cls is not None else None
     url = url if isinstance(url, str) and url else request.config.getoption("bananas_url")
-    if not url:
-        pytest.skip("no backend URL: pass --bananas-url, set bananas_url on the test class, or override the fixture")
+    if not url:  # a usage error, not skips: a misconfigured run must not pass
+        pytest.exit(
+            "bananas conformance suite: no backend URL; pass --bananas-url URL, set bananas_url on "
+            "the test class, or override the bananas_url or bananas_backend_factory fixture",
+            returncode=pytest.ExitCode.USAGE_ERROR,
+        )
     return str(url)
 
 
@@ -98,7 +103,10 @@ def bananas_backend_factory(bananas_url: str) -> BackendFactory:
 
     def factory(clock: Clock, /, **options: Any) -> Backend:
         options.setdefault("namespace", "t" + uuid.uuid4().hex)
-        return connect(bananas_url, clock=clock, **options)
+        try:
+            return connect(bananas_url, clock=clock, **options)
+        except UnknownBackendScheme as exc:  # one line, once, instead of an error per test
+            pytest.exit(f"bananas conformance suite: {exc}", returncode=pytest.ExitCode.USAGE_ERROR)
 
     return factory
 
