@@ -371,3 +371,14 @@ def run_burst(
     text = pool.output()
     shutil.rmtree(logdir, ignore_errors=True)
     return out, text
+
+
+def check_burst(label: str, outcome: Outcome, output: str, *, recommended: bool) -> None:
+    """Print a failover burst's figures; with the recommended settings, nothing acknowledged may be
+    lost or left unfinished. Always: no log line shows a redis-py object, and most submits went through."""
+    print(f"\n{label}: {outcome.summary()}")
+    assert "<redis." not in output, "a log line printed a redis-py object"
+    assert len(outcome.acked) > 300, outcome.summary()
+    if recommended:
+        assert outcome.lost == [], f"{label}: acknowledged jobs lost: {outcome.summary()}"
+        assert outcome.not_run == [], f"{label}: acknowledged jobs not completed: {outcome.summary()}"

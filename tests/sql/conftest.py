@@ -10,6 +10,8 @@ import pytest
 from bananas.backend import Backend
 from bananas.clock import ManualClock
 from bananas.plugins import connect
+from bananas_sql.urls import postgres_sqlalchemy_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 import bananas_sql
 
@@ -47,3 +49,19 @@ async def backend(db_url: str, namespace: str, clock: ManualClock) -> AsyncItera
         yield b
     finally:
         await b.close()
+
+
+@pytest.fixture
+async def pg(postgres_url: str, namespace: str, clock: ManualClock) -> AsyncIterator[Backend]:
+    """A PostgreSQL backend on a fresh namespace (schema created), reading the test's clock."""
+    await bananas_sql.upgrade(postgres_url, namespace=namespace)
+    async with connect(postgres_url, namespace=namespace, clock=clock) as backend:
+        yield backend
+
+
+@pytest.fixture
+async def engine(postgres_url: str) -> AsyncIterator[AsyncEngine]:
+    """A SQLAlchemy engine on the session's PostgreSQL, for looking at rows directly."""
+    engine = create_async_engine(postgres_sqlalchemy_url(postgres_url))
+    yield engine
+    await engine.dispose()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -24,8 +23,7 @@ from bananas.job import Job, JobStatus
 from bananas.plugins import connect
 from bananas_sql.migrate import HANDOFF_DATA_MAX
 from bananas_sql.tables import SCHEMA_VERSION
-from bananas_sql.urls import postgres_sqlalchemy_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 import bananas_sql
 
@@ -35,20 +33,6 @@ pytestmark = pytest.mark.anyio
 @pytest.fixture
 def clock() -> ManualClock:
     return ManualClock()
-
-
-@pytest.fixture
-async def pg(postgres_url: str, namespace: str, clock: ManualClock) -> AsyncIterator[Backend]:
-    await bananas_sql.upgrade(postgres_url, namespace=namespace)
-    async with connect(postgres_url, namespace=namespace, clock=clock) as backend:
-        yield backend
-
-
-@pytest.fixture
-async def engine(postgres_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_async_engine(postgres_sqlalchemy_url(postgres_url))
-    yield engine
-    await engine.dispose()
 
 
 async def rows(engine: AsyncEngine, sql: str, **params: Any) -> list[Any]:

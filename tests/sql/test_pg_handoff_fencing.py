@@ -5,7 +5,6 @@ older bananas-sql (a registration without ``fenced``) is only woken, never hande
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -14,28 +13,10 @@ from bananas.backend import Backend
 from bananas.clock import ManualClock
 from bananas.errors import LeaseLost
 from bananas.job import Job, JobStatus
-from bananas.plugins import connect
 from bananas_sql.migrate import HANDOFF_DATA_MAX
-from bananas_sql.urls import postgres_sqlalchemy_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-
-import bananas_sql
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-async def pg(postgres_url: str, namespace: str, clock: ManualClock) -> AsyncIterator[Backend]:
-    await bananas_sql.upgrade(postgres_url, namespace=namespace)
-    async with connect(postgres_url, namespace=namespace, clock=clock) as backend:
-        yield backend
-
-
-@pytest.fixture
-async def engine(postgres_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_async_engine(postgres_sqlalchemy_url(postgres_url))
-    yield engine
-    await engine.dispose()
 
 
 async def token_of(engine: AsyncEngine, namespace: str, job_id: str) -> tuple[str, str | None]:
