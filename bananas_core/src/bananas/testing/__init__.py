@@ -26,8 +26,9 @@ The factory must return a FRESH, ISOLATED backend on each call (the default one 
 with ``namespace="t" + uuid``), read every time from the given clock, and honour
 :class:`~bananas.backend.BackendOptions` keyword options (the TTL tests pass them).
 
-Fixtures: ``bananas_url``, ``bananas_backend_factory``, ``clock`` (a ManualClock) and
-``backend`` (``factory(clock)``, closed after the test). Markers:
+Fixtures, all named ``bananas_*`` so that none collides with a project's own: ``bananas_url``,
+``bananas_backend_factory``, ``bananas_clock`` (a ManualClock), ``bananas_backend``
+(``factory(bananas_clock)``, closed after the test) and ``bananas_overwrite_record``. Markers:
 ``bananas_capability(Capability.X)`` skips a test, with a reason, unless the backend declares
 X; ``bananas_realtime`` marks the few tests that sleep in real time (TTL expiry). Core
 semantics carry no capability marker and are never skipped. Modules:

@@ -135,20 +135,23 @@ def bananas_overwrite_record() -> RecordOverwriter:
 
 
 @pytest.fixture
-def clock() -> ManualClock:
+def bananas_clock() -> ManualClock:
     """A clock that moves only when the test says so."""
     return ManualClock()
 
 
 @pytest.fixture
-async def backend(
-    anyio_backend: object, request: pytest.FixtureRequest, bananas_backend_factory: BackendFactory, clock: ManualClock
+async def bananas_backend(
+    anyio_backend: object,
+    request: pytest.FixtureRequest,
+    bananas_backend_factory: BackendFactory,
+    bananas_clock: ManualClock,
 ) -> AsyncIterator[Backend]:
-    """A fresh backend on the test's :func:`clock`, closed afterwards.
+    """A fresh backend on the test's :func:`bananas_clock`, closed afterwards.
 
     Skips the test when it is marked with a capability the backend does not declare.
     """
-    b = bananas_backend_factory(clock)
+    b = bananas_backend_factory(bananas_clock)
     try:
         skip_unless_capable(b, required_capabilities(request.node))
         yield b

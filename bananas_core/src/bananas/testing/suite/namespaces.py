@@ -48,20 +48,20 @@ class NamespaceTests:
     """The ``namespace`` option: isolation, a shared store per name, and one validation rule."""
 
     async def test_look_alike_namespaces_are_isolated(
-        self, bananas_backend_factory: BackendFactory, clock: ManualClock
+        self, bananas_backend_factory: BackendFactory, bananas_clock: ManualClock
     ) -> None:
         """Jobs of ``team-a`` are never claimed, counted or read through ``team_a``, ``Team.A``
         or ``team.a`` (and so on for every pair)."""
         names = look_alike_namespaces()
-        async with _backends(bananas_backend_factory, clock, names) as backends:
+        async with _backends(bananas_backend_factory, bananas_clock, names) as backends:
             owned: list[set[str]] = []
             for i, backend in enumerate(backends):
-                ready = [new_job(clock, payload=i) for _ in range(i + 1)]
-                routed = new_job(clock, payload=i, routing_key="gpu", priority=JobPriority.HIGH)
-                later = new_job(clock, payload=i, delay=3600)
+                ready = [new_job(bananas_clock, payload=i) for _ in range(i + 1)]
+                routed = new_job(bananas_clock, payload=i, routing_key="gpu", priority=JobPriority.HIGH)
+                later = new_job(bananas_clock, payload=i, delay=3600)
                 await backend.queue.enqueue_many([*ready, routed, later])
                 owned.append({j.id for j in [*ready, routed]})
-                await backend.queue.enqueue(new_job(clock, payload=i))  # one more, left ready below
+                await backend.queue.enqueue(new_job(bananas_clock, payload=i))  # one more, left ready below
             for i, (name, backend) in enumerate(zip(names, backends, strict=True)):
                 depths = await backend.queue.depths()
                 assert depths.ready_for("default") == i + 2, (name, depths)
@@ -80,13 +80,13 @@ class NamespaceTests:
                 assert [job.payload for job in left] == [i], f"{names[i]} left {left}"
 
     async def test_look_alike_namespaces_keep_their_own_results(
-        self, bananas_backend_factory: BackendFactory, clock: ManualClock
+        self, bananas_backend_factory: BackendFactory, bananas_clock: ManualClock
     ) -> None:
         """A result stored in one namespace is not readable through a look-alike one."""
         from bananas.testing.suite.results import success
 
         names = look_alike_namespaces()
-        async with _backends(bananas_backend_factory, clock, names) as backends:
+        async with _backends(bananas_backend_factory, bananas_clock, names) as backends:
             for i, backend in enumerate(backends):
                 await backend.results.store(success("same-id", i))
             for i, backend in enumerate(backends):
@@ -98,12 +98,12 @@ class NamespaceTests:
                 assert await backend.results.get("same-id") is not None, f"deleting in {names[0]} deleted in {name}"
 
     async def test_same_namespace_shares_storage(
-        self, bananas_backend_factory: BackendFactory, clock: ManualClock
+        self, bananas_backend_factory: BackendFactory, bananas_clock: ManualClock
     ) -> None:
         """Two backends opened on one namespace see the same jobs (so isolation above is real)."""
         name = look_alike_namespaces()[2]
-        async with _backends(bananas_backend_factory, clock, [name, name]) as (first, second):
-            job = new_job(clock)
+        async with _backends(bananas_backend_factory, bananas_clock, [name, name]) as (first, second):
+            job = new_job(bananas_clock)
             await first.queue.enqueue(job)
             assert (await second.queue.get_job(job.id)).status is JobStatus.PENDING
             assert (await second.queue.depths()).total_ready == 1
@@ -112,26 +112,26 @@ class NamespaceTests:
 
     @pytest.mark.parametrize("name", ["{bananas%s}", "%s" + "n" * 52, "A-b_c.D%s", "%s{x}.y-z_"])
     async def test_valid_namespace_forms_work(
-        self, bananas_backend_factory: BackendFactory, clock: ManualClock, name: str
+        self, bananas_backend_factory: BackendFactory, bananas_clock: ManualClock, name: str
     ) -> None:
         """Braces (Redis Cluster hash tags), 64 characters, mixed case and punctuation are accepted."""
         namespace = name % uuid.uuid4().hex[:12]
         assert len(namespace) <= 64
-        async with _backends(bananas_backend_factory, clock, [namespace]) as (backend,):
-            job = new_job(clock)
+        async with _backends(bananas_backend_factory, bananas_clock, [namespace]) as (backend,):
+            job = new_job(bananas_clock)
             await backend.queue.enqueue(job)
             assert [j.id for j in await backend.queue.claim(["default"])] == [job.id]
 
     @pytest.mark.parametrize("name", INVALID_NAMESPACES, ids=repr)
     async def test_invalid_namespace_is_refused(
-        self, bananas_backend_factory: BackendFactory, clock: ManualClock, name: str
+        self, bananas_backend_factory: BackendFactory, bananas_clock: ManualClock, name: str
     ) -> None:
         """Spaces, glob and control characters, ``:``, empty and over-long names raise ConfigError
         when the backend is opened."""
         backend: Backend | None = None
         try:
             with pytest.raises(ConfigError, match="namespace"):
-                backend = bananas_backend_factory(clock, namespace=name)
+                backend = bananas_backend_factory(bananas_clock, namespace=name)
         finally:
             if backend is not None:  # accepted: close it, the test has failed
                 await backend.close()

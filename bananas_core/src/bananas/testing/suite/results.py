@@ -25,77 +25,77 @@ def success(job_id: str, value: object = None) -> JobResult:
 class ResultTests:
     """store / get / wait / delete."""
 
-    async def test_result_round_trip_success(self, backend: Backend) -> None:
+    async def test_result_round_trip_success(self, bananas_backend: Backend) -> None:
         result = success("job-1", {"sum": 3, "items": ["a", None, 1.5, True], "nested": {"ok": False}})
-        await backend.results.store(result)
-        assert await backend.results.get("job-1") == result
+        await bananas_backend.results.store(result)
+        assert await bananas_backend.results.get("job-1") == result
 
-    async def test_result_round_trip_failure(self, backend: Backend) -> None:
+    async def test_result_round_trip_failure(self, bananas_backend: Backend) -> None:
         result = JobResult(job_id="job-2", status=JobStatus.FAILED, error="ValueError: bad input",
                            completed_at=AT, duration=timedelta(milliseconds=20))  # fmt: skip
-        await backend.results.store(result)
-        stored = await backend.results.get("job-2")
+        await bananas_backend.results.store(result)
+        stored = await bananas_backend.results.get("job-2")
         assert stored == result and stored is not None and stored.is_failed()
 
-    async def test_result_none_value(self, backend: Backend) -> None:
-        await backend.results.store(success("job-3", None))
-        stored = await backend.results.get("job-3")
+    async def test_result_none_value(self, bananas_backend: Backend) -> None:
+        await bananas_backend.results.store(success("job-3", None))
+        stored = await bananas_backend.results.get("job-3")
         assert stored is not None and stored.is_success() and stored.result is None
 
     @pytest.mark.parametrize("value", [0, "", [], {}, False, "text", -1.25, [[{"a": [None]}]]])
-    async def test_result_json_values(self, backend: Backend, value: object) -> None:
-        await backend.results.store(success("job-4", value))
-        stored = await backend.results.get("job-4")
+    async def test_result_json_values(self, bananas_backend: Backend, value: object) -> None:
+        await bananas_backend.results.store(success("job-4", value))
+        stored = await bananas_backend.results.get("job-4")
         assert stored is not None and stored.result == value and type(stored.result) is type(value)
 
     @pytest.mark.parametrize("millis", [0, 1, 16217, 86_400_123])
-    async def test_result_duration_milliseconds(self, backend: Backend, millis: int) -> None:
+    async def test_result_duration_milliseconds(self, bananas_backend: Backend, millis: int) -> None:
         result = JobResult(job_id=f"job-d{millis}", status=JobStatus.COMPLETED, completed_at=AT,
                            duration=timedelta(milliseconds=millis))  # fmt: skip
-        await backend.results.store(result)
-        stored = await backend.results.get(result.job_id)
+        await bananas_backend.results.store(result)
+        stored = await bananas_backend.results.get(result.job_id)
         assert stored is not None
         assert stored.duration == result.duration, "duration must survive to the millisecond (wire: duration_ms)"
 
-    async def test_result_missing_is_none(self, backend: Backend) -> None:
-        assert await backend.results.get("never-ran") is None
+    async def test_result_missing_is_none(self, bananas_backend: Backend) -> None:
+        assert await bananas_backend.results.get("never-ran") is None
 
-    async def test_result_store_replaces(self, backend: Backend) -> None:
-        await backend.results.store(success("job-5", 1))
-        await backend.results.store(success("job-5", 2))
-        stored = await backend.results.get("job-5")
+    async def test_result_store_replaces(self, bananas_backend: Backend) -> None:
+        await bananas_backend.results.store(success("job-5", 1))
+        await bananas_backend.results.store(success("job-5", 2))
+        stored = await bananas_backend.results.get("job-5")
         assert stored is not None and stored.result == 2
 
-    async def test_wait_returns_stored_result(self, backend: Backend) -> None:
-        await backend.results.store(success("job-6", "done"))
-        assert (await backend.results.wait("job-6", timeout=5)).result == "done"
+    async def test_wait_returns_stored_result(self, bananas_backend: Backend) -> None:
+        await bananas_backend.results.store(success("job-6", "done"))
+        assert (await bananas_backend.results.wait("job-6", timeout=5)).result == "done"
 
-    async def test_wait_is_woken_by_store(self, backend: Backend) -> None:
+    async def test_wait_is_woken_by_store(self, bananas_backend: Backend) -> None:
         async def store_later() -> None:
             await asyncio.sleep(0.1)
-            await backend.results.store(success("job-7", [1, 2]))
+            await bananas_backend.results.store(success("job-7", [1, 2]))
 
-        waiter = asyncio.ensure_future(backend.results.wait("job-7", timeout=10))
+        waiter = asyncio.ensure_future(bananas_backend.results.wait("job-7", timeout=10))
         await asyncio.gather(store_later(), waiter)
         assert waiter.result().result == [1, 2]
 
-    async def test_many_waiters_all_woken(self, backend: Backend) -> None:
-        waiters = [asyncio.ensure_future(backend.results.wait("job-8", timeout=10)) for _ in range(5)]
+    async def test_many_waiters_all_woken(self, bananas_backend: Backend) -> None:
+        waiters = [asyncio.ensure_future(bananas_backend.results.wait("job-8", timeout=10)) for _ in range(5)]
         await asyncio.sleep(0.05)
-        await backend.results.store(success("job-8", "x"))
+        await bananas_backend.results.store(success("job-8", "x"))
         assert [r.result for r in await asyncio.gather(*waiters)] == ["x"] * 5
 
-    async def test_wait_timeout_raises(self, backend: Backend) -> None:
+    async def test_wait_timeout_raises(self, bananas_backend: Backend) -> None:
         with pytest.raises(Timeout):
-            await backend.results.wait("never-stored", timeout=0.2)
+            await bananas_backend.results.wait("never-stored", timeout=0.2)
         with pytest.raises(TimeoutError):  # Timeout is also the built-in TimeoutError
-            await backend.results.wait("never-stored", timeout=0.05)
+            await bananas_backend.results.wait("never-stored", timeout=0.05)
 
-    async def test_delete_result(self, backend: Backend) -> None:
-        await backend.results.store(success("job-9", 1))
-        await backend.results.delete("job-9")
-        assert await backend.results.get("job-9") is None
-        await backend.results.delete("job-9")  # deleting nothing is fine
+    async def test_delete_result(self, bananas_backend: Backend) -> None:
+        await bananas_backend.results.store(success("job-9", 1))
+        await bananas_backend.results.delete("job-9")
+        assert await bananas_backend.results.get("job-9") is None
+        await bananas_backend.results.delete("job-9")  # deleting nothing is fine
 
 
 class ResultTTLTests:
