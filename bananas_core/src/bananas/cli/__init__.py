@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.register(sub)
     admin.register(sub)
     demo.register(sub)
+    _add_dashboard(sub)
     return parser
 
 
@@ -85,6 +86,20 @@ def _add_worker(sub: Any) -> None:
         return
     add_worker_arguments(parser)
     parser.set_defaults(run=run_worker)
+
+
+def _add_dashboard(sub: Any) -> None:
+    help_text = "serve the web dashboard (needs the dashboard extra)"
+    parser = sub.add_parser(
+        "dashboard",
+        help=help_text,
+        description="Serve the web dashboard: queues, jobs, dead letters, workers and schedules. Listens on "
+        "127.0.0.1 unless --host says otherwise; another address needs --token.",
+    )
+    from bananas.dashboard.command import add_arguments, run  # no web library imported here
+
+    add_arguments(parser)
+    parser.set_defaults(run=run)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
