@@ -9,16 +9,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from bananas_sql.migrate import upgrade
-
 if TYPE_CHECKING:
+    from bananas_sql.migrate import upgrade
     from bananas_sql.postgres import enqueue_in_transaction, enqueue_in_transaction_async
 
 __all__ = ["enqueue_in_transaction", "enqueue_in_transaction_async", "upgrade"]
 
 
 def __getattr__(name: str) -> Any:
-    # The PostgreSQL helpers load SQLAlchemy's PostgreSQL support only when asked for.
+    # SQLAlchemy and the drivers load only when asked for: plugin discovery imports this
+    # package to list its schemes and must stay light.
+    if name == "upgrade":
+        from bananas_sql import migrate
+
+        return migrate.upgrade
     if name in ("enqueue_in_transaction", "enqueue_in_transaction_async"):
         from bananas_sql import postgres
 
