@@ -88,7 +88,7 @@ def bananas_backends() -> list[BackendSpec]:
             name="postgresql",
             schemes=POSTGRES_SCHEMES,
             factory=_postgres,
-            capabilities=POSTGRES_CAPABILITIES,  # type: ignore[arg-type]  # attrs converter typing
+            capabilities=POSTGRES_CAPABILITIES,
             description="PostgreSQL: SKIP LOCKED claims, LISTEN/NOTIFY wake-ups, transactional enqueue",
             migrate=_migrate,
             options=POSTGRES_OPTIONS,
@@ -97,7 +97,7 @@ def bananas_backends() -> list[BackendSpec]:
             name="sqlite",
             schemes=SQLITE_SCHEMES,
             factory=_sqlite,
-            capabilities=SQLITE_CAPABILITIES,  # type: ignore[arg-type]
+            capabilities=SQLITE_CAPABILITIES,
             description="SQLite: one file, no server (the embedded default)",
             migrate=_migrate,
             options=SQLITE_OPTIONS,
