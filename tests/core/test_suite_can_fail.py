@@ -62,12 +62,19 @@ class DoubleClaims(memory.MemoryQueue):
 class RetriesEarly(memory.MemoryQueue):
     """Failed jobs are retried at once, without the 2**attempts backoff."""
 
-    async def fail(self, job, error):
-        stored = await super().fail(job, error)
+    async def fail(self, job, error, **decision):
+        stored = await super().fail(job, error, **decision)
         with self._store.lock:
             if job.id in self._store.scheduled:
                 self._store.scheduled[job.id] = self._now()
         return stored
+
+
+class IgnoresRetryAt(memory.MemoryQueue):
+    """fail ignores the retry time (or dead letter) its caller decided and applies its own rule."""
+
+    async def fail(self, job, error, **decision):
+        return await super().fail(job, error)
 
 
 class IgnoresNameFilter(memory.MemoryQueue):
@@ -97,6 +104,7 @@ VARIANTS = {
     "broken-reap": (memory.MemoryStore, LosesReapedJobs, memory.CAPABILITIES),
     "broken-double": (memory.MemoryStore, DoubleClaims, memory.CAPABILITIES),
     "broken-retry": (memory.MemoryStore, RetriesEarly, memory.CAPABILITIES),
+    "broken-retry-at": (memory.MemoryStore, IgnoresRetryAt, memory.CAPABILITIES),
     "broken-caps": (memory.MemoryStore, IgnoresNameFilter, NO_CRON_NO_FILTER),
     "broken-handoff": (memory.MemoryStore, HandsNothingOver, memory.CAPABILITIES),
     "broken-combined": (memory.MemoryStore, ForgetsTheResult, memory.CAPABILITIES),
@@ -149,6 +157,11 @@ class TestRetriesEarly(BackendConformance):
     stateful_settings = NO_SHRINKING
 
 
+class TestIgnoresRetryAt(BackendConformance):
+    bananas_url = "broken-retry-at://"
+    stateful_settings = NO_SHRINKING
+
+
 class TestNoCronNoNameFilter(BackendConformance):
     bananas_url = "broken-caps://"
     stateful_settings = NO_SHRINKING
@@ -167,6 +180,11 @@ SELECTED = [
     "test_lease_expired_job_is_claimed_again",
     "test_no_double_claim",
     "test_fail_retry_not_claimable_before_backoff",
+    "test_fail_retry_at_retries_even_without_retries_left",
+    "test_fail_retry_at_is_the_time_given_not_the_backoff",
+    "test_fail_none_is_dead_with_retries_left",
+    "test_attempts_and_error_recorded_on_every_decision",
+    "test_by_policy_is_the_core_rule",
     "test_state_machine",
     "test_cron_fire_once_per_tick",
     "test_claim_job_names_filter",
@@ -188,7 +206,19 @@ EXPECTED_FAILURES = {
         "test_claim_job_names_filter",  # their drain() sees a job claimed twice
         "test_claim_or_wait_claims_what_is_ready",  # it claims through the same broken claim
     },
-    "TestRetriesEarly": {"test_fail_retry_not_claimable_before_backoff", "test_state_machine"},
+    "TestRetriesEarly": {
+        "test_fail_retry_not_claimable_before_backoff",
+        "test_fail_retry_at_retries_even_without_retries_left",  # made due at once, not at the time given
+        "test_fail_retry_at_is_the_time_given_not_the_backoff",
+        "test_state_machine",
+    },
+    "TestIgnoresRetryAt": {
+        "test_fail_retry_at_retries_even_without_retries_left",
+        "test_fail_retry_at_is_the_time_given_not_the_backoff",
+        "test_fail_none_is_dead_with_retries_left",
+        "test_attempts_and_error_recorded_on_every_decision",
+        "test_state_machine",
+    },
     "TestNoCronNoNameFilter": {"test_without_job_name_filter_claim_raises"},
     "TestHandsNothingOver": {"test_claim_or_wait_claims_what_is_ready"},
     "TestForgetsTheResult": {"test_completes_and_stores_together"},

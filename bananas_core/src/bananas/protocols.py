@@ -16,6 +16,7 @@ from typing import Protocol, runtime_checkable
 import attrs
 
 from bananas.job import ALL_PRIORITIES, Job, JobPriority, JobResult
+from bananas.policy import BY_POLICY, LEASE_EXPIRED_ERROR, RetryAt
 
 __all__ = [
     "BlockingEnqueue",
@@ -33,10 +34,6 @@ __all__ = [
 ]
 
 DEFAULT_LEASE_SECONDS = 60.0
-LEASE_EXPIRED_ERROR = (
-    "lease expired: the worker running this job stopped renewing it "
-    "(it crashed, was killed, or stalled) before finishing"
-)
 
 
 @attrs.frozen(kw_only=True)
@@ -188,15 +185,22 @@ class Queue(Protocol):
         """
         ...
 
-    async def fail(self, job: Job, error: str) -> Job:
-        """Record a failed attempt of a claimed job; return the stored job.
+    async def fail(self, job: Job, error: str, *, retry_at: RetryAt = BY_POLICY) -> Job:
+        """Record a failed attempt of a claimed job as the caller decided; return the stored job.
 
-        ``attempts`` grows by one and ``error`` is set. While ``attempts < max_retries``
-        the job is retried: status ``pending``, ``scheduled_for`` = now + 2**attempts
-        seconds (claimable once that has passed and :meth:`move_scheduled` ran).
-        Otherwise it is ``failed`` and goes to the dead letter queue. Fenced like
-        :meth:`complete`: raises :class:`~bananas.errors.LeaseLost` (nothing changed) if
-        ``job``'s claim no longer holds the job.
+        ``attempts`` grows by one and ``error`` is set. With a ``retry_at`` time the job is
+        retried: status ``pending``, ``scheduled_for`` = ``retry_at`` (claimable once that has
+        passed and :meth:`move_scheduled` ran), whatever ``attempts`` and ``max_retries`` say.
+        With ``None`` it is ``failed`` and goes to the dead letter queue, even if retries
+        remain. The default, :data:`~bananas.policy.BY_POLICY`, means the core's rule
+        (:func:`bananas.policy.next_retry`: 2**attempts seconds from now while
+        ``attempts < max_retries``, else dead). The backend decides nothing: it resolves
+        ``retry_at`` with :func:`bananas.policy.decide_retry` (or builds the record with
+        :func:`bananas.policy.failed_attempt`) and stores it in one atomic write. Raises
+        :class:`~bananas.errors.InvalidJob` (nothing changed) for a ``retry_at`` that is not an
+        aware datetime in range. Fenced like :meth:`complete`: raises
+        :class:`~bananas.errors.LeaseLost` (nothing changed) if ``job``'s claim no longer
+        holds the job.
         """
         ...
 
@@ -221,7 +225,9 @@ class Queue(Protocol):
         """Take back every claimed job whose lease has run out; return how many.
 
         Each counts as a failed attempt with :data:`LEASE_EXPIRED_ERROR`: it is ready
-        again at once while ``attempts < max_retries``, otherwise dead. Safe to run from
+        again at once while ``attempts < max_retries``, otherwise dead; that is the record
+        :func:`bananas.policy.lease_expired` gives, the one rule every backend applies to each
+        job it takes back (inside its store, batch by batch). Safe to run from
         any number of workers at once. Works in bounded batches; an unreadable job goes to
         the dead letter queue and the others are taken back all the same.
         """

@@ -37,9 +37,10 @@ from collections.abc import Collection, Sequence
 from typing import Any
 
 from bananas.errors import DuplicateJob, InvalidJob, JobDecodeError, JobNotFound, LeaseLost
-from bananas.job import ALL_PRIORITIES, DEFAULT_ROUTING_KEY, Job, JobPriority, JobResult, JobStatus, backoff_seconds
-from bananas.protocols import DEFAULT_LEASE_SECONDS, LEASE_EXPIRED_ERROR
-from bananas.timefmt import from_timestamp
+from bananas.job import ALL_PRIORITIES, DEFAULT_ROUTING_KEY, Job, JobPriority, JobResult, JobStatus
+from bananas.policy import BY_POLICY, LEASE_EXPIRED_ERROR, RetryAt, decide_retry, retries_after_lease_expired
+from bananas.protocols import DEFAULT_LEASE_SECONDS
+from bananas.timefmt import format_time, from_timestamp
 
 from bananas_redis.admin import QueueAdmin, _text
 from bananas_redis.connection import RETRYABLE, Connection
@@ -455,23 +456,19 @@ class RedisQueue(QueueAdmin):
         self._fenced(job, await self._settler.settle(keys, args))
         return Job.from_dict(data)
 
-    async def fail(self, job: Job, error: str) -> Job:
+    async def fail(self, job: Job, error: str, *, retry_at: RetryAt = BY_POLICY) -> Job:
+        """Store a failed attempt as the caller decided (see the protocol): one finish.lua call,
+        ``retry`` (scheduled for ``retry_at``) or ``dead``."""
         now = self.conn.now()
-        attempts = job.attempts + 1
+        when = decide_retry(job, retry_at, now)
         base = self._base(job)
-        if attempts < job.max_retries:
-            at = now + backoff_seconds(attempts)
-            data, text = edit(
-                base, status=JobStatus.PENDING.value, attempts=attempts, error=error or "failed",
-                scheduled_for=wire_time(at), updated_at=wire_time(now),
-            )  # fmt: skip
-            code = await self._finish(job.id, text, "retry", self.k.scheduled, repr(at), token=job.lease_token)
-            self._fenced(job, code)
+        common = {"attempts": job.attempts + 1, "error": error or "failed", "updated_at": wire_time(now)}
+        if when is not None:
+            data, text = edit(base, status=JobStatus.PENDING.value, scheduled_for=format_time(when), **common)
+            score = repr(when.timestamp())
+            self._fenced(job, await self._finish(job.id, text, "retry", self.k.scheduled, score, token=job.lease_token))
         else:
-            data, text = edit(
-                base, status=JobStatus.FAILED.value, attempts=attempts, error=error or "failed",
-                scheduled_for=None, updated_at=wire_time(now),
-            )  # fmt: skip
+            data, text = edit(base, status=JobStatus.FAILED.value, scheduled_for=None, **common)
             ttl = _ms(self.conn.options.failed_job_ttl)
             self._fenced(job, await self._finish(job.id, text, "dead", self.k.dead, ttl, token=job.lease_token))
         return Job.from_dict(data)
@@ -560,11 +557,11 @@ class RedisQueue(QueueAdmin):
             if raw is None:
                 raise JobDecodeError("job record missing")
             data, job = decode(raw)
-            attempts = job.attempts + 1
             common = {
-                "attempts": attempts, "error": LEASE_EXPIRED_ERROR, "updated_at": wire_time(now), "scheduled_for": None,
+                "attempts": job.attempts + 1, "error": LEASE_EXPIRED_ERROR, "updated_at": wire_time(now),
+                "scheduled_for": None,
             }  # fmt: skip
-            final = attempts >= job.max_retries
+            final = not retries_after_lease_expired(job)  # the core's rule (bananas.policy.lease_expired)
             _, text = edit(data, status=(JobStatus.FAILED if final else JobStatus.PENDING).value, **common)
         except Exception as exc:
             error = f"job record unreadable: {exc}"

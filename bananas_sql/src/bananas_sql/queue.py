@@ -10,7 +10,8 @@ from typing import Any
 
 import sqlalchemy as sa
 from bananas.errors import DuplicateJob, InvalidJob, JobDecodeError, JobNotFound, LeaseLost
-from bananas.job import ALL_PRIORITIES, Job, JobPriority, JobResult, JobStatus, backoff_seconds, validate_routing_key
+from bananas.job import ALL_PRIORITIES, Job, JobPriority, JobResult, JobStatus, validate_routing_key
+from bananas.policy import BY_POLICY, RetryAt, failed_attempt
 from bananas.protocols import DEFAULT_LEASE_SECONDS, LEASE_EXPIRED_ERROR, QueueDepths
 from bananas.timefmt import from_timestamp
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -275,22 +276,16 @@ class SqlQueue:
         }
         return await self._settle("complete_and_store", job, done, params)
 
-    async def fail(self, job: Job, error: str) -> Job:
+    async def fail(self, job: Job, error: str, *, retry_at: RetryAt = BY_POLICY) -> Job:
+        """Store a failed attempt as the caller decided (see the protocol): scheduled for its
+        retry time, or dead."""
         now = self._now()
-        attempts = job.attempts + 1
-        if attempts < job.max_retries:
-            run_at = now + backoff_seconds(attempts)
-            retry = job.evolve(
-                status=JobStatus.PENDING, attempts=attempts, error=error,
-                updated_at=from_timestamp(now), scheduled_for=from_timestamp(run_at), lease_token="",
-            )  # fmt: skip
-            return await self._settle("retry_later", job, retry, {"data": retry.to_json(), "run_at": run_at})
-        dead = job.evolve(
-            status=JobStatus.FAILED, attempts=attempts, error=error, updated_at=from_timestamp(now),
-            scheduled_for=None, lease_token="",
-        )  # fmt: skip
-        params = {"data": dead.to_json(), "now": now, "expires_at": now + self.db.options.failed_job_ttl}
-        return await self._settle("bury", job, dead, params)
+        record = failed_attempt(job, error, now, retry_at)
+        if record.scheduled_for is not None:
+            params = {"data": record.to_json(), "run_at": record.scheduled_for.timestamp()}
+            return await self._settle("retry_later", job, record, params)
+        params = {"data": record.to_json(), "now": now, "expires_at": now + self.db.options.failed_job_ttl}
+        return await self._settle("bury", job, record, params)
 
     async def release(self, job: Job) -> None:
         """Hand ``job`` back as next in line if its claim still holds it; otherwise do nothing."""

@@ -15,15 +15,17 @@ from collections import deque
 from collections.abc import Collection, Iterable, Sequence
 from urllib.parse import urlsplit
 
+from bananas import policy
 from bananas.backend import Backend, BackendOptions, validate_namespace
 from bananas.backends._memory_parts import MemoryResults, MemoryScheduler, MemoryWorkers
 from bananas.backends._memory_store import CAPABILITIES, MemoryPart, MemoryStore, check_new, store_for
 from bananas.capabilities import Capability, require
 from bananas.errors import DuplicateJob, JobDecodeError, LeaseLost
-from bananas.job import ALL_PRIORITIES, Job, JobPriority, JobResult, JobStatus, backoff_seconds
+from bananas.job import ALL_PRIORITIES, Job, JobPriority, JobResult, JobStatus
 from bananas.plugins.hookspecs import hookimpl
 from bananas.plugins.types import BackendSpec
-from bananas.protocols import DEFAULT_LEASE_SECONDS, LEASE_EXPIRED_ERROR, QueueDepths
+from bananas.policy import BY_POLICY, RetryAt
+from bananas.protocols import DEFAULT_LEASE_SECONDS, QueueDepths
 from bananas.timefmt import from_timestamp
 
 __all__ = [
@@ -187,7 +189,7 @@ class MemoryQueue(MemoryPart):
         stored = self._load_or_bury(job.id, now, "completed")
         if stored is None:
             raise _buried(job.id)
-        stored = stored.evolve(status=JobStatus.COMPLETED, updated_at=from_timestamp(now))
+        stored = policy.completed(stored, now)
         s.unlink(job.id)
         if not self._save_or_bury(stored, now, "completed"):
             raise _buried(job.id)
@@ -199,36 +201,29 @@ class MemoryQueue(MemoryPart):
         if not self._store.holds(job):
             raise LeaseLost(job.id, "no claim" if not job.lease_token else "")
 
-    async def fail(self, job: Job, error: str) -> Job:
-        """Count a failed attempt: retry after 2**attempts seconds, or dead."""
+    async def fail(self, job: Job, error: str, *, retry_at: RetryAt = BY_POLICY) -> Job:
+        """Count a failed attempt: pending until ``retry_at``, or dead for ``None`` (see the protocol)."""
         s = self._store
         with s.lock:
             now = self._now()
+            when = policy.decide_retry(job, retry_at, now)
             self._fence(job)
             s.unlink(job.id)
             found = self._load_or_bury(job.id, now, "failed")
             if found is None:
                 raise _buried(job.id)
-            stored = self._failed_locked(found, error, now, retry_delay=True)
-        return stored
+            return self._store_failed(policy.failed_attempt(found, error, now, when), now)
 
-    def _failed_locked(self, job: Job, error: str, now: float, *, retry_delay: bool) -> Job:
-        """Count a failed attempt of ``job`` (already unlinked): retry or dead. Holds the lock."""
+    def _store_failed(self, job: Job, now: float) -> Job:
+        """Store a failed attempt's record (already unlinked) where its status says: scheduled
+        for its retry, ready at once (no retry time) or dead. Holds the lock."""
         s = self._store
-        attempts = job.attempts + 1
-        at = from_timestamp(now)
-        if attempts < job.max_retries:
-            if retry_delay:
-                due = now + backoff_seconds(attempts)
-                job = job.evolve(status=JobStatus.PENDING, attempts=attempts, error=error,
-                                 updated_at=at, scheduled_for=from_timestamp(due))  # fmt: skip
-                s.scheduled[job.id] = due
-            else:
-                job = job.evolve(status=JobStatus.PENDING, attempts=attempts, error=error, updated_at=at)
-                s.push_ready(job)
-        else:
-            job = job.evolve(status=JobStatus.FAILED, attempts=attempts, error=error, updated_at=at, scheduled_for=None)
+        if job.status is JobStatus.FAILED:
             s.kill(job)
+        elif job.scheduled_for is not None:
+            s.scheduled[job.id] = job.scheduled_for.timestamp()
+        else:
+            s.push_ready(job)
         if not self._save_or_bury(job, now, "failed"):
             return self._placeholder(job.id) or job
         return job
@@ -244,7 +239,7 @@ class MemoryQueue(MemoryPart):
             stored = self._load_or_bury(job.id, now, "released")
             if stored is None:
                 return
-            stored = stored.evolve(status=JobStatus.PENDING, updated_at=from_timestamp(now))
+            stored = policy.released(stored, now)
             if not self._save_or_bury(stored, now, "released"):
                 return
             s.push_ready(stored, front=True)
@@ -281,7 +276,7 @@ class MemoryQueue(MemoryPart):
                 s.unlink(job_id)
                 found = self._load_or_bury(job_id, now, "expired")
                 if found is not None:
-                    self._failed_locked(found, LEASE_EXPIRED_ERROR, now, retry_delay=False)
+                    self._store_failed(policy.lease_expired(found, now), now)
                     reaped += 1
         if expired:
             s.work_signal.wake_all()

@@ -1,6 +1,7 @@
 """A hypothesis state machine comparing a backend's queue with a tiny pure-Python model.
 
-Random sequences of enqueue (now or later), claim, complete, fail, release, renew, clock
+Random sequences of enqueue (now or later), claim, complete, fail (by the core's retry rule or
+with a retry time or dead letter decided by the caller), release, renew, clock
 moves, move_scheduled, reap_expired and requeue_dead run against both; after every step
 the queue depths must agree, and every claim must return what the model allows. Two kinds
 of trouble are mixed in: stale settles (a worker reports on a copy of a job whose claim was
@@ -169,6 +170,18 @@ class QueueModel:
         job.status = JobStatus.FAILED
         self.dead.append(job_id)
         return False
+
+    def decided_failure(self, job_id: str, retry_at: float | None) -> None:
+        """A failed attempt stored as its caller decided: retried at ``retry_at``, or dead for ``None``."""
+        job = self.jobs[job_id]
+        self.processing.pop(job_id, None)
+        job.attempts += 1
+        if retry_at is None:
+            job.status = JobStatus.FAILED
+            self.dead.append(job_id)
+        else:
+            job.status = JobStatus.PENDING
+            self.scheduled[job_id] = retry_at
 
 
 class QueueStateMachine(RuleBasedStateMachine):
@@ -362,6 +375,21 @@ class QueueStateMachine(RuleBasedStateMachine):
         """A worker reports on a job it holds."""
         job_id = data.draw(st.sampled_from(sorted(self.model.processing)), label="job")
         getattr(self, "_" + action)(job_id)
+
+    @precondition(lambda self: self.model.processing)
+    @rule(data=st.data(), delay=st.sampled_from([None, 0.5, 3, 40]))
+    def fail_as_decided(self, data: st.DataObject, delay: float | None) -> None:
+        """A worker fails a job it holds with a decision of its own, whatever the retries left:
+        retry ``delay`` seconds from now, or dead (``None``)."""
+        job_id = data.draw(st.sampled_from(sorted(self.model.processing)), label="job")
+        retry_at = None if delay is None else self.clock.now() + timedelta(seconds=delay)
+        stored = self.run(self.backend.queue.fail(self.claimed[job_id], "decided", retry_at=retry_at))
+        self._retire(job_id, "fail")
+        self.model.decided_failure(job_id, None if retry_at is None else retry_at.timestamp())
+        model_job = self.model.jobs[job_id]
+        assert (stored.status, stored.attempts, stored.error, stored.scheduled_for) == (
+            model_job.status, model_job.attempts, "decided", retry_at,
+        ), f"fail(retry_at={retry_at}) did not store that decision"  # fmt: skip
 
     @rule(seconds=st.sampled_from([61, 30, 13, 8, 5, 3, 2, 1, 0.5]))
     def advance(self, seconds: float) -> None:

@@ -31,6 +31,7 @@ from bananas.clock import Clock, system_clock
 from bananas.errors import LeaseLost, PayloadError
 from bananas.job import JSON, MAX_DEPTH, Job, JobResult, JobStatus, dumps
 from bananas.logsafe import printable
+from bananas.policy import next_retry
 from bananas.protocols import DEFAULT_LEASE_SECONDS, CompleteAndStore, Queue, ResultBackend
 from bananas.timefmt import from_timestamp
 from bananas.worker.context import JobContext
@@ -134,8 +135,9 @@ class Executor:
     async def execute_job(self, job: Job, *, timeout: float | None = None) -> Job | None:
         """Run ``job`` (claimed by this worker) and record the outcome; return the stored job.
 
-        Success: ``queue.complete`` then a success result. Failure: ``queue.fail`` (retry
-        or dead letter) and, when that made the job final, a failed result. Returns
+        Success: ``queue.complete`` then a success result. Failure: ``queue.fail`` told the
+        retry time :func:`bananas.policy.next_retry` gives (``None``: dead letter) and, when
+        that made the job final, a failed result. Returns
         ``None`` if the store could not record the outcome (the lease then runs out and the
         job runs again) or if another worker had taken the job over (the outcome is
         discarded).
@@ -234,8 +236,9 @@ class Executor:
                         "job %s (%s) completed in %.3fs", printable(job.id), printable(job.name), outcome.duration
                     )
             else:
-                stored = await self.queue.fail(job, outcome.error)
-                final = stored.status is JobStatus.FAILED
+                retry_at = next_retry(job, self.clock())  # the policy, decided here; the queue stores it
+                stored = await self.queue.fail(job, outcome.error, retry_at=retry_at)
+                final = retry_at is None  # a result only on a final state
                 log.warning(
                     "job %s (%s) failed (attempt %d of %d%s): %s",
                     printable(job.id),

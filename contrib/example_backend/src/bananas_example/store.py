@@ -2,6 +2,10 @@
 
 Each job is one row (its wire JSON plus where it is); every operation scans the rows, the
 way a tiny SQL backend would query one table. Simple rather than fast.
+
+It decides nothing about retries: the record each settle stores (completed, failed
+attempt, released, taken back by the reaper) comes from :mod:`bananas.policy`, and
+``fail`` stores the retry time (or dead letter) its caller decided.
 """
 
 from __future__ import annotations
@@ -30,9 +34,11 @@ from bananas import (
     QueueDepths,
     Timeout,
     WorkerInfo,
+    policy,
 )
-from bananas.job import ALL_PRIORITIES, backoff_seconds
-from bananas.protocols import DEFAULT_LEASE_SECONDS, LEASE_EXPIRED_ERROR
+from bananas.job import ALL_PRIORITIES
+from bananas.policy import BY_POLICY, RetryAt
+from bananas.protocols import DEFAULT_LEASE_SECONDS
 
 Where = Literal["ready", "scheduled", "processing", "dead", "done"]
 
@@ -219,30 +225,25 @@ class ExampleQueue(_Part):
         found = self._readable(job.id, "completed")
         if found is None:
             raise JobDecodeError(f"job {job.id!r} is unreadable; it was sent to the dead letter queue")
-        done = found.evolve(status=JobStatus.COMPLETED, updated_at=self.stamp())
+        done = policy.completed(found, self.now())
         return self._put(job.id, done, "done", self.now() + self.options.completed_job_ttl)
 
-    async def fail(self, job: Job, error: str) -> Job:
+    async def fail(self, job: Job, error: str, *, retry_at: RetryAt = BY_POLICY) -> Job:
+        # The core decides (bananas.policy); this backend only stores the record it gives.
+        when = policy.decide_retry(job, retry_at, self.now())
         self._held(job)
-        failed = self._failed(job.id, error, delay=True)
-        if failed is None:
+        found = self._readable(job.id, "failed")
+        if found is None:
             raise JobDecodeError(f"job {job.id!r} is unreadable; it was sent to the dead letter queue")
-        return failed
+        return self._store_failed(policy.failed_attempt(found, error, self.now(), when))
 
-    def _failed(self, job_id: str, error: str, *, delay: bool) -> Job | None:
-        job = self._readable(job_id, "failed")
-        if job is None:
-            return None
-        attempts = job.attempts + 1
-        if attempts >= job.max_retries:
-            dead = job.evolve(status=JobStatus.FAILED, attempts=attempts, error=error, updated_at=self.stamp(),
-                              scheduled_for=None)  # fmt: skip
-            return self._put(job_id, dead, "dead", order=next(self.s.counter))
-        retry = job.evolve(status=JobStatus.PENDING, attempts=attempts, error=error, updated_at=self.stamp())
-        if not delay:
-            return self._put(job_id, retry, "ready", order=next(self.s.counter))
-        due = self.now() + backoff_seconds(attempts)
-        return self._put(job_id, retry.evolve(scheduled_for=datetime.fromtimestamp(due, UTC)), "scheduled", due)
+    def _store_failed(self, job: Job) -> Job:
+        """Put a failed attempt's record where its status says: dead, scheduled or ready."""
+        if job.status is JobStatus.FAILED:
+            return self._put(job.id, job, "dead", order=next(self.s.counter))
+        if job.scheduled_for is not None:
+            return self._put(job.id, job, "scheduled", job.scheduled_for.timestamp())
+        return self._put(job.id, job, "ready", order=next(self.s.counter))
 
     async def release(self, job: Job) -> None:
         try:
@@ -251,7 +252,7 @@ class ExampleQueue(_Part):
             return  # no longer ours to hand back
         found = self._readable(job.id, "released")
         if found is not None:
-            back = found.evolve(status=JobStatus.PENDING, updated_at=self.stamp())
+            back = policy.released(found, self.now())
             self._put(job.id, back, "ready", order=-next(self.s.counter))
             self.s.wake(self.s.work_waiters)
 
@@ -271,7 +272,13 @@ class ExampleQueue(_Part):
 
     async def reap_expired(self) -> int:
         expired = [i for i, row in self.s.rows.items() if row.where == "processing" and row.until <= self.now()]
-        return sum(self._failed(job_id, LEASE_EXPIRED_ERROR, delay=False) is not None for job_id in expired)
+        reaped = 0
+        for job_id in expired:
+            found = self._readable(job_id, "failed")
+            if found is not None:
+                self._store_failed(policy.lease_expired(found, self.now()))
+                reaped += 1
+        return reaped
 
     async def get_job(self, job_id: str) -> Job:
         return self._job(job_id)

@@ -38,6 +38,7 @@ from bananas.testing.suite.fencing import FencingTests, PoisonRecordTests
 from bananas.testing.suite.lifecycle import CompleteFailTests, DeadLetterTests, ScheduledTests
 from bananas.testing.suite.namespaces import NamespaceTests
 from bananas.testing.suite.optional import CompleteAndStoreTests, HandOffTests, OptionalProtocolTests
+from bananas.testing.suite.policy import ReaperRuleTests, RetryDecisionTests
 from bananas.testing.suite.queue import ClaimTests, EnqueueTests, LeaseTests
 from bananas.testing.suite.results import ResultTests, ResultTTLTests
 
@@ -126,6 +127,8 @@ class BackendConformance(
     CompleteAndStoreTests,
     OptionalProtocolTests,
     CompleteFailTests,
+    RetryDecisionTests,
+    ReaperRuleTests,
     ScheduledTests,
     DeadLetterTests,
     ResultTests,

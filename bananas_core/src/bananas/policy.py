@@ -1,0 +1,138 @@
+"""What an attempt leads to, decided once for every backend.
+
+The retry rule lives here and nowhere else. The worker asks :func:`next_retry` what a
+failed attempt leads to and tells the queue with
+:meth:`Queue.fail(job, error, retry_at=...) <bananas.protocols.Queue.fail>`: a backend
+stores that decision (in one atomic write) and makes none of its own. It stores a result
+only when the job reached a final state, which the worker also decides from the same answer.
+
+The lease reaper applies :func:`lease_expired` (ready again at once while
+``attempts + 1 < max_retries``, otherwise dead): it runs inside the store, batch by batch,
+so a backend calls the helper on each job it takes back.
+
+For backend authors, the record helpers give the stored job each settle writes, so a
+backend only stores what they return: :func:`completed`, :func:`failed_attempt`,
+:func:`released` and :func:`lease_expired`. They are pure functions of the job and the
+clock (Unix seconds, as :class:`~bananas.clock.Clock` reads it); the returned job carries
+no lease token.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Final, TypeAlias
+
+from bananas.errors import InvalidJob
+from bananas.job import Job, JobStatus, backoff_seconds, check_time
+from bananas.timefmt import from_timestamp
+
+__all__ = [
+    "BY_POLICY",
+    "LEASE_EXPIRED_ERROR",
+    "ByPolicy",
+    "RetryAt",
+    "completed",
+    "decide_retry",
+    "failed_attempt",
+    "lease_expired",
+    "next_retry",
+    "released",
+    "retries_after_lease_expired",
+]
+
+LEASE_EXPIRED_ERROR = (
+    "lease expired: the worker running this job stopped renewing it "
+    "(it crashed, was killed, or stalled) before finishing"
+)
+"""The error a job taken back by the lease reaper records."""
+
+
+class ByPolicy(enum.Enum):
+    """The type of :data:`BY_POLICY` (one value)."""
+
+    BY_POLICY = "by policy"
+
+
+BY_POLICY: Final = ByPolicy.BY_POLICY
+"""The default ``retry_at`` of :meth:`Queue.fail <bananas.protocols.Queue.fail>`: the
+retry time :func:`next_retry` gives (for callers with no decision of their own)."""
+
+RetryAt: TypeAlias = datetime | ByPolicy | None
+"""What :meth:`Queue.fail <bananas.protocols.Queue.fail>` is told: a retry time, ``None``
+for the dead letter queue, or :data:`BY_POLICY`."""
+
+
+def next_retry(job: Job, now: float) -> datetime | None:
+    """When a failed attempt of claimed ``job`` is tried again, or ``None``: dead.
+
+    The attempt counts: while ``attempts + 1 < max_retries`` the job is retried
+    :func:`~bananas.job.backoff_seconds` ``(attempts + 1)`` seconds (2**attempts, capped)
+    after ``now``; otherwise it goes to the dead letter queue.
+    """
+    attempts = job.attempts + 1
+    if attempts >= job.max_retries:
+        return None
+    return from_timestamp(now + backoff_seconds(attempts))
+
+
+def decide_retry(job: Job, retry_at: RetryAt, now: float) -> datetime | None:
+    """The retry time ``fail`` stores: ``retry_at`` itself (checked), or :func:`next_retry`
+    for :data:`BY_POLICY`. Raises :class:`~bananas.errors.InvalidJob` for a ``retry_at`` that
+    is not an aware datetime from :data:`~bananas.job.MIN_TIME` to :data:`~bananas.job.MAX_TIME`."""
+    if retry_at is BY_POLICY:
+        return next_retry(job, now)
+    if retry_at is None:
+        return None
+    if not isinstance(retry_at, datetime):
+        raise InvalidJob(f"retry_at must be an aware datetime or None, got {type(retry_at).__name__}")
+    return check_time(retry_at, "retry_at")
+
+
+def retries_after_lease_expired(job: Job) -> bool:
+    """True if ``job``, taken back by the lease reaper, is ready again; False: it is dead."""
+    return job.attempts + 1 < job.max_retries
+
+
+def completed(job: Job, now: float) -> Job:
+    """The stored record of claimed ``job`` once completed."""
+    return job.evolve(status=JobStatus.COMPLETED, updated_at=from_timestamp(now), scheduled_for=None, lease_token="")
+
+
+def failed_attempt(job: Job, error: str, now: float, retry_at: RetryAt = BY_POLICY) -> Job:
+    """The stored record of claimed ``job`` after a failed attempt: ``attempts`` one more,
+    ``error`` set, and either ``pending`` until ``retry_at`` or ``failed`` (dead) for ``None``.
+
+    ``retry_at`` goes through :func:`decide_retry` (so :data:`BY_POLICY` is allowed, and a bad
+    value raises :class:`~bananas.errors.InvalidJob`).
+    """
+    when = decide_retry(job, retry_at, now)
+    status = JobStatus.FAILED if when is None else JobStatus.PENDING
+    return job.evolve(
+        status=status,
+        attempts=job.attempts + 1,
+        error=error,
+        updated_at=from_timestamp(now),
+        scheduled_for=when,
+        lease_token="",
+    )
+
+
+def released(job: Job, now: float) -> Job:
+    """The stored record of claimed ``job`` handed back unfinished (``attempts`` unchanged)."""
+    return job.evolve(status=JobStatus.PENDING, updated_at=from_timestamp(now), lease_token="")
+
+
+def lease_expired(job: Job, now: float) -> Job:
+    """The stored record of ``job`` taken back by the lease reaper: a failed attempt with
+    :data:`LEASE_EXPIRED_ERROR`, ``pending`` (ready at once, no backoff) while
+    :func:`retries_after_lease_expired`, otherwise ``failed`` (dead)."""
+    status = JobStatus.PENDING if retries_after_lease_expired(job) else JobStatus.FAILED
+    return job.evolve(
+        status=status,
+        attempts=job.attempts + 1,
+        error=LEASE_EXPIRED_ERROR,
+        updated_at=from_timestamp(now),
+        scheduled_for=None,
+        lease_token="",
+    )
