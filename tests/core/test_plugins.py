@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
+import json
 import logging
 import textwrap
 from collections.abc import Callable, Iterator
@@ -159,12 +161,13 @@ def test_every_hookspec_is_documented_and_tested() -> None:
 # -- declared options --------------------------------------------------------------------
 
 OPTIONS_PLUGIN = """
-from bananas.backends.memory import connect_memory
+from bananas.backends.memory import CAPABILITIES, connect_memory
 from bananas.plugins import BackendSpec, hookimpl
 
 @hookimpl
 def bananas_backends():
-    return [BackendSpec(name={name!r}, schemes=({scheme!r},), factory=connect_memory, options={options!r})]
+    return [BackendSpec(name={name!r}, schemes=({scheme!r},), factory=connect_memory, capabilities=CAPABILITIES,
+                        options={options!r})]
 """
 
 
@@ -247,3 +250,133 @@ def test_a_client_for_an_unreachable_redis_fails_within_its_connect_timeout() ->
     ):
         client.submit_job("x")
     assert time.monotonic() - started < 5  # the default budget is 30 s
+
+
+# -- hooks dispatched through pluggy -------------------------------------------------------
+
+
+def test_a_hookimpl_is_dispatched_by_pluggy_whatever_its_name(make_plugin: MakePlugin) -> None:
+    """``@hookimpl(specname=...)`` works only if the manager calls ``pm.hook``: the marker means something."""
+    body = textwrap.dedent("""
+        from bananas.plugins import BackendSpec, hookimpl
+
+        @hookimpl(specname="bananas_backends")
+        def my_backends():
+            return [BackendSpec(name="named", schemes="named", factory=lambda url, options: None)]
+    """)
+    make_plugin("bananas-named", "bananas_named_plugin", body=body)
+    assert manager.resolve("named://x").distribution == "bananas-named"
+
+
+def test_an_unmarked_hook_function_still_counts(make_plugin: MakePlugin) -> None:
+    """A plugin written without ``@hookimpl`` keeps working: a function named after a hook is one."""
+    body = textwrap.dedent("""
+        from bananas.plugins import BackendSpec
+
+        def bananas_backends():
+            return [BackendSpec(name="plain", schemes=("plain",), factory=lambda url, options: None)]
+
+        def bananas_helper():  # named like a hook but no hook: not taken as one
+            raise AssertionError("called")
+    """)
+    make_plugin("bananas-plain", "bananas_plain_plugin", body=body)
+    assert manager.resolve("plain://x").name == "plain"
+
+
+@pytest.mark.parametrize(
+    ("body", "logged"),
+    [
+        ("VALUE = 1\n", "implements no hook: define bananas_backends"),
+        (
+            "from bananas.plugins import hookimpl\n@hookimpl\ndef bananas_backends(unknown_argument):\n    return []\n",
+            "unknown_argument",
+        ),
+        ("def bananas_backends():\n    raise RuntimeError('listing broke')\n", "listing broke"),
+        ("def bananas_backends():\n    return ['memory://']\n", "must return BackendSpec records, got 'memory://'"),
+    ],
+    ids=["no-hook", "bad-signature", "hook-raises", "not-a-spec"],
+)
+def test_a_plugin_with_a_broken_hook_is_logged_not_fatal(
+    make_plugin: MakePlugin, caplog: pytest.LogCaptureFixture, body: str, logged: str, request: pytest.FixtureRequest
+) -> None:
+    module = f"bananas_odd_{request.node.callspec.id.replace('-', '_')}_plugin"  # one module per case
+    make_plugin("bananas-odd", module, body=body)
+    with caplog.at_level(logging.WARNING, logger="bananas.plugins"):
+        assert manager.resolve("memory://").name == "memory"
+    assert module in caplog.text and logged in caplog.text
+
+
+# -- capabilities: declared once, in the spec ----------------------------------------------
+
+CAPS_PLUGIN = """
+from bananas.backends.memory import memory_backend
+from bananas.backends._memory_store import MemoryStore
+from bananas.plugins import BackendSpec, hookimpl
+
+def _factory(url, options):
+    return memory_backend(MemoryStore(), options, url=url, **{backend_kwargs})
+
+@hookimpl
+def bananas_backends():
+    return [BackendSpec(name="caps", schemes=("caps",), factory=_factory, capabilities={spec_caps!r})]
+"""
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_the_backend_gets_the_capabilities_its_spec_declares(make_plugin: MakePlugin, anyio_backend: str) -> None:
+    body = CAPS_PLUGIN.format(backend_kwargs="{'capabilities': frozenset()}", spec_caps=("cron", "job_name_filter"))
+    make_plugin("bananas-caps", "bananas_caps_given_plugin", body=body)
+    async with bananas.connect("caps://") as backend:
+        assert backend.capabilities == manager.resolve("caps://").capabilities
+        assert backend.capabilities == {bananas.Capability.CRON, bananas.Capability.JOB_NAME_FILTER}
+
+
+def test_a_backend_declaring_other_capabilities_than_its_spec_is_refused(make_plugin: MakePlugin) -> None:
+    """The bug this prevents: ``bananas backends`` listing cron, then the worker refusing it."""
+    body = CAPS_PLUGIN.format(
+        backend_kwargs="{'capabilities': frozenset({Capability.DEAD_LETTER_ADMIN})}", spec_caps=("cron",)
+    ).replace("from bananas.plugins", "from bananas.capabilities import Capability\nfrom bananas.plugins")
+    make_plugin("bananas-caps", "bananas_caps_differ_plugin", body=body)
+    with pytest.raises(PluginError) as info:
+        bananas.connect("caps://")
+    message = str(info.value)
+    assert "bananas-caps" in message and "{dead_letter_admin}" in message and "{cron}" in message
+    assert "declare them once, in the BackendSpec" in message
+
+
+def test_capabilities_are_checked_when_the_spec_is_written() -> None:
+    from bananas.plugins import BackendSpec
+
+    assert BackendSpec(name="x", schemes="x", factory=bananas.connect, capabilities=["cron"]).capabilities == {
+        bananas.Capability.CRON
+    }
+    with pytest.raises(ValueError, match="'crn' is not a valid Capability; the capabilities are cron, "):
+        BackendSpec(name="x", schemes="x", factory=bananas.connect, capabilities=["crn"])
+    with pytest.raises(TypeError, match="not one string"):
+        BackendSpec(name="x", schemes="x", factory=bananas.connect, capabilities="cron")
+
+
+def test_every_installed_backend_lists_what_it_connects_with(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``bananas backends`` and a connected Backend (what the worker checks) agree, for every plugin."""
+    from bananas.cli import main
+
+    assert main(["backends", "--json"]) == 0
+    listed = {row["name"]: set(row["capabilities"]) for row in json.loads(capsys.readouterr().out)}
+    urls = {  # connections open on first use: nothing here needs a server
+        "memory": "memory://",
+        "redis": "redis://127.0.0.1:1/0",
+        "postgresql": "postgresql://u@127.0.0.1:1/db",
+        "sqlite": f"sqlite:///{tmp_path}/caps.db",
+        "example": "example://caps",
+    }
+    assert set(listed) <= set(urls), f"a backend this test does not know: {set(listed) - set(urls)}"
+
+    async def connected(url: str) -> set[str]:
+        async with bananas.connect(url) as backend:
+            return {c.value for c in backend.capabilities}
+
+    for name, caps in listed.items():
+        assert asyncio.run(connected(urls[name])) == caps, name

@@ -169,6 +169,8 @@ class Backend:
 
     ``queue``, ``results`` and ``workers`` always exist; ``scheduler`` only when the
     backend declares :attr:`Capability.CRON`. Close it (or use ``async with``) when done.
+    A plugin's factory leaves ``capabilities`` out: :func:`bananas.connect` sets them from
+    the backend's :class:`~bananas.plugins.BackendSpec`, their one declaration.
     """
 
     def __init__(

@@ -67,7 +67,7 @@ def bananas_backends() -> list[BackendSpec]:
             name="redis",
             schemes=SCHEMES,
             factory=_factory,
-            capabilities=CAPABILITIES,  # type: ignore[arg-type]  # attrs converter typing
+            capabilities=CAPABILITIES,
             description="Redis (wire-compatible with the original Bananas)",
             options=OPTIONS,
         )

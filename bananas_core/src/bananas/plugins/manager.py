@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
+import inspect
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -21,6 +22,7 @@ from bananas.plugins.types import BackendSpec
 
 __all__ = [
     "DISABLE_ENV",
+    "HOOK_NAMES",
     "UNIVERSAL_OPTIONS",
     "accepted_options",
     "backend_specs",
@@ -29,6 +31,7 @@ __all__ = [
     "get_plugin_manager",
     "reload_plugins",
     "resolve",
+    "with_spec_capabilities",
 ]
 
 log = logging.getLogger("bananas.plugins")
@@ -55,13 +58,34 @@ def _disabled() -> set[str]:
     return {name.strip() for name in os.environ.get(DISABLE_ENV, "").split(",") if name.strip()}
 
 
+HOOK_NAMES = frozenset(
+    name for name, _ in inspect.getmembers(hookspecs, inspect.isfunction) if name.startswith("bananas_")
+)
+"""Every hook a plugin may implement (the functions of :mod:`bananas.plugins.hookspecs`)."""
+
+
+class _PluginManager(pluggy.PluginManager):
+    """pluggy's manager, also taking an unmarked module-level function named after a hook
+    (``def bananas_backends()``) as its implementation, as pytest takes ``pytest_*`` functions:
+    plugins written before ``@hookimpl`` was required keep working."""
+
+    def parse_hookimpl_opts(self, plugin: object, name: str) -> pluggy.HookimplOpts | None:
+        opts = super().parse_hookimpl_opts(plugin, name)
+        if opts is None and name in HOOK_NAMES and inspect.isfunction(inspect.getattr_static(plugin, name, None)):
+            opts = pluggy.HookimplOpts(
+                wrapper=False, hookwrapper=False, optionalhook=False, tryfirst=False, trylast=False, specname=None
+            )
+        return opts
+
+
 @functools.cache
 def get_plugin_manager() -> pluggy.PluginManager:
     """The process-wide plugin manager, loading every ``bananas`` entry point once.
 
-    A plugin that fails to import is logged and skipped, never fatal.
+    A plugin that fails to import, or whose hooks do not match their specs, is logged and
+    skipped, never fatal.
     """
-    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm = _PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
     disabled = _disabled()
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
@@ -75,9 +99,17 @@ def get_plugin_manager() -> pluggy.PluginManager:
         except Exception as exc:  # a broken plugin must not take the others down
             log.warning("could not load bananas plugin %r (%s): %s", ep.name, ep.value, exc)
             continue
-        dist = ep.dist.name if ep.dist is not None else ""
-        pm.register(plugin, name=ep.name)
-        _DISTRIBUTIONS[ep.name] = dist
+        try:
+            pm.register(plugin, name=ep.name)
+        except (pluggy.PluginValidationError, ValueError) as exc:
+            log.warning("could not register bananas plugin %r (%s): %s", ep.name, ep.value, exc)
+            continue
+        if not pm.get_hookcallers(plugin):
+            log.warning(
+                "bananas plugin %r (%s) implements no hook: define %s (marked with @bananas.hookimpl)",
+                ep.name, ep.value, " or ".join(sorted(HOOK_NAMES)),
+            )  # fmt: skip
+        _DISTRIBUTIONS[ep.name] = ep.dist.name if ep.dist is not None else ""
     return pm
 
 
@@ -91,19 +123,32 @@ def reload_plugins() -> None:
     _DISTRIBUTIONS.clear()
 
 
+def _specs_by_plugin(pm: pluggy.PluginManager) -> Iterator[tuple[str, list[BackendSpec]]]:
+    """Each plugin's ``bananas_backends()``, called through ``pm.hook`` one plugin at a time, so
+    that every spec is credited to its distribution and a failing plugin is logged and skipped."""
+    plugins = pm.get_plugins()
+    for impl in reversed(pm.hook.bananas_backends.get_hookimpls()):  # pluggy's own call order
+        others = [p for p in plugins if p is not impl.plugin]
+        hook = pm.subset_hook_caller("bananas_backends", remove_plugins=others)
+        try:
+            specs = [spec for result in hook() for spec in result]
+        except Exception as exc:
+            log.warning("bananas plugin %r failed to list its backends: %s", impl.plugin_name, exc)
+            continue
+        wrong = [spec for spec in specs if not isinstance(spec, BackendSpec)]
+        if wrong:
+            log.warning(
+                "bananas plugin %r ignored: bananas_backends() must return BackendSpec records, got %r",
+                impl.plugin_name, wrong[0],
+            )  # fmt: skip
+            continue
+        yield impl.plugin_name, specs
+
+
 @functools.cache
 def _schemes() -> dict[str, BackendSpec]:
-    pm = get_plugin_manager()
     table: dict[str, BackendSpec] = {}
-    for plugin_name, plugin in pm.list_name_plugin():
-        hook = getattr(plugin, "bananas_backends", None)
-        if hook is None:
-            continue
-        try:
-            specs = list(hook())
-        except Exception as exc:
-            log.warning("bananas plugin %r failed to list its backends: %s", plugin_name, exc)
-            continue
+    for plugin_name, specs in _specs_by_plugin(get_plugin_manager()):
         for spec in specs:
             spec = attrs.evolve(spec, distribution=_DISTRIBUTIONS.get(plugin_name, plugin_name))
             for scheme in spec.schemes:
@@ -197,10 +242,29 @@ def connect(url: str, **options: Any) -> Backend:
         validate_namespace(extra["namespace"])
     opts = BackendOptions(**{k: _duration(v) for k, v in options.items() if k in known}, extra=extra)
     try:
-        return spec.factory(url, opts)
+        backend = spec.factory(url, opts)
     except ImportError as exc:
         hint = WELL_KNOWN.get(_scheme_of(url), spec.distribution)
         raise PluginError(
             f"the {spec.name!r} backend for {redact_url(url)} needs a package that is not installed "
             f"({exc.name or exc}); install it with: pip install {hint}"
         ) from exc
+    return with_spec_capabilities(spec, backend)
+
+
+def with_spec_capabilities(spec: BackendSpec, backend: Backend) -> Backend:
+    """``backend`` with the capabilities its :class:`BackendSpec` declares: the one declaration,
+    so ``bananas backends`` and the worker see the same set.
+
+    A factory leaves ``capabilities`` out of ``Backend(...)``; one that passes a different,
+    non-empty set is a plugin bug, refused with :class:`PluginError` naming both sets.
+    """
+    if backend.capabilities and backend.capabilities != spec.capabilities:
+        names = ", ".join(sorted(backend.capabilities)), ", ".join(sorted(spec.capabilities)) or "none"
+        raise PluginError(
+            f"the {spec.name!r} backend (from {spec.distribution or 'an unknown distribution'}) declares its "
+            f"capabilities twice and they differ: its Backend says {{{names[0]}}}, its BackendSpec says "
+            f"{{{names[1]}}}; declare them once, in the BackendSpec, and leave capabilities out of Backend(...)"
+        )
+    backend.capabilities = spec.capabilities
+    return backend

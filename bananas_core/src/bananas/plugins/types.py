@@ -24,8 +24,14 @@ def _schemes(value: str | Iterable[str]) -> tuple[str, ...]:
     return tuple(str(s).lower() for s in items)
 
 
-def _capabilities(values: Iterable[Capability]) -> frozenset[Capability]:
-    return frozenset(Capability(v) for v in values)
+def _capabilities(values: Iterable[Capability | str]) -> frozenset[Capability]:
+    if isinstance(values, str):
+        raise TypeError("BackendSpec.capabilities must be a collection of capabilities, not one string")
+    try:
+        return frozenset(Capability(v) for v in values)
+    except ValueError as exc:
+        known = ", ".join(c.value for c in Capability)
+        raise ValueError(f"BackendSpec.capabilities: {exc}; the capabilities are {known}") from None
 
 
 def _options(values: Iterable[str] | None) -> frozenset[str] | None:
@@ -38,7 +44,14 @@ def _options(values: Iterable[str] | None) -> frozenset[str] | None:
 
 @attrs.frozen(kw_only=True)
 class BackendSpec:
-    """A storage backend a plugin offers: its name, URL schemes, factory and capabilities."""
+    """A storage backend a plugin offers: its name, URL schemes, factory and capabilities.
+
+    ``capabilities`` is the one declaration of what the backend offers (members of
+    :class:`~bananas.capabilities.Capability`, or their names): :func:`bananas.connect` gives
+    it to the :class:`~bananas.backend.Backend` the factory builds, and ``bananas backends``
+    lists it. Every field is typed for plain values (a tuple or set of schemes, capabilities
+    or options), so a plugin needs no ``type: ignore``.
+    """
 
     name: str
     schemes: tuple[str, ...] = attrs.field(converter=_schemes)

@@ -10,6 +10,7 @@ from bananas import Backend, BackendOptions, BackendSpec, Capability, hookimpl
 CAPABILITIES = frozenset(
     {Capability.DEAD_LETTER_ADMIN, Capability.PUSH_WAKEUP, Capability.RESULT_PUSH, Capability.RESULT_TTL}
 )
+"""What the backend offers, declared once, in the spec: bananas.connect gives it to the Backend."""
 
 
 def connect(url: str, options: BackendOptions) -> Backend:
@@ -24,7 +25,6 @@ def connect(url: str, options: BackendOptions) -> Backend:
         queue=ExampleQueue(store, options),
         results=ExampleResults(store, options),
         workers=ExampleWorkers(store, options),
-        capabilities=CAPABILITIES,
         options=options,
     )
 
@@ -37,7 +37,7 @@ def bananas_backends() -> Iterable[BackendSpec]:
             name="example",
             schemes=("example",),
             factory=connect,
-            capabilities=CAPABILITIES,  # type: ignore[arg-type]
+            capabilities=CAPABILITIES,
             options=("namespace",),  # the only option connect() reads from options.extra
         )
     ]
