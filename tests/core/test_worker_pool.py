@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -13,6 +13,7 @@ from bananas import AsyncClient, Backend, BackendUnavailable, Capability, Job, J
 from bananas.config import WorkerConfig, load_worker_config
 from bananas.protocols import LEASE_EXPIRED_ERROR
 from bananas.worker import Executor, JobContext, Pool
+from waiting import eventually
 
 pytestmark = pytest.mark.anyio
 
@@ -27,16 +28,6 @@ async def backend(url: str) -> AsyncIterator[Backend]:
     b = connect(url)
     yield b
     await b.close()
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 5.0) -> None:
-    """Wait (polling) until ``check()`` is true; fail the test after ``timeout`` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await check():
-        if loop.time() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(0.02)
 
 
 def make_pool(registry: Registry, backend: Backend, config: WorkerConfig | None = None, **kwargs: Any) -> Pool:
@@ -80,7 +71,6 @@ async def test_concurrency_limit_is_honoured_and_every_slot_is_used(backend: Bac
         if running == 3:
             three_running.set()
         await asyncio.wait_for(three_running.wait(), 5)  # each slot waits until all three are busy
-        await asyncio.sleep(0.01)
         running -= 1
 
     async with AsyncClient(backend=backend) as client:
@@ -125,7 +115,7 @@ async def test_one_claim_fetches_as_many_jobs_as_there_are_free_slots(backend: B
     pool = make_pool(registry, backend, WorkerConfig(concurrency=5, scheduler_interval=0.1))
     await pool.start()
     try:
-        await eventually(lambda: _is(len(started) == 5))
+        await eventually(lambda: len(started) == 5)
         assert calls == [5]
         assert pool.in_flight == 5
     finally:
@@ -133,23 +123,19 @@ async def test_one_claim_fetches_as_many_jobs_as_there_are_free_slots(backend: B
         await pool.stop()
 
 
-async def _is(value: bool) -> bool:
-    return value
-
-
 async def test_graceful_stop_waits_for_jobs_that_finish_within_the_grace_period(backend: Backend) -> None:
     registry = Registry()
 
     @registry.handler("short")
     async def short(ctx: JobContext, job: Job) -> str:
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(0.3)  # the thing under test: a job still running when the stop begins
         return "done"
 
     pool = make_pool(registry, backend, grace_period=5)
     await pool.start()
     async with AsyncClient(backend=backend) as client:
         job_id = await client.submit_job("short")
-        await eventually(lambda: _is(pool.in_flight == 1))
+        await eventually(lambda: pool.in_flight == 1)
         await pool.stop()
         assert (await client.get_job(job_id)).status is JobStatus.COMPLETED
 
@@ -162,13 +148,13 @@ async def test_stop_hands_unfinished_jobs_back_without_counting_an_attempt(backe
     @registry.handler("forever")
     async def forever(ctx: JobContext, job: Job) -> None:
         contexts.append(ctx)
-        await asyncio.sleep(3600)
+        await asyncio.Event().wait()  # outlives any grace period
 
     pool = make_pool(registry, backend, WorkerConfig(concurrency=2, scheduler_interval=0.1), grace_period=0.2)
     async with AsyncClient(backend=backend) as client:
         ids = [await client.submit_job("forever") for _ in range(3)]
         await pool.start()
-        await eventually(lambda: _is(pool.in_flight == 2))
+        await eventually(lambda: pool.in_flight == 2)
         await pool.stop(force=force)
         jobs = [await client.get_job(i) for i in ids]
     assert [j.status for j in jobs] == [JobStatus.PENDING] * 3
@@ -195,6 +181,15 @@ async def test_lease_renewal_keeps_a_long_job_from_being_reaped() -> None:
         await finish.wait()
         return "finished"
 
+    renewed = asyncio.Event()
+    real_renew = backend.queue.renew
+
+    async def noting_renew(*args: Any, **kwargs: Any) -> Any:
+        held = await real_renew(*args, **kwargs)
+        renewed.set()
+        return held
+
+    backend.queue.renew = noting_renew  # type: ignore[method-assign]
     async with AsyncClient(backend=backend) as client:
         long_id = await client.submit_job("long")
         # a control job on a routing key the pool does not serve, claimed once and never renewed
@@ -204,9 +199,10 @@ async def test_lease_renewal_keeps_a_long_job_from_being_reaped() -> None:
         pool = make_pool(registry, backend, lease=1.5)
         await pool.start()
         try:
-            await eventually(lambda: _is(pool.in_flight == 1))
+            await eventually(lambda: pool.in_flight == 1)
             for _ in range(5):  # 5 clock seconds pass, far beyond the 1.5 s lease
-                await asyncio.sleep(0.6)  # the pool renews every 0.5 real seconds
+                renewed.clear()
+                await asyncio.wait_for(renewed.wait(), 10)  # the pool renews every 0.5 real seconds
                 clock.advance(1.0)
                 await backend.queue.reap_expired()
             kept = await client.get_job(long_id)
@@ -264,17 +260,18 @@ async def _job_specialized(backend: Backend) -> None:
 
     async with AsyncClient(backend=backend) as client:
         other = await client.submit_job("theirs")
-        mine_id = await client.submit_job("mine")
+        first = await client.submit_job("mine")
         config = load_worker_config({"WORKER_MODE": "job-specialized", "WORKER_JOB_TYPES": "mine"})
         pool = make_pool(registry, backend, config)
         await pool.start()
         try:
-            await client.wait_for_result(mine_id, timeout=5)
-            await asyncio.sleep(0.3)  # a few more claim rounds
+            await client.wait_for_result(first, timeout=5)
+            # another claim round, with the foreign job still first in line
+            await client.wait_for_result(await client.submit_job("mine"), timeout=5)
         finally:
             await pool.stop()
         untouched = await client.get_job(other)
-    assert ran == ["mine"]
+    assert ran == ["mine", "mine"]
     assert untouched.status is JobStatus.PENDING
     assert (untouched.attempts, untouched.error) == (0, "")
     assert (await backend.queue.depths()).total_ready == 1
@@ -298,9 +295,24 @@ async def test_job_specialized_without_name_filter_releases_other_jobs_untouched
     await _job_specialized(plain)
 
 
+def _count_rounds(backend: Backend) -> list[int]:
+    """Count the pool's scheduler rounds: ``[n]``, n going up once per ``move_scheduled``."""
+    rounds = [0]
+    real_move = backend.queue.move_scheduled
+
+    async def counting_move(*args: Any, **kwargs: Any) -> int:
+        moved = await real_move(*args, **kwargs)
+        rounds[0] += 1
+        return moved
+
+    backend.queue.move_scheduled = counting_move  # type: ignore[method-assign]
+    return rounds
+
+
 async def test_scheduler_only_claims_nothing_but_moves_scheduled_jobs() -> None:
     clock = ManualClock()
     backend = connect(f"memory://sched-{uuid.uuid4().hex}", clock=clock)
+    rounds = _count_rounds(backend)
     registry = Registry()
     registry.register("later", lambda ctx, job: None)
     async with AsyncClient(backend=backend) as client:
@@ -310,7 +322,7 @@ async def test_scheduler_only_claims_nothing_but_moves_scheduled_jobs() -> None:
         pool = make_pool(registry, backend, config)
         await pool.start()
         try:
-            await asyncio.sleep(0.3)
+            await eventually(lambda: rounds[0] >= 3, what="three scheduler rounds")
             assert (await backend.queue.depths()).scheduled == 1
             clock.advance(61)
 
@@ -318,6 +330,8 @@ async def test_scheduler_only_claims_nothing_but_moves_scheduled_jobs() -> None:
                 return (await backend.queue.depths()).total_ready == 2
 
             await eventually(moved)
+            after = rounds[0]
+            await eventually(lambda: rounds[0] >= after + 2, what="two more scheduler rounds")
             for job_id in (now_id, later_id):
                 assert (await client.get_job(job_id)).status is JobStatus.PENDING
         finally:
@@ -373,14 +387,18 @@ async def test_cron_schedules_fire_through_the_pool() -> None:
         fired.append(job.payload)
 
     registry.schedule("every-minute", "* * * * *", "tick", {"from": "cron"})
+    rounds = _count_rounds(backend)
     pool = make_pool(registry, backend)
     await pool.start()
     try:
-        await eventually(lambda: _is(len(fired) == 1))
-        await asyncio.sleep(0.3)
+        await eventually(lambda: len(fired) == 1)
+        after = rounds[0]
+        # each round moves scheduled jobs, then ticks: two more rounds mean at least one more tick
+        await eventually(lambda: rounds[0] >= after + 2, what="two more scheduler rounds")
+        await eventually(lambda: _done(backend, 1))  # a second job for the tick would run before this
         assert len(fired) == 1  # the same tick is not fired again
         clock.advance(60)
-        await eventually(lambda: _is(len(fired) == 2))
+        await eventually(lambda: len(fired) == 2)
     finally:
         await pool.stop()
     assert fired == [{"from": "cron"}, {"from": "cron"}]
@@ -402,7 +420,7 @@ async def test_a_pool_cannot_be_started_twice_and_stop_is_idempotent(backend: Ba
 async def test_run_returns_when_stopped_from_another_task(backend: Backend) -> None:
     pool = make_pool(Registry(), backend)
     runner = asyncio.ensure_future(pool.run())
-    await eventually(lambda: _is(pool.running))
+    await eventually(lambda: pool.running)
     await pool.stop()
     await asyncio.wait_for(runner, 5)
     assert await backend.workers.workers() == []

@@ -25,6 +25,7 @@ from bananas.worker import Executor, Pool, Registry
 from bananas_redis.queue import WAITER_GRACE, unpack_inbox
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from waiting import eventually
 
 pytestmark = pytest.mark.anyio
 
@@ -33,25 +34,30 @@ def mk(clock: ManualClock, name: str = "t", **kw: Any) -> Job:
     return Job.create(name, {}, now=clock.now(), **kw)
 
 
-async def wait_registered(raw: aioredis.Redis, ns: str, route: str = "default") -> None:
-    for _ in range(500):
-        if await raw.zcard(f"{ns}:waiting:{route}"):
-            return
-        await asyncio.sleep(0.005)
-    raise AssertionError("the waiter never registered")
+# A claim_or_wait's own timeout, far longer than any test waits for it: a wait that ends
+# within HANDED_WITHIN was ended by a hand-off or a wake-up, not by running out.
+WAIT = 60
+HANDED_WITHIN = 10
+
+
+async def wait_registered(raw: aioredis.Redis, ns: str, route: str = "default", count: int = 1) -> None:
+    """Return once ``count`` waiters are registered for ``route``."""
+
+    async def registered() -> bool:
+        return int(await raw.zcard(f"{ns}:waiting:{route}")) == count
+
+    await eventually(registered, what=f"{count} registered waiter(s) on {route!r}")
 
 
 async def test_an_idle_waiter_gets_the_job_already_claimed(
     backend: Backend, raw: aioredis.Redis, namespace: str, clock: ManualClock
 ) -> None:
     q: Any = backend.queue
-    waiting = asyncio.ensure_future(q.claim_or_wait(["default"], limit=5, lease=30, waiter="w1", timeout=5))
+    waiting = asyncio.ensure_future(q.claim_or_wait(["default"], limit=5, lease=30, waiter="w1", timeout=WAIT))
     await wait_registered(raw, namespace)
     job = mk(clock)
-    started = time.monotonic()
     await q.enqueue(job)
-    [got] = await waiting
-    assert time.monotonic() - started < 1.0  # handed over, not found by a later poll
+    [got] = await asyncio.wait_for(waiting, HANDED_WITHIN)  # handed over, not found when the wait ran out
     assert got.id == job.id and got.status is JobStatus.PROCESSING
     ns = namespace
     assert await raw.lrange(f"{ns}:queue:processing", 0, -1) == [job.id]
@@ -69,12 +75,12 @@ async def test_the_waiter_gets_its_limit_in_its_own_order_and_the_rest_stays_rea
     backend: Backend, raw: aioredis.Redis, namespace: str, clock: ManualClock
 ) -> None:
     q: Any = backend.queue
-    waiting = asyncio.ensure_future(q.claim_or_wait(["gpu", "default"], limit=2, lease=30, waiter="w", timeout=5))
+    waiting = asyncio.ensure_future(q.claim_or_wait(["gpu", "default"], limit=2, lease=30, waiter="w", timeout=WAIT))
     await wait_registered(raw, namespace, "gpu")
     low, high, normal = mk(clock, priority="low"), mk(clock, priority="high"), mk(clock)
     gpu = mk(clock, routing_key="gpu", priority="low")
     await q.enqueue_many([low, high, normal, gpu])
-    got = await waiting
+    got = await asyncio.wait_for(waiting, HANDED_WITHIN)
     assert [j.id for j in got] == [gpu.id, high.id]
     rest = await q.claim(["default"], limit=10)
     assert [j.id for j in rest] == [normal.id, low.id]
@@ -83,15 +89,13 @@ async def test_the_waiter_gets_its_limit_in_its_own_order_and_the_rest_stays_rea
 async def test_each_waiter_is_handed_its_share(backend: Backend, raw: aioredis.Redis, namespace: str,
                                                clock: ManualClock) -> None:  # fmt: skip
     q: Any = backend.queue
-    one = asyncio.ensure_future(q.claim_or_wait(["default"], limit=1, lease=30, waiter="a", timeout=5))
-    two = asyncio.ensure_future(q.claim_or_wait(["default"], limit=1, lease=30, waiter="b", timeout=5))
-    for _ in range(500):
-        if await raw.zcard(f"{namespace}:waiting:default") == 2:
-            break
-        await asyncio.sleep(0.005)
+    one = asyncio.ensure_future(q.claim_or_wait(["default"], limit=1, lease=30, waiter="a", timeout=WAIT))
+    two = asyncio.ensure_future(q.claim_or_wait(["default"], limit=1, lease=30, waiter="b", timeout=WAIT))
+    await wait_registered(raw, namespace, count=2)
     jobs = [mk(clock) for _ in range(3)]
     await q.enqueue_many(jobs)
-    got = [j.id for j in await one] + [j.id for j in await two]
+    got = [j.id for j in await asyncio.wait_for(one, HANDED_WITHIN)]
+    got += [j.id for j in await asyncio.wait_for(two, HANDED_WITHIN)]
     assert sorted(got) == sorted(j.id for j in jobs[:2])
     assert [j.id for j in await q.claim(["default"], limit=5)] == [jobs[2].id]
 
@@ -134,7 +138,9 @@ async def test_jobs_handed_over_between_waits_are_taken_by_the_next_call(
     await q.enqueue(job)
     assert await raw.llen(f"{namespace}:inbox:w") == 1
     assert await raw.lrange(f"{namespace}:queue:processing", 0, -1) == [job.id]
-    [got] = await q.claim_or_wait(["default"], limit=5, lease=30, waiter="w", timeout=5)
+    [got] = await asyncio.wait_for(
+        q.claim_or_wait(["default"], limit=5, lease=30, waiter="w", timeout=WAIT), HANDED_WITHIN
+    )
     assert got.id == job.id
     assert await raw.llen(f"{namespace}:inbox:w") == 0
 
@@ -163,25 +169,23 @@ async def test_a_promoted_scheduled_job_wakes_a_waiter(
     q: Any = backend.queue
     later = Job.create("t", {}, now=clock.now(), scheduled_for=clock.now() + timedelta(seconds=2))
     await q.enqueue(later)
-    waiting = asyncio.ensure_future(q.claim_or_wait(["default"], limit=5, lease=30, waiter="w", timeout=5))
+    waiting = asyncio.ensure_future(q.claim_or_wait(["default"], limit=5, lease=30, waiter="w", timeout=WAIT))
     await wait_registered(raw, namespace)
     clock.advance(3)
-    started = time.monotonic()
     assert await q.move_scheduled() == 1
-    assert await waiting == []  # woken, not handed: the next claim takes it
-    assert time.monotonic() - started < 1.0
-    [got] = await q.claim_or_wait(["default"], limit=5, lease=30, waiter="w", timeout=5)
+    assert await asyncio.wait_for(waiting, HANDED_WITHIN) == []  # woken, not handed: the next claim takes it
+    [got] = await asyncio.wait_for(
+        q.claim_or_wait(["default"], limit=5, lease=30, waiter="w", timeout=WAIT), HANDED_WITHIN
+    )
     assert got.id == later.id
 
 
 async def test_wake_waiter_ends_a_wait(backend: Backend, raw: aioredis.Redis, namespace: str) -> None:
     q: Any = backend.queue
-    waiting = asyncio.ensure_future(q.claim_or_wait(["default"], limit=5, lease=30, waiter="w", timeout=5))
+    waiting = asyncio.ensure_future(q.claim_or_wait(["default"], limit=5, lease=30, waiter="w", timeout=WAIT))
     await wait_registered(raw, namespace)
-    started = time.monotonic()
     await q.wake_waiter("w")
-    assert await waiting == []
-    assert time.monotonic() - started < 1.0
+    assert await asyncio.wait_for(waiting, HANDED_WITHIN) == []
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -211,10 +215,18 @@ async def test_inbox_entries_carry_any_id_and_json_exactly(
         assert [x.decode() for x in unpacked[1::3]] == [await raw.get(f"{ns}:job:{i}") for i in ids]
         claims = [flag >> 1 for flag in unpacked[2::3]]  # each job its own claim number
         assert len(set(claims)) == len(ids) and all(n > 0 for n in claims)
-        got = await q.claim_or_wait(["default"], limit=10, lease=30, waiter="w", timeout=1)
+        got = await asyncio.wait_for(
+            q.claim_or_wait(["default"], limit=10, lease=30, waiter="w", timeout=WAIT), HANDED_WITHIN
+        )
         assert [(j.id, j.payload) for j in got] == [(j.id, j.payload) for j in jobs]
     finally:
         await backend.close()
+
+
+async def _idle_again(backend: Backend, plain: aioredis.Redis, ns: str) -> bool:
+    """The job is done and the pool is registered as a waiter again."""
+    depths = await backend.queue.depths()
+    return depths.processing == 0 and int(await plain.zcard(f"{ns}:waiting:default")) == 1
 
 
 async def test_an_idle_pool_runs_a_job_at_once_and_stops_without_waiting_out_its_poll(redis_url: str) -> None:
@@ -226,25 +238,23 @@ async def test_an_idle_pool_runs_a_job_at_once_and_stops_without_waiting_out_its
         ran.set()
 
     registry.register("t", handler)
-    pool = Pool(Executor(registry, backend.queue), backend, WorkerConfig(), poll_interval=30)
+    pool = Pool(Executor(registry, backend.queue), backend, WorkerConfig(), poll_interval=WAIT)
+    ns = backend.queue.k.ns  # type: ignore[attr-defined]
+    plain = aioredis.Redis.from_url(redis_url)
     try:
         await pool.start()
-        await asyncio.sleep(0.2)  # idle: registered and blocked on its inbox
-        started = time.monotonic()
+        await wait_registered(plain, ns)  # idle: registered and blocked on its inbox
         await backend.queue.enqueue(Job.create("t", {}))
-        await asyncio.wait_for(ran.wait(), 5)
-        assert time.monotonic() - started < 1.0  # a poll would take 30 s
-        await asyncio.sleep(0.2)
-        started = time.monotonic()
-        await pool.stop()
-        assert time.monotonic() - started < 5.0
+        await asyncio.wait_for(ran.wait(), HANDED_WITHIN)  # a poll would take WAIT seconds
+        await eventually(lambda: _idle_again(backend, plain, ns), what="the pool waiting again")
+        await asyncio.wait_for(pool.stop(), HANDED_WITHIN)  # without waiting out its poll
         depths = await backend.queue.depths()
         assert depths.processing == 0 and depths.total_ready == 0
-        ns = backend.queue.k.ns  # type: ignore[attr-defined]
-        async with aioredis.Redis.from_url(redis_url) as plain:  # nothing of the waiter is left behind
-            assert await plain.keys(f"{ns}:inbox:*") == []
-            assert await plain.keys(f"{ns}:waiter:*") == []
-            assert await plain.zcard(f"{ns}:waiting:default") == 0
+        # nothing of the waiter is left behind
+        assert await plain.keys(f"{ns}:inbox:*") == []
+        assert await plain.keys(f"{ns}:waiter:*") == []
+        assert await plain.zcard(f"{ns}:waiting:default") == 0
     finally:
         await pool.stop(force=True)
+        await plain.aclose()
         await backend.close()
