@@ -310,6 +310,11 @@ def _mutation(verb: str) -> Handler:
     return mutate
 
 
+async def _read_only_refusal(request: Request) -> Response:
+    message = "refused: this dashboard is read-only (started with --read-only)"
+    return _json({"error": message}, 403) if _wants_json(request) else PlainTextResponse(message, status_code=403)
+
+
 # -- the application ---------------------------------------------------------------------
 
 
@@ -413,12 +418,11 @@ def create_app(
         Route("/api/schedules", schedules_page),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
-    if not read_only:
+    for verb in ("requeue", "purge"):
+        handler = _read_only_refusal if read_only else _mutation(verb)
         routes += [
-            Route("/dlq/requeue", _mutation("requeue"), methods=["POST"]),
-            Route("/dlq/purge", _mutation("purge"), methods=["POST"]),
-            Route("/api/dlq/requeue", _mutation("requeue"), methods=["POST"]),
-            Route("/api/dlq/purge", _mutation("purge"), methods=["POST"]),
+            Route(f"/dlq/{verb}", handler, methods=["POST"]),
+            Route(f"/api/dlq/{verb}", handler, methods=["POST"]),
         ]
 
     @contextlib.asynccontextmanager

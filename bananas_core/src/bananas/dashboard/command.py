@@ -8,9 +8,11 @@ with a one-line explanation.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
 import os
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 from bananas.cli.common import UsageError, add_common, count_arg, load_app, open_from_args, schedules_of
@@ -78,10 +80,26 @@ async def run(args: argparse.Namespace) -> int:
             allowed_hosts=None if token is not None else (*LOOPBACK_NAMES, args.host.lower()),
         )
         config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", lifespan="on")
-        server = uvicorn.Server(config)
+        server = _server_class(uvicorn)(config)
         _announce(server, args, backend.url, token)
         await server.serve()
     return 0
+
+
+def _server_class(uvicorn: Any) -> Any:
+    """uvicorn's Server, except that a SIGINT or SIGTERM is the normal way to stop: the
+    backend is closed and the exit code is 0 (uvicorn re-raises the signal after shutdown)."""
+
+    class Server(uvicorn.Server):  # type: ignore[misc]
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            with super().capture_signals():
+                yield
+                captured = getattr(self, "_captured_signals", None)
+                if isinstance(captured, list):
+                    captured.clear()
+
+    return Server
 
 
 def _announce(server: Any, args: argparse.Namespace, url: str, token: str | None) -> None:

@@ -43,7 +43,7 @@ DLQ_SCAN_LIMIT = 10_000
 """A name filter reads at most this many dead jobs (newest first) to find its matches."""
 HISTORY_SECONDS = 15 * 60.0
 """How far back the overview's charts reach."""
-SAMPLE_SECONDS = 5.0
+SAMPLE_SECONDS = 1.5
 """The overview records one depth sample per this many seconds while someone watches it."""
 
 

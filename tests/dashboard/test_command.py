@@ -1,0 +1,208 @@
+"""The dashboard without a browser: the command's safety checks, its isolation from the core,
+the token, and the app mounted in another ASGI application (served by a real uvicorn)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import bananas
+import pytest
+from bananas import Job
+from bananas.backend import Backend
+from servers import free_port
+
+uvicorn = pytest.importorskip("uvicorn", reason="the dashboard extra is not installed")
+starlette_routing = pytest.importorskip("starlette.routing")
+from bananas.dashboard import create_app  # noqa: E402
+from starlette.applications import Starlette  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _bananas(*argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bananas.cli", *argv], capture_output=True, text=True, timeout=timeout, cwd=ROOT
+    )
+
+
+def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, str, Any]:
+    request = urllib.request.Request(url, headers=headers or {})
+    opener = urllib.request.build_opener(_NoRedirect)
+    try:
+        with opener.open(request, timeout=10) as response:
+            return response.status, response.read().decode(), response.headers
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(), exc.headers
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.0.2.10", "::"])
+def test_listening_beyond_loopback_without_a_token_is_refused_in_one_line(host: str, tmp_path: Path) -> None:
+    proc = _bananas("dashboard", "--url", f"sqlite:///{tmp_path / 'x.db'}", "--host", host, "--port", "0")
+    assert proc.returncode == 2, proc
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"bananas: refusing to listen on {host} without a token"), lines[0]
+    assert "--token" in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_a_short_token_is_refused(tmp_path: Path) -> None:
+    proc = _bananas("dashboard", "--url", f"sqlite:///{tmp_path / 'x.db'}", "--token", "abc", "--port", "0")
+    assert proc.returncode == 2 and "too short" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_the_core_and_its_other_commands_never_import_the_dashboard_libraries() -> None:
+    script = (
+        "import contextlib, io, sys\n"
+        "import bananas\n"
+        "from bananas.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    assert main(['backends']) == 0\n"
+        "    assert main(['--url', 'memory://iso', 'stats']) == 0\n"
+        "    assert main(['--url', 'memory://iso', 'dlq', 'list']) == 0\n"
+        "    assert main(['dashboard', '--help']) == 0\n"
+        "web = sorted(m for m in sys.modules if m.split('.')[0] in ('starlette', 'uvicorn', 'jinja2'))\n"
+        "print(web)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+@contextlib.contextmanager
+def serve(app: Any) -> Iterator[str]:
+    """Serve ``app`` with a real uvicorn on a free loopback port, in a thread; yield its address."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(20)
+
+
+def _dead_job(url: str) -> str:
+    """Store one dead job (claimed, then failed with no retry left) and return its id."""
+
+    async def go() -> str:
+        async with bananas.connect(url) as backend:
+            job = Job.create("doomed", {"x": 1}, max_retries=0)
+            await backend.queue.enqueue(job)
+            [claimed] = await backend.queue.claim(["default"])
+            await backend.queue.fail(claimed, "boom")
+            return job.id
+
+    result: str = asyncio.run(go())
+    return result
+
+
+def test_mounted_in_another_asgi_app(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'mounted.db'}"
+    _bananas("--url", url, "db", "upgrade").check_returncode()
+    job_id = _dead_job(url)
+    outer = Starlette(routes=[starlette_routing.Mount("/ops/bananas", app=create_app(url))])
+    with serve(outer) as base:
+        status, html, _ = _get(base + "/ops/bananas/dlq")
+        assert status == 200
+        assert 'href="/ops/bananas/workers"' in html and f'data-job-id="{job_id}"' in html
+        status, body, _ = _get(f"{base}/ops/bananas/api/jobs/{job_id}")
+        assert status == 200 and json.loads(body)["status"] == "failed" and json.loads(body)["error"] == "boom"
+        status, body, _ = _get(f"{base}/ops/bananas/api/jobs/no-such-job")
+        assert status == 404
+        status, _, headers = _get(f"{base}/ops/bananas/jobs?id={job_id}")
+        assert status == 303 and headers["location"] == f"/ops/bananas/jobs/{job_id}"
+
+
+def test_a_backend_without_a_capability_gets_a_sentence_not_an_error() -> None:
+    full = bananas.connect("memory://no-caps")
+    limited = Backend(
+        name="limited",
+        url="memory://no-caps",
+        queue=full.queue,
+        results=full.results,
+        workers=full.workers,
+        capabilities=frozenset(),
+    )
+    with serve(create_app(limited)) as base:
+        for path in ("/dlq", "/schedules"):
+            status, html, _ = _get(base + path)
+            assert status == 200 and "Not available on this backend" in html, html
+        status, body, _ = _get(base + "/api/dlq")
+        assert status == 200 and json.loads(body) == {
+            "supported": False,
+            "reason": "the limited backend does not offer a dead letter queue listing "
+            "(it does not declare the 'dead_letter_admin' capability)",
+        }
+        status, html, _ = _get(base + "/")
+        assert status == 200 and "No jobs waiting" in html
+
+
+def test_a_token_guards_every_page_and_the_api(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'token.db'}"
+    _bananas("--url", url, "db", "upgrade").check_returncode()
+    job_id = _dead_job(url)
+    token = "s3cret-t0ken-for-tests"
+    with serve(create_app(url, token=token)) as base:
+        assert _get(base + "/api/overview")[0] == 401
+        status, html, _ = _get(base + "/dlq")
+        assert status == 401 and "needs a token" in html and job_id not in html
+        assert _get(base + "/api/overview", {"Authorization": "Bearer wrong-token"})[0] == 401
+        status, body, _ = _get(base + "/api/dlq", {"Authorization": f"Bearer {token}"})
+        assert status == 200 and json.loads(body)["jobs"][0]["id"] == job_id
+        # A browser's first visit with ?token= gets a cookie and an address without the token.
+        status, _, headers = _get(f"{base}/dlq?token={token}")
+        assert status == 303 and headers["location"] == "/dlq" and "bananas_token=" in headers["set-cookie"]
+        cookie = headers["set-cookie"].split(";")[0]
+        assert _get(base + "/dlq", {"Cookie": cookie})[0] == 200
+        # A script with the bearer token needs no CSRF token.
+        request = urllib.request.Request(
+            base + "/api/dlq/requeue",
+            data=json.dumps({"ids": [job_id]}).encode(),
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert json.loads(response.read()) == {"requeued": 1}
+
+
+def test_the_command_refuses_other_host_names_on_loopback(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'hosts.db'}"
+    _bananas("--url", url, "db", "upgrade").check_returncode()
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bananas.cli", "dashboard", "--url", url, "--port", str(port)],
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        assert f"on http://127.0.0.1:{port}/" in line, line
+        assert _get(f"http://127.0.0.1:{port}/api/overview")[0] == 200
+        # A page of another site that re-points its name at 127.0.0.1 (DNS rebinding) is refused.
+        assert _get(f"http://127.0.0.1:{port}/api/overview", {"Host": f"attacker.example:{port}"})[0] == 421
+    finally:
+        proc.terminate()
+        assert proc.wait(20) == 0
