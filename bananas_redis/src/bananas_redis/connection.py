@@ -65,7 +65,7 @@ try:  # the optional C extension (bananas-redis[hiredis]); redis-py's wrapper ar
 except ImportError:  # pragma: no cover - depends on the extra
     _hiredis_pack = None
 
-__all__ = ["BANANAS_PARAMS", "Connection", "RETRYABLE", "load_lua"]
+__all__ = ["BANANAS_PARAMS", "Connection", "RETRYABLE", "ReplicasBehind", "load_lua"]
 
 log = logging.getLogger("bananas.redis")
 T = TypeVar("T")
@@ -147,6 +147,12 @@ def _seconds(name: str, value: Any) -> float:
 
 class _ReplicaWait(RedisConnectionError):
     """Internal: a direct call to a Cluster node met MOVED/ASK; retried after the slot map is re-read."""
+
+
+class ReplicasBehind(RedisConnectionError):
+    """Fewer than ``wait_replicas`` replicas confirmed a write within ``wait_timeout``: the write
+    may be lost if the master fails now. :meth:`Connection.run_replicated` retries it (the
+    scripts it runs are safe to repeat) like a lost connection."""
 
 
 INCLUDE = "--#include "
@@ -497,24 +503,39 @@ class Connection:
             if isinstance(reply, (MovedError, AskError)):
                 raise _ReplicaWait(f"the slot moved ({reply}); retrying on its new owner")
 
-    async def eval_replicated(self, name: str, keys: list[str], args: list[Any]) -> tuple[Any, int]:
+    async def _direct(self, key: str) -> Any:
+        """The client whose pipelines reach the master of ``key`` on one connection (Cluster:
+        a plain client of the slot's owner)."""
+        if not self.is_cluster:
+            return self.client
+        if not self._node_clients:
+            await self.client.initialize()
+        try:
+            return self._node_for(key, blocking=False)
+        except Exception as exc:  # the slot map is being rebuilt
+            raise _ReplicaWait(f"no owner known for the slot ({describe(exc)})") from exc
+
+    def _marker(self) -> tuple[Any, ...]:
+        """A short-lived write that moves this connection's replication offset to "now": a
+        ``WAIT`` after it covers everything the master holds, also what an earlier call wrote."""
+        return ("SET", f"{self.keys.ns}:replicated", b"1", "PX", 1000)
+
+    async def eval_replicated(
+        self, name: str, keys: list[str], args: list[Any], *, confirm: bool = False
+    ) -> tuple[Any, int]:
         """The named script's reply and how many replicas confirmed its writes: the script and
         ``WAIT wait_replicas wait_timeout`` go out together on one connection (one round trip
-        plus the replicas' acknowledgement). Wrap in :meth:`run` (MOVED/ASK are retried there)."""
+        plus the replicas' acknowledgement). With ``confirm`` a marker write goes between them,
+        so a script that found its work already done (a retry) still learns whether the
+        replicas hold it. Wrap in :meth:`run` (MOVED/ASK are retried there)."""
         script = self.script(name)
-        if self.is_cluster:
-            if not self._node_clients:
-                await self.client.initialize()
-            try:
-                client = self._node_for(keys[0], blocking=False)
-            except Exception as exc:  # the slot map is being rebuilt
-                raise _ReplicaWait(f"no owner known for the slot ({describe(exc)})") from exc
-        else:
-            client = self.client
+        client = await self._direct(keys[0])
         try:
             for _ in range(2):
                 async with client.pipeline(transaction=False) as pipe:
                     pipe.evalsha(script.sha, len(keys), *keys, *args)
+                    if confirm:
+                        pipe.execute_command(*self._marker())
                     pipe.execute_command(*self._wait_command())
                     replies = await pipe.execute(raise_on_error=False)
                 if not isinstance(replies[0], NoScriptError):
@@ -523,7 +544,48 @@ class Connection:
         except RETRYABLE:
             await self._owner_unreachable(keys[0])
             raise
+        if confirm:
+            del replies[1]  # the marker's OK (or its error: raised below all the same)
         return await self._replicated_replies(replies, keys[0])
+
+    async def run_replicated(self, name: str, keys: list[str], args: list[Any], what: str) -> Any:
+        """Run the named script (safe to repeat) through :meth:`run` until ``wait_replicas``
+        replicas hold what it wrote or found (see ``confirm`` of :meth:`eval_replicated`):
+        a short count is retried like a lost connection, on whichever node is the master
+        then, and :class:`BackendUnavailable` is raised once ``retry_for`` is used up."""
+
+        async def once() -> Any:
+            reply, acked = await self.eval_replicated(name, keys, args, confirm=True)
+            if acked < self.wait_replicas:
+                raise ReplicasBehind(
+                    f"{what} was written but only {acked} of {self.wait_replicas} replicas confirmed it "
+                    f"within {self.wait_timeout:g}s (wait_replicas)"
+                )
+            return reply
+
+        return await self.run(once, what)
+
+    async def blpop_replicated(self, key: str, timeout: float) -> tuple[Any, int]:
+        """``BLPOP key timeout``, then a marker write and ``WAIT`` on the same connection: the
+        entry popped (or None) and how many replicas hold the pop (0 when the marker or the
+        wait failed after an entry was popped: the pop may not survive a failover). Wrap in
+        :meth:`run`."""
+        client = await self._direct(key)
+        try:
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.blpop([key], timeout=timeout)
+                pipe.execute_command(*self._marker())
+                pipe.execute_command(*self._wait_command())
+                replies = await pipe.execute(raise_on_error=False)
+        except RETRYABLE:
+            await self._owner_unreachable(key)
+            raise
+        if replies[0] is None or isinstance(replies[0], Exception):
+            await self._replicated_replies(replies[:1] + replies[2:], key)  # raises a failed pop
+            return None, 0
+        if any(isinstance(r, Exception) for r in replies[1:]):
+            return replies[0], 0
+        return replies[0], int(replies[2])
 
     async def _owner_unreachable(self, key: str) -> None:
         """Cluster: the direct connection to ``key``'s slot owner failed (the node may be dead,
@@ -557,7 +619,7 @@ class Connection:
         client = self._node_for(key, blocking=False) if self.is_cluster else self.client
         try:
             async with client.pipeline(transaction=False) as pipe:
-                pipe.set(f"{self.keys.ns}:replicated", b"1", px=1000)
+                pipe.execute_command(*self._marker())
                 pipe.execute_command(*self._wait_command())
                 replies = await pipe.execute(raise_on_error=False)
         except RETRYABLE:
@@ -605,7 +667,7 @@ class Connection:
 
     def blocking_confirm_replicated(self, key: str) -> int:
         """:meth:`confirm_replicated` from the caller's thread."""
-        marker = ("SET", f"{self.keys.ns}:replicated", b"1", "PX", 1000)
+        marker = self._marker()
         if self.is_cluster:
             pipe = self._node_for(key, blocking=True).pipeline(transaction=False)
             pipe.execute_command(*marker)
