@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -59,6 +60,16 @@ def test_listening_beyond_loopback_without_a_token_is_refused_in_one_line(host: 
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith(f"bananas: refusing to listen on {host} without a token"), lines[0]
     assert "--token" in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_a_port_in_use_is_one_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = _bananas("dashboard", "--url", f"sqlite:///{tmp_path / 'x.db'}", "--port", str(port))
+    assert proc.returncode == 1, proc
+    assert proc.stderr.strip().splitlines() == [f"bananas: cannot listen on 127.0.0.1:{port}: Address already in use"]
 
 
 def test_a_short_token_is_refused(tmp_path: Path) -> None:

@@ -43,6 +43,9 @@ TOKEN_COOKIE = "bananas_token"
 MAX_FORM_BYTES = 1 << 20
 """A mutation's form is a list of job ids; anything larger is refused."""
 
+MAX_PAGE = 1_000_000
+"""Pages beyond this are clamped (a store takes offsets up to 2**31 - 1)."""
+
 Handler = Callable[[Request], Awaitable[Response]]
 
 
@@ -215,7 +218,7 @@ async def search(request: Request) -> Response:
 
 def _page_number(request: Request) -> int:
     try:
-        return max(int(request.query_params.get("page", "1")), 1)
+        return min(max(int(request.query_params.get("page", "1")), 1), MAX_PAGE)
     except ValueError:
         return 1
 

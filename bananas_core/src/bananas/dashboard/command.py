@@ -11,11 +11,13 @@ import argparse
 import contextlib
 import ipaddress
 import os
+import socket
 import sys
 from collections.abc import Iterator
 from typing import Any
 
 from bananas.cli.common import UsageError, add_common, count_arg, load_app, open_from_args, schedules_of
+from bananas.errors import BananasError
 
 __all__ = ["TOKEN_ENV", "add_arguments", "is_loopback", "run"]
 
@@ -70,20 +72,40 @@ async def run(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise UsageError(f"the dashboard needs its extra: pip install 'bananas[dashboard]' ({exc})") from None
     defined = list(schedules_of(load_app(args.app), args.app)) if args.app else []
-    async with open_from_args(args, read_only=True) as backend:
-        await backend.queue.ping()
-        app = create_app(
-            backend,
-            read_only=args.read_only,
-            token=token,
-            schedules=defined,
-            allowed_hosts=None if token is not None else (*LOOPBACK_NAMES, args.host.lower()),
-        )
-        config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", lifespan="on")
-        server = _server_class(uvicorn)(config)
-        _announce(server, args, backend.url, token)
-        await server.serve()
+    sock = _listen(args.host, args.port)
+    try:
+        async with open_from_args(args, read_only=True) as backend:
+            await backend.queue.ping()
+            app = create_app(
+                backend,
+                read_only=args.read_only,
+                token=token,
+                schedules=defined,
+                allowed_hosts=None if token is not None else (*LOOPBACK_NAMES, args.host.lower()),
+            )
+            config = uvicorn.Config(app, log_level="warning", lifespan="on")
+            server = _server_class(uvicorn)(config)
+            _announce(server, args, backend.url, token)
+            await server.serve(sockets=[sock])
+    finally:
+        sock.close()
     return 0
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host``:``port``; a port in use is one line (exit 1), not a log record."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise BananasError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise BananasError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
 
 
 def _server_class(uvicorn: Any) -> Any:
