@@ -265,12 +265,14 @@ async def db_upgrade(args: argparse.Namespace) -> int:
             message = f"the {spec.name} backend has no schema to create or upgrade; nothing to do"
         else:
             action = await _schema_before(backend)
-            await spec.migrate(url, backend.options)
+            done = await spec.migrate(url, backend.options)
             shown = redact_url(backend.url)
             message = {
                 "created": f"created the schema of {shown}",
                 "upgraded": f"upgraded the schema of {shown}",
             }.get(action, f"the schema of {shown} was already up to date")
+            if done:  # the migrator's own account, e.g. which steps it applied
+                message += f" ({done})"
     finally:
         await backend.close()
     if args.json:

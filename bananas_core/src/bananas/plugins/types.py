@@ -15,8 +15,9 @@ BackendFactory = Callable[[str, BackendOptions], Backend]
 """Builds a backend for a URL. Imports its storage client inside, so discovery stays light;
 connections are opened lazily, on first use."""
 
-SchemaMigrator = Callable[[str, BackendOptions], Awaitable[None]]
-"""Creates or upgrades the backend's storage schema for a URL (``bananas db upgrade``)."""
+SchemaMigrator = Callable[[str, BackendOptions], Awaitable[str | None]]
+"""Creates or upgrades the backend's storage schema for a URL (``bananas db upgrade``); may
+return what it did, in one line (``applied 3 -> 4: ...``), which the command prints."""
 
 
 def _schemes(value: str | Iterable[str]) -> tuple[str, ...]:
