@@ -1,23 +1,18 @@
-"""The conformance suite on SQLite: one database file per test, a namespace per backend."""
+"""The conformance suite on SQLite, run as a third party would: a URL (one database file per
+test), nothing more (the suite creates each namespace's schema through the backend's migration)."""
 
 from pathlib import Path
-from typing import Any
 
 import pytest
-from bananas.backend import Backend
-from bananas.clock import Clock
-from bananas.testing.plugin import BackendFactory, RecordOverwriter
+from bananas.testing.plugin import RecordOverwriter
 from bananas.testing.suite import BackendConformance
-from sql_setup import connect_upgraded, overwrite_record
+from sql_setup import overwrite_record
 
 
 class TestSqliteBackend(BackendConformance):
     @pytest.fixture
-    def bananas_backend_factory(self, tmp_path: Path) -> BackendFactory:
-        def factory(clock: Clock, /, **options: Any) -> Backend:
-            return connect_upgraded(f"sqlite:///{tmp_path}/conformance.db", clock, options)
-
-        return factory
+    def bananas_url(self, tmp_path: Path) -> str:
+        return f"sqlite:///{tmp_path}/conformance.db"
 
     @pytest.fixture
     def bananas_overwrite_record(self) -> RecordOverwriter:

@@ -8,8 +8,10 @@ the suite at your backend.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import uuid
-from collections.abc import AsyncIterator, Coroutine, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator, Iterable
 from typing import Any, Protocol
 
 import pytest
@@ -71,10 +73,28 @@ def required_capabilities(node: pytest.Item) -> list[Capability]:
 
 
 def skip_unless_capable(backend: Backend, capabilities: Iterable[Capability]) -> None:
-    """Skip the running test, naming the capability, unless ``backend`` declares them all."""
+    """Skip the running test, naming the capability, unless ``backend`` declares them all (the
+    skip is reported at the test's node id: see :func:`pytest_runtest_makereport`)."""
     for cap in capabilities:
         if not backend.supports(cap):
-            pytest.skip(f"the {backend.name!r} backend does not declare the {cap.value!r} capability")
+            pytest.skip(f"needs the {cap.value!r} capability, which the {backend.name!r} backend does not declare")
+
+
+def _is_suite_test(item: pytest.Item) -> bool:
+    function = getattr(item, "function", None)
+    return getattr(function, "__module__", "").startswith("bananas.testing.")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
+    """A skip in a suite test is reported at the test (its node id), not at the suite's file and
+    line where ``pytest.skip`` ran: ``SKIPPED [1] tests/test_mine.py::TestMine::test_cron_...: reason``."""
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()
+    if report.skipped and isinstance(report.longrepr, tuple) and _is_suite_test(item):
+        _path, _line, reason = report.longrepr
+        at_the_test: Any = (item.nodeid, None, reason)  # no line: pytest prints "node id: reason"
+        report.longrepr = at_the_test
 
 
 @pytest.fixture
@@ -95,20 +115,43 @@ def bananas_url(request: pytest.FixtureRequest) -> str:
 def bananas_backend_factory(bananas_url: str) -> BackendFactory:
     """``factory(clock, **options) -> Backend``: a fresh backend in a new namespace on each call.
 
-    Default: ``bananas.connect(bananas_url, clock=clock, namespace="t" + uuid hex, **options)``.
+    Default: ``bananas.connect(bananas_url, clock=clock, namespace="t" + uuid hex, **options)``,
+    then the backend's migration (its :attr:`~bananas.plugins.BackendSpec.migrate`, what
+    ``bananas db upgrade`` runs) when it has one, so a backend with a schema needs no code.
     An explicit ``namespace=`` option overrides the fresh one: the same name reaches the
     same store (the namespace tests rely on it).
     """
-    from bananas.plugins import connect
+    from bananas.plugins import connect, resolve
+
+    try:
+        spec = resolve(bananas_url)
+    except UnknownBackendScheme as exc:  # one line, once, instead of an error per test
+        pytest.exit(f"bananas conformance suite: {exc}", returncode=pytest.ExitCode.USAGE_ERROR)
+    migrate = spec.migrate
 
     def factory(clock: Clock, /, **options: Any) -> Backend:
         options.setdefault("namespace", "t" + uuid.uuid4().hex)
-        try:
-            return connect(bananas_url, clock=clock, **options)
-        except UnknownBackendScheme as exc:  # one line, once, instead of an error per test
-            pytest.exit(f"bananas conformance suite: {exc}", returncode=pytest.ExitCode.USAGE_ERROR)
+        backend = connect(bananas_url, clock=clock, **options)
+        if migrate is not None:  # the schema of the namespace, as `bananas db upgrade` creates it
+            try:
+                _run_apart(lambda: migrate(bananas_url, backend.options))
+            except BaseException:
+                _run_apart(backend.close)
+                raise
+        return backend
 
     return factory
+
+
+def _run_apart(make: Callable[[], Awaitable[object]]) -> None:
+    """Await ``make()`` on an event loop of its own, in a thread: the factory is synchronous
+    and may be called from a running loop."""
+
+    async def main() -> None:
+        await make()
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, main()).result()
 
 
 async def overwrite_memory_record(backend: Backend, job_id: str, text: str) -> None:
