@@ -21,6 +21,8 @@ import bananas
 import pytest
 from bananas import Job
 from bananas.backend import Backend
+from bananas.clock import ManualClock
+from bananas.protocols import WorkerInfo
 from servers import free_port
 
 uvicorn = pytest.importorskip("uvicorn", reason="the dashboard extra is not installed")
@@ -217,3 +219,29 @@ def test_the_command_refuses_other_host_names_on_loopback(tmp_path: Path) -> Non
     finally:
         proc.terminate()
         assert proc.wait(20) == 0
+
+
+def test_a_worker_whose_heartbeat_stopped_is_shown_as_lost() -> None:
+    clock = ManualClock()  # the backend's clock: the test moves time by hand
+    backend = bananas.connect("memory://lost-worker", clock=clock)
+
+    def info(worker_id: str) -> WorkerInfo:
+        return WorkerInfo(
+            id=worker_id, host="box", pid=7, routing_keys=["default"], priorities=["high", "normal"],
+            concurrency=4, in_flight=1,
+        )  # fmt: skip
+
+    async def beat() -> None:
+        await backend.workers.heartbeat(info("w-silent"), ttl=60)
+        clock.advance(30)
+        await backend.workers.heartbeat(info("w-live"), ttl=60)
+
+    asyncio.run(beat())
+    with serve(create_app(backend)) as base:
+        status, body, _ = _get(base + "/api/workers")
+        assert status == 200
+        assert {w["id"]: w["lost"] for w in json.loads(body)["workers"]} == {"w-live": False, "w-silent": True}
+        status, html, _ = _get(base + "/workers")
+        rows = html.split("<tbody>", 1)[1].split("<tr>")[1:]
+        assert ">live<" in next(r for r in rows if "w-live" in r)
+        assert ">lost<" in next(r for r in rows if "w-silent" in r)
