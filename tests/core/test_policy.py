@@ -45,7 +45,7 @@ def test_lease_expired_is_ready_at_once_or_dead(pair: tuple[int, int]) -> None:
     job = claimed_job(attempts, max_retries)
     record = policy.lease_expired(job, NOW)
     retried = attempts + 1 < max_retries
-    assert policy.retries_after_lease_expired(job) is retried
+    assert policy.retries_left(job) is retried
     assert (record.status, record.attempts, record.error, record.scheduled_for, record.lease_token) == (
         JobStatus.PENDING if retried else JobStatus.FAILED, attempts + 1, LEASE_EXPIRED_ERROR, None, ""
     )  # fmt: skip

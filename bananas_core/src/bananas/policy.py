@@ -38,7 +38,7 @@ __all__ = [
     "lease_expired",
     "next_retry",
     "released",
-    "retries_after_lease_expired",
+    "retries_left",
 ]
 
 LEASE_EXPIRED_ERROR = (
@@ -63,17 +63,22 @@ RetryAt: TypeAlias = datetime | ByPolicy | None
 for the dead letter queue, or :data:`BY_POLICY`."""
 
 
+def retries_left(job: Job) -> bool:
+    """True if a failed attempt of ``job`` (not yet counted in ``attempts``) leaves it a retry:
+    ``attempts + 1 < max_retries``. False: that attempt was its last, and the job is dead."""
+    return job.attempts + 1 < job.max_retries
+
+
 def next_retry(job: Job, now: float) -> datetime | None:
     """When a failed attempt of claimed ``job`` is tried again, or ``None``: dead.
 
-    The attempt counts: while ``attempts + 1 < max_retries`` the job is retried
+    The attempt counts: while :func:`retries_left` the job is retried
     :func:`~bananas.job.backoff_seconds` ``(attempts + 1)`` seconds (2**attempts, capped)
     after ``now``; otherwise it goes to the dead letter queue.
     """
-    attempts = job.attempts + 1
-    if attempts >= job.max_retries:
+    if not retries_left(job):
         return None
-    return from_timestamp(now + backoff_seconds(attempts))
+    return from_timestamp(now + backoff_seconds(job.attempts + 1))
 
 
 def decide_retry(job: Job, retry_at: RetryAt, now: float) -> datetime | None:
@@ -87,11 +92,6 @@ def decide_retry(job: Job, retry_at: RetryAt, now: float) -> datetime | None:
     if not isinstance(retry_at, datetime):
         raise InvalidJob(f"retry_at must be an aware datetime or None, got {type(retry_at).__name__}")
     return check_time(retry_at, "retry_at")
-
-
-def retries_after_lease_expired(job: Job) -> bool:
-    """True if ``job``, taken back by the lease reaper, is ready again; False: it is dead."""
-    return job.attempts + 1 < job.max_retries
 
 
 def completed(job: Job, now: float) -> Job:
@@ -126,8 +126,8 @@ def released(job: Job, now: float) -> Job:
 def lease_expired(job: Job, now: float) -> Job:
     """The stored record of ``job`` taken back by the lease reaper: a failed attempt with
     :data:`LEASE_EXPIRED_ERROR`, ``pending`` (ready at once, no backoff) while
-    :func:`retries_after_lease_expired`, otherwise ``failed`` (dead)."""
-    status = JobStatus.PENDING if retries_after_lease_expired(job) else JobStatus.FAILED
+    :func:`retries_left`, otherwise ``failed`` (dead)."""
+    status = JobStatus.PENDING if retries_left(job) else JobStatus.FAILED
     return job.evolve(
         status=status,
         attempts=job.attempts + 1,

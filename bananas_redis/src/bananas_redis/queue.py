@@ -38,7 +38,7 @@ from typing import Any
 
 from bananas.errors import DuplicateJob, InvalidJob, JobDecodeError, JobNotFound, LeaseLost
 from bananas.job import ALL_PRIORITIES, DEFAULT_ROUTING_KEY, Job, JobPriority, JobResult, JobStatus
-from bananas.policy import BY_POLICY, LEASE_EXPIRED_ERROR, RetryAt, decide_retry, retries_after_lease_expired
+from bananas.policy import BY_POLICY, LEASE_EXPIRED_ERROR, RetryAt, decide_retry, retries_left
 from bananas.protocols import DEFAULT_LEASE_SECONDS
 from bananas.timefmt import format_time, from_timestamp
 
@@ -561,7 +561,7 @@ class RedisQueue(QueueAdmin):
                 "attempts": job.attempts + 1, "error": LEASE_EXPIRED_ERROR, "updated_at": wire_time(now),
                 "scheduled_for": None,
             }  # fmt: skip
-            final = not retries_after_lease_expired(job)  # the core's rule (bananas.policy.lease_expired)
+            final = not retries_left(job)  # the core's rule (bananas.policy.lease_expired)
             _, text = edit(data, status=(JobStatus.FAILED if final else JobStatus.PENDING).value, **common)
         except Exception as exc:
             error = f"job record unreadable: {exc}"
