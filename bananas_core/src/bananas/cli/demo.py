@@ -23,6 +23,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any, TextIO
 
+from bananas import policy
 from bananas.cli.common import UsageError, add_common, count_arg, open_from_args, seconds_arg
 from bananas.cli.output import emit_json, print_pairs
 from bananas.job import Job, JobPriority, JobStatus
@@ -89,7 +90,7 @@ class _Tally:
         if job.id not in self.ours:
             return
         where = f"{job.name} #{_number(job)} ({job.priority.value})"
-        if job.attempts + 1 >= job.max_retries:
+        if not policy.retries_left(job):
             self.dead += 1
             self.done_by_priority[job.priority] += 1
             self.a_dead_job = self.a_dead_job or job.id
