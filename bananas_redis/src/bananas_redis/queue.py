@@ -297,19 +297,44 @@ class RedisQueue(QueueAdmin):
             register = "1" if timeout > 0 else "0"
             expiry = repr(now + min(timeout, MAX_BLOCK) + WAITER_GRACE)
             args += [waiter, register, *self._waiter_prefixes(now), expiry, repr(lease), routes]
-        reply = await self.conn.call("claim", [k.processing, k.leases, k.dead, k.dead_errors, *lists], args)
+        keys = [k.processing, k.leases, k.dead, k.dead_errors, *lists]
+        if self.conn.wait_replicas and limit > 0:
+            conn = self.conn
+            reply, acked = await conn.run(lambda: conn.eval_replicated("claim", keys, args), "claim")
+            if reply and not self._claim_replicated(acked, len(reply) // 3):
+                return []
+        else:
+            reply = await self.conn.call("claim", keys, args)
         # A waiter's claim may return jobs leased by an enqueue (another deadline): bury by id only.
         token = deadline if waiter is None else ""
         claimed = await self._accept(reply, now, token)
         if claimed or waiter is None or timeout <= 0:
             return claimed
-        inbox = k.inbox(waiter)
-        entry = await self.conn.run(
-            lambda: self.conn.client.blpop([inbox], timeout=min(timeout, MAX_BLOCK)), "wait for work"
-        )
+        inbox, block = k.inbox(waiter), min(timeout, MAX_BLOCK)
+        if self.conn.wait_replicas:
+            conn = self.conn
+            entry, acked = await conn.run(lambda: conn.blpop_replicated(inbox, block), "wait for work")
+            if entry is not None and not self._claim_replicated(acked, len(unpack_inbox(entry[1])) // 3):
+                return []
+        else:
+            entry = await self.conn.run(lambda: self.conn.client.blpop([inbox], timeout=block), "wait for work")
         if entry is None:
             return []
         return await self._accept(unpack_inbox(entry[1]), self.conn.now(), "")
+
+    def _claim_replicated(self, acked: int, count: int) -> bool:
+        """With ``wait_replicas``: whether the replicas hold a claim of ``count`` jobs. If not, the
+        jobs are not run here: a failover could undo the claim, and another worker would run
+        them too. They stay leased (the reaper takes them back when the lease runs out) or,
+        if the claim is lost with the master, are still waiting on the new one."""
+        if acked >= self.conn.wait_replicas:
+            return True
+        log.warning(
+            "Redis at %s: %d claimed job(s) not run: only %d of %d replicas confirmed the claim within %gs "
+            "(wait_replicas); they run again when their lease runs out",
+            self.conn.redacted, count, acked, self.conn.wait_replicas, self.conn.wait_timeout,
+        )  # fmt: skip
+        return False
 
     async def _accept(self, reply: list[Any], now: float, token: str) -> list[Job]:
         """Jobs of a claim's reply ``[id, json, flag, ...]``; unreadable ones go to the dead list."""

@@ -9,6 +9,11 @@ through :meth:`Connection.run` on connection loss.
 
 On Redis Cluster a batch's keys may hash to different slots, so there every settle is its
 own finish.lua call (the requests of a batch are still sent concurrently).
+
+With ``wait_replicas`` a settle is replicated before its caller moves on: the script, a marker
+write and ``WAIT`` go out on one connection, and a short count is retried (on the master of
+the moment) until the replicas hold the settle. Otherwise a failover could undo a completion
+the worker had been told about, and the job would run again when its lease runs out.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ class Settler:
     async def settle(self, keys: list[str], args: list[Any]) -> int:
         """finish.lua's reply code for this settle, sent along with the others of the moment."""
         if self.conn.is_cluster:
-            return int(await self.conn.call("finish", keys, args, f"{args[2]} {args[0]}"))
+            return int(await self._call("finish", keys, args, f"{args[2]} {args[0]}"))
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._pending.append(((keys, args), future))
         if self._flusher is None or self._flusher.done():
@@ -67,8 +72,14 @@ class Settler:
     async def _send(self, batch: list[Settle]) -> list[Any]:
         if len(batch) == 1:
             keys, args = batch[0]
-            return [await self.conn.call("finish", keys, args, f"{args[2]} {args[0]}")]
-        return list(await self.conn.call("finish_many", *_combine(batch), f"settle {len(batch)} jobs"))
+            return [await self._call("finish", keys, args, f"{args[2]} {args[0]}")]
+        return list(await self._call("finish_many", *_combine(batch), f"settle {len(batch)} jobs"))
+
+    async def _call(self, name: str, keys: list[str], args: list[Any], what: str) -> Any:
+        """The script through the retry policy; with ``wait_replicas``, until the replicas hold it."""
+        if self.conn.wait_replicas:
+            return await self.conn.run_replicated(name, keys, args, what)
+        return await self.conn.call(name, keys, args, what)
 
 
 def _combine(batch: list[Settle]) -> tuple[list[str], list[Any]]:
