@@ -1,18 +1,25 @@
 """Failover plumbing without a failover: the log line when no sentinel names a master, and
 the wait_replicas option (validated; on a lone master, whose WAIT no replica answers, the
-submit raises instead of returning)."""
+submit raises instead of returning; with a replica that stops answering, a worker's settle
+waits for it and a claim it has not confirmed is not run)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import signal
+from collections.abc import Iterator
 
 import bananas.plugins
 import pytest
+import redis
 from bananas.errors import BackendUnavailable, ConfigError
 from bananas.job import Job
 from bananas_redis.connection import describe, is_failover_reply
+from ha_servers import wait_until
 from redis.exceptions import ReadOnlyError, ResponseError
-from servers import free_port
+from servers import RedisServer, free_port
 
 pytestmark = [pytest.mark.anyio]
 
@@ -72,3 +79,73 @@ async def test_wait_replicas_unconfirmed_raises(redis_url: str, namespace: str) 
             backend.queue.enqueue_many_blocking([Job.create("t", {})])  # type: ignore[attr-defined]
     async with bananas.plugins.connect(redis_url, namespace=namespace, wait_replicas=0) as backend:
         await backend.queue.enqueue(Job.create("t", {}))  # 0: no WAIT at all
+
+
+@pytest.fixture
+def replicated() -> Iterator[tuple[RedisServer, RedisServer]]:
+    """A master and its synced replica (ours), the replica resumed if a test paused it."""
+    master = RedisServer()
+    replica = RedisServer(extra=["--replicaof", "127.0.0.1", str(master.port)])
+    try:
+        master.start()
+        replica.start()
+        with redis.Redis(port=replica.port, decode_responses=True) as r:
+            wait_until(lambda: r.info("replication")["master_link_status"] == "up", 20, "the replica to sync")
+        yield master, replica
+    finally:
+        _pause(replica, False)
+        replica.stop()
+        master.stop()
+
+
+def _pause(server: RedisServer, paused: bool) -> None:
+    """SIGSTOP / SIGCONT our own server: paused, it still receives the stream but acknowledges nothing."""
+    if server.proc is not None and server.proc.poll() is None:
+        os.kill(server.proc.pid, signal.SIGSTOP if paused else signal.SIGCONT)
+
+
+async def test_settle_returns_only_once_the_replica_has_it(
+    replicated: tuple[RedisServer, RedisServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    master, replica = replicated
+    url = f"{master.url}?wait_replicas=1&wait_timeout=0.1"
+    caplog.set_level(logging.WARNING, logger="bananas.redis")
+    async with bananas.plugins.connect(url, namespace="settle", retry_for=1) as backend:
+        queue = backend.queue
+        await queue.enqueue_many([Job.create("t", {}, job_id="a"), Job.create("t", {}, job_id="b")])
+        first, second = await queue.claim(["default"], limit=2)
+        _pause(replica, True)
+        with pytest.raises(BackendUnavailable, match="0 of 1 replicas"):
+            await queue.complete(first)  # written on the master, never confirmed: the worker must not move on
+        assert (await queue.get_job("a")).status.value == "completed"
+        done = asyncio.ensure_future(queue.complete(second))
+        await asyncio.sleep(0.5)
+        assert not done.done(), "the completion returned while the replica was paused"
+        _pause(replica, False)
+        assert (await done).status.value == "completed"  # retried until the replica confirmed it
+    with redis.Redis(port=replica.port) as r:
+        wait_until(lambda: r.get("settle:job:b"), 5, "the completion on the replica")
+        assert b'"completed"' in r.get("settle:job:b")
+    assert any("replicas confirmed it" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_claim_the_replica_did_not_confirm_is_not_run(
+    replicated: tuple[RedisServer, RedisServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    master, replica = replicated
+    url = f"{master.url}?wait_replicas=1&wait_timeout=0.1"
+    caplog.set_level(logging.WARNING, logger="bananas.redis")
+    async with bananas.plugins.connect(url, namespace="claim", retry_for=1) as backend:
+        queue = backend.queue
+        await queue.enqueue(Job.create("t", {}, job_id="a"))
+        _pause(replica, True)
+        try:
+            assert await queue.claim(["default"], lease=0.2) == []  # a failover could undo it: not run
+        finally:
+            _pause(replica, False)
+        assert (await queue.get_job("a")).status.value == "processing"  # left to its lease
+        assert any("claimed job(s) not run" in r.getMessage() for r in caplog.records)
+        await asyncio.sleep(0.3)
+        assert await queue.reap_expired() == 1
+        (job,) = await queue.claim(["default"])
+        assert job.id == "a"
