@@ -21,9 +21,10 @@ BROKEN_PLUGIN = '''
 
 import collections
 
+from bananas import policy
 from bananas.backends import memory
 from bananas.capabilities import Capability
-from bananas.job import JobPriority
+from bananas.job import JobPriority, JobStatus
 from bananas.plugins import BackendSpec, hookimpl
 
 
@@ -45,6 +46,21 @@ class LosesReapedJobs(memory.MemoryQueue):
             expired = [i for i, deadline in s.processing.items() if deadline <= now]
             for job_id in expired:
                 del s.processing[job_id]
+        return len(expired)
+
+
+class ReapsToDead(memory.MemoryQueue):
+    """reap_expired sends every job it takes back to the dead letter queue, retries left or not."""
+
+    async def reap_expired(self):
+        s = self._store
+        with s.lock:
+            now = self._now()
+            expired = [i for i, deadline in s.processing.items() if deadline <= now]
+            for job_id in expired:
+                s.unlink(job_id)
+                dead = policy.lease_expired(s.load(job_id), now).evolve(status=JobStatus.FAILED)
+                self._store_failed(dead, now)
         return len(expired)
 
 
@@ -103,6 +119,7 @@ VARIANTS = {
     "broken-priority": (PriorityBlindStore, memory.MemoryQueue, memory.CAPABILITIES),
     "broken-reap": (memory.MemoryStore, LosesReapedJobs, memory.CAPABILITIES),
     "broken-double": (memory.MemoryStore, DoubleClaims, memory.CAPABILITIES),
+    "broken-reap-rule": (memory.MemoryStore, ReapsToDead, memory.CAPABILITIES),
     "broken-retry": (memory.MemoryStore, RetriesEarly, memory.CAPABILITIES),
     "broken-retry-at": (memory.MemoryStore, IgnoresRetryAt, memory.CAPABILITIES),
     "broken-caps": (memory.MemoryStore, IgnoresNameFilter, NO_CRON_NO_FILTER),
@@ -147,6 +164,11 @@ class TestLosesReaped(BackendConformance):
     stateful_settings = NO_SHRINKING
 
 
+class TestReapsToDead(BackendConformance):
+    bananas_url = "broken-reap-rule://"
+    stateful_settings = NO_SHRINKING
+
+
 class TestDoubleClaims(BackendConformance):
     bananas_url = "broken-double://"
     stateful_settings = NO_SHRINKING
@@ -185,6 +207,7 @@ SELECTED = [
     "test_fail_none_is_dead_with_retries_left",
     "test_attempts_and_error_recorded_on_every_decision",
     "test_by_policy_is_the_core_rule",
+    "test_reaped_record_is_the_core_rule",
     "test_state_machine",
     "test_cron_fire_once_per_tick",
     "test_claim_job_names_filter",
@@ -197,7 +220,16 @@ SELECTED = [
 EXPECTED_FAILURES = {
     "TestCorrect": set(),
     "TestPriorityBlind": {"test_claim_strict_priority", "test_state_machine"},
-    "TestLosesReaped": {"test_lease_expired_job_is_claimed_again", "test_state_machine"},
+    "TestLosesReaped": {
+        "test_lease_expired_job_is_claimed_again",
+        "test_reaped_record_is_the_core_rule",
+        "test_state_machine",
+    },
+    "TestReapsToDead": {
+        "test_lease_expired_job_is_claimed_again",
+        "test_reaped_record_is_the_core_rule",
+        "test_state_machine",
+    },
     "TestDoubleClaims": {
         "test_no_double_claim",
         "test_no_double_claim_concurrent_claimers",
