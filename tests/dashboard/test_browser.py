@@ -16,6 +16,8 @@ import pytest
 from bananas import Job
 from e2e_helpers import wait_for
 
+pytestmark = pytest.mark.slow  # real worker, dashboard and browser processes: about 20 s in all
+
 XSS = "<script>window.__xss = 1</script><img src=x onerror=window.__xss=2>"
 # job name -> (routing key, priority, how many)
 SUBMITTED = {"resize": ("images", "high", 3), "thumbnail": ("images", "low", 2), "send": ("emails", "normal", 4)}
@@ -78,6 +80,7 @@ def test_dashboard_in_a_browser(store_url: str, processes: Any, page: Any, scree
         assert (high, normal, low) == (expected.get("high", 0), expected.get("normal", 0), expected.get("low", 0))
         assert total == sum(expected.values())
     assert page.locator("[data-stat=dead]").inner_text() == "1"
+    page.locator("svg.chart").wait_for()  # the live refresh samples the depths until the chart is drawn
     screenshots(page, "overview")
 
     # The overview's JSON twin says the same.

@@ -77,7 +77,12 @@ class Dashboard:
             lstrip_blocks=True,
         )
         self.templates.filters.update(
-            human_time=_human_time, capitalize_first=_capitalize_first, dict_total=_dict_total, spark=_spark, span=_span
+            human_time=_human_time,
+            capitalize_first=_capitalize_first,
+            dict_total=_dict_total,
+            spark=_spark,
+            spark_top=_spark_top,
+            span=_span,
         )
 
     # -- security ---------------------------------------------------------------------
@@ -143,9 +148,14 @@ def _span(seconds: int) -> str:
     return f"{seconds // 60} min" if seconds >= 60 else f"{seconds} s"
 
 
+def _spark_top(samples: Sequence[dict[str, Any]]) -> int:
+    """The largest value the overview's chart draws (its top edge)."""
+    return max((max(s["ready"], s["processing"], s["dead"]) for s in samples), default=0) or 1
+
+
 def _spark(samples: Sequence[dict[str, Any]], key: str) -> str:
-    """SVG polyline points (a 300 x 80 box) for ``key`` over ``samples``, scaled to the largest value drawn."""
-    top = max((max(s["ready"], s["processing"], s["dead"]) for s in samples), default=0) or 1
+    """SVG polyline points (a 300 x 80 box) for ``key`` over ``samples``, scaled to :func:`_spark_top`."""
+    top = _spark_top(samples)
     step = 300 / max(len(samples) - 1, 1)
     return " ".join(f"{i * step:.1f},{76 - 72 * s[key] / top:.1f}" for i, s in enumerate(samples))
 
