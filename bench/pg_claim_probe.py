@@ -59,8 +59,7 @@ def _fill(conn: psycopg.Connection, ready: int) -> None:
 
 
 def probe(conn: psycopg.Connection, ready: int) -> None:
-    from bananas_sql.pg_raw import pyformat
-    from bananas_sql.postgres import claim_sql
+    from bananas_sql.queries.postgres import claim_sql
 
     claim = claim_sql("bananas_jobs", 1, True, False)
     params = {"now": 1e10, "limit": 10, "lease_until": 1e10, "k0": "default"}
@@ -68,9 +67,9 @@ def probe(conn: psycopg.Connection, ready: int) -> None:
     medians = {}
     for mode, sql, args, plan_cache in (
         ("literal", CLAIM, None, "auto"),
-        ("prepared", pyformat(claim), params, "auto"),
-        ("custom", pyformat(claim), params, "force_custom_plan"),
-        ("generic", pyformat(claim), params, "force_generic_plan"),
+        ("prepared", claim, params, "auto"),
+        ("custom", claim, params, "force_custom_plan"),
+        ("generic", claim, params, "force_generic_plan"),
     ):
         _fill(conn, ready)  # each mode claims 2,000 of its own fresh jobs
         conn.execute(f"SET plan_cache_mode = {plan_cache}")

@@ -28,6 +28,7 @@ def _engine(url: str) -> sa.ext.asyncio.AsyncEngine:
 
 async def _move_scheduled_plan(conn: AsyncConnection, query: str) -> str:
     literal = query.replace(":now", "1e12").replace(":batch", "1000")
+    literal = literal.replace("%(now)s", "1e12").replace("%(batch)s", "1000")  # PostgreSQL's form
     if conn.dialect.name == "sqlite":
         rows = await conn.execute(sa.text("EXPLAIN QUERY PLAN " + literal))
         return "\n".join(str(row[3]) for row in rows)

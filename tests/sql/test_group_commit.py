@@ -68,7 +68,8 @@ async def test_a_failing_batch_is_retried_one_write_at_a_time() -> None:
 
 
 def test_plan_combines_each_kind_and_leaves_repeats_alone() -> None:
-    from bananas_sql.pg_batch import combined_sql, plan
+    from bananas_sql.pg.batch import plan
+    from bananas_sql.queries.postgres import combined_sql
 
     combined = combined_sql({"jobs": "j", "results": "r"})
     single = {"complete": "ONE-COMPLETE", "store_result": "ONE-STORE", "bury": "ONE-BURY"}

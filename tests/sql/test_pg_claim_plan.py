@@ -9,8 +9,7 @@ import psycopg
 import pytest
 from bananas.job import Job
 from bananas.plugins import connect
-from bananas_sql.pg_raw import pyformat
-from bananas_sql.postgres import claim_sql
+from bananas_sql.queries.postgres import claim_sql
 
 import bananas_sql
 
@@ -29,16 +28,16 @@ async def test_generic_claim_plan_never_scans_the_table(
         params = {"now": 1e12, "limit": 10, "lease_until": 1.0, "lease_token": "t", "k0": "default", "k1": "gpu",
                   "prios": [0, 1], "names": ["x"]}  # fmt: skip
         text = claim_sql(table, n_keys, all_priorities, by_name)
-        names = [n for n in params if f":{n}" in text]
+        names = [n for n in params if f"%({n})s" in text]
         numbered = text
         for i, name in sorted(enumerate(names, 1), key=lambda p: -len(p[1])):
-            numbered = numbered.replace(f":{name}", f"${i}")
+            numbered = numbered.replace(f"%({name})s", f"${i}")
         values = ", ".join(["%s"] * len(names))
         with psycopg.connect(postgres_url, autocommit=True) as conn:
             conn.execute(f"ANALYZE {table}")
             conn.execute("SET plan_cache_mode = force_generic_plan")
             for _ in range(3):
-                assert len(conn.execute(pyformat(text), params).fetchall()) == 10
+                assert len(conn.execute(text, params).fetchall()) == 10
             conn.execute("PREPARE generic_claim AS " + numbered)
             explain = f"EXPLAIN (ANALYZE) EXECUTE generic_claim({values})"
             rows = psycopg.ClientCursor(conn).execute(explain, [params[n] for n in names])  # values inlined

@@ -8,12 +8,14 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 from bananas.backend import Backend
 from bananas.errors import DuplicateJob
 from bananas.job import Job, JobResult, JobStatus
 from bananas.plugins import connect
+from bananas_sql.queries.postgres import claim_sql
 from bananas_sql.urls import postgres_sqlalchemy_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import Session
@@ -105,7 +107,7 @@ async def test_result_wait_is_pushed(pg: Backend, postgres_url: str, namespace: 
 
 
 async def test_claim_uses_partial_index_with_large_history(
-    pg: Backend, async_engine: AsyncEngine, namespace: str
+    pg: Backend, async_engine: AsyncEngine, namespace: str, postgres_url: str
 ) -> None:
     jobs = f"{namespace}_jobs"
     finished = json.dumps(Job.create("old").to_dict())
@@ -122,16 +124,16 @@ async def test_claim_uses_partial_index_with_large_history(
     await pg.queue.enqueue_many([Job.create(f"new{i}") for i in range(5)])
     db = pg.queue.db  # type: ignore[attr-defined]
     for keys in (["default"], ["other", "default"]):
-        query = db._claim_query(len(keys), True, False)
+        query = claim_sql(db.names.jobs, len(keys), True, False)
         params: dict[str, object] = {"now": 0.0, "lease_until": 60.0, "limit": 3, "lease_token": "t"}
         params.update({f"k{i}": key for i, key in enumerate(keys)})
-        async with async_engine.begin() as conn:
-            plan = "\n".join(r[0] for r in await conn.execute(sa.text("EXPLAIN " + query.text), params))
+        async with await psycopg.AsyncConnection.connect(postgres_url) as conn:
+            plan = "\n".join(r[0] for r in await (await conn.execute("EXPLAIN " + query, params)).fetchall())
             await conn.rollback()
         assert f"{namespace}_jobs_claim" in plan, plan
         assert "Seq Scan" not in plan, plan
     async with async_engine.begin() as conn:
-        plan = "\n".join(r[0] for r in await conn.execute(sa.text("EXPLAIN " + db.q["depths"].text)))
+        plan = "\n".join(r[0] for r in await conn.execute(sa.text("EXPLAIN " + db.q["depths"])))
     assert "Seq Scan" not in plan, plan  # queue depths do not read the finished history either
     claimed = await pg.queue.claim(["default"], limit=3)
     assert [j.name for j in claimed] == ["new0", "new1", "new2"]
@@ -175,7 +177,7 @@ async def test_one_listener_serves_work_and_results_in_either_order(
 async def test_a_busy_worker_stops_listening_and_listens_again_when_dry(
     pg: Backend, postgres_url: str, namespace: str
 ) -> None:
-    from bananas_sql.postgres import BUSY_CLAIMS
+    from bananas_sql.pg.database import BUSY_CLAIMS
 
     db: Any = pg.queue.db  # type: ignore[attr-defined]
     work = db.listener.work_channel

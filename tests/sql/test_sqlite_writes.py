@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from bananas.errors import BackendUnavailable, ConfigError
 from bananas.plugins import connect
-from bananas_sql.sqlite_raw import RawSqlite, in_shared_transaction, open_connection
+from bananas_sql.sqlite.connection import RawSqlite, in_shared_transaction, open_connection
 
 pytestmark = pytest.mark.anyio
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from bananas_sql.migrate import upgrade
-    from bananas_sql.postgres import enqueue_in_transaction, enqueue_in_transaction_async
+    from bananas_sql.pg.transactional import enqueue_in_transaction, enqueue_in_transaction_async
 
 __all__ = ["enqueue_in_transaction", "enqueue_in_transaction_async", "upgrade"]
 
@@ -24,7 +24,7 @@ def __getattr__(name: str) -> Any:
 
         return migrate.upgrade
     if name in ("enqueue_in_transaction", "enqueue_in_transaction_async"):
-        from bananas_sql import postgres
+        from bananas_sql.pg import transactional
 
-        return getattr(postgres, name)
+        return getattr(transactional, name)
     raise AttributeError(f"module 'bananas_sql' has no attribute {name!r}")

@@ -28,7 +28,7 @@ CHAINS: Mapping[str, tuple[str, ...]] = {
 }
 """Writes made of several named statements, run in order in the write's transaction: each
 runs only if the one before it touched a row; the write's outcome is the first one's.
-(PostgreSQL runs each as one statement instead, see :mod:`bananas_sql.pg_batch`.)"""
+(PostgreSQL runs each as one statement instead, see :mod:`bananas_sql.queries.postgres`.)"""
 
 
 def statements(name: str) -> tuple[str, ...]:

@@ -1,21 +1,31 @@
 """Create or upgrade the schema: ``bananas db upgrade --url ...`` and :func:`upgrade`.
 
+The schema has a version (:data:`~bananas_sql.tables.SCHEMA_VERSION`), kept in the
+``schema_version`` table. A new database is created at the current version in one go; an
+older one is brought up by :data:`STEPS`, each numbered step applied in order in the same
+transaction, and the version written once at the end. A step is any code (a change that is
+not purely additive can be written: copy, rewrite, drop). To change the schema, bump
+``SCHEMA_VERSION``, change :func:`~bananas_sql.tables.metadata` (what a new database gets)
+and append the step that brings a database of the previous version to the same place.
+
 Idempotent and safe to run from several processes at once (PostgreSQL serialises it with
 an advisory lock, SQLite with ``BEGIN IMMEDIATE``). Never run implicitly by a backend.
+SQLAlchemy is used here (and for the table definitions) only.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import attrs
 import sqlalchemy as sa
 from bananas.backend import BackendOptions
 from bananas.errors import SchemaError
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from bananas_sql.database import Database
 from bananas_sql.tables import SCHEMA_VERSION, Names, metadata
+from bananas_sql.urls import postgres_sqlalchemy_url, sqlite_sqlalchemy_url
 
 HANDOFF_DATA_MAX = 7000
 """Largest job (bytes of wire JSON) sent whole with its hand-off; NOTIFY payloads stop at
@@ -125,88 +135,126 @@ END $$""",
 )
 
 
-def _database(url: str, options: BackendOptions) -> Database:
-    scheme = url.split("://", 1)[0].lower()
-    if scheme == "sqlite":
-        from bananas_sql.sqlite import SqliteDatabase
+@attrs.frozen
+class Step:
+    """What brings a database from ``version - 1`` to ``version``: ``apply(connection, names,
+    dialect)`` inside the upgrade's transaction."""
 
-        return SqliteDatabase(url, options)
-    from bananas_sql.postgres import PostgresDatabase
-
-    return PostgresDatabase(url, options)
-
-
-async def _current_version(conn: AsyncConnection, names: Names) -> int | None:
-    def has_table(sync_conn: sa.Connection) -> bool:
-        return sa.inspect(sync_conn).has_table(names.prefix + "schema_version", schema=names.schema)
-
-    if not await conn.run_sync(has_table):
-        return None
-    return (await conn.execute(sa.text(f"SELECT version FROM {names.version} WHERE id = 1"))).scalar()
+    version: int
+    description: str
+    apply: Callable[[sa.Connection, Names, str], None]
 
 
-def _add_lease_token(sync_conn: sa.Connection, names: Names) -> None:
-    """Version 4: ``jobs.lease_token``, the claim that holds a processing row (every settle is
-    fenced with it). Rows claimed before the upgrade have none (NULL): they are reaped as usual
-    when their lease runs out, and no settle of a fenced worker matches them."""
-    columns = {c["name"] for c in sa.inspect(sync_conn).get_columns(names.prefix + "jobs", schema=names.schema)}
+def _create_index(name: str) -> Callable[[sa.Connection, Names, str], None]:
+    def apply(conn: sa.Connection, names: Names, dialect: str) -> None:
+        md = metadata(names, dialect)
+        for table in md.sorted_tables:
+            for index in table.indexes:
+                if index.name == names.prefix + name:
+                    index.create(conn, checkfirst=True)
+
+    return apply
+
+
+def _handoff(conn: sa.Connection, names: Names, dialect: str) -> None:
+    """PostgreSQL: the waiters table, and the triggers that hand new jobs to idle workers."""
+    if dialect == "postgresql":
+        for ddl in _PG_TRIGGERS:
+            conn.execute(sa.text(ddl.format(**names.as_mapping(), handoff_data_max=HANDOFF_DATA_MAX)))
+
+
+def _lease_token(conn: sa.Connection, names: Names, dialect: str) -> None:
+    """``jobs.lease_token``, the claim that holds a processing row (every settle is fenced
+    with it). Rows claimed before the upgrade have none (NULL): they are reaped as usual
+    when their lease runs out, and no settle of a fenced worker matches them. On PostgreSQL
+    also the waiters' ``fenced`` flag and the triggers that hand over lease tokens."""
+    columns = {c["name"] for c in sa.inspect(conn).get_columns(names.prefix + "jobs", schema=names.schema)}
     if "lease_token" not in columns:
-        sync_conn.execute(sa.text(f"ALTER TABLE {names.jobs} ADD COLUMN lease_token VARCHAR(64)"))
+        conn.execute(sa.text(f"ALTER TABLE {names.jobs} ADD COLUMN lease_token VARCHAR(64)"))
+    _handoff(conn, names, dialect)
 
 
-def _create_missing_indexes(sync_conn: sa.Connection, md: sa.MetaData) -> None:
-    for table in md.sorted_tables:
-        for index in table.indexes:
-            index.create(sync_conn, checkfirst=True)
+STEPS: tuple[Step, ...] = (
+    Step(2, "the index jobs_due (scheduled jobs by due time)", _create_index("jobs_due")),
+    Step(3, "the waiters table and the hand-off to idle workers (PostgreSQL)", _handoff),
+    Step(4, "the column jobs.lease_token (fenced settles)", _lease_token),
+)
+"""The steps from version 1 (the first schema) to :data:`~bananas_sql.tables.SCHEMA_VERSION`."""
 
 
-async def _upgrade(conn: AsyncConnection, db: Database) -> None:
-    names = db.names
-    if db.dialect == "postgresql":
+def _engine(url: str) -> AsyncEngine:
+    if url.split("://", 1)[0].lower() != "sqlite":
+        return create_async_engine(postgres_sqlalchemy_url(url), poolclass=sa.NullPool)
+    engine = create_async_engine(sqlite_sqlalchemy_url(url), connect_args={"timeout": 30.0}, poolclass=sa.NullPool)
+
+    @sa.event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+
+    @sa.event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: sa.Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")  # one upgrade at a time
+
+    return engine
+
+
+def _current_version(conn: sa.Connection, names: Names) -> int | None:
+    if not sa.inspect(conn).has_table(names.prefix + "schema_version", schema=names.schema):
+        return None
+    return conn.execute(sa.text(f"SELECT version FROM {names.version} WHERE id = 1")).scalar()
+
+
+def _upgrade(conn: sa.Connection, names: Names) -> str:
+    """Bring the schema of ``names`` to :data:`SCHEMA_VERSION`; what was done, in one line."""
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
         if names.schema:
-            await conn.execute(sa.text(f"CREATE SCHEMA IF NOT EXISTS {names.schema}"))
-        await conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": names.jobs})
-    version = await _current_version(conn, names)
-    if version is not None and version > SCHEMA_VERSION:
+            conn.execute(sa.text(f"CREATE SCHEMA IF NOT EXISTS {names.schema}"))
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": names.jobs})
+    version = _current_version(conn, names)
+    md = metadata(names, dialect)
+    table = md.tables[(names.schema + "." if names.schema else "") + names.prefix + "schema_version"]
+    if version is None:
+        md.create_all(conn)
+        _handoff(conn, names, dialect)
+        conn.execute(table.insert().values(id=1, version=SCHEMA_VERSION))
+        return f"created at version {SCHEMA_VERSION}"
+    if version > SCHEMA_VERSION:
         raise SchemaError(
             f"the schema is at version {version}, newer than this bananas-sql ({SCHEMA_VERSION}); "
             "upgrade the bananas-sql package instead"
         )
-    # Version 1 is the whole schema. Version 2 adds the index jobs_due; version 3 the
-    # PostgreSQL waiters table and the hand-off in notify_work; version 4 the column
-    # jobs.lease_token (and lease tokens in the hand-off). create_all makes missing tables
-    # with their indexes; a column or index added to an existing table since is made here.
-    md = metadata(names, db.dialect)
-    await conn.run_sync(md.create_all)
-    if version is not None and version < 4:
-        await conn.run_sync(_add_lease_token, names)
-    await conn.run_sync(_create_missing_indexes, md)
-    if db.dialect == "postgresql":
-        for ddl in _PG_TRIGGERS:
-            await conn.execute(sa.text(ddl.format(**names.as_mapping(), handoff_data_max=HANDOFF_DATA_MAX)))
-    table = md.tables[(names.schema + "." if names.schema else "") + names.prefix + "schema_version"]
-    if version is None:
-        await conn.execute(table.insert().values(id=1, version=SCHEMA_VERSION))
-    else:
-        await conn.execute(table.update().where(table.c.id == 1).values(version=SCHEMA_VERSION))
+    if version == SCHEMA_VERSION:
+        return f"already at version {SCHEMA_VERSION}"
+    done = []
+    for step in STEPS:
+        if step.version > version:
+            step.apply(conn, names, dialect)
+            done.append(f"applied {step.version - 1} -> {step.version}: {step.description}")
+    conn.execute(table.update().where(table.c.id == 1).values(version=SCHEMA_VERSION))
+    return "; ".join(done)
 
 
-async def upgrade_with_options(url: str, options: BackendOptions) -> None:
-    """Create or upgrade the schema of ``url`` for the namespace in ``options.extra``."""
-    db = _database(url, options)
+async def upgrade_with_options(url: str, options: BackendOptions) -> str:
+    """Create or upgrade the schema of ``url`` for the namespace in ``options.extra``; what was
+    done, in one line (``created at version 4``, ``applied 3 -> 4: ...``,
+    ``already at version 4``)."""
+    names = Names.from_extra(options.extra)
+    engine = _engine(url)
     try:
-        async with db.engine.begin() as conn:
-            await _upgrade(conn, db)
+        async with engine.begin() as conn:
+            return await conn.run_sync(_upgrade, names)
     finally:
-        await db.close()
+        await engine.dispose()
 
 
-async def upgrade(url: str, **options: Any) -> None:
+async def upgrade(url: str, **options: Any) -> str:
     """Create or upgrade the Bananas tables at ``url``; keyword arguments as for :func:`bananas.connect`
-    (``namespace=``, ``table_prefix=``, ``schema=``). Idempotent."""
+    (``namespace=``, ``table_prefix=``, ``schema=``). Idempotent. Returns what was done, in one line."""
     from urllib.parse import parse_qsl, urlsplit
 
     known = {f.name for f in attrs.fields(BackendOptions)} - {"extra"}
     extra: dict[str, Any] = dict(parse_qsl(urlsplit(url).query))
     extra.update({k: v for k, v in options.items() if k not in known})
-    await upgrade_with_options(url, BackendOptions(**{k: v for k, v in options.items() if k in known}, extra=extra))
+    backend_options = BackendOptions(**{k: v for k, v in options.items() if k in known}, extra=extra)
+    return await upgrade_with_options(url, backend_options)

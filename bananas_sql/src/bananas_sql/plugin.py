@@ -62,22 +62,22 @@ def with_connect_timeout(url: str, options: BackendOptions) -> tuple[str, Backen
 
 
 def _postgres(url: str, options: BackendOptions) -> Backend:
-    from bananas_sql.postgres import connect_postgres
+    from bananas_sql.pg import connect_postgres
 
     url, options = with_connect_timeout(url, options)
-    return connect_postgres(url, options)
+    return connect_postgres(url, options, POSTGRES_CAPABILITIES)
 
 
 def _sqlite(url: str, options: BackendOptions) -> Backend:
     from bananas_sql.sqlite import connect_sqlite
 
-    return connect_sqlite(url, options)
+    return connect_sqlite(url, options, SQLITE_CAPABILITIES)
 
 
-async def _migrate(url: str, options: BackendOptions) -> None:
+async def _migrate(url: str, options: BackendOptions) -> str:
     from bananas_sql.migrate import upgrade_with_options
 
-    await upgrade_with_options(url, options)
+    return await upgrade_with_options(url, options)
 
 
 @hookimpl

@@ -7,14 +7,12 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-import sqlalchemy as sa
 from bananas.backend import Backend, BackendOptions
 from bananas.capabilities import Capability
 from bananas.errors import DuplicateJob, JobDecodeError, Timeout
 from bananas.job import Job, JobResult, dumps, loads
 from bananas.protocols import ScheduleState, WorkerInfo
 from bananas.timefmt import from_timestamp
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bananas_sql.database import Database
 from bananas_sql.queue import SqlQueue, job_params
@@ -32,7 +30,7 @@ class SqlResults:
     async def get(self, job_id: str) -> JobResult | None:
         now = self.db.clock()
 
-        async def work(conn: AsyncConnection) -> str | None:
+        async def work(conn: Any) -> str | None:
             return (await conn.execute(self.db.q["get_result"], {"id": job_id, "now": now})).scalar()
 
         data = await self.db.run(work, readonly=True)
@@ -57,7 +55,7 @@ class SqlResults:
         raise Timeout(f"no result for job {job_id!r} within {timeout:g}s")
 
     async def delete(self, job_id: str) -> None:
-        async def work(conn: AsyncConnection) -> None:
+        async def work(conn: Any) -> None:
             await conn.execute(self.db.q["delete_result"], {"id": job_id})
 
         await self.db.run(work, single=True)
@@ -74,11 +72,10 @@ def _dt(value: float | None) -> datetime | None:
     return None if value is None else from_timestamp(value)
 
 
-def _state(row: sa.Row[Any]) -> ScheduleState:
-    schedule_id, last_run, next_run, last_success, last_error, run_count = tuple(row)
+def _state(row: Any) -> ScheduleState:
     return ScheduleState(
-        schedule_id=schedule_id, last_run=_dt(last_run), next_run=_dt(next_run),
-        last_success=_dt(last_success), last_error=last_error or "", run_count=int(run_count),
+        schedule_id=row.schedule_id, last_run=_dt(row.last_run), next_run=_dt(row.next_run),
+        last_success=_dt(row.last_success), last_error=row.last_error or "", run_count=int(row.run_count),
     )  # fmt: skip
 
 
@@ -93,7 +90,7 @@ class SqlScheduler:
         params = job_params(job, self.db.clock())
         cas = {"id": schedule_id, "tick": tick.timestamp(), "next_run": next_run.timestamp()}
 
-        async def work(conn: AsyncConnection) -> bool:
+        async def work(conn: Any) -> bool:
             if (await conn.execute(self.db.q["fire"], cas)).first() is None:
                 return False
             if (await conn.execute(self.db.q["enqueue"], params)).first() is None:
@@ -127,20 +124,20 @@ class SqlScheduler:
             f"ON CONFLICT (schedule_id) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in values)}"
         )
 
-        async def work(conn: AsyncConnection) -> None:
-            await conn.execute(sa.text(sql), {"id": schedule_id, **values})
+        async def work(conn: Any) -> None:
+            await conn.execute(self.db.statement(sql), {"id": schedule_id, **values})
 
         await self.db.run(work, single=True)
 
     async def state(self, schedule_id: str) -> ScheduleState | None:
-        async def work(conn: AsyncConnection) -> ScheduleState | None:
+        async def work(conn: Any) -> ScheduleState | None:
             row = (await conn.execute(self.db.q["schedule_state"], {"id": schedule_id})).first()
             return None if row is None else _state(row)
 
         return await self.db.run(work, readonly=True)
 
     async def states(self) -> list[ScheduleState]:
-        async def work(conn: AsyncConnection) -> list[ScheduleState]:
+        async def work(conn: Any) -> list[ScheduleState]:
             return [_state(row) for row in await conn.execute(self.db.q["schedule_states"])]
 
         return await self.db.run(work, readonly=True)
@@ -159,13 +156,13 @@ class SqlWorkers:
         now = self.db.clock()
         data = dumps(WorkerInfo.from_dict({**info.to_dict(), "last_heartbeat": now}).to_dict())
 
-        async def work(conn: AsyncConnection) -> None:
+        async def work(conn: Any) -> None:
             await conn.execute(self.db.q["heartbeat"], {"id": info.id, "data": data, "expires_at": now + ttl})
 
         await self.db.run(work, single=True)
 
     async def deregister(self, worker_id: str) -> None:
-        async def work(conn: AsyncConnection) -> None:
+        async def work(conn: Any) -> None:
             await conn.execute(self.db.q["deregister"], {"id": worker_id})
 
         await self.db.run(work, single=True)
@@ -173,8 +170,8 @@ class SqlWorkers:
     async def workers(self) -> list[WorkerInfo]:
         now = self.db.clock()
 
-        async def work(conn: AsyncConnection) -> Sequence[str]:
-            return [r[0] for r in await conn.execute(self.db.q["workers"], {"now": now})]
+        async def work(conn: Any) -> Sequence[str]:
+            return [r.data for r in await conn.execute(self.db.q["workers"], {"now": now})]
 
         return [WorkerInfo.from_dict(json.loads(data)) for data in await self.db.run(work, readonly=True)]
 

@@ -1,5 +1,7 @@
-"""SQLite: one file, no server. WAL mode, a busy timeout, ``BEGIN IMMEDIATE`` writes, and short
-polling for wake-ups; several worker processes can share the file."""
+"""The SQLite :class:`~bananas_sql.database.Database`: one file, no server. WAL mode, a busy
+timeout, ``BEGIN IMMEDIATE`` writes, and short polling for wake-ups; several worker processes
+can share the file. Claims, outcomes and submissions run on the ``sqlite3`` connection of
+:mod:`~bananas_sql.sqlite.connection`; the rest (reads, the reaper, admin) on SQLAlchemy."""
 
 from __future__ import annotations
 
@@ -8,33 +10,29 @@ import logging
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from bananas.backend import Backend, BackendOptions, redact_url
-from bananas.errors import ConfigError
+from bananas.backend import BackendOptions, redact_url
+from bananas.errors import BackendUnavailable, ConfigError
 from bananas.job import ALL_PRIORITIES, JobPriority
 from sqlalchemy import event
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from bananas_sql.batch import Write, statements
-from bananas_sql.database import Database
-from bananas_sql.plugin import SQLITE_CAPABILITIES
-from bananas_sql.results import sql_backend
-from bananas_sql.sqlite_raw import RawSqlite
+from bananas_sql.database import ClaimedRow, Database, OutageLog, one_line, stored_as_given
+from bananas_sql.queries import compile_all, fill
+from bananas_sql.queries.sqlite import FRAGMENTS, any_ready_sql, claim_sql
+from bananas_sql.sqlite.connection import RawSqlite
 from bananas_sql.urls import number, sqlite_path, sqlite_sqlalchemy_url
+
+T = TypeVar("T")
 
 log = logging.getLogger("bananas.sql")
 
 READONLY = "bananas_readonly"
 """Execution option: begin a plain (deferred) transaction instead of ``BEGIN IMMEDIATE``."""
-
-FRAGMENTS: Mapping[str, str] = {
-    # SQLite has no sequences; writers are serialised, so MAX/MIN(position) are safe.
-    "next_pos": "(SELECT COALESCE(MAX(position), 0) + 1 FROM {jobs})",
-    "front_pos": "(SELECT COALESCE(MIN(position), 0) - 1 FROM {jobs})",
-    "lock": "",
-}
 
 DEFAULT_WRITE_GAP = 0.002
 """Seconds a claim or an outcome may wait after a recent write transaction (``write_gap``)."""
@@ -47,7 +45,6 @@ class SqliteDatabase(Database):
     """SQLite flavour of :class:`Database`."""
 
     dialect = "sqlite"
-    fragments = FRAGMENTS
 
     def __init__(self, url: str, options: BackendOptions) -> None:
         extra = options.extra
@@ -69,34 +66,90 @@ class SqliteDatabase(Database):
             # IMMEDIATE takes the write lock up front: no deadlock upgrading a read lock later.
             conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READONLY) else "BEGIN IMMEDIATE")
 
-        super().__init__(url, engine, options)
+        super().__init__(url, options)
+        self.engine = engine
+        names = self.names.as_mapping()
+        self.q = compile_all(names, FRAGMENTS)
+        self.sql = fill(names, FRAGMENTS)
+        self._outage = OutageLog(f"sqlite database at {redact_url(url)}")
         self.poll_interval = number(extra, "poll_interval", 0.05)
         self.raw = RawSqlite(sqlite_path(url), busy_ms, redact_url(url), write_gap=_write_gap(extra))
         self._claims: dict[tuple[int, tuple[int, ...] | None, int], str] = {}
         self._any_ready: dict[int, str] = {}
 
+    async def run(self, work: Callable[[Any], Awaitable[T]], *, readonly: bool = False, single: bool = False) -> T:
+        deadline = time.monotonic() + self.retry_seconds
+        delay = 0.05
+        while True:
+            try:
+                if not self._schema_ok:
+                    await self._check_schema()
+                async with self.engine.connect() as conn:
+                    if readonly:
+                        await conn.execution_options(**{READONLY: True})
+                    async with conn.begin():
+                        result = await work(conn)
+                self._outage.recovered()
+                return result
+            except (OperationalError, InterfaceError, OSError) as exc:
+                if self._closed or time.monotonic() + delay > deadline:
+                    raise self._unavailable(exc) from exc
+                self._outage.failing(_cause(exc), self.retry_seconds)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    def _unavailable(self, exc: BaseException) -> BackendUnavailable:
+        where = redact_url(self.url)
+        return BackendUnavailable(f"sqlite database at {where} is unavailable: {one_line(_cause(exc))}")
+
+    def statement(self, sql: str) -> sa.TextClause:
+        return sa.text(sql)
+
+    async def _check_schema(self) -> None:
+        async with self.engine.connect() as conn:
+            try:
+                version = (await conn.execute(self.q["schema_version"])).scalar()
+            except (OperationalError, InterfaceError) as exc:
+                if "no such table" not in str(exc.orig):
+                    raise
+                version = None
+            await conn.rollback()
+        self.schema_checked(version)
+
+    async def insert_many(self, rows: Sequence[Mapping[str, Any]], now: float) -> bool:
+        ids = [r["id"] for r in rows]
+        attempts = 0
+
+        async def work(conn: AsyncConnection) -> None:
+            nonlocal attempts
+            attempts += 1
+            await conn.execute(self.q["delete_expired_ids"], {"ids": ids, "now": now})
+            await conn.execute(self.q["insert"], rows)  # an IntegrityError rolls the whole unit back
+
+        async def check(conn: AsyncConnection) -> bool:
+            return stored_as_given((await conn.execute(self.q["stored_data"], {"ids": ids})).all(), rows)
+
+        try:
+            await self.run(work)
+        except sa.exc.IntegrityError:
+            return attempts > 1 and await self.run(check, readonly=True)
+        return True
+
+    async def renew_leases(self, held: Sequence[tuple[str, str]], until: float) -> set[str]:
+        async def work(conn: AsyncConnection) -> set[str]:
+            renewed = set()
+            for job_id, token in held:
+                if (await conn.execute(self.q["renew"], {"id": job_id, "token": token, "until": until})).first():
+                    renewed.add(job_id)
+            return renewed
+
+        return await self.run(work)
+
     def _claim_sql(self, n_keys: int, ranks: tuple[int, ...] | None, n_names: int) -> str:
         shape = (n_keys, ranks, n_names)
         query = self._claims.get(shape)
         if query is None:
-            prio = f"AND priority IN ({', '.join(str(r) for r in ranks)})" if ranks is not None else ""
-            names = f"AND name IN ({', '.join(f':n{i}' for i in range(n_names))})" if n_names else ""
-            jobs = self.names.jobs
-            # One arm per routing key, each walking the claim index in (priority, position)
-            # order and stopping at the limit: no sort of the whole backlog. Key rank first.
-            arms = " UNION ALL ".join(
-                f"SELECT * FROM (SELECT seq, {i} AS key_rank, priority, position FROM {jobs} "
-                f"WHERE state IN ('ready', 'scheduled') AND routing_key = :k{i} AND run_at <= :now "
-                f"{prio} {names} ORDER BY priority, position LIMIT :limit)"
-                for i in range(n_keys)
-            )
-            rank = "CASE routing_key " + " ".join(f"WHEN :k{i} THEN {i}" for i in range(n_keys)) + " END"
-            query = self._claims[shape] = (
-                f"UPDATE {jobs} SET state = 'processing', lease_until = :lease_until, lease_token = :token "
-                f"WHERE seq IN ("
-                f"SELECT seq FROM ({arms}) ORDER BY key_rank, priority, position LIMIT :limit) "
-                f"RETURNING seq, data, id, {rank} AS key_rank, priority, position"
-            )
+            query = self._claims[shape] = claim_sql(self.names.jobs, n_keys, ranks, n_names)
         return query
 
     async def claim(
@@ -109,7 +162,7 @@ class SqliteDatabase(Database):
         job_names: Sequence[str] | None,
         now: float,
         token: str,
-    ) -> list[tuple[int, str, str]]:
+    ) -> list[ClaimedRow]:
         await self._ensure_schema()
         ranks = None if set(priorities) == set(ALL_PRIORITIES) else tuple(sorted({p.rank for p in priorities}))
         names = list(job_names or ())
@@ -125,8 +178,8 @@ class SqliteDatabase(Database):
         rows = await self.raw.transaction(work, defer=True)
         if len(rows) > limit:  # never expected; a claim must not take more than asked
             raise RuntimeError(f"claimed {len(rows)} rows for a limit of {limit}")
-        rows.sort(key=lambda r: (r[3], r[4], r[5]))
-        return [(seq, data, job_id) for seq, data, job_id, *_ in rows]
+        rows.sort(key=lambda r: (r[3], r[4], r[5]))  # key rank, priority, position
+        return [ClaimedRow(seq, data, job_id) for seq, data, job_id, *_ in rows]
 
     async def enqueue_one(self, params: Mapping[str, Any]) -> bool:
         await self._ensure_schema()
@@ -192,8 +245,7 @@ class SqliteDatabase(Database):
             return
         query = self._any_ready.get(len(keys))
         if query is None:
-            marks = ", ".join(f":k{i}" for i in range(len(keys)))
-            query = self._any_ready[len(keys)] = self.sql["any_ready"].replace(":keys", f"({marks})")
+            query = self._any_ready[len(keys)] = any_ready_sql(self.sql["any_ready"], len(keys))
         await self._ensure_schema()
 
         async def any_ready() -> bool:
@@ -206,8 +258,10 @@ class SqliteDatabase(Database):
         return await self._poll(timeout, check)
 
     async def close(self) -> None:
-        await self.raw.close()
-        await super().close()
+        if not self._closed:
+            self._closed = True
+            await self.raw.close()
+            await self.engine.dispose()
 
 
 def _write_gap(extra: Mapping[str, Any]) -> float:
@@ -221,6 +275,5 @@ def _write_gap(extra: Mapping[str, Any]) -> float:
     return gap
 
 
-def connect_sqlite(url: str, options: BackendOptions) -> Backend:
-    """The SQLite backend for ``url`` (the file is opened on first use)."""
-    return sql_backend("sqlite", SqliteDatabase(url, options), url, options, SQLITE_CAPABILITIES)
+def _cause(exc: BaseException) -> BaseException:
+    return exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc

@@ -1,4 +1,7 @@
-"""Every SQL statement of the backend, by name.
+"""Every SQL statement of the backend, by name: the statements both dialects run are here;
+:mod:`~bananas_sql.queries.postgres` and :mod:`~bananas_sql.queries.sqlite` hold each
+dialect's own (claims, the hand-off, writes over arrays) and its fragments. The schema's DDL
+is in :mod:`bananas_sql.tables` and :mod:`bananas_sql.migrate`.
 
 Templates use ``{jobs}``-style table names (see :meth:`Names.as_mapping
 <bananas_sql.tables.Names.as_mapping>`) and two dialect fragments: ``{next_pos}`` (a
@@ -9,10 +12,12 @@ read from the backend's clock. Lists bind as expanding ``IN :ids`` parameters.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
+if TYPE_CHECKING:
+    import sqlalchemy as sa
 
 EXPANDING = frozenset({"ids", "keys", "prios", "names"})
 
@@ -151,29 +156,41 @@ TEMPLATES: Mapping[str, str] = {
 }
 
 
-def render(template: str, names: Mapping[str, str]) -> sa.TextClause:
-    """A :class:`~sqlalchemy.sql.expression.TextClause` for ``template`` with names filled in."""
-    clause = sa.text(template.format(**names))
-    expanding: list[sa.BindParameter[Any]] = [sa.bindparam(p, expanding=True) for p in EXPANDING if f":{p}" in template]
-    return clause.bindparams(*expanding) if expanding else clause
-
-
-def _values(names: Mapping[str, str], fragments: Mapping[str, str]) -> dict[str, str]:
+def fill(names: Mapping[str, str], fragments: Mapping[str, str]) -> dict[str, str]:
+    """Every named statement as SQL text for one namespace and dialect, with ``:name`` parameters
+    (SQLite's own style; expanding list parameters are left as ``IN :ids``)."""
     values = dict(names)
     values.update({k: v.format(**names) for k, v in fragments.items()})
-    return values
+    return {name: template.format(**values) for name, template in TEMPLATES.items()}
+
+
+_PARAM = re.compile(r"(?<![:\w]):(\w+)")
+_EXPANDING = re.compile(r"\bIN :(" + "|".join(sorted(EXPANDING)) + r")\b")
+
+
+def pyformat(sql: str) -> str:
+    """``:name`` parameters as psycopg's ``%(name)s``; an expanding ``IN :ids`` becomes
+    ``= ANY(CAST(%(ids)s AS text[]))`` (the list is sent as one array; every list parameter
+    of the shared statements is one of ids or routing keys)."""
+    sql = _EXPANDING.sub(r"= ANY(CAST(:\1 AS text[]))", sql.replace("%", "%%"))
+    return _PARAM.sub(r"%(\1)s", sql)
+
+
+def pyformat_all(statements: Mapping[str, str]) -> dict[str, str]:
+    """:func:`pyformat` of each statement."""
+    return {name: pyformat(sql) for name, sql in statements.items()}
 
 
 def compile_all(names: Mapping[str, str], fragments: Mapping[str, str]) -> dict[str, sa.TextClause]:
-    """Every named query, rendered for one namespace and dialect."""
-    values = _values(names, fragments)
-    return {name: render(template, values) for name, template in TEMPLATES.items()}
+    """Every named statement as a SQLAlchemy ``TextClause`` (expanding list parameters bound),
+    for the code that runs on a SQLAlchemy connection."""
+    import sqlalchemy as sa
 
-
-def raw_all(names: Mapping[str, str], fragments: Mapping[str, str]) -> dict[str, str]:
-    """Every named query as driver-ready SQL text with ``:name`` parameters (SQLite's own style).
-
-    For the hot paths that bypass SQLAlchemy; expanding (list) parameters are not rendered.
-    """
-    values = _values(names, fragments)
-    return {name: template.format(**values) for name, template in TEMPLATES.items()}
+    out = {}
+    for name, text in fill(names, fragments).items():
+        clause = sa.text(text)
+        expanding: list[sa.BindParameter[Any]] = [
+            sa.bindparam(p, expanding=True) for p in EXPANDING if f":{p}" in TEMPLATES[name]
+        ]
+        out[name] = clause.bindparams(*expanding) if expanding else clause
+    return out

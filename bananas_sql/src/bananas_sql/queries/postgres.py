@@ -1,0 +1,183 @@
+"""PostgreSQL's own statements: the claim, the hand-off and writes over arrays.
+
+Parameters are in psycopg's style (``%(name)s``; ``%(name)b`` for arrays sent in binary).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+FRAGMENTS: Mapping[str, str] = {
+    "next_pos": "nextval('{position_seq}')",
+    "front_pos": "-nextval('{position_seq}')",
+    "lock": "FOR UPDATE SKIP LOCKED",
+}
+"""PostgreSQL's parts of the shared statements (see :mod:`bananas_sql.queries`)."""
+
+_CLAIM_ONE_KEY = """
+UPDATE {jobs} SET state = 'processing', lease_until = %(lease_until)s, lease_token = %(lease_token)s
+WHERE seq = ANY(ARRAY(
+    SELECT seq FROM {jobs}
+    WHERE state IN ('ready', 'scheduled') AND run_at <= %(now)s AND routing_key = %(k{i})s
+        {priority_filter} {name_filter}
+    ORDER BY priority, position
+    LIMIT {limit}
+    FOR UPDATE SKIP LOCKED
+))
+RETURNING seq, data, id, {i} AS key_rank, priority, position"""
+"""The claim of one routing key; claims return ``(seq, data, id, key_rank, priority, position)``."""
+
+
+def claim_sql(jobs: str, n_keys: int, all_priorities: bool, by_name: bool) -> str:
+    """One statement claiming up to ``%(limit)s`` jobs over ``n_keys`` routing keys in order.
+
+    Each key is a data-modifying CTE walking the partial index in (priority, position)
+    order, limited to what the keys before it left; so no claim sorts the whole backlog.
+    The claimed rows are found again by primary key from an ARRAY of their ``seq``: with
+    ``seq IN (subquery)`` PostgreSQL's generic plan for the prepared statement (which it
+    may switch to after five executions) hash-joins the subquery against a sequential
+    scan of the whole table, 200 ms with a million jobs (bench/pg_claim_probe.py).
+    """
+    parts = _claim_parts(jobs, n_keys, all_priorities, by_name)
+    if n_keys == 1:
+        return parts[0]
+    ctes = ",\n".join(f"c{i} AS ({body})" for i, body in enumerate(parts))
+    return f"WITH {ctes}\n" + "\nUNION ALL ".join(f"SELECT * FROM c{i}" for i in range(n_keys))
+
+
+def _claim_parts(jobs: str, n_keys: int, all_priorities: bool, by_name: bool) -> list[str]:
+    """The claim of each routing key, in order; each a CTE named ``c{i}`` (see :func:`claim_sql`)."""
+    priority_filter = "" if all_priorities else "AND priority = ANY(CAST(%(prios)s AS smallint[]))"
+    name_filter = "AND name = ANY(CAST(%(names)s AS text[]))" if by_name else ""
+    parts = []
+    for i in range(n_keys):
+        taken = "".join(f" - (SELECT count(*) FROM c{j})" for j in range(i))
+        limit = f"(%(limit)s{taken})" if taken else "%(limit)s"
+        body = _CLAIM_ONE_KEY.format(
+            jobs=jobs, i=i, limit=limit, priority_filter=priority_filter, name_filter=name_filter
+        )
+        parts.append(body)
+    return parts
+
+
+def claim_or_register_sql(jobs: str, waiters: str, n_keys: int, all_priorities: bool) -> str:
+    """:func:`claim_sql` that also registers the claiming worker as a waiter when it finds
+    nothing and ``%(register)s`` is true, and removes its registration otherwise.
+
+    The registration and the claim share one snapshot: a job committed after it was taken is
+    seen by the trigger (and handed over) or by this claim; one committed in between wakes the
+    worker through the ordinary work channel, which it listens on too.
+    """
+    parts = _claim_parts(jobs, n_keys, all_priorities, False)
+    ctes = [f"c{i} AS ({body})" for i, body in enumerate(parts)]
+    ctes.append("c AS (" + " UNION ALL ".join(f"SELECT * FROM c{i}" for i in range(n_keys)) + ")")
+    ctes.append(
+        f"r AS (INSERT INTO {waiters} (token, channel, slot, routing_keys, priorities, lease, clock_offset, until, "
+        "fenced) SELECT %(token)s, %(channel)s, %(slot)s, CAST(%(wkeys)s AS text[]), CAST(%(wprios)s AS smallint[]), "
+        "%(lease)s, %(now)s - s.t, s.t + %(wait)s, true "
+        "FROM (SELECT extract(epoch FROM clock_timestamp())::float8 AS t) AS s "
+        "WHERE %(register)s AND NOT EXISTS (SELECT 1 FROM c) "
+        "ON CONFLICT (token) DO UPDATE SET channel = excluded.channel, slot = excluded.slot, "
+        "routing_keys = excluded.routing_keys, priorities = excluded.priorities, lease = excluded.lease, "
+        "clock_offset = excluded.clock_offset, until = excluded.until, fenced = true)"
+    )
+    ctes.append(
+        f"d AS (DELETE FROM {waiters} WHERE token = %(token)s AND NOT (%(register)s AND NOT EXISTS (SELECT 1 FROM c)))"
+    )
+    return "WITH " + ",\n".join(ctes) + "\nSELECT * FROM c"
+
+
+_TEMPLATES: Mapping[str, str] = {
+    "unregister": "DELETE FROM {waiters} WHERE token = %(token)s",
+    # Jobs handed over too large to travel with their notification, still held under their token.
+    "handed_rows": (
+        "SELECT j.seq, j.data, j.id FROM {jobs} AS j "
+        "JOIN unnest(CAST(%(seqs)s AS bigint[]), CAST(%(tokens)s AS text[])) AS v(seq, token) "
+        "ON j.seq = v.seq AND j.lease_token = v.token WHERE j.state = 'processing'"
+    ),
+    "renew_handed": (
+        "UPDATE {jobs} AS j SET lease_until = %(until)s "
+        "FROM unnest(CAST(%(seqs)s AS bigint[]), CAST(%(tokens)s AS text[])) AS v(seq, token) "
+        "WHERE j.seq = v.seq AND j.lease_token = v.token AND j.state = 'processing'"
+    ),
+    # Lease renewal of (id, lease token) arrays in one statement, each fenced by its token.
+    "renew_many": (
+        "UPDATE {jobs} AS j SET lease_until = %(until)s "
+        "FROM unnest(CAST(%(ids)s AS text[]), CAST(%(tokens)s AS text[])) AS v(id, token) "
+        "WHERE j.id = v.id AND j.state = 'processing' AND j.lease_token = v.token RETURNING j.id"
+    ),
+    # Jobs from arrays in one INSERT; positions drawn in array order (FIFO within the batch).
+    # Arrays go in binary: in text form every JSON document would be escaped.
+    "insert_many": (
+        "INSERT INTO {jobs} (id, name, state, routing_key, priority, position, run_at, data) "
+        "SELECT v.id, v.name, v.state, v.routing_key, v.priority, nextval('{position_seq}'), v.run_at, v.data "
+        "FROM unnest(CAST(%(id)b AS text[]), CAST(%(name)b AS text[]), CAST(%(state)b AS text[]), "
+        "CAST(%(routing_key)b AS text[]), CAST(%(priority)b AS smallint[]), CAST(%(run_at)b AS float8[]), "
+        "CAST(%(data)b AS text[])) WITH ORDINALITY AS v(id, name, state, routing_key, priority, run_at, data, n) "
+        "ORDER BY v.n"
+    ),
+    # complete_and_store (a chain of two statements on SQLite) as one statement, returning a
+    # row iff the completion applied.
+    "complete_and_store": (
+        "WITH done AS (UPDATE {jobs} SET state = 'completed', data = %(data)s, lease_until = NULL, "
+        "lease_token = NULL, finished_at = %(now)s, expires_at = %(expires_at)s "
+        "WHERE id = %(id)s AND state = 'processing' AND lease_token = %(token)s RETURNING id) "
+        "INSERT INTO {results} AS r (job_id, data, expires_at) "
+        "SELECT id, CAST(%(result)s AS text), CAST(%(result_expires_at)s AS float8) FROM done "
+        "ON CONFLICT (job_id) DO UPDATE SET data = excluded.data, expires_at = excluded.expires_at "
+        "RETURNING r.job_id"
+    ),
+}
+
+
+def statements(names: Mapping[str, str]) -> dict[str, str]:
+    """PostgreSQL's own named statements for one namespace (see :func:`claim_sql` for claims)."""
+    return {name: template.format(**names) for name, template in _TEMPLATES.items()}
+
+
+COMBINED: Mapping[str, tuple[str, tuple[tuple[str, str], ...]]] = {
+    # name: (statement over unnest()ed arrays, (parameter, array type) in column order)
+    # Each completion fenced by its own lease token: a stale one is left out, the others apply.
+    "complete": (
+        "UPDATE {jobs} AS j SET state = 'completed', data = v.data, lease_until = NULL, lease_token = NULL, "
+        "finished_at = v.now, expires_at = v.expires_at FROM unnest({arrays}) AS v(id, token, data, now, expires_at) "
+        "WHERE j.id = v.id AND j.state = 'processing' AND j.lease_token = v.token RETURNING j.id",
+        (("id", "text"), ("token", "text"), ("data", "text"), ("now", "float8"), ("expires_at", "float8")),
+    ),
+    # Results only for the jobs the UPDATE found: a lost job gets no result.
+    "complete_and_store": (
+        "WITH v AS (SELECT * FROM unnest({arrays}) AS v(id, token, data, now, expires_at, result, "
+        "result_expires_at)), "
+        "done AS (UPDATE {jobs} AS j SET state = 'completed', data = v.data, lease_until = NULL, lease_token = NULL, "
+        "finished_at = v.now, expires_at = v.expires_at FROM v "
+        "WHERE j.id = v.id AND j.state = 'processing' AND j.lease_token = v.token RETURNING j.id) "
+        "INSERT INTO {results} AS r (job_id, data, expires_at) "
+        "SELECT v.id, v.result, v.result_expires_at FROM v JOIN done ON done.id = v.id "
+        "ON CONFLICT (job_id) DO UPDATE SET data = excluded.data, expires_at = excluded.expires_at RETURNING r.job_id",
+        (
+            ("id", "text"),
+            ("token", "text"),
+            ("data", "text"),
+            ("now", "float8"),
+            ("expires_at", "float8"),
+            ("result", "text"),
+            ("result_expires_at", "float8"),
+        ),
+    ),
+    "store_result": (
+        "INSERT INTO {results} AS r (job_id, data, expires_at) SELECT * FROM unnest({arrays}) "
+        "ON CONFLICT (job_id) DO UPDATE SET data = excluded.data, expires_at = excluded.expires_at RETURNING r.job_id",
+        (("id", "text"), ("data", "text"), ("expires_at", "float8")),
+    ),
+}
+"""Many outcomes of one kind in one statement (a group commit of N successes runs one
+statement, not N); each returns the ids it touched, so every write still gets its answer."""
+
+
+def combined_sql(names: Mapping[str, str]) -> dict[str, str]:
+    """The :data:`COMBINED` statements for one namespace."""
+    out = {}
+    for name, (template, columns) in COMBINED.items():
+        arrays = ", ".join(f"CAST(%({col})b AS {kind}[])" for col, kind in columns)
+        out[name] = template.format(arrays=arrays, **names)
+    return out
