@@ -93,7 +93,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report: pytest.TestReport = outcome.get_result()
     if report.skipped and isinstance(report.longrepr, tuple) and _is_suite_test(item):
         _path, _line, reason = report.longrepr
-        at_the_test: Any = (item.nodeid, None, reason)  # no line: pytest prints "node id: reason"
+        # No line: pytest prints "node id: reason". A --pyargs run outside the rootdir has node
+        # ids with an empty path ("::TestX::test_y"): the class and test name are what matter.
+        at_the_test: Any = (item.nodeid.lstrip(":"), None, reason)
         report.longrepr = at_the_test
 
 
