@@ -451,7 +451,7 @@ def bananas_backends() -> Iterable[BackendSpec]:
             name="memory",
             schemes=("memory",),
             factory=connect_memory,
-            capabilities=CAPABILITIES,  # type: ignore[arg-type]  # attrs' frozenset converter
+            capabilities=CAPABILITIES,
             description="in-process store shared by name; the reference backend and a test double",
             options=("namespace",),
         )
