@@ -28,17 +28,18 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCS_IMAGES = ROOT / "docs" / "img" / "dashboard"
 REFRESH_ENV = "BANANAS_REFRESH_SCREENSHOTS"
 CHROMIUM = os.environ.get("BANANAS_TEST_CHROMIUM", "/usr/bin/chromium")
-BACKENDS = ("redis", "sqlite")
+BACKENDS = ("redis", "postgresql", "sqlite")
 
 
 @pytest.fixture(params=BACKENDS)
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A fresh store: a namespace on the session's throwaway redis-server, or a temp SQLite file."""
+    """A fresh store: a namespace on the session's throwaway redis-server or PostgreSQL
+    cluster, or a temp SQLite file."""
     scheme: str = request.param
     if not installed(scheme):
         pytest.skip(f"no installed plugin serves {scheme}://")
-    if scheme == "redis":
-        base = request.getfixturevalue("redis_url")
+    if scheme in ("redis", "postgresql"):
+        base = request.getfixturevalue("redis_url" if scheme == "redis" else "postgres_url")
         url = f"{base}{'&' if '?' in base else '?'}namespace=dash{uuid.uuid4().hex[:10]}"
     else:
         url = f"sqlite:///{tmp_path / 'dashboard.db'}"

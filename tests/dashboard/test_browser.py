@@ -53,6 +53,7 @@ def _post(url: str, data: bytes, headers: dict[str, str] | None = None) -> tuple
         return exc.code, exc.read().decode()
 
 
+@pytest.mark.parametrize("store_url", ["redis", "sqlite"], indirect=True)
 def test_dashboard_in_a_browser(store_url: str, processes: Any, page: Any, screenshots: Any, tmp_path: Path) -> None:
     jobs = [
         Job.create(name, {"n": i}, routing_key=key, priority=priority)

@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -115,14 +116,14 @@ def serve(app: Any) -> Iterator[str]:
         thread.join(20)
 
 
-def _dead_job(url: str) -> str:
+def _dead_job(url: str, routing_key: str = "default") -> str:
     """Store one dead job (claimed, then failed with no retry left) and return its id."""
 
     async def go() -> str:
         async with bananas.connect(url) as backend:
-            job = Job.create("doomed", {"x": 1}, max_retries=0)
+            job = Job.create("doomed", {"x": 1}, max_retries=0, routing_key=routing_key)
             await backend.queue.enqueue(job)
-            [claimed] = await backend.queue.claim(["default"])
+            [claimed] = await backend.queue.claim([routing_key])
             await backend.queue.fail(claimed, "boom")
             return job.id
 
@@ -245,3 +246,44 @@ def test_a_worker_whose_heartbeat_stopped_is_shown_as_lost() -> None:
         rows = html.split("<tbody>", 1)[1].split("<tr>")[1:]
         assert ">live<" in next(r for r in rows if "w-live" in r)
         assert ">lost<" in next(r for r in rows if "w-silent" in r)
+
+
+def test_every_page_and_its_json_on_each_backend(store_url: str) -> None:
+    """Each page answers on each backend, its JSON twin agrees with the store, and a form
+    carrying the page's CSRF token (and cookie) requeues."""
+    dead_id = _dead_job(store_url, "doomed")
+
+    async def fill() -> None:
+        async with bananas.connect(store_url) as backend:
+            await backend.queue.enqueue_many(
+                [Job.create("send", i, routing_key="api", priority="high") for i in range(2)]
+            )
+            info = WorkerInfo(id="w-api", host="box", pid=1, routing_keys=["api"], priorities=["high"], concurrency=3)
+            await backend.workers.heartbeat(info, ttl=60)
+
+    asyncio.run(fill())
+    with serve(create_app(store_url)) as base:
+        for path in ("/", "/dlq", "/workers", "/schedules", f"/jobs/{dead_id}"):
+            status, html, _ = _get(base + path)
+            assert status == 200, (path, html)
+        overview = json.loads(_get(base + "/api/overview")[1])
+        assert overview["ready"]["api"] == {"high": 2, "normal": 0, "low": 0}
+        assert (overview["dead"], overview["workers"]) == (1, 1)
+        assert [j["id"] for j in json.loads(_get(base + "/api/dlq")[1])["jobs"]] == [dead_id]
+        assert json.loads(_get(base + "/api/dlq?name=other")[1])["jobs"] == []
+        assert json.loads(_get(f"{base}/api/jobs/{dead_id}")[1])["error"] == "boom"
+        assert [w["id"] for w in json.loads(_get(base + "/api/workers")[1])["workers"]] == ["w-api"]
+        schedules = json.loads(_get(base + "/api/schedules")[1])
+        assert schedules.get("schedules") == [] or schedules["supported"] is False
+
+        status, html, headers = _get(base + "/dlq")
+        cookie = headers["set-cookie"].split(";")[0]
+        csrf = html.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+        form = urllib.parse.urlencode({"csrf": csrf, "only": dead_id, "back": "/dlq"}).encode()
+        request = urllib.request.Request(base + "/dlq/requeue", data=form, headers={"Cookie": cookie}, method="POST")
+        opener = urllib.request.build_opener(_NoRedirect)
+        with pytest.raises(urllib.error.HTTPError) as redirect:  # the 303 back to the list
+            opener.open(request, timeout=10)
+        assert redirect.value.code == 303 and "requeued+1+dead+job" in redirect.value.headers["location"]
+        assert json.loads(_get(base + "/api/dlq")[1])["jobs"] == []
+        assert json.loads(_get(base + "/api/overview")[1])["ready"]["doomed"]["normal"] == 1
