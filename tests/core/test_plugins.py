@@ -6,6 +6,8 @@ import asyncio
 import inspect
 import json
 import logging
+import subprocess
+import sys
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -380,3 +382,41 @@ def test_every_installed_backend_lists_what_it_connects_with(
 
     for name, caps in listed.items():
         assert asyncio.run(connected(urls[name])) == caps, name
+
+
+AUTHOR_PLUGIN = """
+from bananas import Backend, BackendOptions, Capability
+from bananas.plugins import BackendSpec, hookimpl
+
+
+def _create(url: str, options: BackendOptions) -> Backend:
+    raise NotImplementedError(url)
+
+
+async def _migrate(url: str, options: BackendOptions) -> None:
+    return None
+
+
+@hookimpl
+def bananas_backends() -> list[BackendSpec]:
+    return [
+        BackendSpec(name="a", schemes="a", factory=_create, capabilities={Capability.CRON}),
+        BackendSpec(name="b", schemes=("b", "b+tls"), factory=_create, capabilities=frozenset({Capability.CRON}),
+                    migrate=_migrate, options=["depth"], description="b"),
+        BackendSpec(name="c", schemes=["c"], factory=_create, capabilities=["cron", Capability.RESULT_TTL]),
+    ]
+"""
+
+
+def test_a_plugin_module_type_checks_with_no_ignores(tmp_path: Path) -> None:
+    """What a plugin author writes (and the example backend's plugin) passes ``mypy --strict``
+    with no ``type: ignore``; an ignore left in would be reported as unused."""
+    (tmp_path / "author_plugin.py").write_text(AUTHOR_PLUGIN)
+    example = Path(__file__).parents[2] / "contrib/example_backend/src/bananas_example/plugin.py"
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--warn-unused-ignores", "--no-incremental",
+         "author_plugin.py", str(example)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "type: ignore" not in example.read_text()
