@@ -72,9 +72,11 @@ class _PluginManager(pluggy.PluginManager):
     def parse_hookimpl_opts(self, plugin: object, name: str) -> pluggy.HookimplOpts | None:
         opts = super().parse_hookimpl_opts(plugin, name)
         if opts is None and name in HOOK_NAMES and inspect.isfunction(inspect.getattr_static(plugin, name, None)):
-            opts = pluggy.HookimplOpts(
-                wrapper=False, hookwrapper=False, optionalhook=False, tryfirst=False, trylast=False, specname=None
-            )
+            plain: pluggy.HookimplOpts = {  # a dict literal: no runtime use of the typing-only name
+                "wrapper": False, "hookwrapper": False, "optionalhook": False,
+                "tryfirst": False, "trylast": False, "specname": None,
+            }  # fmt: skip
+            opts = plain
         return opts
 
 
