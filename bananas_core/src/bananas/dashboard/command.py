@@ -16,7 +16,7 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-from bananas.cli.common import UsageError, add_common, count_arg, load_app, open_from_args, schedules_of
+from bananas.cli.common import URL_HELP, UsageError, count_arg, load_app, open_from_args, schedules_of
 from bananas.errors import BananasError
 
 __all__ = ["TOKEN_ENV", "add_arguments", "is_loopback", "run"]
@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="module:attribute naming a Registry: its schedules' cron, zone and enabled state show on /schedules",
     )
-    add_common(parser)
+    parser.add_argument("--url", metavar="URL", default=None, help=URL_HELP)
 
 
 def is_loopback(host: str) -> bool:
