@@ -64,10 +64,13 @@ def test_dashboard_in_a_browser(store_url: str, processes: Any, page: Any, scree
     doomed = Job.create(
         "flaky", {"ok_file": str(ok_file), "message": XSS, "note": XSS}, routing_key="risky", max_retries=0
     )
-    run_async(_submit(store_url, [*jobs, doomed]))
+    other = Job.create(
+        "flaky", {"ok_file": str(tmp_path / "never"), "message": "no"}, routing_key="risky", max_retries=0
+    )
+    run_async(_submit(store_url, [*jobs, doomed, other]))
     # The worker serves only "risky": the submitted jobs stay where the overview can count them.
     processes.worker(store_url, "--routing-keys", "risky", "--concurrency", "2")
-    wait_for(lambda: run_async(_depths(store_url)).dead == 1, 60, "the flaky job to die")
+    wait_for(lambda: run_async(_depths(store_url)).dead == 2, 60, "the flaky jobs to die")
 
     dash = processes.dashboard(store_url, "--app", "tests.dashboard.app:registry")
     read_only = processes.dashboard(store_url, "--read-only")
@@ -80,13 +83,13 @@ def test_dashboard_in_a_browser(store_url: str, processes: Any, page: Any, scree
         high, normal, low, total = (int(c) for c in cells[1:5])
         assert (high, normal, low) == (expected.get("high", 0), expected.get("normal", 0), expected.get("low", 0))
         assert total == sum(expected.values())
-    assert page.locator("[data-stat=dead]").inner_text() == "1"
+    assert page.locator("[data-stat=dead]").inner_text() == "2"
     page.locator("svg.chart").wait_for()  # the live refresh samples the depths until the chart is drawn
     screenshots(page, "overview")
 
     # The overview's JSON twin says the same.
     api = json.loads(urllib.request.urlopen(dash.base + "/api/overview", timeout=10).read())
-    assert api["ready"]["images"] == {"high": 3, "normal": 0, "low": 2} and api["dead"] == 1
+    assert api["ready"]["images"] == {"high": 3, "normal": 0, "low": 2} and api["dead"] == 2
 
     # The dead job is listed in /dlq, its error shown as text (the payload's <script> never runs).
     page.goto(dash.base + "/dlq")
@@ -119,9 +122,19 @@ def test_dashboard_in_a_browser(store_url: str, processes: Any, page: Any, scree
     assert status == 403 and "CSRF" in body
     assert run_async(_job(store_url, doomed.id)).status.value == "failed"
 
+    # Purge the selected job (confirmed): it is gone, the other one stays.
+    page.goto(dash.base + "/dlq")
+    purge = page.get_by_role("button", name="Purge selected")
+    assert purge.is_disabled()  # nothing selected yet
+    page.locator(f"tr[data-job-id='{other.id}'] input[name=ids]").check()
+    purge.click()
+    page.wait_for_url("**/dlq?done=*")
+    assert "purged 1 dead job" in page.locator(".flash").inner_text().lower()
+    assert page.locator(f"tr[data-job-id='{other.id}']").count() == 0
+    assert page.locator(f"tr[data-job-id='{doomed.id}']").count() == 1
+
     # Requeue from the page (the dialog is confirmed): the job leaves the list and runs.
     ok_file.write_text("ok")
-    page.goto(dash.base + "/dlq")
     page.locator(f"tr[data-job-id='{doomed.id}']").get_by_role("button", name="Requeue").click()
     page.wait_for_url("**/dlq?done=*")
     assert "requeued 1 dead job" in page.locator(".flash").inner_text().lower()
