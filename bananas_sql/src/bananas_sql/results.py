@@ -31,7 +31,8 @@ class SqlResults:
         now = self.db.clock()
 
         async def work(conn: Any) -> str | None:
-            return (await conn.execute(self.db.q["get_result"], {"id": job_id, "now": now})).scalar()
+            row = (await conn.execute(self.db.q["get_result"], {"id": job_id, "now": now})).first()
+            return None if row is None else str(row.data)
 
         data = await self.db.run(work, readonly=True)
         if data is None:

@@ -8,10 +8,13 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from bananas_sql.database import one_line
 from bananas_sql.pg.pool import ConnectionPool
+
+if TYPE_CHECKING:
+    import psycopg
 
 log = logging.getLogger("bananas.sql.postgres")
 
@@ -43,37 +46,29 @@ class Listener:
         self.handed: dict[int, list[str]] = {}
         """Per slot, the hand-offs (``seq`` or ``seq data``) received and not yet taken, oldest first."""
         self._wanted: set[str] = set()
+        self._changed = asyncio.Event()
+        """Set when a channel is asked for or dropped."""
         self._task: asyncio.Task[None] | None = None
-        self._retired: set[asyncio.Task[None]] = set()
 
     def listening(self, channel: str) -> bool:
         """Whether ``channel`` was asked for (and not dropped since)."""
         return channel in self._wanted
 
     def start(self, channel: str) -> None:
-        """Listen on ``channel`` (``work_channel`` or ``result_channel``) from now on."""
+        """Listen on ``channel`` (``work_channel``, ``result_channel`` or ``hand_off_channel``)
+        from now on; :attr:`connected` is false until it does."""
         if channel not in self._wanted:
             self._wanted.add(channel)
-            self._retire()  # reconnect listening on both; its wake-up on connecting covers the gap
+            self.connected = False
+            self._changed.set()
         if (self._task is None or self._task.done()) and self._wanted:
-            channels = sorted(self._wanted)
-            self._task = asyncio.get_running_loop().create_task(self._run(channels), name="bananas-sql-listener")
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="bananas-sql-listener")
 
     def drop(self, channel: str) -> None:
-        """Stop listening on ``channel`` (reconnecting for the others, if any)."""
+        """Stop listening on ``channel`` (the connection goes back to the pool when none is left)."""
         if channel in self._wanted:
             self._wanted.discard(channel)
-            self._retire()
-            if self._wanted:
-                self.start(next(iter(self._wanted)))
-
-    def _retire(self) -> None:
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-            self._retired.add(self._task)
-            self._task.add_done_callback(self._retired.discard)
-        self._task = None
-        self.connected = False
+            self._changed.set()
 
     def watch(self, job_id: str) -> asyncio.Event:
         event = asyncio.Event()
@@ -100,35 +95,44 @@ class Listener:
             for event in events:
                 event.set()
 
-    async def _run(self, channels: Sequence[str]) -> None:
-        """Listen on ``channels`` until cancelled, reconnecting (with backoff) whenever the
-        connection is lost or lands on a read-only server (LISTEN is refused during recovery),
-        and waking every waiter on each reconnect (what was announced meanwhile is unknown)."""
+    async def _run(self) -> None:
+        """Listen on the channels wanted until none is, on one connection from the pool: a
+        channel asked for or dropped meanwhile is a LISTEN or UNLISTEN on it. Reconnects (with
+        backoff) whenever the connection is lost or lands on a read-only server (LISTEN is
+        refused during recovery), and wakes every waiter on each reconnect and each new channel
+        (what was announced before is unknown)."""
         delay = 0.1
         lost_at: float | None = None
-        while True:
+        while self._wanted:
             try:
                 async with self.pool.connection("listen") as conn:  # one of the backend's pool_size
-                    for channel in channels:
-                        await conn.execute(f'LISTEN "{channel}"')
-                    self.connected = True
-                    delay = 0.1
-                    if lost_at is not None:
-                        back = time.monotonic() - lost_at
-                        log.info("LISTEN connection to %s is back after %.1fs", self.describe, back)
-                        lost_at = None
-                    self._wake_all()  # whatever happened while we were not listening
-                    async for note in conn.notifies():
-                        if note.channel == self.work_channel:
-                            self._wake_work()
-                        elif note.channel == self.hand_off_channel:
-                            slot, _, handed = note.payload.partition(" ")
-                            self.handed.setdefault(int(slot), []).append(handed)
-                            if (event := self.hand_off_events.get(int(slot))) is not None:
-                                event.set()
-                        else:
-                            for event in self._results.get(note.payload, ()):
-                                event.set()
+                    listening: set[str] = set()
+                    while self._wanted or listening:
+                        self._changed.clear()
+                        wanted = set(self._wanted)
+                        for channel in sorted(listening - wanted):
+                            await conn.execute(f'UNLISTEN "{channel}"')
+                        added = wanted - listening
+                        for channel in sorted(added):
+                            await conn.execute(f'LISTEN "{channel}"')
+                        listening = wanted
+                        if not listening:
+                            break  # nothing wanted: the connection goes back to the pool
+                        if self._changed.is_set():
+                            continue
+                        self.connected = True
+                        delay = 0.1
+                        if lost_at is not None:
+                            back = time.monotonic() - lost_at
+                            log.info("LISTEN connection to %s is back after %.1fs", self.describe, back)
+                            lost_at = None
+                        if added:
+                            self._wake_all()  # whatever was announced before we listened
+                        await self._read_until_changed(conn)
+                self.connected = False
+                if not self._wanted:
+                    return
+                continue
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -145,11 +149,39 @@ class Listener:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
 
+    async def _read_until_changed(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Dispatch notifications until the wanted channels change; raises if the connection is lost."""
+        reader = asyncio.ensure_future(self._read(conn))
+        changed = asyncio.ensure_future(self._changed.wait())
+        try:
+            await asyncio.wait({reader, changed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            changed.cancel()
+            if not reader.done():
+                reader.cancel()  # no statement is running: the connection stays usable
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reader
+        if not reader.cancelled():
+            reader.result()  # the error that ended it
+
+    async def _read(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        async for note in conn.notifies():
+            if note.channel == self.work_channel:
+                self._wake_work()
+            elif note.channel == self.hand_off_channel:
+                slot, _, handed = note.payload.partition(" ")
+                self.handed.setdefault(int(slot), []).append(handed)
+                if (event := self.hand_off_events.get(int(slot))) is not None:
+                    event.set()
+            else:
+                for event in self._results.get(note.payload, ()):
+                    event.set()
+        raise ConnectionError("the LISTEN connection stopped delivering notifications")
+
     async def stop(self) -> None:
         task, self._task = self._task, None
-        for old in [*self._retired, *([task] if task is not None else [])]:
-            if not old.done():
-                old.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await old
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
         self.connected = False

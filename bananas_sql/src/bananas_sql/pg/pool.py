@@ -52,7 +52,8 @@ def read_only(exc: BaseException) -> bool:
 class ConnectionPool:
     """Up to ``size`` psycopg connections in all, reconnecting and retrying while the server is away.
 
-    ``settings`` are server settings per kind of connection (``-c name=value`` at connect).
+    ``settings`` are server settings per kind of connection (``SET`` once a connection is
+    opened, or taken over from another kind).
     A lost connection, or one to a server that turned read-only (a switch of primaries), is
     closed together with every other connection made before it (they lead to the same
     server); the work runs again on a fresh connection, which libpq opens to the host the URL
@@ -76,9 +77,11 @@ class ConnectionPool:
         self.describe = describe
         self.retry_seconds = retry_seconds
         self.size = size
-        self._options = {
-            kind: " ".join(f"-c {k}={v}" for k, v in given.items()) for kind, given in (settings or {}).items()
+        given = settings or {}
+        self._settings = {
+            kind: "; ".join(f"SET {k} = {v}" for k, v in values.items()) for kind, values in given.items()
         }
+        self._reset = "; ".join(sorted({f"RESET {k}" for values in given.values() for k in values}))
         self._idle: dict[Kind, list[tuple[psycopg.AsyncConnection[Any], int]]] = {
             k: [] for k in ("plain", "claim", "listen")
         }
@@ -104,8 +107,6 @@ class ConnectionPool:
         return self._returned
 
     async def _checkout(self, kind: Kind) -> tuple[psycopg.AsyncConnection[Any], int]:
-        import psycopg
-
         returned = self._condition()
         async with returned:
             while True:
@@ -116,25 +117,45 @@ class ConnectionPool:
                         return conn, generation
                     self._open -= 1
                 if self._open < self.size:
+                    self._open += 1
+                    self.peak = max(self.peak, self._open)
                     break
                 other = next((k for k, v in self._idle.items() if v), None)
-                if other is not None:  # make room: an idle connection of another kind goes
-                    conn, _ = self._idle[other].pop(0)
-                    self._finish(conn)
-                    self._open -= 1
-                    break
+                if other is not None:  # the budget is spent: an idle one of another kind changes kind
+                    conn, generation = self._idle[other].pop(0)
+                    return await self._adopt(conn, generation, other, kind)
                 await returned.wait()
-            self._open += 1
-            self.peak = max(self.peak, self._open)
+        return await self._connect(kind)
+
+    async def _connect(self, kind: Kind) -> tuple[psycopg.AsyncConnection[Any], int]:
+        """Open a connection of ``kind`` (counted already)."""
+        import psycopg
+
         generation = self._generation
-        kwargs: dict[str, Any] = {"autocommit": True}
-        if self._options.get(kind):
-            kwargs["options"] = self._options[kind]
         try:
-            return await psycopg.AsyncConnection.connect(self.conninfo, **kwargs), generation
+            conn = await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True)
+            if self._settings.get(kind):
+                await conn.execute(self._settings[kind])
         except BaseException:
             await self._forget()
             raise
+        return conn, generation
+
+    async def _adopt(
+        self, conn: psycopg.AsyncConnection[Any], generation: int, was: Kind, kind: Kind
+    ) -> tuple[psycopg.AsyncConnection[Any], int]:
+        """An idle connection of kind ``was`` made one of ``kind`` (its settings changed: no
+        connection is closed and opened to stay within the budget)."""
+        try:
+            if self._settings.get(was):
+                await conn.execute(self._reset)
+            if self._settings.get(kind):
+                await conn.execute(self._settings[kind])
+        except BaseException:
+            await conn.close()
+            await self._forget()
+            raise
+        return conn, generation
 
     async def _forget(self) -> None:
         """One connection fewer open (closed, or never opened): a waiter may open one."""
