@@ -127,6 +127,23 @@ def test_missing_client_library_says_what_to_install(make_plugin: MakePlugin) ->
         bananas.connect("needy://x")
 
 
+def test_a_broken_import_in_a_factory_is_not_called_a_missing_package(make_plugin: MakePlugin) -> None:
+    body = textwrap.dedent("""
+        from bananas.plugins import BackendSpec, hookimpl
+
+        def _factory(url, options):
+            from json import no_such_name  # noqa: F401  (an ImportError, not a missing module)
+
+        @hookimpl
+        def bananas_backends():
+            return [BackendSpec(name="buggy", schemes=("buggy",), factory=_factory)]
+    """)
+    make_plugin("bananas-buggy", "bananas_buggy_plugin", body=body)
+    with pytest.raises(ImportError, match="no_such_name") as info:
+        bananas.connect("buggy://x")
+    assert not isinstance(info.value, PluginError) and "pip install" not in str(info.value)
+
+
 def test_connect_passes_options_and_url_query_to_the_factory(make_plugin: MakePlugin) -> None:
     body = textwrap.dedent("""
         from bananas.plugins import BackendSpec, hookimpl

@@ -245,7 +245,7 @@ def connect(url: str, **options: Any) -> Backend:
     opts = BackendOptions(**{k: _duration(v) for k, v in options.items() if k in known}, extra=extra)
     try:
         backend = spec.factory(url, opts)
-    except ImportError as exc:
+    except ModuleNotFoundError as exc:  # not any ImportError: a circular or broken import is a bug to show
         hint = WELL_KNOWN.get(_scheme_of(url), spec.distribution)
         raise PluginError(
             f"the {spec.name!r} backend for {redact_url(url)} needs a package that is not installed "
