@@ -3,8 +3,8 @@
 The retry rule lives here and nowhere else. The worker asks :func:`next_retry` what a
 failed attempt leads to and tells the queue with
 :meth:`Queue.fail(job, error, retry_at=...) <bananas.protocols.Queue.fail>`: a backend
-stores that decision (in one atomic write) and makes none of its own. It stores a result
-only when the job reached a final state, which the worker also decides from the same answer.
+stores that decision (in one atomic write) and makes none of its own. The worker stores a
+failed result only when that answer was ``None``: a result only on a final state.
 
 The lease reaper applies :func:`lease_expired` (ready again at once while
 ``attempts + 1 < max_retries``, otherwise dead): it runs inside the store, batch by batch,
