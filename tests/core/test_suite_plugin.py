@@ -53,6 +53,32 @@ def test_a_skip_names_the_test_and_the_capability_not_the_suites_line(tmp_path: 
     )
 
 
+def test_a_missing_client_library_is_one_error_not_one_per_test(tmp_path: Path) -> None:
+    (tmp_path / "needy_plugin.py").write_text(
+        textwrap.dedent("""
+            from bananas.plugins import BackendSpec, hookimpl
+
+            def _factory(url, options):
+                import bananas_surely_missing_client  # noqa: F401
+
+            @hookimpl
+            def bananas_backends():
+                return [BackendSpec(name="needy", schemes=("needy",), factory=_factory)]
+        """)
+    )
+    info = tmp_path / "bananas_needy-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: bananas-needy\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[bananas]\nneedy = needy_plugin\n")
+    result = run(
+        ["-m", "pytest", "-p", "no:cacheprovider", "--pyargs", "bananas.testing.run", "--bananas-url", "needy://x"],
+        tmp_path,
+    )
+    assert result.returncode == 4, result.stdout  # pytest's usage error
+    assert result.stdout.count("bananas_surely_missing_client") == 1, result.stdout
+    assert "pip install bananas-needy" in result.stdout
+
+
 DISCOVERY = """
 import asyncio, json, sys
 import bananas

@@ -19,7 +19,7 @@ import pytest
 from bananas.backend import Backend
 from bananas.capabilities import Capability
 from bananas.clock import Clock, ManualClock
-from bananas.errors import UnknownBackendScheme
+from bananas.errors import PluginError, UnknownBackendScheme
 
 __all__ = ["BackendFactory", "RecordOverwriter", "skip_unless_capable"]
 
@@ -127,13 +127,16 @@ def bananas_backend_factory(bananas_url: str) -> BackendFactory:
 
     try:
         spec = resolve(bananas_url)
-    except UnknownBackendScheme as exc:  # one line, once, instead of an error per test
+    except (UnknownBackendScheme, PluginError) as exc:  # one line, once, instead of an error per test
         pytest.exit(f"bananas conformance suite: {exc}", returncode=pytest.ExitCode.USAGE_ERROR)
     migrate = spec.migrate
 
     def factory(clock: Clock, /, **options: Any) -> Backend:
         options.setdefault("namespace", "t" + uuid.uuid4().hex)
-        backend = connect(bananas_url, clock=clock, **options)
+        try:
+            backend = connect(bananas_url, clock=clock, **options)
+        except PluginError as exc:  # a missing client library or a broken plugin: the same for every test
+            pytest.exit(f"bananas conformance suite: {exc}", returncode=pytest.ExitCode.USAGE_ERROR)
         if migrate is not None:  # the schema of the namespace, as `bananas db upgrade` creates it
             try:
                 _run_apart(lambda: migrate(bananas_url, backend.options))
