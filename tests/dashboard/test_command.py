@@ -243,9 +243,8 @@ def test_a_worker_whose_heartbeat_stopped_is_shown_as_lost() -> None:
         assert status == 200
         assert {w["id"]: w["lost"] for w in json.loads(body)["workers"]} == {"w-live": False, "w-silent": True}
         status, html, _ = _get(base + "/workers")
-        rows = html.split("<tbody>", 1)[1].split("<tr>")[1:]
-        assert ">live<" in next(r for r in rows if "w-live" in r)
-        assert ">lost<" in next(r for r in rows if "w-silent" in r)
+        rows = {r.split('"', 1)[0]: r for r in html.split('<tr data-worker-id="')[1:]}
+        assert ">live<" in rows["w-live"] and ">lost<" in rows["w-silent"]
 
 
 def test_every_page_and_its_json_on_each_backend(store_url: str) -> None:
@@ -287,3 +286,18 @@ def test_every_page_and_its_json_on_each_backend(store_url: str) -> None:
         assert redirect.value.code == 303 and "requeued+1+dead+job" in redirect.value.headers["location"]
         assert json.loads(_get(base + "/api/dlq")[1])["jobs"] == []
         assert json.loads(_get(base + "/api/overview")[1])["ready"]["doomed"]["normal"] == 1
+
+
+def test_a_worker_that_left_the_registry_is_listed_as_gone() -> None:
+    backend = bananas.connect("memory://gone-worker")
+    info = WorkerInfo(id="w-gone", host="box", pid=9, routing_keys=["default"], priorities=["normal"], concurrency=2)
+    asyncio.run(backend.workers.heartbeat(info, ttl=60))
+    with serve(create_app(backend)) as base:
+        first = json.loads(_get(base + "/api/workers")[1])
+        assert [w["id"] for w in first["workers"]] == ["w-gone"] and first["gone"] == []
+        asyncio.run(backend.workers.deregister("w-gone"))
+        after = json.loads(_get(base + "/api/workers")[1])
+        assert after["workers"] == []
+        assert [(w["id"], w["state"]) for w in after["gone"]] == [("w-gone", "gone")]
+        status, html, _ = _get(base + "/workers")
+        assert status == 200 and "No live workers" in html and ">gone<" in html

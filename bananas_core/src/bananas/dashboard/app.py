@@ -70,6 +70,7 @@ class Dashboard:
         self.refresh_seconds = refresh_seconds
         self.secret = secrets.token_bytes(32)
         self.history = views.History()
+        self.seen_workers = views.SeenWorkers()
         self.templates = Environment(
             loader=FileSystemLoader(HERE / "templates"),
             autoescape=select_autoescape(default=True, default_for_string=True),
@@ -247,7 +248,7 @@ async def dlq_page(request: Request) -> Response:
 @_guard
 async def workers_page(request: Request) -> Response:
     dash = _dashboard(request)
-    data = await views.workers(dash.backend)
+    data = await views.workers(dash.backend, dash.seen_workers)
     if _wants_json(request):
         return _json(data)
     return dash.page(request, "workers.html", data=data, title="Workers")

@@ -29,6 +29,7 @@ __all__ = [
     "DLQ_PAGE_SIZE",
     "DLQ_SCAN_LIMIT",
     "History",
+    "SeenWorkers",
     "dead_letters",
     "job_detail",
     "overview",
@@ -43,6 +44,8 @@ DLQ_SCAN_LIMIT = 10_000
 """A name filter reads at most this many dead jobs (newest first) to find its matches."""
 HISTORY_SECONDS = 15 * 60.0
 """How far back the overview's charts reach."""
+GONE_SECONDS = 10 * 60.0
+"""A worker that left the registry stays on ``/workers`` (as gone) this long after its last heartbeat."""
 SAMPLE_SECONDS = 1.5
 """The overview records one depth sample per this many seconds while someone watches it."""
 
@@ -210,18 +213,53 @@ async def dead_letters(backend: Backend, *, page: int = 1, name: str = "") -> di
     }
 
 
-async def workers(backend: Backend) -> dict[str, Any]:
-    """The live workers; those whose heartbeat stopped are marked ``lost``."""
+class SeenWorkers:
+    """Workers this dashboard has seen, so that one gone from the registry (stopped, or its
+    heartbeat stopped long enough ago) is still listed as ``gone`` for :data:`GONE_SECONDS`."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, dict[str, Any]] = {}
+
+    def update(self, live: list[dict[str, Any]], now: float) -> list[dict[str, Any]]:
+        """Remember ``live``; return the remembered workers that are not in it any more."""
+        for row in live:
+            self.rows[row["id"]] = row
+        ids = {row["id"] for row in live}
+        gone = []
+        for worker_id, row in list(self.rows.items()):
+            if worker_id in ids:
+                continue
+            if now - row["_beat"] > GONE_SECONDS:
+                del self.rows[worker_id]
+                continue
+            gone.append({**row, "state": "gone", "lost": True, "heartbeat_age": round(now - row["_beat"], 1)})
+        return gone
+
+
+async def workers(backend: Backend, seen: SeenWorkers | None = None) -> dict[str, Any]:
+    """The live workers, each ``live``, or ``lost`` when its heartbeat stopped; with ``seen``,
+    also the workers that left the registry while this dashboard watched (``gone``)."""
     live = await backend.workers.workers()
     now = backend.clock()
     lost = {w.id for w in stale(live, now)}
     rows = []
     for w in live:
         row = worker_dict(w)
+        row["state"] = "lost" if w.id in lost else "live"
         row["lost"] = w.id in lost
         row["heartbeat_age"] = round(max(now - w.last_heartbeat, 0.0), 1)
         rows.append(row)
-    return {"workers": rows, "lost_after_seconds": STALE_HEARTBEAT_SECONDS}
+    gone: list[dict[str, Any]] = []
+    if seen is not None:
+        gone = seen.update([{**r, "_beat": w.last_heartbeat} for r, w in zip(rows, live, strict=True)], now)
+        for row in gone:
+            del row["_beat"]
+    return {
+        "workers": rows,
+        "gone": gone,
+        "lost_after_seconds": STALE_HEARTBEAT_SECONDS,
+        "gone_kept_seconds": GONE_SECONDS,
+    }
 
 
 def _in_zone(value: datetime | None, zone: str) -> str | None:
