@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, NamedTuple, TypeVar
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from typing import Any, NamedTuple, Protocol, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from bananas.backend import BackendOptions, redact_url
@@ -39,6 +39,27 @@ class ClaimedRow(NamedTuple):
     seq: int
     data: str
     id: str
+
+
+class Result(Protocol):
+    """What a statement returned: its rows (named: ``row.id``) and row count."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    def first(self) -> Any: ...
+
+    def all(self) -> Sequence[Any]: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class Connection(Protocol):
+    """A connection in a unit of work (see :meth:`Database.run`)."""
+
+    async def execute(self, statement: Any, parameters: Any = None) -> Result:
+        """Run one of :attr:`Database.q` (a list of parameter mappings: once for each)."""
+        ...
 
 
 def upgrade_command(url: str, extra: Mapping[str, Any]) -> str:
@@ -75,7 +96,9 @@ class Database:
 
     # -- units of work -----------------------------------------------------------------
 
-    async def run(self, work: Callable[[Any], Awaitable[T]], *, readonly: bool = False, single: bool = False) -> T:
+    async def run(
+        self, work: Callable[[Connection], Awaitable[T]], *, readonly: bool = False, single: bool = False
+    ) -> T:
         """Run ``work(connection)`` in one transaction, retrying with backoff while the
         connection is lost; ``connection.execute(q[name], params)`` runs a named statement (a
         list of parameter mappings runs it once for each) and returns its rows.
@@ -234,5 +257,5 @@ def stored_as_given(found: Sequence[Sequence[Any]], submitted: Sequence[Mapping[
     return all(r["id"] in stored and same_submission(stored[r["id"]], r["data"]) for r in submitted)
 
 
-async def _nothing(_conn: Any) -> None:
+async def _nothing(_conn: Connection) -> None:
     return None

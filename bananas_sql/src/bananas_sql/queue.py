@@ -3,23 +3,28 @@
 from __future__ import annotations
 
 import functools
-import logging
-import secrets
 from collections.abc import Collection, Sequence
 from typing import Any
 
-import sqlalchemy as sa
-from bananas.errors import DuplicateJob, InvalidJob, JobDecodeError, JobNotFound, LeaseLost
-from bananas.job import ALL_PRIORITIES, Job, JobPriority, JobResult, JobStatus, validate_routing_key
+from bananas.errors import DuplicateJob, JobNotFound, LeaseLost
+from bananas.job import ALL_PRIORITIES, Job, JobPriority, JobResult, JobStatus
 from bananas.policy import BY_POLICY, RetryAt, failed_attempt
 from bananas.protocols import DEFAULT_LEASE_SECONDS, LEASE_EXPIRED_ERROR, QueueDepths
 from bananas.timefmt import from_timestamp
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bananas_sql import tables as t
-from bananas_sql.database import Database
+from bananas_sql.database import ClaimedRow, Connection, Database
+from bananas_sql.results import SqlResults
+from bananas_sql.rows import (
+    claim_arguments,
+    describe,
+    job_params,
+    new_lease_token,
+    row_to_job,
+    warn_unreadable,
+)
 
-log = logging.getLogger("bananas.sql")
+__all__ = ["MOVE_BATCH", "REAP_BATCH", "SqlQueue", "claim_arguments", "job_params", "new_lease_token"]
 
 _RANK_TO_PRIORITY = {p.rank: p for p in ALL_PRIORITIES}
 
@@ -28,96 +33,6 @@ REAP_BATCH = 500
 
 MOVE_BATCH = 1000
 """Due scheduled jobs made ready per statement (:meth:`SqlQueue.move_scheduled` loops)."""
-
-
-def new_lease_token() -> str:
-    """A fresh opaque lease token, unique to one claim (the fence of every settle of its jobs)."""
-    return secrets.token_hex(16)
-
-
-def describe(exc: BaseException) -> str:
-    """A readable, bounded, storable one-line description of ``exc`` (whatever its ``str`` does)."""
-    try:
-        text = f"{type(exc).__name__}: {exc}"
-    except Exception:  # a hostile __str__
-        text = type(exc).__name__
-    text = text.replace("\x00", "\\x00")  # PostgreSQL text cannot hold NUL
-    return text if len(text) <= 500 else text[:497] + "..."
-
-
-def warn_unreadable(job_id: str, what: str, detail: str) -> None:
-    """One WARNING line naming an unreadable job (the id and detail escaped: no forged lines)."""
-    log.warning("job %r is unreadable and was %s: %s", job_id, what, repr(detail)[1:-1])
-
-
-def job_params(job: Job, now: float) -> dict[str, Any]:
-    """Column values of a newly submitted ``job``; raises :class:`InvalidJob` for a status other
-    than pending/scheduled."""
-    if job.status is JobStatus.PENDING:
-        state, run_at = t.READY, 0.0
-    elif job.status is JobStatus.SCHEDULED:
-        if job.scheduled_for is None:
-            raise InvalidJob(f"job {job.id} is 'scheduled' but has no scheduled_for time; give it one")
-        state, run_at = t.SCHEDULED, job.scheduled_for.timestamp()
-    else:
-        raise InvalidJob(f"only pending or scheduled jobs can be submitted; job {job.id} is {job.status.value!r}")
-    return {
-        "id": job.id,
-        "name": job.name,
-        "state": state,
-        "routing_key": job.routing_key,
-        "priority": job.priority.rank,
-        "run_at": run_at,
-        "data": job.to_json(),
-        "now": now,
-    }
-
-
-def row_to_job(
-    state: str, data: str, error: str | None, name: str, job_id: str, finished_at: float | None = None
-) -> Job:
-    """The job a row holds; the ``state`` column decides status where moves did not rewrite ``data``.
-
-    A row buried as unreadable (its ``error`` column set) shows as failed with that error; a
-    dead one that cannot be decoded at all (any exception) gives a failed placeholder with what
-    the columns know: its error, and ``finished_at`` (when it was buried) as its time. Any
-    other row that cannot be decoded raises :class:`JobDecodeError` (it waits where it is
-    until a claim, the mover or the reaper buries it).
-    """
-    try:
-        job = Job.from_json(data)
-        if state == t.READY and (job.status is not JobStatus.PENDING or job.scheduled_for is not None):
-            job = job.evolve(status=JobStatus.PENDING, scheduled_for=None)
-        elif state == t.PROCESSING and job.status is not JobStatus.PROCESSING:
-            job = job.evolve(status=JobStatus.PROCESSING, scheduled_for=None)
-        elif state == t.DEAD and error:  # buried as unreadable (it could not be re-encoded)
-            job = job.evolve(status=JobStatus.FAILED, scheduled_for=None, error=error)
-        return job
-    except Exception as exc:  # deliberately broad: stored data is hostile
-        if state != t.DEAD:
-            raise JobDecodeError(f"the stored record of job {job_id!r} is unreadable: {describe(exc)}") from None
-        times: dict[str, Any] = {}
-        if isinstance(finished_at, int | float):
-            times["created_at"] = times["updated_at"] = from_timestamp(finished_at)
-        error = error or f"stored job is unreadable: {describe(exc)}"
-        try:
-            return Job(id=job_id, name=name or "unknown", status=JobStatus.FAILED, error=error, **times)
-        except Exception:  # the name column is no job name either
-            return Job(id=job_id, name="unknown", status=JobStatus.FAILED, error=error, **times)
-
-
-def claim_arguments(
-    routing_keys: Sequence[str], priorities: Sequence[JobPriority], limit: int, job_names: Collection[str] | None
-) -> tuple[list[str], list[JobPriority], list[str] | None]:
-    """A claim's routing keys (validated, without repeats), priorities and sorted job names;
-    raises for a bare string of keys or a ``limit`` that is not a whole number >= 1."""
-    if isinstance(routing_keys, str):
-        raise TypeError("routing_keys must be a sequence of routing keys, not one string")
-    keys = list(dict.fromkeys(validate_routing_key(k) for k in routing_keys))
-    prios = [JobPriority.parse(p) for p in priorities]
-    if not isinstance(limit, int) or limit < 1:
-        raise ValueError(f"limit must be a whole number >= 1, got {limit!r}")
-    return keys, prios, sorted(job_names) if job_names is not None else None
 
 
 class SqlQueue:
@@ -131,8 +46,8 @@ class SqlQueue:
         return self.db.clock()
 
     async def ping(self) -> None:
-        async def work(conn: AsyncConnection) -> None:
-            await conn.execute(sa.text("SELECT 1"))
+        async def work(conn: Connection) -> None:
+            await conn.execute(self.q["ping"])
 
         await self.db.run(work, single=True)
 
@@ -171,33 +86,34 @@ class SqlQueue:
         rows = await self.db.claim(
             keys, prios, limit=limit, lease_until=now + lease, job_names=names, now=now, token=token
         )
-        return await self.claimed_jobs([(seq, data, job_id, token) for seq, data, job_id in rows], now)
+        return await self.claimed_jobs([(row, token) for row in rows], now)
 
-    async def claimed_jobs(self, rows: Sequence[tuple[int, str, str, str]], now: float) -> list[Job]:
-        """The jobs of claimed ``(seq, data, id, lease token)`` rows, as processing copies holding
-        their tokens; a row that cannot be decoded (any exception) is buried alone instead."""
-        claimed: list[Job] = []
-        for seq, data, job_id, token in rows:
+    async def claimed_jobs(self, claimed: Sequence[tuple[ClaimedRow, str]], now: float) -> list[Job]:
+        """The jobs of claimed rows, each with the lease token it was claimed under, as processing
+        copies holding their tokens; a row that cannot be decoded (any exception) is buried
+        alone instead."""
+        jobs: list[Job] = []
+        for row, token in claimed:
             try:
-                job = Job.from_json(data).evolve(status=JobStatus.PROCESSING, scheduled_for=None, lease_token=token)
+                job = Job.from_json(row.data).evolve(status=JobStatus.PROCESSING, scheduled_for=None, lease_token=token)
             except Exception as exc:  # deliberately broad: stored data is hostile
                 # Claimed, so leased to us: if this bury is lost, the lease reaper buries it.
-                await self.bury_unreadable(seq, job_id, describe(exc), now)
+                await self.bury_unreadable(row.seq, row.id, describe(exc), now)
                 continue
-            claimed.append(job)
-        return claimed
+            jobs.append(job)
+        return jobs
 
     async def bury_unreadable(self, seq: int, job_id: str, detail: str, now: float) -> None:
         """Send the row ``seq`` (job ``job_id``, if no better id is known) to the dead letter
         queue as unreadable (see :meth:`_bury`); logs one WARNING."""
 
-        async def work(conn: AsyncConnection) -> str | None:
+        async def work(conn: Connection) -> str | None:
             return await self._bury(conn, seq, detail, now)
 
         found = await self.db.run(work)
         warn_unreadable(found or job_id, "moved to the dead letter queue", detail)
 
-    async def _bury(self, conn: AsyncConnection, seq: int, detail: str, now: float) -> str | None:
+    async def _bury(self, conn: Connection, seq: int, detail: str, now: float) -> str | None:
         """In ``conn``'s transaction: the row ``seq`` dead with the error "job is unreadable:
         ``detail``", and a failed result for its waiters; its id (None if the row is gone)."""
         error = f"job is unreadable: {detail}"
@@ -205,7 +121,7 @@ class SqlQueue:
         row = (await conn.execute(self.q["bury_unreadable"], params)).first()
         if row is None:
             return None
-        job_id: str = row[0]
+        job_id: str = row.id
         failed = JobResult(job_id=job_id, status=JobStatus.FAILED, error=error, completed_at=from_timestamp(now))
         await conn.execute(self.q["store_result"], self.db.result_params(failed))
         return job_id
@@ -235,9 +151,9 @@ class SqlQueue:
         raise LeaseLost(job.id, "it was claimed again" if state == t.PROCESSING else f"it is {state} now")
 
     async def _settled_row(self, job_id: str) -> tuple[str, str] | None:
-        async def work(conn: AsyncConnection) -> tuple[str, str] | None:
+        async def work(conn: Connection) -> tuple[str, str] | None:
             row = (await conn.execute(self.q["settled"], {"id": job_id})).first()
-            return None if row is None else (row[0], row[1])
+            return None if row is None else (row.state, row.data)
 
         return await self.db.run(work, readonly=True)
 
@@ -252,8 +168,6 @@ class SqlQueue:
     def shares_store_with(self, results: object) -> bool:
         """True if ``results`` keeps its rows in this queue's database, so that
         :meth:`complete_and_store` can write both in one transaction."""
-        from bananas_sql.results import SqlResults  # results.py imports this module
-
         return isinstance(results, SqlResults) and results.db is self.db
 
     async def complete_and_store(self, job: Job, result: JobResult) -> Job:
@@ -293,7 +207,7 @@ class SqlQueue:
             return
         params = {"id": job.id, "token": job.lease_token}
 
-        async def work(conn: AsyncConnection) -> None:
+        async def work(conn: Connection) -> None:
             await conn.execute(self.q["release"], params)
 
         await self.db.run(work, single=True)
@@ -312,20 +226,20 @@ class SqlQueue:
             if seen < MOVE_BATCH:
                 return moved
 
-    async def _move_batch(self, conn: AsyncConnection, *, now: float) -> tuple[int, int, list[tuple[str, str]]]:
+    async def _move_batch(self, conn: Connection, *, now: float) -> tuple[int, int, list[tuple[str, str]]]:
         """Up to :data:`MOVE_BATCH` due jobs made ready (or buried); how many were due, how many
         were made ready, and the unreadable ones as ``(id, detail)``."""
         rows = (await conn.execute(self.q["due_scheduled"], {"now": now, "batch": MOVE_BATCH})).all()
         ready: list[dict[str, Any]] = []
         unreadable: list[tuple[str, str]] = []
-        for seq, data, job_id in rows:
+        for row in rows:
             try:
-                Job.from_json(data).to_json()  # only a job that can be read and written again runs
+                Job.from_json(row.data).to_json()  # only a job that can be read and written again runs
             except Exception as exc:  # deliberately broad: stored data is hostile
                 detail = describe(exc)
-                unreadable.append((await self._bury(conn, seq, detail, now) or job_id, detail))
+                unreadable.append((await self._bury(conn, row.seq, detail, now) or row.id, detail))
                 continue
-            ready.append({"seq": seq})
+            ready.append({"seq": row.seq})
         if ready:
             await conn.execute(self.q["make_ready"], ready)  # one by one, in due order (FIFO positions)
         return len(rows), len(ready), unreadable
@@ -345,7 +259,7 @@ class SqlQueue:
             if seen < REAP_BATCH:
                 break
 
-        async def prune(conn: AsyncConnection) -> None:
+        async def prune(conn: Connection) -> None:
             await conn.execute(self.q["prune_jobs"], {"now": now})
             await conn.execute(self.q["prune_results"], {"now": now})
             await conn.execute(self.q["prune_workers"], {"now": now})
@@ -353,27 +267,27 @@ class SqlQueue:
         await self.db.run(prune)
         return total
 
-    async def _reap_batch(self, conn: AsyncConnection, *, now: float, ttl: float) -> tuple[int, list[tuple[str, str]]]:
+    async def _reap_batch(self, conn: Connection, *, now: float, ttl: float) -> tuple[int, list[tuple[str, str]]]:
         """Take back up to :data:`REAP_BATCH` expired leases; how many, and the unreadable ones
         buried as ``(id, detail)``."""
         ready: list[dict[str, Any]] = []
         dead: list[dict[str, Any]] = []
         unreadable: list[tuple[str, str]] = []
         rows = (await conn.execute(self.q["expired_leases"], {"now": now, "batch": REAP_BATCH})).all()
-        for seq, data, job_id in rows:
+        for row in rows:
             try:
-                job = Job.from_json(data)
+                job = Job.from_json(row.data)
                 attempts = job.attempts + 1
                 stamp = {"attempts": attempts, "error": LEASE_EXPIRED_ERROR, "updated_at": from_timestamp(now)}
                 if attempts < job.max_retries:
                     again = job.evolve(status=JobStatus.PENDING, scheduled_for=None, **stamp)
-                    ready.append({"seq": seq, "data": again.to_json()})
+                    ready.append({"seq": row.seq, "data": again.to_json()})
                 else:
                     buried = job.evolve(status=JobStatus.FAILED, scheduled_for=None, **stamp)
-                    dead.append({"seq": seq, "data": buried.to_json(), "now": now, "expires_at": now + ttl})
+                    dead.append({"seq": row.seq, "data": buried.to_json(), "now": now, "expires_at": now + ttl})
             except Exception as exc:  # deliberately broad: stored data is hostile
                 detail = describe(exc)
-                unreadable.append((await self._bury(conn, seq, detail, now) or job_id, detail))
+                unreadable.append((await self._bury(conn, row.seq, detail, now) or row.id, detail))
         if ready:
             await conn.execute(self.q["reap_ready"], ready)
         if dead:
@@ -383,16 +297,16 @@ class SqlQueue:
     async def get_job(self, job_id: str) -> Job:
         now = self._now()
 
-        async def work(conn: AsyncConnection) -> Job:
+        async def work(conn: Connection) -> Job:
             row = (await conn.execute(self.q["get_job"], {"id": job_id, "now": now})).first()
             if row is None:
                 raise JobNotFound(job_id)
-            return row_to_job(*row)
+            return row_to_job(row)
 
         return await self.db.run(work, readonly=True)
 
     async def depths(self) -> QueueDepths:
-        async def work(conn: AsyncConnection) -> QueueDepths:
+        async def work(conn: Connection) -> QueueDepths:
             ready: dict[tuple[str, JobPriority], int] = {}
             totals = {t.SCHEDULED: 0, t.PROCESSING: 0, t.DEAD: 0}
             for state, key, rank, count in await conn.execute(self.q["depths"]):
@@ -411,14 +325,14 @@ class SqlQueue:
             raise ValueError(f"limit and offset must be >= 0, got limit={limit}, offset={offset}")
         now = self._now()
 
-        async def work(conn: AsyncConnection) -> list[Job]:
+        async def work(conn: Connection) -> list[Job]:
             rows = await conn.execute(self.q["dead_letters"], {"limit": limit, "offset": offset, "now": now})
             jobs = []
             for row in rows:
                 try:
-                    jobs.append(row_to_job(*row))
+                    jobs.append(row_to_job(row))
                 except Exception as exc:  # not even a placeholder fits (e.g. a foreign id)
-                    warn_unreadable(str(row[4]), "left out of the dead letter list", describe(exc))
+                    warn_unreadable(str(row.id), "left out of the dead letter list", describe(exc))
             return jobs
 
         return await self.db.run(work, readonly=True)
@@ -426,7 +340,7 @@ class SqlQueue:
     async def requeue_dead(self, job_ids: Sequence[str] | None = None) -> int:
         now = self._now()
 
-        async def work(conn: AsyncConnection) -> int:
+        async def work(conn: Connection) -> int:
             if job_ids is None:
                 rows = await conn.execute(self.q["dead_all"])
             elif not job_ids:
@@ -434,7 +348,8 @@ class SqlQueue:
             else:
                 rows = await conn.execute(self.q["dead_some"], {"ids": list(job_ids)})
             updates = []
-            for seq, data, _job_id in rows:
+            for row in rows:
+                data = row.data
                 try:
                     job = Job.from_json(data)
                     fresh = job.evolve(
@@ -444,7 +359,7 @@ class SqlQueue:
                     data = fresh.to_json()
                 except Exception:  # deliberately broad: stored data is hostile
                     pass  # requeued as it is; the next claim buries it again with its error
-                updates.append({"seq": seq, "data": data})
+                updates.append({"seq": row.seq, "data": data})
             if updates:
                 await conn.execute(self.q["requeue"], updates)
             return len(updates)
@@ -452,7 +367,7 @@ class SqlQueue:
         return await self.db.run(work)
 
     async def purge_dead(self, job_ids: Sequence[str] | None = None) -> int:
-        async def work(conn: AsyncConnection) -> int:
+        async def work(conn: Connection) -> int:
             if job_ids is None:
                 return (await conn.execute(self.q["purge_all"])).rowcount
             if not job_ids:

@@ -7,15 +7,13 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from bananas.backend import Backend, BackendOptions
-from bananas.capabilities import Capability
 from bananas.errors import DuplicateJob, JobDecodeError, Timeout
 from bananas.job import Job, JobResult, dumps, loads
 from bananas.protocols import ScheduleState, WorkerInfo
 from bananas.timefmt import from_timestamp
 
-from bananas_sql.database import Database
-from bananas_sql.queue import SqlQueue, job_params
+from bananas_sql.database import Connection, Database
+from bananas_sql.rows import job_params
 
 
 class SqlResults:
@@ -30,7 +28,7 @@ class SqlResults:
     async def get(self, job_id: str) -> JobResult | None:
         now = self.db.clock()
 
-        async def work(conn: Any) -> str | None:
+        async def work(conn: Connection) -> str | None:
             row = (await conn.execute(self.db.q["get_result"], {"id": job_id, "now": now})).first()
             return None if row is None else str(row.data)
 
@@ -56,7 +54,7 @@ class SqlResults:
         raise Timeout(f"no result for job {job_id!r} within {timeout:g}s")
 
     async def delete(self, job_id: str) -> None:
-        async def work(conn: Any) -> None:
+        async def work(conn: Connection) -> None:
             await conn.execute(self.db.q["delete_result"], {"id": job_id})
 
         await self.db.run(work, single=True)
@@ -91,7 +89,7 @@ class SqlScheduler:
         params = job_params(job, self.db.clock())
         cas = {"id": schedule_id, "tick": tick.timestamp(), "next_run": next_run.timestamp()}
 
-        async def work(conn: Any) -> bool:
+        async def work(conn: Connection) -> bool:
             if (await conn.execute(self.db.q["fire"], cas)).first() is None:
                 return False
             if (await conn.execute(self.db.q["enqueue"], params)).first() is None:
@@ -125,20 +123,20 @@ class SqlScheduler:
             f"ON CONFLICT (schedule_id) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in values)}"
         )
 
-        async def work(conn: Any) -> None:
+        async def work(conn: Connection) -> None:
             await conn.execute(self.db.statement(sql), {"id": schedule_id, **values})
 
         await self.db.run(work, single=True)
 
     async def state(self, schedule_id: str) -> ScheduleState | None:
-        async def work(conn: Any) -> ScheduleState | None:
+        async def work(conn: Connection) -> ScheduleState | None:
             row = (await conn.execute(self.db.q["schedule_state"], {"id": schedule_id})).first()
             return None if row is None else _state(row)
 
         return await self.db.run(work, readonly=True)
 
     async def states(self) -> list[ScheduleState]:
-        async def work(conn: Any) -> list[ScheduleState]:
+        async def work(conn: Connection) -> list[ScheduleState]:
             return [_state(row) for row in await conn.execute(self.db.q["schedule_states"])]
 
         return await self.db.run(work, readonly=True)
@@ -157,13 +155,13 @@ class SqlWorkers:
         now = self.db.clock()
         data = dumps(WorkerInfo.from_dict({**info.to_dict(), "last_heartbeat": now}).to_dict())
 
-        async def work(conn: Any) -> None:
+        async def work(conn: Connection) -> None:
             await conn.execute(self.db.q["heartbeat"], {"id": info.id, "data": data, "expires_at": now + ttl})
 
         await self.db.run(work, single=True)
 
     async def deregister(self, worker_id: str) -> None:
-        async def work(conn: Any) -> None:
+        async def work(conn: Connection) -> None:
             await conn.execute(self.db.q["deregister"], {"id": worker_id})
 
         await self.db.run(work, single=True)
@@ -171,33 +169,10 @@ class SqlWorkers:
     async def workers(self) -> list[WorkerInfo]:
         now = self.db.clock()
 
-        async def work(conn: Any) -> Sequence[str]:
+        async def work(conn: Connection) -> Sequence[str]:
             return [r.data for r in await conn.execute(self.db.q["workers"], {"now": now})]
 
         return [WorkerInfo.from_dict(json.loads(data)) for data in await self.db.run(work, readonly=True)]
 
     async def close(self) -> None:
         await self.db.close()
-
-
-def sql_backend(
-    name: str,
-    db: Database,
-    url: str,
-    options: BackendOptions,
-    capabilities: frozenset[Capability],
-    *,
-    queue: SqlQueue | None = None,
-) -> Backend:
-    """One Backend whose queue (``queue``, by default a :class:`SqlQueue`), results, cron storage
-    and worker registry share ``db``."""
-    return Backend(
-        name=name,
-        url=url,
-        queue=queue if queue is not None else SqlQueue(db),
-        results=SqlResults(db),
-        workers=SqlWorkers(db),
-        scheduler=SqlScheduler(db),
-        capabilities=capabilities,
-        options=options,
-    )

@@ -14,9 +14,9 @@ from __future__ import annotations
 from bananas.backend import Backend, BackendOptions
 from bananas.capabilities import Capability
 
+from bananas_sql.backend import sql_backend
 from bananas_sql.pg.database import PostgresDatabase
 from bananas_sql.pg.handoff import PostgresQueue
-from bananas_sql.results import sql_backend
 
 
 def connect_postgres(url: str, options: BackendOptions, capabilities: frozenset[Capability]) -> Backend:

@@ -15,7 +15,7 @@ from bananas.backend import BackendOptions, redact_url
 from bananas.job import ALL_PRIORITIES, JobPriority
 
 from bananas_sql.batch import Write
-from bananas_sql.database import ClaimedRow, Database, stored_as_given
+from bananas_sql.database import ClaimedRow, Connection, Database, stored_as_given
 from bananas_sql.pg.batch import plan
 from bananas_sql.pg.listener import Listener
 from bananas_sql.pg.pool import ConnectionPool
@@ -112,7 +112,9 @@ class PostgresDatabase(Database):
 
     # -- units of work -----------------------------------------------------------------
 
-    async def run(self, work: Callable[[Any], Awaitable[T]], *, readonly: bool = False, single: bool = False) -> T:
+    async def run(
+        self, work: Callable[[Connection], Awaitable[T]], *, readonly: bool = False, single: bool = False
+    ) -> T:
         if not self._schema_ok:
             await self._check_schema()
 

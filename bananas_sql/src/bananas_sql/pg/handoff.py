@@ -11,8 +11,10 @@ from bananas.errors import InvalidJob
 from bananas.job import ALL_PRIORITIES, Job, JobPriority
 from bananas.protocols import DEFAULT_LEASE_SECONDS
 
+from bananas_sql.database import ClaimedRow
 from bananas_sql.pg.database import PostgresDatabase
-from bananas_sql.queue import SqlQueue, claim_arguments, new_lease_token
+from bananas_sql.queue import SqlQueue
+from bananas_sql.rows import claim_arguments, new_lease_token
 
 
 class PostgresQueue(SqlQueue):
@@ -106,7 +108,7 @@ class PostgresQueue(SqlQueue):
             register=register,
             wait=timeout,
         )
-        jobs += await self.claimed_jobs([(row.seq, row.data, row.id, lease_token) for row in rows], now)
+        jobs += await self.claimed_jobs([(row, lease_token) for row in rows], now)
         if jobs:
             return jobs
         # A wake-up since the last wait ended (set, not yet cleared) ends this one at once.
@@ -153,10 +155,9 @@ class PostgresQueue(SqlQueue):
         rows = []
         for seq, token, data in entries:
             if data is not None:
-                rows.append((seq, data, f"#{seq}", token))
+                rows.append((ClaimedRow(seq, data, f"#{seq}"), token))
             elif seq in fetched:  # gone if reaped or finished meanwhile: no longer ours
-                row = fetched[seq]
-                rows.append((row.seq, row.data, row.id, token))
+                rows.append((fetched[seq], token))
         return await self.claimed_jobs(rows, self._now())
 
 

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from bananas_sql.queries import compile_all
 from bananas_sql.queries.postgres import FRAGMENTS
-from bananas_sql.queue import job_params
+from bananas_sql.rows import job_params
 from bananas_sql.tables import Names
 
 

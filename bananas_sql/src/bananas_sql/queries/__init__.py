@@ -28,6 +28,7 @@ _HELD = "id = :id AND state = 'processing' AND lease_token = :token"
 
 TEMPLATES: Mapping[str, str] = {
     "schema_version": "SELECT version FROM {version} WHERE id = 1",
+    "ping": "SELECT 1",
     # -- jobs --------------------------------------------------------------------------
     "enqueue": (
         "INSERT INTO {jobs} AS j (id, name, state, routing_key, priority, position, run_at, data) "
@@ -92,7 +93,7 @@ TEMPLATES: Mapping[str, str] = {
     "get_job": f"SELECT {_JOB_COLUMNS} FROM {{jobs}} WHERE id = :id AND (expires_at IS NULL OR expires_at > :now)",
     # Three branches, each matching one partial index, so finished history is never scanned.
     "depths": (
-        "SELECT state, routing_key, priority, COUNT(*) FROM {jobs} "
+        "SELECT state, routing_key, priority, COUNT(*) AS n FROM {jobs} "
         "WHERE state IN ('ready', 'scheduled') GROUP BY state, routing_key, priority "
         "UNION ALL SELECT 'processing', '', 0, COUNT(*) FROM {jobs} WHERE state = 'processing' "
         "UNION ALL SELECT 'dead', '', 0, COUNT(*) FROM {jobs} WHERE state = 'dead'"

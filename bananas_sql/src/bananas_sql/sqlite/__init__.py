@@ -7,7 +7,7 @@ from __future__ import annotations
 from bananas.backend import Backend, BackendOptions
 from bananas.capabilities import Capability
 
-from bananas_sql.results import sql_backend
+from bananas_sql.backend import sql_backend
 from bananas_sql.sqlite.database import SqliteDatabase
 
 

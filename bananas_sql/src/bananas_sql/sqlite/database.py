@@ -18,10 +18,10 @@ from bananas.errors import BackendUnavailable, ConfigError
 from bananas.job import ALL_PRIORITIES, JobPriority
 from sqlalchemy import event
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from bananas_sql.batch import Write, statements
-from bananas_sql.database import ClaimedRow, Database, OutageLog, one_line, stored_as_given
+from bananas_sql.database import ClaimedRow, Connection, Database, OutageLog, one_line, stored_as_given
 from bananas_sql.queries import compile_all, fill
 from bananas_sql.queries.sqlite import FRAGMENTS, any_ready_sql, claim_sql
 from bananas_sql.sqlite.connection import RawSqlite
@@ -77,7 +77,9 @@ class SqliteDatabase(Database):
         self._claims: dict[tuple[int, tuple[int, ...] | None, int], str] = {}
         self._any_ready: dict[int, str] = {}
 
-    async def run(self, work: Callable[[Any], Awaitable[T]], *, readonly: bool = False, single: bool = False) -> T:
+    async def run(
+        self, work: Callable[[Connection], Awaitable[T]], *, readonly: bool = False, single: bool = False
+    ) -> T:
         deadline = time.monotonic() + self.retry_seconds
         delay = 0.05
         while True:
@@ -120,13 +122,13 @@ class SqliteDatabase(Database):
         ids = [r["id"] for r in rows]
         attempts = 0
 
-        async def work(conn: AsyncConnection) -> None:
+        async def work(conn: Connection) -> None:
             nonlocal attempts
             attempts += 1
             await conn.execute(self.q["delete_expired_ids"], {"ids": ids, "now": now})
             await conn.execute(self.q["insert"], rows)  # an IntegrityError rolls the whole unit back
 
-        async def check(conn: AsyncConnection) -> bool:
+        async def check(conn: Connection) -> bool:
             return stored_as_given((await conn.execute(self.q["stored_data"], {"ids": ids})).all(), rows)
 
         try:
@@ -136,7 +138,7 @@ class SqliteDatabase(Database):
         return True
 
     async def renew_leases(self, held: Sequence[tuple[str, str]], until: float) -> set[str]:
-        async def work(conn: AsyncConnection) -> set[str]:
+        async def work(conn: Connection) -> set[str]:
             renewed = set()
             for job_id, token in held:
                 if (await conn.execute(self.q["renew"], {"id": job_id, "token": token, "until": until})).first():
