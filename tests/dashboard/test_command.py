@@ -142,6 +142,8 @@ def test_mounted_in_another_asgi_app(tmp_path: Path) -> None:
         assert 'href="/ops/bananas/workers"' in html and f'data-job-id="{job_id}"' in html
         status, body, _ = _get(f"{base}/ops/bananas/api/jobs/{job_id}")
         assert status == 200 and json.loads(body)["status"] == "failed" and json.loads(body)["error"] == "boom"
+        status, html, _ = _get(base + "/ops/bananas/dlq?done=Call+0800+now")  # a crafted flash message
+        assert status == 200 and "0800" not in html
         status, body, _ = _get(f"{base}/ops/bananas/api/jobs/no-such-job")
         assert status == 404
         status, _, headers = _get(f"{base}/ops/bananas/jobs?id={job_id}")

@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import hmac
 import json
+import re
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from pathlib import Path
@@ -214,7 +215,7 @@ async def job_page(request: Request) -> Response:
         return _json(data if data is not None else {"error": f"no job {job_id!r}"}, 200 if data else 404)
     if data is None:
         return dash.page(request, "not_found.html", 404, job_id=job_id, title="Job not found")
-    flash = request.query_params.get("done", "")
+    flash = _flash(request)
     return dash.page(request, "job.html", job=data, flash=flash, title=f"Job {job_id}")
 
 
@@ -225,6 +226,16 @@ async def search(request: Request) -> Response:
     if not job_id:
         return RedirectResponse(f"{base}/", status_code=303)
     return RedirectResponse(f"{base}/jobs/{quote(job_id, safe='')}", status_code=303)
+
+
+_FLASH = re.compile(r"(requeued|purged) \d+ dead jobs?|no job was selected")
+
+
+def _flash(request: Request) -> str:
+    """The outcome a mutation redirected with; anything else in ``?done=`` is ignored, so a
+    crafted link cannot put words of its own on the page."""
+    done = request.query_params.get("done", "")
+    return done if _FLASH.fullmatch(done) else ""
 
 
 def _page_number(request: Request) -> int:
@@ -241,7 +252,7 @@ async def dlq_page(request: Request) -> Response:
     data = await views.dead_letters(dash.backend, page=_page_number(request), name=name)
     if _wants_json(request):
         return _json(data)
-    flash = request.query_params.get("done", "")
+    flash = _flash(request)
     return dash.page(request, "dlq.html", data=data, flash=flash, title="Dead letters")
 
 
