@@ -184,6 +184,7 @@ def test_a_token_guards_every_page_and_the_api(tmp_path: Path) -> None:
         status, html, _ = _get(base + "/dlq")
         assert status == 401 and "needs a token" in html and job_id not in html
         assert _get(base + "/api/overview", {"Authorization": "Bearer wrong-token"})[0] == 401
+        assert _get(base + "/api/overview", {"Authorization": "Bearer t\u00f6k\u00e9n"})[0] == 401  # not a 500
         status, body, _ = _get(base + "/api/dlq", {"Authorization": f"Bearer {token}"})
         assert status == 200 and json.loads(body)["jobs"][0]["id"] == job_id
         # A browser's first visit with ?token= gets a cookie and an address without the token.

@@ -99,7 +99,7 @@ class Dashboard:
         if not cookie or not given:
             return False
         expected = hmac.new(self.secret, cookie.encode(), hashlib.sha256).hexdigest()
-        return hmac.compare_digest(expected, given)
+        return _same(expected, given)
 
     def token_cookie(self) -> str:
         assert self.token is not None
@@ -109,9 +109,9 @@ class Dashboard:
         if self.token is None:
             return True
         header = request.headers.get("authorization", "")
-        if header.lower().startswith("bearer ") and hmac.compare_digest(header[7:].strip(), self.token):
+        if header.lower().startswith("bearer ") and _same(header[7:].strip(), self.token):
             return True
-        return hmac.compare_digest(request.cookies.get(TOKEN_COOKIE, ""), self.token_cookie())
+        return _same(request.cookies.get(TOKEN_COOKIE, ""), self.token_cookie())
 
     # -- rendering --------------------------------------------------------------------
 
@@ -128,6 +128,11 @@ class Dashboard:
             **context,
         )
         return HTMLResponse(html, status_code=status)
+
+
+def _same(given: str, expected: str) -> bool:
+    """Constant-time comparison of secrets, for any characters a client sends."""
+    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode("utf-8", "surrogateescape"))
 
 
 def _human_time(value: str) -> str:
@@ -365,7 +370,7 @@ class _Security:
                 return
         dash = self.dash
         given = request.query_params.get("token")
-        if dash.token is not None and given is not None and hmac.compare_digest(given, dash.token):
+        if dash.token is not None and given is not None and _same(given, dash.token):
             # A browser's first visit with ?token=: keep it in a cookie and drop it from the address bar.
             query = urlencode([(k, v) for k, v in request.query_params.multi_items() if k != "token"])
             response: Response = RedirectResponse(request.url.path + (f"?{query}" if query else ""), status_code=303)
