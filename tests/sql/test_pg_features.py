@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from typing import Any
 
 import psycopg
@@ -19,6 +18,7 @@ from bananas_sql.queries.postgres import claim_sql
 from bananas_sql.urls import postgres_sqlalchemy_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import Session
+from waiting import eventually
 
 import bananas_sql
 
@@ -75,34 +75,35 @@ async def test_async_transactional_enqueue(pg: Backend, async_engine: AsyncEngin
     assert [j.id for j in await pg.queue.claim(["default"], limit=5)] == [kept.id]
 
 
+async def woken_by(waiting: Awaitable[Any], action: Awaitable[Any], what: str) -> None:
+    """Start ``waiting`` (a wait of 30 s); once it blocks, run ``action``; ``waiting`` must end
+    well before its own timeout (woken by the action's notification)."""
+    task = asyncio.ensure_future(waiting)
+    await asyncio.sleep(0)  # the wait runs up to its first blocking point
+    assert not task.done(), f"{what}: the wait ended before the action"
+    await action
+    try:
+        await asyncio.wait_for(task, 10)  # far below the wait's 30 s, above any re-check
+    except TimeoutError:
+        raise AssertionError(f"{what}: not woken by the notification") from None
+
+
 async def test_idle_worker_is_woken_by_enqueue_elsewhere(pg: Backend, postgres_url: str, namespace: str) -> None:
     assert await pg.queue.claim(["default"]) == []
     await pg.queue.wait_for_work(["default"], 5)  # the listener's first connect counts as a wake-up
     async with connect(postgres_url, namespace=namespace) as producer:
-
-        async def enqueue_later() -> None:
-            await asyncio.sleep(0.3)
-            await producer.queue.enqueue(Job.create("wake"))
-
-        task = asyncio.ensure_future(enqueue_later())
-        started = time.monotonic()
-        await pg.queue.wait_for_work(["default"], 30)
-        waited = time.monotonic() - started
-        await task
-    assert waited < 15, "wait_for_work was not woken by the enqueue; it ran to its timeout"
+        enqueue = producer.queue.enqueue(Job.create("wake"))
+        await woken_by(pg.queue.wait_for_work(["default"], 30), enqueue, "wait_for_work")
     assert [j.name for j in await pg.queue.claim(["default"])] == ["wake"]
 
 
 async def test_result_wait_is_pushed(pg: Backend, postgres_url: str, namespace: str) -> None:
+    listener = pg.queue.db.listener  # type: ignore[attr-defined]
     async with connect(postgres_url, namespace=namespace) as worker:
-
-        async def store_later() -> None:
-            await asyncio.sleep(0.3)
-            await worker.results.store(JobResult(job_id="r", status=JobStatus.COMPLETED, result=[1]))
-
-        task = asyncio.ensure_future(store_later())
-        result = await pg.results.wait("r", 30)
-        await task
+        waiting = asyncio.ensure_future(pg.results.wait("r", 30))
+        await eventually(lambda: listener.watching("r") and listener.connected, what="the result waiter listening")
+        await worker.results.store(JobResult(job_id="r", status=JobStatus.COMPLETED, result=[1]))
+        result = await asyncio.wait_for(waiting, 4)  # it re-checks every 5 s: this is the notification
     assert result.result == [1]
 
 
@@ -144,34 +145,27 @@ async def test_one_listener_serves_work_and_results_in_either_order(
     pg: Backend, postgres_url: str, namespace: str, first: str
 ) -> None:
     # The listener subscribes to a channel when first needed; adding the second must not lose pushes.
+    listener = pg.queue.db.listener  # type: ignore[attr-defined]
     async with connect(postgres_url, namespace=namespace) as other:
 
-        async def later(action: Any) -> None:
-            await asyncio.sleep(0.3)
-            await action
+        async def result_pushed() -> None:
+            waiting = asyncio.ensure_future(pg.results.wait("r", 30))
+            await eventually(lambda: listener.watching("r") and listener.connected, what="the result waiter")
+            await other.results.store(JobResult(job_id="r", status=JobStatus.COMPLETED, result=[1]))
+            try:  # it re-checks every 5 s: done sooner means the notification woke it
+                assert (await asyncio.wait_for(waiting, 4)).result == [1]
+            except TimeoutError:
+                raise AssertionError("the result wait was not woken by a notification") from None
 
-        async def result_pushed() -> float:
-            store = JobResult(job_id="r", status=JobStatus.COMPLETED, result=[1])
-            task = asyncio.ensure_future(later(other.results.store(store)))
-            started = time.monotonic()
-            assert (await pg.results.wait("r", 30)).result == [1]
-            await task
-            return time.monotonic() - started
-
-        async def work_pushed() -> float:
+        async def work_pushed() -> None:
             assert await pg.queue.claim(["default"]) == []
             await pg.queue.wait_for_work(["default"], 5)  # a (re)connect counts as a wake-up
-            task = asyncio.ensure_future(later(other.queue.enqueue(Job.create("wake"))))
-            started = time.monotonic()
-            await pg.queue.wait_for_work(["default"], 30)
-            waited = time.monotonic() - started
-            await task
-            assert waited >= 0.25, "woken before the enqueue"
-            return waited
+            enqueue = other.queue.enqueue(Job.create("wake"))
+            await woken_by(pg.queue.wait_for_work(["default"], 30), enqueue, "wait_for_work")
 
         steps = [work_pushed, result_pushed] if first == "work" else [result_pushed, work_pushed]
         for step in steps:
-            assert await step() < 4, f"{step.__name__}: not woken by a notification (only by a re-check)"
+            await step()
 
 
 async def test_a_busy_worker_stops_listening_and_listens_again_when_dry(
@@ -191,15 +185,6 @@ async def test_a_busy_worker_stops_listening_and_listens_again_when_dry(
     assert db.listener.listening(work)
     assert await pg.queue.claim(["default"], limit=2) == []
     async with connect(postgres_url, namespace=namespace) as producer:
-
-        async def enqueue_later() -> None:
-            await asyncio.sleep(0.3)
-            await producer.queue.enqueue(Job.create("wake"))
-
-        task = asyncio.ensure_future(enqueue_later())
-        started = time.monotonic()
-        await pg.queue.wait_for_work(["default"], 30)
-        waited = time.monotonic() - started
-        await task
-    assert 0.25 <= waited < 4, f"woken after {waited:.2f}s: not by the enqueue's notification"
+        enqueue = producer.queue.enqueue(Job.create("wake"))
+        await woken_by(pg.queue.wait_for_work(["default"], 30), enqueue, "wait_for_work after busy")
     assert [j.name for j in await pg.queue.claim(["default"])] == ["wake"]

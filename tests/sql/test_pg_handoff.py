@@ -24,6 +24,7 @@ from bananas.plugins import connect
 from bananas_sql.migrate import HANDOFF_DATA_MAX
 from bananas_sql.tables import SCHEMA_VERSION
 from sqlalchemy.ext.asyncio import AsyncEngine
+from waiting import eventually
 
 import bananas_sql
 
@@ -65,14 +66,13 @@ async def start_waiting(
     kw.setdefault("limit", 5)
     for _ in range(200):
         waiting = asyncio.ensure_future(q.claim_or_wait(keys, waiter=token, timeout=5, **kw))
-        for _ in range(100):
-            if token in await waiters(engine, namespace):
-                return waiting
-            if waiting.done():
-                break
-            await asyncio.sleep(0.005)
+
+        async def registered_or_returned(waiting: asyncio.Future[list[Job]] = waiting) -> bool:
+            return waiting.done() or token in await waiters(engine, namespace)
+
+        await eventually(registered_or_returned, what="claim_or_wait registering or returning")
         if not waiting.done():
-            raise AssertionError("claim_or_wait neither registered nor returned")
+            return waiting
         assert await waiting == []
     raise AssertionError("the waiter never registered")
 
@@ -150,10 +150,7 @@ async def test_jobs_handed_over_between_waits_are_taken_by_the_next_claim_and_st
     assert await waiting == []
     job = mk(clock)
     await q.enqueue(job)
-    for _ in range(200):  # the notification reaches this process's listener
-        if any(q.db.listener.handed.values()):
-            break
-        await asyncio.sleep(0.005)
+    await eventually(lambda: any(q.db.listener.handed.values()), what="the hand-off reaching this process")
     assert (await job_row(engine, namespace, job.id))[0] == "processing"
     clock.advance(20)
     assert await q.renew([], lease=100) == set()  # kept jobs are this worker's: their leases are renewed
@@ -173,10 +170,7 @@ async def test_a_plain_claim_takes_only_the_handed_jobs_it_asked_for(
     assert await waiting == []
     job = mk(clock, routing_key="gpu")
     await q.enqueue(job)
-    for _ in range(200):
-        if any(q.db.listener.handed.values()):
-            break
-        await asyncio.sleep(0.005)
+    await eventually(lambda: any(q.db.listener.handed.values()), what="the hand-off reaching this process")
     assert await q.claim(["default"], limit=5) == []
     [got] = await q.claim(["default", "gpu"], limit=5)
     assert got.id == job.id and got.status is JobStatus.PROCESSING
@@ -191,10 +185,7 @@ async def test_stop_waiting_unregisters_and_returns_what_was_handed_over(
     assert await waiting == []
     job = mk(clock)
     await q.enqueue(job)
-    for _ in range(200):
-        if any(q.db.listener.handed.values()):
-            break
-        await asyncio.sleep(0.005)
+    await eventually(lambda: any(q.db.listener.handed.values()), what="the hand-off reaching this process")
     [back] = await q.stop_waiting("w")
     assert back.id == job.id
     await q.release(back)
@@ -302,11 +293,8 @@ async def test_a_worker_pool_runs_jobs_handed_to_it_exactly_once_and_stops_at_on
         try:
             for i in range(20):  # one at a time, each to an idle worker
                 await backend.queue.enqueue(Job.create("count", {"i": i}))
-                started = time.monotonic()
-                while i not in ran:
-                    assert time.monotonic() - started < 5.0
-                    await asyncio.sleep(0.002)
-                await asyncio.sleep(0.05)  # idle again: registered
+                await eventually(lambda i=i: i in ran, what=f"job {i} running")
+                await eventually(lambda: waiters(engine, namespace), what="a worker registered again (idle)")
             assert await waiters(engine, namespace) != []  # it waits as a registered waiter
             started = time.monotonic()
             await pool.stop()

@@ -75,6 +75,10 @@ class Listener:
         self._results.setdefault(job_id, set()).add(event)
         return event
 
+    def watching(self, job_id: str) -> bool:
+        """Whether a result waiter of this process waits for ``job_id``'s notification."""
+        return job_id in self._results
+
     def unwatch(self, job_id: str, event: asyncio.Event) -> None:
         events = self._results.get(job_id)
         if events is not None:
