@@ -71,7 +71,8 @@ async def test_upgrade_from_version_1_adds_the_due_index(db_url: str, namespace:
         async with connect(db_url, namespace=namespace) as backend:
             with pytest.raises(SchemaError, match=f"at schema version 1 but this bananas-sql needs {SCHEMA_VERSION}"):
                 await backend.queue.enqueue(Job.create("x"))
-        await bananas_sql.upgrade(db_url, namespace=namespace)
+        done = await bananas_sql.upgrade(db_url, namespace=namespace)
+        assert done.startswith("applied 1 -> 2: the index jobs_due") and "applied 3 -> 4: " in done, done
         async with engine.connect() as conn:
             assert f"{namespace}_jobs_due" in await conn.run_sync(indexes)
             version = (await conn.execute(sa.text(f"SELECT version FROM {namespace}_schema_version"))).scalar()

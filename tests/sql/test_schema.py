@@ -7,12 +7,19 @@ import sqlalchemy as sa
 from bananas.errors import ConfigError, SchemaError
 from bananas.job import Job
 from bananas.plugins import connect, resolve
+from bananas_sql.migrate import STEPS
+from bananas_sql.tables import SCHEMA_VERSION
 from bananas_sql.urls import postgres_sqlalchemy_url, sqlite_sqlalchemy_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 import bananas_sql
 
 pytestmark = pytest.mark.anyio
+
+
+def test_migration_steps_are_numbered_up_to_the_schema_version() -> None:
+    assert [step.version for step in STEPS] == list(range(2, SCHEMA_VERSION + 1))
+    assert all(step.description for step in STEPS)
 
 
 async def test_missing_schema_names_the_command(db_url: str, namespace: str) -> None:
@@ -25,13 +32,14 @@ async def test_missing_schema_names_the_command(db_url: str, namespace: str) -> 
 
 
 async def test_upgrade_is_idempotent_and_via_backend_spec(db_url: str, namespace: str) -> None:
-    await bananas_sql.upgrade(db_url, namespace=namespace)
-    await bananas_sql.upgrade(db_url, namespace=namespace)
+    assert await bananas_sql.upgrade(db_url, namespace=namespace) == f"created at version {SCHEMA_VERSION}"
+    assert await bananas_sql.upgrade(db_url, namespace=namespace) == f"already at version {SCHEMA_VERSION}"
     spec = resolve(db_url)
     assert spec.migrate is not None
     from bananas.backend import BackendOptions
 
-    await spec.migrate(db_url, BackendOptions(extra={"namespace": namespace}))
+    done = await spec.migrate(db_url, BackendOptions(extra={"namespace": namespace}))
+    assert done == f"already at version {SCHEMA_VERSION}"
     async with connect(db_url, namespace=namespace) as backend:
         await backend.queue.enqueue(Job.create("x"))
         assert (await backend.queue.depths()).total_ready == 1
