@@ -192,6 +192,26 @@ def test_a_token_guards_every_page_and_the_api(tmp_path: Path) -> None:
         assert status == 303 and headers["location"] == "/dlq" and "bananas_token=" in headers["set-cookie"]
         cookie = headers["set-cookie"].split(";")[0]
         assert _get(base + "/dlq", {"Cookie": cookie})[0] == 200
+        # A browser (the cookie) needs the CSRF token, whatever Authorization header it adds.
+        forged = urllib.request.Request(
+            base + "/dlq/requeue",
+            data=f"only={job_id}".encode(),
+            headers={"Cookie": cookie, "Authorization": "Bearer not-the-token"},
+            method="POST",
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.build_opener(_NoRedirect).open(forged, timeout=10)
+        assert refused.value.code == 403
+        # The page a form returns to is one of ours, never another site.
+        bounce = urllib.request.Request(
+            base + "/dlq/requeue",
+            data=urllib.parse.urlencode({"only": "no-such-job", "back": "/\\evil.example"}).encode(),
+            headers={"Authorization": f"Bearer {token}"},
+            method="POST",
+        )
+        with pytest.raises(urllib.error.HTTPError) as redirect:
+            urllib.request.build_opener(_NoRedirect).open(bounce, timeout=10)
+        assert redirect.value.code == 303 and redirect.value.headers["location"].startswith("/dlq?done=")
         # A script with the bearer token needs no CSRF token.
         request = urllib.request.Request(
             base + "/api/dlq/requeue",

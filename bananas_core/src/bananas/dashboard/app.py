@@ -105,11 +105,13 @@ class Dashboard:
         assert self.token is not None
         return hmac.new(self.secret, self.token.encode(), hashlib.sha256).hexdigest()
 
-    def authorised(self, request: Request) -> bool:
-        if self.token is None:
-            return True
+    def bearer_ok(self, request: Request) -> bool:
+        """True if the request carries the token in ``Authorization: Bearer`` (a script, not a browser)."""
         header = request.headers.get("authorization", "")
-        if header.lower().startswith("bearer ") and _same(header[7:].strip(), self.token):
+        return self.token is not None and header.lower().startswith("bearer ") and _same(header[7:].strip(), self.token)
+
+    def authorised(self, request: Request) -> bool:
+        if self.token is None or self.bearer_ok(request):
             return True
         return _same(request.cookies.get(TOKEN_COOKIE, ""), self.token_cookie())
 
@@ -233,6 +235,7 @@ async def search(request: Request) -> Response:
     return RedirectResponse(f"{base}/jobs/{quote(job_id, safe='')}", status_code=303)
 
 
+_BACK = re.compile(r"/(dlq(\?[^\\]*)?|jobs/[^\\]*)")
 _FLASH = re.compile(r"(requeued|purged) \d+ dead jobs?|no job was selected")
 
 
@@ -313,13 +316,12 @@ def _mutation(verb: str) -> Handler:
         fields: dict[str, list[str]] = {}
         for key, value in form:
             fields.setdefault(key, []).append(value)
-        bearer = dash.token is not None and request.headers.get("authorization", "").lower().startswith("bearer ")
-        if not bearer and not dash.csrf_ok(request, (fields.get(CSRF_FIELD) or [""])[0]):
+        if not dash.bearer_ok(request) and not dash.csrf_ok(request, (fields.get(CSRF_FIELD) or [""])[0]):
             message = "refused: this form has no valid CSRF token; reload the page and try again"
             return _json({"error": message}, 403) if api else PlainTextResponse(message, status_code=403)
         ids = list(dict.fromkeys(fields.get("only") or fields.get("ids") or []))
         back = (fields.get("back") or ["/dlq"])[0]
-        if not back.startswith("/") or back.startswith("//"):
+        if not _BACK.fullmatch(back):  # only back to one of our pages, never to another site
             back = "/dlq"
         if not dash.backend.supports(Capability.DEAD_LETTER_ADMIN):
             data = views.unsupported(dash.backend, Capability.DEAD_LETTER_ADMIN, f"{verb}ing dead jobs")
@@ -373,7 +375,8 @@ class _Security:
         if dash.token is not None and given is not None and _same(given, dash.token):
             # A browser's first visit with ?token=: keep it in a cookie and drop it from the address bar.
             query = urlencode([(k, v) for k, v in request.query_params.multi_items() if k != "token"])
-            response: Response = RedirectResponse(request.url.path + (f"?{query}" if query else ""), status_code=303)
+            target = "/" + request.url.path.lstrip("/")  # "//host" would leave the site
+            response: Response = RedirectResponse(target + (f"?{query}" if query else ""), status_code=303)
             response.set_cookie(TOKEN_COOKIE, dash.token_cookie(), httponly=True, samesite="strict")
             await response(scope, receive, send)
             return
