@@ -137,8 +137,10 @@ def test_mounted_in_another_asgi_app(tmp_path: Path) -> None:
     job_id = _dead_job(url)
     outer = Starlette(routes=[starlette_routing.Mount("/ops/bananas", app=create_app(url))])
     with serve(outer) as base:
-        status, html, _ = _get(base + "/ops/bananas/dlq")
+        status, html, headers = _get(base + "/ops/bananas/dlq")
         assert status == 200
+        assert "script-src 'self'" in headers["content-security-policy"]
+        assert "frame-ancestors 'none'" in headers["content-security-policy"]
         assert 'href="/ops/bananas/workers"' in html and f'data-job-id="{job_id}"' in html
         status, body, _ = _get(f"{base}/ops/bananas/api/jobs/{job_id}")
         assert status == 200 and json.loads(body)["status"] == "failed" and json.loads(body)["error"] == "boom"

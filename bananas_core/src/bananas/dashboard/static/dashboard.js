@@ -48,6 +48,15 @@
       try { localStorage.setItem("bananas-theme", next); } catch (e) {}
     });
 
+    // "/" focuses the job search, as on many sites.
+    document.addEventListener("keydown", function (ev) {
+      var t = ev.target.tagName;
+      if (ev.key === "/" && t !== "INPUT" && t !== "TEXTAREA") {
+        var box = document.querySelector(".search input");
+        if (box) { ev.preventDefault(); box.focus(); }
+      }
+    });
+
     var all = document.querySelector("[data-select-all]");
     var boxes = document.querySelectorAll("input[name=ids]");
     var needs = document.querySelectorAll("[data-needs-selection]");
