@@ -326,3 +326,14 @@ def test_a_worker_that_left_the_registry_is_listed_as_gone() -> None:
         assert [(w["id"], w["state"]) for w in after["gone"]] == [("w-gone", "gone")]
         status, html, _ = _get(base + "/workers")
         assert status == 200 and "No live workers" in html and ">gone<" in html
+
+
+def test_an_unreachable_store_is_a_503_page_that_says_so() -> None:
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with serve(create_app(f"redis://127.0.0.1:{port}/0?retry_for=0.3")) as base:
+        status, html, _ = _get(base + "/")
+        assert status == 503 and "The backend does not answer" in html and "Traceback" not in html
+        status, body, _ = _get(base + "/api/overview")
+        assert status == 503 and "unreachable" in json.loads(body)["error"]
