@@ -337,3 +337,27 @@ def test_an_unreachable_store_is_a_503_page_that_says_so() -> None:
         assert status == 503 and "The backend does not answer" in html and "Traceback" not in html
         status, body, _ = _get(base + "/api/overview")
         assert status == 503 and "unreachable" in json.loads(body)["error"]
+
+
+def test_the_dead_letter_queue_pages_and_filters_by_name() -> None:
+    backend = bananas.connect("memory://many-dead")
+
+    async def kill(count: int) -> None:
+        for i in range(count):
+            name = "send" if i % 3 else "resize"
+            await backend.queue.enqueue(Job.create(name, i, max_retries=0))
+            [claimed] = await backend.queue.claim(["default"])
+            await backend.queue.fail(claimed, f"boom {i}")
+
+    asyncio.run(kill(30))
+    with serve(create_app(backend)) as base:
+        first = json.loads(_get(base + "/api/dlq")[1])
+        second = json.loads(_get(base + "/api/dlq?page=2")[1])
+        assert (first["total"], len(first["jobs"]), first["more"]) == (30, 25, True)
+        assert (len(second["jobs"]), second["more"]) == (5, False)
+        seen = [j["payload"] for j in first["jobs"] + second["jobs"]]
+        assert sorted(seen) == list(range(30))  # every dead job once, over the two pages
+        resize = json.loads(_get(base + "/api/dlq?name=resize")[1])
+        assert resize["total"] == 10 and {j["name"] for j in resize["jobs"]} == {"resize"}
+        status, html, _ = _get(base + "/dlq?page=2")
+        assert status == 200 and "← Newer" in html and "Older →" not in html
