@@ -1,7 +1,8 @@
 """The SQLite :class:`~bananas_sql.database.Database`: one file, no server. WAL mode, a busy
 timeout, ``BEGIN IMMEDIATE`` writes, and short polling for wake-ups; several worker processes
-can share the file. Claims, outcomes and submissions run on the ``sqlite3`` connection of
-:mod:`~bananas_sql.sqlite.connection`; the rest (reads, the reaper, admin) on SQLAlchemy."""
+can share the file. Claims, outcomes, submissions and lease renewals run on the ``sqlite3``
+connection of :mod:`~bananas_sql.sqlite.connection`; the rest (reads, the reaper and mover,
+admin) on SQLAlchemy."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from bananas_sql.batch import Write, statements
-from bananas_sql.database import ClaimedRow, Connection, Database, OutageLog, one_line, stored_as_given
+from bananas_sql.database import ClaimedRow, Connection, Database, OutageLog, one_line
 from bananas_sql.queries import compile_all, fill
 from bananas_sql.queries.sqlite import FRAGMENTS, any_ready_sql, claim_sql
 from bananas_sql.sqlite.connection import RawSqlite
@@ -119,33 +120,35 @@ class SqliteDatabase(Database):
         self.schema_checked(version)
 
     async def insert_many(self, rows: Sequence[Mapping[str, Any]], now: float) -> bool:
-        ids = [r["id"] for r in rows]
-        attempts = 0
+        """See :meth:`Database.insert_many`: in a savepoint of a shared write transaction, so an
+        id already taken leaves nothing of the batch written."""
+        await self._ensure_schema()
+        ids = {f"i{n}": r["id"] for n, r in enumerate(rows)}
+        delete = self.sql["delete_expired_ids"].replace(":ids", "(" + ", ".join(f":{k}" for k in ids) + ")")
+        insert = self.sql["insert"]
 
-        async def work(conn: Connection) -> None:
-            nonlocal attempts
-            attempts += 1
-            await conn.execute(self.q["delete_expired_ids"], {"ids": ids, "now": now})
-            await conn.execute(self.q["insert"], rows)  # an IntegrityError rolls the whole unit back
-
-        async def check(conn: Connection) -> bool:
-            return stored_as_given((await conn.execute(self.q["stored_data"], {"ids": ids})).all(), rows)
+        def work(conn: sqlite3.Connection) -> bool:
+            conn.execute(delete, {**ids, "now": now})
+            conn.executemany(insert, rows)
+            return True
 
         try:
-            await self.run(work)
-        except sa.exc.IntegrityError:
-            return attempts > 1 and await self.run(check, readonly=True)
-        return True
+            return await self.raw.transaction(work, weight=len(rows))
+        except sqlite3.IntegrityError:
+            return False
 
     async def renew_leases(self, held: Sequence[tuple[str, str]], until: float) -> set[str]:
-        async def work(conn: Connection) -> set[str]:
-            renewed = set()
-            for job_id, token in held:
-                if (await conn.execute(self.q["renew"], {"id": job_id, "token": token, "until": until})).first():
-                    renewed.add(job_id)
-            return renewed
+        await self._ensure_schema()
+        renew = self.sql["renew"]
 
-        return await self.run(work)
+        def work(conn: sqlite3.Connection) -> set[str]:
+            return {
+                job_id
+                for job_id, token in held
+                if conn.execute(renew, {"id": job_id, "token": token, "until": until}).fetchone() is not None
+            }
+
+        return await self.raw.transaction(work, defer=True, weight=len(held))
 
     def _claim_sql(self, n_keys: int, ranks: tuple[int, ...] | None, n_names: int) -> str:
         shape = (n_keys, ranks, n_names)
