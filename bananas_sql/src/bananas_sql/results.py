@@ -13,6 +13,7 @@ from bananas.protocols import ScheduleState, WorkerInfo
 from bananas.timefmt import from_timestamp
 
 from bananas_sql.database import Connection, Database
+from bananas_sql.queries import record_schedule_sql
 from bananas_sql.rows import job_params
 
 
@@ -115,13 +116,7 @@ class SqlScheduler:
             values["last_error"] = last_error
         if not values:
             return
-        # Column names come from the fixed set above, never from input.
-        cols = ", ".join(values)
-        sql = (
-            f"INSERT INTO {self.db.names.schedules} AS s (schedule_id, {cols}) "
-            f"VALUES (:id, {', '.join(':' + c for c in values)}) "
-            f"ON CONFLICT (schedule_id) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in values)}"
-        )
+        sql = record_schedule_sql(self.db.names.schedules, list(values))
 
         async def work(conn: Connection) -> None:
             await conn.execute(self.db.statement(sql), {"id": schedule_id, **values})

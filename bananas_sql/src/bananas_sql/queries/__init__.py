@@ -157,6 +157,22 @@ TEMPLATES: Mapping[str, str] = {
 }
 
 
+SCHEDULE_COLUMNS = frozenset({"next_run", "last_success", "last_error"})
+"""The columns of a schedule's row that :func:`record_schedule_sql` may write."""
+
+
+def record_schedule_sql(schedules: str, columns: list[str]) -> str:
+    """The upsert of a schedule's row writing ``columns`` (some of :data:`SCHEDULE_COLUMNS`)
+    from ``:id`` and parameters named after them."""
+    if not columns or not set(columns) <= SCHEDULE_COLUMNS:
+        raise ValueError(f"not columns of a schedule's row: {columns!r}")
+    return (
+        f"INSERT INTO {schedules} AS s (schedule_id, {', '.join(columns)}) "
+        f"VALUES (:id, {', '.join(':' + c for c in columns)}) "
+        f"ON CONFLICT (schedule_id) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in columns)}"
+    )
+
+
 def fill(names: Mapping[str, str], fragments: Mapping[str, str]) -> dict[str, str]:
     """Every named statement as SQL text for one namespace and dialect, with ``:name`` parameters
     (SQLite's own style; expanding list parameters are left as ``IN :ids``)."""

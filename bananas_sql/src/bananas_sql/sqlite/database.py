@@ -183,8 +183,9 @@ class SqliteDatabase(Database):
         rows = await self.raw.transaction(work, defer=True)
         if len(rows) > limit:  # never expected; a claim must not take more than asked
             raise RuntimeError(f"claimed {len(rows)} rows for a limit of {limit}")
-        rows.sort(key=lambda r: (r[3], r[4], r[5]))  # key rank, priority, position
-        return [ClaimedRow(seq, data, job_id) for seq, data, job_id, *_ in rows]
+        ordered = sorted((key_rank, priority, position, seq, data, job_id)
+                         for seq, data, job_id, key_rank, priority, position in rows)  # fmt: skip
+        return [ClaimedRow(seq, data, job_id) for *_, seq, data, job_id in ordered]
 
     async def enqueue_one(self, params: Mapping[str, Any]) -> bool:
         await self._ensure_schema()
