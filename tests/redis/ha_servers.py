@@ -317,7 +317,7 @@ class Outcome:
         self.lost: list[str] = []  # acknowledged, but no record on the master afterwards
         self.not_run: list[str] = []  # acknowledged and stored, but never completed
         self.duplicates: dict[str, int] = {}  # ran more than once
-        self.stuck = -1  # ids left in the processing list on the master at the end (-1: not read)
+        self.stuck = -1  # ids still in the master's processing list a lease after the end (-1: not read)
         self.statuses: dict[str, int] = {}
 
     def summary(self) -> str:
@@ -326,6 +326,10 @@ class Outcome:
             f"not_completed={len(self.not_run)} ran_twice={len(self.duplicates)} stuck={self.stuck} "
             f"statuses={self.statuses}" + (f" lost_ids={self.lost[:3]}..{self.lost[-3:]}" if self.lost else "")
         )
+
+
+def _processing(read: Callable[[], int]) -> int:
+    return int(wait_until(lambda: (read(),), 30, "the master's processing list")[0])
 
 
 def run_burst(
@@ -385,7 +389,14 @@ def run_burst(
                 if status != "completed" or job_id not in runs:
                     out.not_run.append(job_id)
             out.duplicates = {k: v for k, v in runs.items() if v > 1}
-            out.stuck = int(wait_until(lambda: (processing(),), 30, "the master's processing list")[0])
+            # A claim that died with a master (its reply lost, or not confirmed) leaves its jobs
+            # leased to no one until the lease runs out and the reaper takes them back: wait that
+            # long for the processing list to empty before calling anything in it stuck.
+            deadline = time.monotonic() + lease + 10.0
+            out.stuck = _processing(processing)
+            while out.stuck and time.monotonic() < deadline:
+                time.sleep(0.5)
+                out.stuck = _processing(processing)
     finally:
         if fault_thread.is_alive():
             fault_thread.join(60)
