@@ -84,7 +84,7 @@ async def test_wait_replicas_unconfirmed_raises(redis_url: str, namespace: str) 
 @pytest.fixture
 def replicated() -> Iterator[tuple[RedisServer, RedisServer]]:
     """A master and its synced replica (ours), the replica resumed if a test paused it."""
-    master = RedisServer()
+    master = RedisServer(extra=["--repl-diskless-sync-delay", "0"])  # the replica syncs at once, not after 5 s
     replica = RedisServer(extra=["--replicaof", "127.0.0.1", str(master.port)])
     try:
         master.start()
@@ -110,15 +110,17 @@ async def test_settle_returns_only_once_the_replica_has_it(
     master, replica = replicated
     url = f"{master.url}?wait_replicas=1&wait_timeout=0.1"
     caplog.set_level(logging.WARNING, logger="bananas.redis")
-    async with bananas.plugins.connect(url, namespace="settle", retry_for=1) as backend:
-        queue = backend.queue
-        await queue.enqueue_many([Job.create("t", {}, job_id="a"), Job.create("t", {}, job_id="b")])
-        first, second = await queue.claim(["default"], limit=2)
+    async with (
+        bananas.plugins.connect(url, namespace="settle", retry_for=1) as brief,
+        bananas.plugins.connect(url, namespace="settle", retry_for=60) as patient,
+    ):
+        await brief.queue.enqueue_many([Job.create("t", {}, job_id="a"), Job.create("t", {}, job_id="b")])
+        first, second = await brief.queue.claim(["default"], limit=2)
         _pause(replica, True)
         with pytest.raises(BackendUnavailable, match="0 of 1 replicas"):
-            await queue.complete(first)  # written on the master, never confirmed: the worker must not move on
-        assert (await queue.get_job("a")).status.value == "completed"
-        done = asyncio.ensure_future(queue.complete(second))
+            await brief.queue.complete(first)  # written on the master, never confirmed: the worker must not move on
+        assert (await brief.queue.get_job("a")).status.value == "completed"
+        done = asyncio.ensure_future(patient.queue.complete(second))
         await asyncio.sleep(0.5)
         assert not done.done(), "the completion returned while the replica was paused"
         _pause(replica, False)
