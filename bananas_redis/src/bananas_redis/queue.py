@@ -331,7 +331,7 @@ class RedisQueue(QueueAdmin):
             return True
         log.warning(
             "Redis at %s: %d claimed job(s) not run: only %d of %d replicas confirmed the claim within %gs "
-            "(wait_replicas); they run again when their lease runs out",
+            "(wait_replicas); they run when their lease runs out (the reaper counts an attempt)",
             self.conn.redacted, count, acked, self.conn.wait_replicas, self.conn.wait_timeout,
         )  # fmt: skip
         return False
