@@ -108,14 +108,15 @@ async def test_settle_returns_only_once_the_replica_has_it(
     replicated: tuple[RedisServer, RedisServer], caplog: pytest.LogCaptureFixture
 ) -> None:
     master, replica = replicated
-    url = f"{master.url}?wait_replicas=1&wait_timeout=0.1"
+    url = f"{master.url}?wait_replicas=1"
     caplog.set_level(logging.WARNING, logger="bananas.redis")
     async with (
-        bananas.plugins.connect(url, namespace="settle", retry_for=1) as brief,
-        bananas.plugins.connect(url, namespace="settle", retry_for=60) as patient,
+        bananas.plugins.connect(url, namespace="settle", wait_timeout=5) as steady,  # while the replica answers
+        bananas.plugins.connect(url, namespace="settle", wait_timeout=0.1, retry_for=1) as brief,
+        bananas.plugins.connect(url, namespace="settle", wait_timeout=0.1, retry_for=60) as patient,
     ):
-        await brief.queue.enqueue_many([Job.create("t", {}, job_id="a"), Job.create("t", {}, job_id="b")])
-        first, second = await brief.queue.claim(["default"], limit=2)
+        await steady.queue.enqueue_many([Job.create("t", {}, job_id="a"), Job.create("t", {}, job_id="b")])
+        first, second = await steady.queue.claim(["default"], limit=2)
         _pause(replica, True)
         with pytest.raises(BackendUnavailable, match="0 of 1 replicas"):
             await brief.queue.complete(first)  # written on the master, never confirmed: the worker must not move on
@@ -135,14 +136,17 @@ async def test_a_claim_the_replica_did_not_confirm_is_not_run(
     replicated: tuple[RedisServer, RedisServer], caplog: pytest.LogCaptureFixture
 ) -> None:
     master, replica = replicated
-    url = f"{master.url}?wait_replicas=1&wait_timeout=0.1"
+    url = f"{master.url}?wait_replicas=1"
     caplog.set_level(logging.WARNING, logger="bananas.redis")
-    async with bananas.plugins.connect(url, namespace="claim", retry_for=1) as backend:
-        queue = backend.queue
+    async with (
+        bananas.plugins.connect(url, namespace="claim", wait_timeout=5) as steady,  # while the replica answers
+        bananas.plugins.connect(url, namespace="claim", wait_timeout=0.1, retry_for=1) as brief,
+    ):
+        queue = steady.queue
         await queue.enqueue(Job.create("t", {}, job_id="a"))
         _pause(replica, True)
         try:
-            assert await queue.claim(["default"], lease=0.2) == []  # a failover could undo it: not run
+            assert await brief.queue.claim(["default"], lease=0.2) == []  # a failover could undo it: not run
         finally:
             _pause(replica, False)
         assert (await queue.get_job("a")).status.value == "processing"  # left to its lease
