@@ -269,8 +269,8 @@ class Connection:
     raises :class:`BackendUnavailable` with the redacted URL. Only operations that are safe
     to repeat are run through it; every Lua script here is written to be (see queue.py).
     On Sentinel it also follows the master (see the module docs). ``wait_replicas`` (a whole
-    number >= 0, default 0) and ``wait_timeout`` (seconds, default 1) configure
-    :meth:`eval_replicated`.
+    number >= 0, default 0) and ``wait_timeout`` (seconds, default 1) configure the
+    replicated calls (:meth:`eval_replicated`, :meth:`run_replicated`, :meth:`blpop_replicated`).
     """
 
     def __init__(self, url: str, options: BackendOptions) -> None:

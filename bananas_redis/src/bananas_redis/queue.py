@@ -26,6 +26,11 @@ latest after one poll interval.
 
 Every write script is safe to repeat after a lost reply (see finish.lua's return codes),
 so operations are retried through :meth:`Connection.run` on connection loss.
+
+Replicated claims. With ``wait_replicas``, a claim (the script, or a waiter's BLPOP of its
+inbox) is followed by ``WAIT`` on the same connection, and jobs whose claim the replicas did
+not confirm are not run: a failover could undo the claim and hand them to another worker.
+Settles wait for the replicas too (settle.py). See docs/high-availability.md.
 """
 
 from __future__ import annotations
