@@ -38,7 +38,8 @@ SQLITE_CAPABILITIES: frozenset[Capability] = _COMMON
 _SHARED_OPTIONS = ("namespace", "table_prefix", "schema", "retry_seconds")
 POSTGRES_OPTIONS = (*_SHARED_OPTIONS, "pool_size", "pool_pre_ping", "claim_sync_commit", "connect_timeout")
 """What the PostgreSQL backend reads from ``BackendOptions.extra`` (other URL query
-parameters, such as ``sslmode``, go to libpq)."""
+parameters, such as ``sslmode``, go to libpq). ``pool_pre_ping`` is still accepted and has
+no effect: a statement on a lost connection is always run again on a fresh one."""
 SQLITE_OPTIONS = (*_SHARED_OPTIONS, "busy_timeout", "poll_interval", "write_gap")
 """What the SQLite backend reads from ``BackendOptions.extra``."""
 
