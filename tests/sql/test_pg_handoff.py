@@ -21,7 +21,7 @@ from bananas.clock import ManualClock
 from bananas.errors import DuplicateJob, SchemaError
 from bananas.job import Job, JobStatus
 from bananas.plugins import connect
-from bananas_sql.migrate import HANDOFF_DATA_MAX
+from bananas_sql.schema import HANDOFF_DATA_MAX
 from bananas_sql.tables import SCHEMA_VERSION
 from sqlalchemy.ext.asyncio import AsyncEngine
 from waiting import eventually

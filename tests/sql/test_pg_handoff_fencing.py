@@ -13,7 +13,7 @@ from bananas.backend import Backend
 from bananas.clock import ManualClock
 from bananas.errors import LeaseLost
 from bananas.job import Job, JobStatus
-from bananas_sql.migrate import HANDOFF_DATA_MAX
+from bananas_sql.schema import HANDOFF_DATA_MAX
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 pytestmark = pytest.mark.anyio

@@ -5,7 +5,7 @@ The schema has a version (:data:`~bananas_sql.tables.SCHEMA_VERSION`), kept in t
 older one is brought up by :data:`STEPS`, each numbered step applied in order in the same
 transaction, and the version written once at the end. A step is any code (a change that is
 not purely additive can be written: copy, rewrite, drop). To change the schema, bump
-``SCHEMA_VERSION``, change :func:`~bananas_sql.tables.metadata` (what a new database gets)
+``SCHEMA_VERSION``, change :func:`~bananas_sql.schema.metadata` (what a new database gets)
 and append the step that brings a database of the previous version to the same place.
 
 Idempotent and safe to run from several processes at once (PostgreSQL serialises it with
@@ -24,115 +24,9 @@ from bananas.backend import BackendOptions
 from bananas.errors import SchemaError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from bananas_sql.tables import SCHEMA_VERSION, Names, metadata
+from bananas_sql.schema import HANDOFF_DATA_MAX, PG_TRIGGERS, metadata
+from bananas_sql.tables import SCHEMA_VERSION, Names
 from bananas_sql.urls import postgres_sqlalchemy_url, sqlite_sqlalchemy_url
-
-HANDOFF_DATA_MAX = 7000
-"""Largest job (bytes of wire JSON) sent whole with its hand-off; NOTIFY payloads stop at
-8000 bytes, and a larger job is sent by number and read back by the worker."""
-
-_PG_TRIGGERS = (
-    # Idle workers waiting for a job (schema version 3). Unlogged: a registration lasts one
-    # wait, and after a server crash the workers simply register again. ``channel`` is the
-    # worker process's hand-off channel and ``slot`` the worker within it. ``clock_offset`` is
-    # the worker's clock minus the server's at registration, so a handed job's lease is on
-    # the worker's clock; ``until`` (server clock) ends a registration whose worker is gone.
-    # ``fenced`` (version 4): the worker takes the hand-off's lease token; workers of older
-    # bananas-sql still running after an upgrade register without it, and are only woken.
-    """CREATE UNLOGGED TABLE IF NOT EXISTS {waiters} (
-    token text PRIMARY KEY,
-    channel text NOT NULL,
-    slot integer NOT NULL,
-    routing_keys text[] NOT NULL,
-    priorities smallint[] NOT NULL,
-    lease float8 NOT NULL,
-    clock_offset float8 NOT NULL,
-    until float8 NOT NULL,
-    fenced boolean NOT NULL DEFAULT false
-)""",
-    "ALTER TABLE {waiters} ADD COLUMN IF NOT EXISTS fenced boolean NOT NULL DEFAULT false",
-    # A job made ready goes straight to a registered idle worker that takes its routing key
-    # and priority: claimed here (state, lease and a fresh lease token, as that worker's claim
-    # would) and sent on the channel of the worker's process as ``slot seq token[ data]``, so
-    # the worker runs it without a claim round trip. With no such worker, every listener is
-    # told there is work. notify_work serves one row made ready by an UPDATE (released,
-    # retried, moved, requeued, re-submitted over an expired id); jobs_inserted serves a whole
-    # INSERT at once, so a bulk submission runs one trigger and sends one work notification,
-    # not one per row.
-    """CREATE OR REPLACE FUNCTION {schema_prefix}{prefix}notify_work() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE
-    t float8 := extract(epoch FROM clock_timestamp());
-    fence text;
-    w record;
-BEGIN
-    SELECT token, channel, slot, lease, clock_offset INTO w FROM {waiters}
-    WHERE fenced AND until > t AND NEW.routing_key = ANY(routing_keys) AND NEW.priority = ANY(priorities)
-    LIMIT 1 FOR UPDATE SKIP LOCKED;
-    IF FOUND THEN
-        DELETE FROM {waiters} WHERE token = w.token;
-        fence := md5(random()::text || clock_timestamp()::text || NEW.seq::text);
-        UPDATE {jobs} SET state = 'processing', lease_until = t + w.clock_offset + w.lease,
-            lease_token = fence WHERE seq = NEW.seq;
-        PERFORM pg_notify(w.channel, w.slot::text || ' ' || NEW.seq::text || ' ' || fence
-            || CASE WHEN octet_length(NEW.data) <= {handoff_data_max} THEN ' ' || NEW.data ELSE '' END);
-    ELSE
-        PERFORM pg_notify('{work_channel}', '');
-    END IF;
-    RETURN NULL;
-END $$""",
-    """CREATE OR REPLACE FUNCTION {schema_prefix}{prefix}jobs_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE
-    t float8 := extract(epoch FROM clock_timestamp());
-    ready bigint;
-    handed bigint[] := '{{}}';
-    fence text;
-    w record;
-    j record;
-BEGIN
-    SELECT count(*) INTO ready FROM new_jobs WHERE state = 'ready';
-    IF ready = 0 THEN
-        RETURN NULL;
-    END IF;
-    FOR w IN SELECT x.token, x.channel, x.slot, x.routing_keys, x.priorities, x.lease, x.clock_offset
-        FROM {waiters} AS x
-        WHERE x.fenced AND x.until > t AND EXISTS (SELECT 1 FROM new_jobs AS n WHERE n.state = 'ready'
-            AND n.routing_key = ANY(x.routing_keys) AND n.priority = ANY(x.priorities))
-        FOR UPDATE SKIP LOCKED
-    LOOP
-        EXIT WHEN cardinality(handed) >= ready;
-        SELECT n.seq, n.data INTO j FROM new_jobs AS n
-        WHERE n.state = 'ready' AND n.routing_key = ANY(w.routing_keys) AND n.priority = ANY(w.priorities)
-            AND n.seq <> ALL(handed)
-        ORDER BY n.priority, n.position LIMIT 1;
-        CONTINUE WHEN NOT FOUND;
-        handed := handed || j.seq;
-        DELETE FROM {waiters} WHERE token = w.token;
-        fence := md5(random()::text || clock_timestamp()::text || j.seq::text);
-        UPDATE {jobs} SET state = 'processing', lease_until = t + w.clock_offset + w.lease,
-            lease_token = fence WHERE seq = j.seq;
-        PERFORM pg_notify(w.channel, w.slot::text || ' ' || j.seq::text || ' ' || fence
-            || CASE WHEN octet_length(j.data) <= {handoff_data_max} THEN ' ' || j.data ELSE '' END);
-    END LOOP;
-    IF cardinality(handed) < ready THEN
-        PERFORM pg_notify('{work_channel}', '');
-    END IF;
-    RETURN NULL;
-END $$""",
-    "DROP TRIGGER IF EXISTS {prefix}jobs_notify ON {jobs}",
-    "CREATE TRIGGER {prefix}jobs_notify AFTER UPDATE OF state ON {jobs} "
-    "FOR EACH ROW WHEN (NEW.state = 'ready') EXECUTE FUNCTION {schema_prefix}{prefix}notify_work()",
-    "DROP TRIGGER IF EXISTS {prefix}jobs_inserted ON {jobs}",
-    "CREATE TRIGGER {prefix}jobs_inserted AFTER INSERT ON {jobs} REFERENCING NEW TABLE AS new_jobs "
-    "FOR EACH STATEMENT EXECUTE FUNCTION {schema_prefix}{prefix}jobs_inserted()",
-    """CREATE OR REPLACE FUNCTION {schema_prefix}{prefix}notify_result() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM pg_notify('{result_channel}', NEW.job_id);
-    RETURN NULL;
-END $$""",
-    "DROP TRIGGER IF EXISTS {prefix}results_notify ON {results}",
-    "CREATE TRIGGER {prefix}results_notify AFTER INSERT OR UPDATE ON {results} "
-    "FOR EACH ROW EXECUTE FUNCTION {schema_prefix}{prefix}notify_result()",
-)
 
 
 @attrs.frozen
@@ -159,7 +53,7 @@ def _create_index(name: str) -> Callable[[sa.Connection, Names, str], None]:
 def _handoff(conn: sa.Connection, names: Names, dialect: str) -> None:
     """PostgreSQL: the waiters table, and the triggers that hand new jobs to idle workers."""
     if dialect == "postgresql":
-        for ddl in _PG_TRIGGERS:
+        for ddl in PG_TRIGGERS:
             conn.execute(sa.text(ddl.format(**names.as_mapping(), handoff_data_max=HANDOFF_DATA_MAX)))
 
 

@@ -1,4 +1,5 @@
-"""The schema: table names (prefixed per namespace) and their SQLAlchemy definitions.
+"""The names of the schema's objects (prefixed per namespace), the job states and the schema
+version; the table definitions are in :mod:`bananas_sql.schema`.
 
 The ``state`` column of a job row is authoritative for where the job is; ``data`` holds
 the job as wire-format JSON (:meth:`bananas.job.Job.to_json`) so unknown fields survive.
@@ -12,7 +13,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import attrs
-import sqlalchemy as sa
 from bananas.backend import validate_namespace
 from bananas.errors import ConfigError
 
@@ -135,86 +135,3 @@ class Names:
             "work_channel": self.channel("work"),
             "result_channel": self.channel("result"),
         }
-
-
-_Double = sa.Float(precision=53).with_variant(sa.Double(), "postgresql")
-_Seq = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # INTEGER PRIMARY KEY is SQLite's rowid
-
-
-def metadata(names: Names, dialect: str) -> sa.MetaData:
-    """The tables and indexes of one namespace for ``dialect`` (``postgresql`` or ``sqlite``)."""
-    md = sa.MetaData(schema=names.schema)
-    p = names.prefix
-    ready = sa.text(f"state IN ('{READY}', '{SCHEDULED}')")
-    jobs = sa.Table(
-        p + "jobs",
-        md,
-        sa.Column("seq", _Seq, primary_key=True, autoincrement=True),
-        sa.Column("id", sa.String(256), nullable=False, unique=True),
-        sa.Column("name", sa.Text, nullable=False),
-        sa.Column("state", sa.String(16), nullable=False),
-        sa.Column("routing_key", sa.String(64), nullable=False),
-        sa.Column("priority", sa.SmallInteger, nullable=False),
-        sa.Column("position", sa.BigInteger, nullable=False),
-        sa.Column("run_at", _Double, nullable=False),
-        sa.Column("lease_until", _Double),
-        # The claim holding a processing row; settles are fenced with it. (Schema version 4.)
-        sa.Column("lease_token", sa.String(64)),
-        sa.Column("finished_at", _Double),
-        sa.Column("expires_at", _Double),
-        sa.Column("error", sa.Text),
-        sa.Column("data", sa.Text, nullable=False),
-    )
-    # The claim index holds only claimable rows, so finished history never slows a claim.
-    sa.Index(
-        p + "jobs_claim", jobs.c.routing_key, jobs.c.priority, jobs.c.position,
-        postgresql_where=ready, sqlite_where=ready,
-    )  # fmt: skip
-    # Scheduled jobs by due time: move_scheduled (every scheduler_interval) finds the due ones
-    # without scanning the backlog. Without it, a million waiting jobs made that scan 130 ms
-    # on SQLite, holding the write lock. (Schema version 2.)
-    scheduled = sa.text(f"state = '{SCHEDULED}'")
-    sa.Index(p + "jobs_due", jobs.c.run_at, jobs.c.position, postgresql_where=scheduled, sqlite_where=scheduled)
-    processing = sa.text(f"state = '{PROCESSING}'")
-    sa.Index(p + "jobs_lease", jobs.c.lease_until, postgresql_where=processing, sqlite_where=processing)
-    dead = sa.text(f"state = '{DEAD}'")
-    sa.Index(p + "jobs_dead", jobs.c.finished_at, postgresql_where=dead, sqlite_where=dead)
-    expiring = sa.text("expires_at IS NOT NULL")
-    sa.Index(p + "jobs_expiry", jobs.c.expires_at, postgresql_where=expiring, sqlite_where=expiring)
-    if dialect == "sqlite":
-        # SQLite has no sequences: positions come from MAX/MIN(position), kept cheap by this index.
-        sa.Index(p + "jobs_position", jobs.c.position)
-    else:
-        sa.Sequence(p + "job_position", metadata=md)
-    results = sa.Table(
-        p + "results",
-        md,
-        sa.Column("job_id", sa.String(256), primary_key=True),
-        sa.Column("data", sa.Text, nullable=False),
-        sa.Column("expires_at", _Double, nullable=False),
-    )
-    sa.Index(p + "results_expiry", results.c.expires_at)
-    sa.Table(
-        p + "schedules",
-        md,
-        sa.Column("schedule_id", sa.String(256), primary_key=True),
-        sa.Column("last_run", _Double),
-        sa.Column("next_run", _Double),
-        sa.Column("last_success", _Double),
-        sa.Column("last_error", sa.Text, nullable=False, server_default=""),
-        sa.Column("run_count", sa.BigInteger, nullable=False, server_default="0"),
-    )
-    sa.Table(
-        p + "workers",
-        md,
-        sa.Column("id", sa.String(256), primary_key=True),
-        sa.Column("data", sa.Text, nullable=False),
-        sa.Column("expires_at", _Double, nullable=False),
-    )
-    sa.Table(
-        p + "schema_version",
-        md,
-        sa.Column("id", sa.Integer, primary_key=True),
-        sa.Column("version", sa.Integer, nullable=False),
-    )
-    return md
