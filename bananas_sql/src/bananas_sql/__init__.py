@@ -7,16 +7,17 @@ command (:func:`upgrade`) and transactional submission on PostgreSQL
 Layout, one module per concern:
 
 - :mod:`~bananas_sql.plugin` (the ``bananas`` plugin; imports no driver), :mod:`~bananas_sql.urls`;
-- :mod:`~bananas_sql.tables` (names and table definitions) and :mod:`~bananas_sql.migrate`
-  (creation and numbered upgrade steps): the only users of SQLAlchemy's schema tools;
+- :mod:`~bananas_sql.tables` (names, states, the schema version), :mod:`~bananas_sql.schema`
+  (table definitions, PostgreSQL triggers) and :mod:`~bananas_sql.migrate` (creation and
+  numbered upgrade steps): the only users of SQLAlchemy's schema tools;
 - :mod:`~bananas_sql.queries`: every statement by name, each dialect's own in
   ``queries/postgres.py`` and ``queries/sqlite.py``;
 - :mod:`~bananas_sql.database` (what the dialects share), :mod:`~bananas_sql.batch` (group
   commit), :mod:`~bananas_sql.rows` (jobs as rows), :mod:`~bananas_sql.queue`,
   :mod:`~bananas_sql.results` (results, cron, workers), :mod:`~bananas_sql.backend`;
 - :mod:`bananas_sql.pg`: one connection pool per backend (``pool_size``, the LISTEN
-  connection included), psycopg for every statement, the listener, the hand-off,
-  transactional enqueue;
+  connection included), psycopg for every statement (no SQLAlchemy), the listener, the
+  hand-off, transactional enqueue;
 - :mod:`bananas_sql.sqlite`: one ``sqlite3`` connection in one thread for the hot paths,
   SQLAlchemy (aiosqlite) for the rest.
 """
