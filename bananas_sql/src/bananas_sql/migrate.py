@@ -15,6 +15,8 @@ SQLAlchemy is used here (and for the table definitions) only.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -27,6 +29,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from bananas_sql.schema import HANDOFF_DATA_MAX, PG_TRIGGERS, metadata
 from bananas_sql.tables import SCHEMA_VERSION, Names
 from bananas_sql.urls import postgres_sqlalchemy_url, sqlite_sqlalchemy_url
+
+STARTING_UP_WAIT = 30.0
+"""How long an upgrade waits for a PostgreSQL server that is starting up."""
 
 
 @attrs.frozen
@@ -135,9 +140,18 @@ async def upgrade_with_options(url: str, options: BackendOptions) -> str:
     ``already at version 4``)."""
     names = Names.from_extra(options.extra)
     engine = _engine(url)
+    deadline = time.monotonic() + STARTING_UP_WAIT
     try:
-        async with engine.begin() as conn:
-            return await conn.run_sync(_upgrade, names)
+        while True:
+            try:
+                async with engine.begin() as conn:
+                    return await conn.run_sync(_upgrade, names)
+            except sa.exc.OperationalError as exc:
+                # SQLSTATE 57P03: a server starting up (or recovering) accepts connections but
+                # refuses them for now; an upgrade run as it starts waits for it.
+                if getattr(exc.orig, "sqlstate", None) != "57P03" or time.monotonic() > deadline:
+                    raise
+            await asyncio.sleep(0.1)
     finally:
         await engine.dispose()
 
