@@ -147,3 +147,8 @@ class BackendConformance(
     """
 
     bananas_url: ClassVar[str | None] = None
+
+    @pytest.fixture(params=["asyncio"])
+    def anyio_backend(self, request: pytest.FixtureRequest) -> str:
+        """The suite runs on asyncio, as backends do (anyio before 4.12 would run it on trio too)."""
+        return str(request.param)
