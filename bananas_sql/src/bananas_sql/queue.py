@@ -8,8 +8,8 @@ from typing import Any
 
 from bananas.errors import DuplicateJob, JobNotFound, LeaseLost
 from bananas.job import ALL_PRIORITIES, Job, JobPriority, JobResult, JobStatus
-from bananas.policy import BY_POLICY, RetryAt, failed_attempt
-from bananas.protocols import DEFAULT_LEASE_SECONDS, LEASE_EXPIRED_ERROR, QueueDepths
+from bananas.policy import BY_POLICY, RetryAt, completed, failed_attempt, lease_expired
+from bananas.protocols import DEFAULT_LEASE_SECONDS, QueueDepths
 from bananas.timefmt import from_timestamp
 
 from bananas_sql import tables as t
@@ -159,9 +159,7 @@ class SqlQueue:
 
     async def complete(self, job: Job) -> Job:
         now = self._now()
-        done = job.evolve(
-            status=JobStatus.COMPLETED, updated_at=from_timestamp(now), scheduled_for=None, lease_token=""
-        )
+        done = completed(job, now)
         params = {"data": done.to_json(), "now": now, "expires_at": now + self.db.options.completed_job_ttl}
         return await self._settle("complete", job, done, params)
 
@@ -177,9 +175,7 @@ class SqlQueue:
         if result.job_id != job.id:
             raise ValueError(f"the result is for job {result.job_id!r}, not {job.id!r}")
         now = self._now()
-        done = job.evolve(
-            status=JobStatus.COMPLETED, updated_at=from_timestamp(now), scheduled_for=None, lease_token=""
-        )
+        done = completed(job, now)
         stored = self.db.result_params(result)
         params = {
             "data": done.to_json(),
@@ -276,15 +272,11 @@ class SqlQueue:
         rows = (await conn.execute(self.q["expired_leases"], {"now": now, "batch": REAP_BATCH})).all()
         for row in rows:
             try:
-                job = Job.from_json(row.data)
-                attempts = job.attempts + 1
-                stamp = {"attempts": attempts, "error": LEASE_EXPIRED_ERROR, "updated_at": from_timestamp(now)}
-                if attempts < job.max_retries:
-                    again = job.evolve(status=JobStatus.PENDING, scheduled_for=None, **stamp)
+                again = lease_expired(Job.from_json(row.data), now)
+                if again.status is JobStatus.PENDING:
                     ready.append({"seq": row.seq, "data": again.to_json()})
                 else:
-                    buried = job.evolve(status=JobStatus.FAILED, scheduled_for=None, **stamp)
-                    dead.append({"seq": row.seq, "data": buried.to_json(), "now": now, "expires_at": now + ttl})
+                    dead.append({"seq": row.seq, "data": again.to_json(), "now": now, "expires_at": now + ttl})
             except Exception as exc:  # deliberately broad: stored data is hostile
                 detail = describe(exc)
                 unreadable.append((await self._bury(conn, row.seq, detail, now) or row.id, detail))
