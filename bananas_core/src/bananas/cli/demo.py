@@ -26,7 +26,7 @@ from typing import Any, TextIO
 from bananas import policy
 from bananas.cli.common import UsageError, add_common, count_arg, open_from_args, seconds_arg
 from bananas.cli.output import emit_json, print_pairs
-from bananas.job import Job, JobPriority, JobStatus
+from bananas.job import Job, JobPriority, JobStatus, backoff_seconds
 
 __all__ = ["register", "run_demo"]
 
@@ -99,7 +99,7 @@ class _Tally:
         else:
             self.retried += 1
             self.waiting_retry.add(job.id)
-            wait = 2 ** (job.attempts + 1)
+            wait = int(backoff_seconds(job.attempts + 1))
             self.events.append(("retry", f"{where} failed attempt {job.attempts + 1}: retry in {wait} s"))
 
 
