@@ -9,6 +9,7 @@ applies: a job the client takes is a job a worker can read.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import threading
@@ -21,6 +22,7 @@ from typing import Any, TypeVar
 
 import attrs
 
+from bananas import observe
 from bananas.backend import Backend
 from bananas.config import EMBEDDED_DEFAULT_URL, connect_resolved, default_max_retries
 from bananas.errors import HandlerNotFound, InvalidJob, JobNotFound, ResultNotReady
@@ -274,7 +276,11 @@ class AsyncClient:
         built, batches = self._batches(jobs, batch_size)
         backend = await self._prepared()
         for batch in batches:
-            await backend.queue.enqueue_many(batch)
+            if observe.OBSERVERS:
+                with observe.submitting(batch) as written:
+                    await backend.queue.enqueue_many(written)
+            else:
+                await backend.queue.enqueue_many(batch)
         return [job.id for job in built]
 
     def _batches(self, jobs: Iterable[JobSpec], batch_size: int) -> tuple[list[Job], list[list[Job]]]:
@@ -313,8 +319,20 @@ class AsyncClient:
 
     async def _enqueue(self, job: Job) -> str:
         backend = await self._prepared()
-        await backend.queue.enqueue(job)
+        if observe.OBSERVERS:
+            with observe.submitting((job,)) as written:
+                await backend.queue.enqueue(written[0])
+        else:
+            await backend.queue.enqueue(job)
         return job.id
+
+    async def _write(self, jobs: Sequence[Job], *, many: bool) -> None:
+        """Write ``jobs`` as they are (observers already had their say): one enqueue, or ``enqueue_many``."""
+        backend = await self._prepared()
+        if many:
+            await backend.queue.enqueue_many(jobs)
+        else:
+            await backend.queue.enqueue(jobs[0])
 
     # -- reading -------------------------------------------------------------------------
 
@@ -476,6 +494,13 @@ class Client:
         runner, client = self._start()
         job = build(client)
         enqueue = self._blocking(client)
+        if observe.OBSERVERS:  # observed in the calling thread, whose context (a current span) is the parent
+            with observe.submitting((job,)) as written:
+                if enqueue is None:
+                    runner.run(client._write(written, many=False))
+                else:
+                    enqueue(written)
+            return job.id
         if enqueue is None:
             return runner.run(client._enqueue(job))
         enqueue([job])
@@ -553,12 +578,17 @@ class Client:
         specs: Sequence[JobSpec] = list(jobs)
         runner, client = self._start()
         enqueue = self._blocking(client)
-        if enqueue is None:
+        observed = bool(observe.OBSERVERS)
+        if enqueue is None and not observed:
             result: list[str] = runner.run(client.submit_many(specs, batch_size=batch_size))
             return result
         built, batches = client._batches(specs, batch_size)
         for batch in batches:
-            enqueue(batch)
+            with observe.submitting(batch) if observed else contextlib.nullcontext(batch) as written:
+                if enqueue is None:
+                    runner.run(client._write(written, many=True))
+                else:
+                    enqueue(written)
         return [job.id for job in built]
 
     def get_job(self, job_id: str) -> Job:

@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import attrs
 from croniter import croniter
 
+from bananas import observe
 from bananas.backend import Backend
 from bananas.capabilities import Capability
 from bananas.errors import InvalidJob, ScheduleError
@@ -314,10 +315,13 @@ class CronScheduler:
         elif state.last_run is not None and state.last_run >= tick:
             self._seen[schedule.id] = state.last_run
             return False
-        fired = await storage.fire(schedule.id, tick, schedule.make_job(tick, now), next_run)
+        job = schedule.make_job(tick, now)
+        fired = await storage.fire(schedule.id, tick, job, next_run)
         self._seen[schedule.id] = tick
         if fired:
             log.info("cron %s fired its %s tick", schedule.id, format_time(tick))
+            if observe.OBSERVERS:
+                observe.cron_fired(schedule.id, job)
             await storage.record(
                 schedule.id, last_success=now, last_error="" if state is not None and state.last_error else None
             )

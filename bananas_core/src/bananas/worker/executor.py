@@ -27,6 +27,7 @@ from typing import Any
 
 import attrs
 
+from bananas import observe
 from bananas.clock import Clock, system_clock
 from bananas.errors import LeaseLost, PayloadError
 from bananas.job import JSON, MAX_DEPTH, Job, JobResult, JobStatus, dumps
@@ -48,11 +49,14 @@ ERROR_LIMIT = 1000
 
 @attrs.frozen
 class Outcome:
-    """How one attempt ended: ``error`` is empty on success; ``result`` is the handler's value."""
+    """How one attempt ended: ``error`` is empty on success; ``result`` is the handler's value;
+    ``exception`` is what the handler raised, if it raised; ``timed_out`` says it ran out of time."""
 
     result: JSON = None
     error: str = ""
     duration: float = 0.0
+    exception: BaseException | None = attrs.field(default=None, eq=False, repr=False)
+    timed_out: bool = False
 
     @property
     def ok(self) -> bool:
@@ -100,6 +104,8 @@ class Executor:
         """``(monotonic end, job id, job name)`` of the latest slow async attempts (see
         :attr:`slow_after`): the candidates when the pool finds that the event loop was blocked."""
         self._slots = asyncio.Semaphore(concurrency)
+        self.worker_id = ""
+        """The id of the worker this executor runs for (set by the pool; on job log lines and observer events)."""
 
     @property
     def abandoned_threads(self) -> int:
@@ -155,6 +161,17 @@ class Executor:
             return await self._run(job, self.job_timeout if timeout is None else timeout)
 
     async def _run(self, job: Job, timeout: float) -> Outcome:
+        if not observe.OBSERVERS:
+            return await self._attempt(job, timeout)
+        seen = observe.Attempt(job, worker_id=self.worker_id)
+        with observe.attempt(seen):  # entered before the handler's task starts: it inherits the context
+            outcome = await self._attempt(job, timeout)
+            seen.finished = True
+            seen.error, seen.exception, seen.timed_out = outcome.error, outcome.exception, outcome.timed_out
+            seen.duration = outcome.duration
+        return outcome
+
+    async def _attempt(self, job: Job, timeout: float) -> Outcome:
         started = time.monotonic()
         handler = self.registry.get(job.name)
         if handler is None:
@@ -188,18 +205,20 @@ class Executor:
             ctx.cancel(f"timed out after {timeout:g}s")
             attempt.cancel()
             _abandon_thread(ctx, f"its timeout of {timeout:g}s")
-            return Outcome(error=f"Timeout: the handler did not finish within {timeout:g}s", duration=elapsed)
+            error = f"Timeout: the handler did not finish within {timeout:g}s"
+            return Outcome(error=error, duration=elapsed, timed_out=True)
         if attempt.cancelled():
             return Outcome(error="Cancelled: the handler was cancelled before it finished", duration=elapsed)
         exc = attempt.exception()
         if exc is not None:
-            return Outcome(error=_describe_error(exc, ctx), duration=elapsed)
+            cause = exc.cause if isinstance(exc, _HandlerExit) else exc
+            return Outcome(error=_describe_error(exc, ctx), duration=elapsed, exception=cause)
         value = attempt.result()
         try:
             dumps(value, max_depth=MAX_DEPTH)
         except PayloadError as err:
             error = f"PayloadError: handler for {job.name!r} returned a {type(value).__name__}, not JSON: {err}"
-            return Outcome(error=error, duration=elapsed)
+            return Outcome(error=error, duration=elapsed, exception=err)
         return Outcome(result=value, duration=elapsed)
 
     async def _call(
@@ -231,14 +250,21 @@ class Executor:
                 else:
                     stored = await self.queue.complete(job)
                     await self._store(job, JobStatus.COMPLETED, outcome)
-                if _debug():
-                    log.debug(
-                        "job %s (%s) completed in %.3fs", printable(job.id), printable(job.name), outcome.duration
+                disposition = observe.Disposition.COMPLETED
+                if log.isEnabledFor(logging.INFO):
+                    log.info(
+                        "job %s (%s) succeeded in %.3fs (attempt %d)",
+                        printable(job.id),
+                        printable(job.name),
+                        outcome.duration,
+                        job.attempts + 1,
+                        extra=self.log_fields(job),
                     )
             else:
                 retry_at = next_retry(job, self.clock())  # the policy, decided here; the queue stores it
                 stored = await self.queue.fail(job, outcome.error, retry_at=retry_at)
                 final = retry_at is None  # a result only on a final state
+                disposition = observe.Disposition.DEAD if final else observe.Disposition.RETRY
                 log.warning(
                     "job %s (%s) failed (attempt %d of %d%s): %s",
                     printable(job.id),
@@ -247,9 +273,12 @@ class Executor:
                     stored.max_retries,
                     ", dead" if final else ", will retry",
                     printable(outcome.error, ERROR_LIMIT),
+                    extra=self.log_fields(job),
                 )
                 if final:
                     await self._store(job, JobStatus.FAILED, outcome)
+            if observe.OBSERVERS:
+                observe.settled(self._settled(stored, disposition, job, outcome))
             return stored
         except LeaseLost as exc:
             what = "completion" if outcome.ok else f"failed attempt ({printable(outcome.error, ERROR_LIMIT)})"
@@ -260,15 +289,44 @@ class Executor:
                 printable(job.name),
                 what,
                 f"; {printable(exc.detail)}" if exc.detail else "",
+                extra=self.log_fields(job),
             )
+            if observe.OBSERVERS:
+                observe.settled(self._settled(job, observe.Disposition.LOST, job, outcome))
             return None
         except Exception:
             log.exception(
                 "could not record the outcome of job %s (%s); its lease will run out",
                 printable(job.id),
                 printable(job.name),
+                extra=self.log_fields(job),
             )
+            if observe.OBSERVERS:
+                observe.settled(self._settled(job, observe.Disposition.UNRECORDED, job, outcome))
             return None
+
+    def log_fields(self, job: Job) -> dict[str, Any]:
+        """The job's fields that its log lines carry (as ``LogRecord`` attributes; the JSON log format shows them)."""
+        return {
+            "job_id": job.id,
+            "job_name": job.name,
+            "attempt": job.attempts + 1,
+            "routing_key": job.routing_key,
+            "priority": job.priority.value,
+            "worker_id": self.worker_id,
+        }
+
+    def _settled(
+        self, stored: Job, disposition: observe.Disposition, claimed: Job, outcome: Outcome
+    ) -> observe.Settled:
+        return observe.Settled(
+            stored,
+            disposition,
+            attempt=claimed.attempts + 1,
+            duration=outcome.duration,
+            error=outcome.error,
+            worker_id=self.worker_id,
+        )
 
     async def _store(self, job: Job, status: JobStatus, outcome: Outcome) -> None:
         if self.results is None:
@@ -284,10 +342,6 @@ class Executor:
             completed_at=from_timestamp(self.clock()),
             duration=timedelta(seconds=outcome.duration),
         )
-
-
-def _debug() -> bool:
-    return log.isEnabledFor(logging.DEBUG)
 
 
 def _is_async(handler: Callable[..., Any]) -> bool:

@@ -27,6 +27,7 @@ import threading
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+from bananas import observe
 from bananas.backend import Backend
 from bananas.capabilities import Capability
 from bananas.config import WorkerConfig, WorkerMode
@@ -101,6 +102,7 @@ class Pool:
         self.poll_interval = poll_interval
         self.heartbeat_interval = heartbeat_interval
         self.worker_id = worker_id or new_worker_id()
+        executor.worker_id = self.worker_id
         self.heartbeat = Heartbeat(
             backend.workers, config, clock=backend.clock, worker_id=self.worker_id, ttl=3 * heartbeat_interval
         )
@@ -161,6 +163,8 @@ class Pool:
             self._every("maintenance", self.config.scheduler_interval, self._maintenance(), immediate=True)
         )
         self._side.append(self._every("heartbeat", self.heartbeat_interval, self._beat))
+        if observe.OBSERVERS:
+            observe.worker_started(self.worker_id, self.config.concurrency)
         log.info(
             "worker %s started: mode=%s concurrency=%d routing_keys=%s priorities=%s scheduler=%s",
             self.worker_id,
@@ -285,6 +289,8 @@ class Pool:
             await asyncio.gather(*self._side, return_exceptions=True)
             await self._guard("deregister", self.heartbeat.stop())
             log.info("worker %s stopped", self.worker_id)
+            if observe.OBSERVERS:
+                observe.worker_stopped(self.worker_id)
         finally:
             if self._unguard is not None:
                 self._unguard()
@@ -372,6 +378,8 @@ class Pool:
                 for job in mine:
                     await self._guard(f"release of job {printable(job.id)}", self.queue.release(job))
                 break
+            if mine and observe.OBSERVERS:
+                observe.claimed(mine, self.worker_id, self.backend.clock())
             for job in mine:
                 self._launch(job)
             idle = not jobs or len(jobs) < free
@@ -550,6 +558,8 @@ class Pool:
             reaped = await self.queue.reap_expired()
             if reaped:
                 log.warning("took back %d job(s) whose lease ran out (an attempt counted for each)", reaped)
+                if observe.OBSERVERS:
+                    observe.reaped(reaped)
 
         async def move() -> None:
             await self.queue.move_scheduled()
