@@ -46,6 +46,10 @@ class Capability(enum.StrEnum):
     """The queue is a :class:`~bananas.protocols.CompleteAndStore`: a completion and its result
     are written together, in one atomic step."""
 
+    UNIQUE_JOBS = "unique_jobs"
+    """The queue is a :class:`~bananas.protocols.UniqueEnqueue`: a submit with a unique key writes
+    nothing while another job holds the key (see :mod:`bananas.unique`)."""
+
 
 def require(declared: Iterable[Capability], needed: Capability, *, backend: str, operation: str) -> None:
     """Raise :class:`CapabilityNotSupported` unless ``needed`` is among ``declared``."""

@@ -17,10 +17,12 @@ import attrs
 
 from bananas.job import ALL_PRIORITIES, Job, JobPriority, JobResult
 from bananas.policy import BY_POLICY, LEASE_EXPIRED_ERROR, RetryAt
+from bananas.unique import UniqueKey
 
 __all__ = [
     "BlockingEnqueue",
     "CompleteAndStore",
+    "UniqueEnqueue",
     "DEFAULT_LEASE_SECONDS",
     "HandOff",
     "LEASE_EXPIRED_ERROR",
@@ -341,6 +343,27 @@ class CompleteAndStore(Protocol):
         """:meth:`Queue.complete` and ``results.store(result)`` as one atomic write (for a
         ``results`` of :meth:`shares_store_with`); fenced like :meth:`Queue.complete`: raises
         :class:`~bananas.errors.LeaseLost` and writes neither when the claim no longer holds the job."""
+        ...
+
+
+@runtime_checkable
+class UniqueEnqueue(Protocol):
+    """Optional on a :class:`Queue` (:attr:`Capability.UNIQUE_JOBS <bananas.capabilities.Capability>`):
+    enqueue jobs that carry a unique key, writing none whose key another job holds."""
+
+    async def enqueue_unique(self, entries: Sequence[tuple[Job, UniqueKey | None]]) -> list[str]:
+        """Enqueue each job of ``entries`` unless its key is held; return, in order, the id of
+        the job each entry now stands for (its own, or the holder's).
+
+        A key is held by the job last stored with it while :func:`bananas.unique.key_held`
+        says so for that job (the backend decides nothing else). A job whose key is held is
+        not written and its entry answers with the holder's id; a later entry of the same
+        batch with a key an earlier one took answers with that one's id. Every other job is
+        stored as :meth:`Queue.enqueue_many` stores it and takes its key. All of it is one
+        atomic write: racing calls with one key store exactly one job, and a
+        :class:`~bananas.errors.DuplicateJob` or :class:`~bananas.errors.InvalidJob` leaves
+        nothing written, keys included.
+        """
         ...
 
 

@@ -38,6 +38,7 @@ class MemoryStore:
         self.workers: dict[str, tuple[WorkerInfo, float]] = {}  # id -> (info, expires at)
         self.work_signal = Signal()
         self.waiter_wakes: set[str] = set()  # hand-off waiters asked to end their current or next wait
+        self.unique: dict[str, tuple[str, float]] = {}  # unique key -> (id of the job holding it, unique_for)
         self.result_signals: dict[str, Signal] = {}
 
     # -- helpers; the caller holds the lock ------------------------------------------

@@ -19,6 +19,7 @@ from bananas import policy
 from bananas.backend import Backend, BackendOptions, validate_namespace
 from bananas.backends._memory_parts import MemoryResults, MemoryScheduler, MemoryWorkers
 from bananas.backends._memory_store import CAPABILITIES, MemoryPart, MemoryStore, check_new, store_for
+from bananas.backends._memory_unique import MemoryUnique
 from bananas.capabilities import Capability, require
 from bananas.errors import DuplicateJob, JobDecodeError, LeaseLost
 from bananas.job import ALL_PRIORITIES, Job, JobPriority, JobResult, JobStatus
@@ -44,8 +45,8 @@ __all__ = [
 log = logging.getLogger("bananas.memory")
 
 
-class MemoryQueue(MemoryPart):
-    """:class:`~bananas.protocols.Queue` over a :class:`MemoryStore`."""
+class MemoryQueue(MemoryUnique, MemoryPart):
+    """:class:`~bananas.protocols.Queue` over a :class:`MemoryStore` (and its optional protocols)."""
 
     def __init__(
         self, store: MemoryStore, options: BackendOptions, capabilities: frozenset[Capability] = CAPABILITIES

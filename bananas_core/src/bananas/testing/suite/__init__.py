@@ -41,6 +41,7 @@ from bananas.testing.suite.optional import CompleteAndStoreTests, HandOffTests, 
 from bananas.testing.suite.policy import ReaperRuleTests, RetryDecisionTests
 from bananas.testing.suite.queue import ClaimTests, EnqueueTests, LeaseTests
 from bananas.testing.suite.results import ResultTests, ResultTTLTests
+from bananas.testing.suite.unique import UniqueJobTests, UniquePropertyTests
 
 __all__ = ["BackendConformance"]
 
@@ -126,6 +127,8 @@ class BackendConformance(
     HandOffTests,
     CompleteAndStoreTests,
     OptionalProtocolTests,
+    UniqueJobTests,
+    UniquePropertyTests,
     CompleteFailTests,
     RetryDecisionTests,
     ReaperRuleTests,

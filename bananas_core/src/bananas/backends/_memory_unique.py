@@ -1,0 +1,66 @@
+"""Unique jobs on ``memory://``: :class:`~bananas.protocols.UniqueEnqueue` under the store's lock."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from bananas.backends._memory_store import MemoryPart, check_new
+from bananas.errors import DuplicateJob, JobDecodeError
+from bananas.job import Job, JobStatus
+from bananas.unique import UniqueKey, key_held
+
+__all__ = ["MemoryUnique"]
+
+
+class MemoryUnique(MemoryPart):
+    """``enqueue_unique``: keys live in ``store.unique`` (key -> holder id, its ``unique_for``)."""
+
+    async def enqueue_unique(self, entries: Sequence[tuple[Job, UniqueKey | None]]) -> list[str]:
+        """Enqueue each job unless its key is held (see :class:`~bananas.protocols.UniqueEnqueue`)."""
+        encoded = [(check_new(job), job.to_json(), unique) for job, unique in entries]
+        s = self._store
+        with s.lock:
+            now = self._now()
+            s.expire(now)
+            answers: list[str] = []
+            writes: list[tuple[Job, str, UniqueKey | None]] = []
+            taken: dict[str, str] = {}  # keys this batch takes -> the id that takes it
+            for job, text, unique in encoded:
+                holder = None if unique is None else taken.get(unique.key) or self._holder(unique.key, now)
+                if holder is not None:
+                    answers.append(holder)
+                    continue
+                if job.id in s.jobs or any(job.id == w[0].id for w in writes):
+                    raise DuplicateJob(f"a job with id {job.id!r} already exists; nothing was enqueued")
+                if unique is not None:
+                    taken[unique.key] = job.id
+                writes.append((job, text, unique))
+                answers.append(job.id)
+            for job, text, unique in writes:
+                s.add(job, text)
+                if unique is not None:
+                    s.unique[unique.key] = (job.id, unique.unique_for)
+        if writes:
+            s.work_signal.wake_all()
+        return answers
+
+    def _holder(self, key: str, now: float) -> str | None:
+        """The id of the job holding ``key`` at ``now``, or ``None``. Holds the lock."""
+        s = self._store
+        entry = s.unique.get(key)
+        if entry is None:
+            return None
+        job_id, unique_for = entry
+        status: JobStatus | None = None
+        finished_at: float | None = None
+        if job_id in s.jobs and job_id not in s.unreadable:
+            try:
+                job = s.load(job_id)
+            except JobDecodeError:
+                job = None  # unreadable: it goes to the dead letter queue, so it holds nothing
+            if job is not None:
+                status, finished_at = job.status, job.updated_at.timestamp()
+        if key_held(status, finished_at, unique_for, now):
+            return job_id
+        del s.unique[key]
+        return None
