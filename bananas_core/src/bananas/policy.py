@@ -8,7 +8,10 @@ failed result only when that answer was ``None``: a result only on a final state
 
 The lease reaper applies :func:`lease_expired` (ready again at once while
 ``attempts + 1 < max_retries``, otherwise dead): it runs inside the store, batch by batch,
-so a backend calls the helper on each job it takes back.
+so a backend calls the helper on each job it takes back. A job the reaper sends to the dead
+letter queue is final like any other, so the backend also stores the failed result
+:func:`reaped_result` gives (in the same write where it can): whoever waits for the result
+gets an answer instead of a timeout.
 
 For backend authors, the record helpers give the stored job each settle writes, so a
 backend only stores what they return: :func:`completed`, :func:`failed_attempt`,
@@ -24,7 +27,7 @@ from datetime import datetime
 from typing import Final, TypeAlias
 
 from bananas.errors import InvalidJob
-from bananas.job import Job, JobStatus, backoff_seconds, check_time
+from bananas.job import Job, JobResult, JobStatus, backoff_seconds, check_time
 from bananas.timefmt import from_timestamp
 
 __all__ = [
@@ -37,6 +40,7 @@ __all__ = [
     "failed_attempt",
     "lease_expired",
     "next_retry",
+    "reaped_result",
     "released",
     "retries_left",
 ]
@@ -136,3 +140,12 @@ def lease_expired(job: Job, now: float) -> Job:
         scheduled_for=None,
         lease_token="",
     )
+
+
+def reaped_result(job: Job, now: float) -> JobResult | None:
+    """The result the reaper stores for ``job`` as :func:`lease_expired` returned it: a failed
+    result with the job's error when it went to the dead letter queue, ``None`` when it will
+    run again (a result only on a final state)."""
+    if job.status is not JobStatus.FAILED:
+        return None
+    return JobResult(job_id=job.id, status=JobStatus.FAILED, error=job.error, completed_at=from_timestamp(now))

@@ -8,7 +8,7 @@ from typing import Any
 
 from bananas.errors import DuplicateJob, JobNotFound, LeaseLost
 from bananas.job import ALL_PRIORITIES, Job, JobPriority, JobResult, JobStatus
-from bananas.policy import BY_POLICY, RetryAt, completed, failed_attempt, lease_expired
+from bananas.policy import BY_POLICY, RetryAt, completed, failed_attempt, lease_expired, reaped_result
 from bananas.protocols import DEFAULT_LEASE_SECONDS, QueueDepths
 from bananas.timefmt import from_timestamp
 
@@ -268,15 +268,18 @@ class SqlQueue:
         buried as ``(id, detail)``."""
         ready: list[dict[str, Any]] = []
         dead: list[dict[str, Any]] = []
+        results: list[dict[str, Any]] = []
         unreadable: list[tuple[str, str]] = []
         rows = (await conn.execute(self.q["expired_leases"], {"now": now, "batch": REAP_BATCH})).all()
         for row in rows:
             try:
                 again = lease_expired(Job.from_json(row.data), now)
-                if again.status is JobStatus.PENDING:
+                result = reaped_result(again, now)
+                if result is None:
                     ready.append({"seq": row.seq, "data": again.to_json()})
-                else:
+                else:  # dead: final, so its failed result, in the same transaction
                     dead.append({"seq": row.seq, "data": again.to_json(), "now": now, "expires_at": now + ttl})
+                    results.append(self.db.result_params(result))
             except Exception as exc:  # deliberately broad: stored data is hostile
                 detail = describe(exc)
                 unreadable.append((await self._bury(conn, row.seq, detail, now) or row.id, detail))
@@ -284,6 +287,7 @@ class SqlQueue:
             await conn.execute(self.q["reap_ready"], ready)
         if dead:
             await conn.execute(self.q["reap_dead"], dead)
+            await conn.execute(self.q["store_result"], results)
         return len(rows), unreadable
 
     async def get_job(self, job_id: str) -> Job:

@@ -20,6 +20,7 @@ from bananas.backend import Backend, BackendOptions, validate_namespace
 from bananas.backends._memory_parts import MemoryResults, MemoryScheduler, MemoryWorkers
 from bananas.backends._memory_store import CAPABILITIES, MemoryPart, MemoryStore, check_new, store_for
 from bananas.backends._memory_unique import MemoryUnique
+from bananas.backends._memory_workflows import MemoryWorkflows
 from bananas.capabilities import Capability, require
 from bananas.errors import DuplicateJob, JobDecodeError, LeaseLost
 from bananas.job import ALL_PRIORITIES, Job, JobPriority, JobResult, JobStatus
@@ -45,7 +46,7 @@ __all__ = [
 log = logging.getLogger("bananas.memory")
 
 
-class MemoryQueue(MemoryUnique, MemoryPart):
+class MemoryQueue(MemoryUnique, MemoryWorkflows, MemoryPart):
     """:class:`~bananas.protocols.Queue` over a :class:`MemoryStore` (and its optional protocols)."""
 
     def __init__(
@@ -273,12 +274,19 @@ class MemoryQueue(MemoryUnique, MemoryPart):
             now = self._now()
             expired = [job_id for job_id, deadline in s.processing.items() if deadline <= now]
             reaped = 0
+            woken = []
             for job_id in expired:
                 s.unlink(job_id)
                 found = self._load_or_bury(job_id, now, "expired")
                 if found is not None:
-                    self._store_failed(policy.lease_expired(found, now), now)
+                    stored = self._store_failed(policy.lease_expired(found, now), now)
+                    result = policy.reaped_result(stored, now)  # dead: final, so its failed result
+                    if result is not None:
+                        woken.append(MemoryResults(s, self._options).store_locked(result))
                     reaped += 1
+        for signal in woken:
+            if signal is not None:
+                signal.wake_all()
         if expired:
             s.work_signal.wake_all()
         return reaped

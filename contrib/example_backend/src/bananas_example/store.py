@@ -276,7 +276,11 @@ class ExampleQueue(_Part):
         for job_id in expired:
             found = self._readable(job_id, "failed")
             if found is not None:
-                self._store_failed(policy.lease_expired(found, self.now()))
+                stored = self._store_failed(policy.lease_expired(found, self.now()))
+                result = policy.reaped_result(stored, self.now())  # dead: final, so its failed result
+                if result is not None:
+                    self.s.results[job_id] = (result, self.now() + self.options.result_failure_ttl)
+                    self.s.wake(self.s.result_waiters.pop(job_id, []))
                 reaped += 1
         return reaped
 

@@ -187,3 +187,22 @@ class ReaperRuleTests:
         ready = expected.status is JobStatus.PENDING
         assert await claim_ids(bananas_backend) == ([job.id] if ready else [])
         assert (await bananas_backend.queue.depths()).dead == (0 if ready else 1)
+
+    @pytest.mark.parametrize("max_retries", [0, 1, 2])
+    async def test_reaped_to_dead_has_a_failed_result(
+        self, bananas_backend: Backend, bananas_clock: ManualClock, max_retries: int
+    ) -> None:
+        """A job the reaper sends to the dead letter queue is final: its failed result is
+        stored (what :func:`bananas.policy.reaped_result` gives), so a waiter gets an answer;
+        one that will run again has none."""
+        job = new_job(bananas_clock, max_retries=max_retries)
+        claimed = await _claimed(bananas_backend, job)
+        bananas_clock.advance(LEASE + 1)
+        expected = policy.reaped_result(policy.lease_expired(claimed, bananas_clock()), bananas_clock())
+        assert await bananas_backend.queue.reap_expired() == 1
+        stored = await bananas_backend.results.get(job.id)
+        if expected is None:
+            assert stored is None, "a job the reaper made ready again must have no result yet"
+        else:
+            assert stored is not None, "the reaper sent the job to the dead letter queue but stored no result"
+            assert (stored.status, stored.error) == (JobStatus.FAILED, policy.LEASE_EXPIRED_ERROR)
