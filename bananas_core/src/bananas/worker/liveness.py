@@ -41,7 +41,7 @@ class Heartbeat:
             id=self.worker_id,
             host=socket.gethostname(),
             pid=os.getpid(),
-            routing_keys=self.config.routing_keys,  # type: ignore[arg-type]  # attrs' tuple converter
+            routing_keys=self.config.routing_keys,
             priorities=self.config.priorities,
             concurrency=self.config.concurrency,
             in_flight=in_flight,
