@@ -204,3 +204,39 @@ async def test_a_broken_observer_never_fails_a_submit(backend: Backend, recorder
 def test_only_observers_can_be_added() -> None:
     with pytest.raises(TypeError, match="must be a bananas.observe.Observer"):
         observe.add_observer(object())  # type: ignore[arg-type]
+
+
+class CronRecorder(observe.Observer):
+    def __init__(self) -> None:
+        self.fired: list[tuple[str, str, str]] = []
+
+    @contextlib.contextmanager
+    def _firing(self, jobs: Sequence[Job]) -> Iterator[Sequence[Job]]:
+        yield [attrs.evolve(j, extra={**j.extra, "traced": "cron"}) for j in jobs]
+
+    def firing(self, schedule_id: str, tick: Any, jobs: Sequence[Job]) -> contextlib.AbstractContextManager[Any]:
+        return self._firing(jobs)
+
+    def cron_fired(self, schedule_id: str, job: Job) -> None:
+        self.fired.append((schedule_id, job.name, str(job.extra.get("traced"))))
+
+
+async def test_cron_fires_are_wrapped_and_announced() -> None:
+    from datetime import UTC, datetime
+
+    from bananas import ManualClock
+    from bananas.scheduler import CronScheduler, Schedule
+
+    clock = ManualClock(datetime(2026, 5, 4, 9, 0, 30, tzinfo=UTC).timestamp())
+    backend = connect(f"memory://observe-cron-{uuid.uuid4().hex}", clock=clock)
+    rec = CronRecorder()
+    observe.add_observer(rec)
+    try:
+        cron = CronScheduler(backend, [Schedule(id="every-minute", cron="* * * * *", job="ping")])
+        assert await cron.tick() == 1
+        (job,) = await backend.queue.claim(["default"], limit=5)
+    finally:
+        observe.remove_observer(rec)
+        await backend.close()
+    assert rec.fired == [("every-minute", "ping", "cron")]
+    assert job.extra["traced"] == "cron"

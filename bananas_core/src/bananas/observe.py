@@ -9,7 +9,8 @@ Two kinds of hooks:
 
 - context managers around work: :meth:`Observer.submitting` wraps the write of every submit
   (and may hand back replacement jobs, e.g. with trace context added to their ``extra``
-  fields, which are then what is written); :meth:`Observer.attempt` wraps one handler
+  fields, which are then what is written); :meth:`Observer.firing` does the same for the
+  jobs cron schedules fire; :meth:`Observer.attempt` wraps one handler
   attempt and is entered before the handler's task or thread starts, so a context variable
   set there (an OpenTelemetry span made current) is seen by the handler;
 - plain events: :meth:`Observer.job_claimed`, :meth:`Observer.attempt_finished`,
@@ -28,6 +29,7 @@ import logging
 import threading
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
+from datetime import datetime
 from types import TracebackType
 from typing import Any
 
@@ -49,6 +51,10 @@ log = logging.getLogger("bananas.observe")
 
 OBSERVERS: tuple[Observer, ...] = ()
 """The registered observers, in registration order (replaced, never mutated: read it without a lock)."""
+ATTEMPTS: tuple[Observer, ...] = ()
+"""The registered observers that wrap attempts (override :meth:`Observer.attempt`)."""
+_BY_HOOK: dict[str, tuple[Observer, ...]] = {}
+"""Per hook, the observers that override it: an event nobody listens to costs one lookup."""
 
 _lock = threading.Lock()
 
@@ -117,6 +123,11 @@ class Observer:
         order) to write instead, or ``None``. Return ``None`` to skip."""
         return None
 
+    def firing(self, schedule_id: str, tick: datetime, jobs: Sequence[Job]) -> AbstractContextManager[Any] | None:
+        """Like :meth:`submitting`, around the write of the jobs a cron schedule fires for
+        ``tick`` (its value may be replacement jobs too). Return ``None`` to skip."""
+        return None
+
     def attempt(self, attempt: Attempt) -> AbstractContextManager[Any] | None:
         """A context manager around one handler attempt, entered before the handler starts;
         ``attempt``'s outcome fields are set when it exits. Return ``None`` to skip."""
@@ -141,21 +152,42 @@ class Observer:
         """A worker of this process stopped."""
 
 
+_HOOKS = (
+    "submitting",
+    "firing",
+    "attempt",
+    "job_claimed",
+    "attempt_finished",
+    "leases_reaped",
+    "cron_fired",
+    "worker_started",
+    "worker_stopped",
+)
+
+
+def _install(registered: tuple[Observer, ...]) -> None:
+    global OBSERVERS, ATTEMPTS, _BY_HOOK
+    by_hook = {
+        hook: tuple(o for o in registered if getattr(type(o), hook) is not getattr(Observer, hook)) for hook in _HOOKS
+    }
+    _BY_HOOK = by_hook
+    ATTEMPTS = by_hook["attempt"]
+    OBSERVERS = registered
+
+
 def add_observer(observer: Observer) -> None:
     """Register ``observer`` for this process (adding the same one twice is a no-op)."""
-    global OBSERVERS
     if not isinstance(observer, Observer):
         raise TypeError(f"an observer must be a bananas.observe.Observer, not {type(observer).__name__}")
     with _lock:
         if observer not in OBSERVERS:
-            OBSERVERS = (*OBSERVERS, observer)
+            _install((*OBSERVERS, observer))
 
 
 def remove_observer(observer: Observer) -> None:
     """Unregister ``observer``; one that is not registered is ignored."""
-    global OBSERVERS
     with _lock:
-        OBSERVERS = tuple(o for o in OBSERVERS if o is not observer)
+        _install(tuple(o for o in OBSERVERS if o is not observer))
 
 
 def observers() -> tuple[Observer, ...]:
@@ -209,18 +241,18 @@ class _Nested(AbstractContextManager[Any]):
 class _Submitting(_Nested):
     __slots__ = ("_jobs",)
 
-    def __init__(self, jobs: Sequence[Job]) -> None:
+    def __init__(self, jobs: Sequence[Job], hook: str = "submitting", *args: Any) -> None:
         self._jobs = jobs
         managers: list[AbstractContextManager[Any]] = []
-        for observer in OBSERVERS:
+        for observer in _BY_HOOK.get(hook, ()):
             try:
-                manager = observer.submitting(jobs)
+                manager = getattr(observer, hook)(*args, jobs)
             except Exception:
-                log.exception("an observer failed preparing a submit; it is skipped")
+                log.exception("an observer failed preparing %s; it is skipped", hook)
                 continue
             if manager is not None:
                 managers.append(manager)
-        super().__init__("a submit", managers)
+        super().__init__(hook, managers)
 
     def __enter__(self) -> Sequence[Job]:
         jobs: Sequence[Job] = self._enter_all(self._jobs)
@@ -244,10 +276,15 @@ def submitting(jobs: Sequence[Job]) -> AbstractContextManager[Sequence[Job]]:
     return _Submitting(jobs)
 
 
+def firing(schedule_id: str, tick: datetime, jobs: Sequence[Job]) -> AbstractContextManager[Sequence[Job]]:
+    """Wrap the write of the jobs a cron schedule fires: ``with firing(id, tick, jobs) as jobs: ...``."""
+    return _Submitting(jobs, "firing", schedule_id, tick)
+
+
 def attempt(record: Attempt) -> AbstractContextManager[Any]:
     """Wrap one handler attempt (see :meth:`Observer.attempt`)."""
     managers: list[AbstractContextManager[Any]] = []
-    for observer in OBSERVERS:
+    for observer in ATTEMPTS:
         try:
             manager = observer.attempt(record)
         except Exception:
@@ -259,7 +296,7 @@ def attempt(record: Attempt) -> AbstractContextManager[Any]:
 
 
 def _each(hook: str, *args: Any) -> None:
-    for observer in OBSERVERS:
+    for observer in _BY_HOOK.get(hook, ()):
         try:
             getattr(observer, hook)(*args)
         except Exception:
@@ -268,6 +305,8 @@ def _each(hook: str, *args: Any) -> None:
 
 def claimed(jobs: Sequence[Job], worker_id: str, now: float) -> None:
     """Tell observers that ``worker_id`` claimed ``jobs`` at ``now`` (clock seconds)."""
+    if not _BY_HOOK.get("job_claimed"):
+        return
     for job in jobs:
         ready = job.created_at.timestamp()
         if job.scheduled_for is not None:

@@ -316,7 +316,12 @@ class CronScheduler:
             self._seen[schedule.id] = state.last_run
             return False
         job = schedule.make_job(tick, now)
-        fired = await storage.fire(schedule.id, tick, job, next_run)
+        if observe.OBSERVERS:
+            with observe.firing(schedule.id, tick, (job,)) as jobs:
+                job = jobs[0]
+                fired = await storage.fire(schedule.id, tick, job, next_run)
+        else:
+            fired = await storage.fire(schedule.id, tick, job, next_run)
         self._seen[schedule.id] = tick
         if fired:
             log.info("cron %s fired its %s tick", schedule.id, format_time(tick))
