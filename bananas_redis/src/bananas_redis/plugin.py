@@ -19,6 +19,7 @@ CAPABILITIES: frozenset[Capability] = frozenset(
         Capability.RESULT_TTL,
         Capability.HAND_OFF,
         Capability.COMPLETE_AND_STORE,
+        Capability.UNIQUE_JOBS,
     }
 )
 """What the Redis backend offers: declared here once, for the spec and the Backend alike."""

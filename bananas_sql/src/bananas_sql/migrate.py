@@ -55,6 +55,15 @@ def _create_index(name: str) -> Callable[[sa.Connection, Names, str], None]:
     return apply
 
 
+def _create_table(name: str) -> Callable[[sa.Connection, Names, str], None]:
+    def apply(conn: sa.Connection, names: Names, dialect: str) -> None:
+        metadata(names, dialect).tables[(names.schema + "." if names.schema else "") + names.prefix + name].create(
+            conn, checkfirst=True
+        )
+
+    return apply
+
+
 def _handoff(conn: sa.Connection, names: Names, dialect: str) -> None:
     """PostgreSQL: the waiters table, and the triggers that hand new jobs to idle workers."""
     if dialect == "postgresql":
@@ -77,6 +86,7 @@ STEPS: tuple[Step, ...] = (
     Step(2, "the index jobs_due (scheduled jobs by due time)", _create_index("jobs_due")),
     Step(3, "the waiters table and the hand-off to idle workers (PostgreSQL)", _handoff),
     Step(4, "the column jobs.lease_token (fenced settles)", _lease_token),
+    Step(5, "the unique_keys table (unique jobs)", _create_table("unique_keys")),
 )
 """The steps from version 1 (the first schema) to :data:`~bananas_sql.tables.SCHEMA_VERSION`."""
 

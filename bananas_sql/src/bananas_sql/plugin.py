@@ -25,6 +25,7 @@ _COMMON: frozenset[Capability] = frozenset(
         Capability.JOB_NAME_FILTER,
         Capability.RESULT_TTL,
         Capability.COMPLETE_AND_STORE,
+        Capability.UNIQUE_JOBS,
     }
 )
 POSTGRES_CAPABILITIES: frozenset[Capability] = _COMMON | {

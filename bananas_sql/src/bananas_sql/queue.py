@@ -23,6 +23,7 @@ from bananas_sql.rows import (
     row_to_job,
     warn_unreadable,
 )
+from bananas_sql.unique import SqlUnique
 
 __all__ = ["MOVE_BATCH", "REAP_BATCH", "SqlQueue", "claim_arguments", "job_params", "new_lease_token"]
 
@@ -35,7 +36,7 @@ MOVE_BATCH = 1000
 """Due scheduled jobs made ready per statement (:meth:`SqlQueue.move_scheduled` loops)."""
 
 
-class SqlQueue:
+class SqlQueue(SqlUnique):
     """Jobs in one table; see :mod:`bananas_sql.tables` for the states and indexes."""
 
     def __init__(self, db: Database) -> None:

@@ -192,6 +192,7 @@ def metadata(names: Names, dialect: str) -> sa.MetaData:
         sa.Column("data", sa.Text, nullable=False),
         sa.Column("expires_at", _Double, nullable=False),
     )
+    unique_keys(md, p)
     sa.Table(
         p + "schema_version",
         md,
@@ -199,3 +200,15 @@ def metadata(names: Names, dialect: str) -> sa.MetaData:
         sa.Column("version", sa.Integer, nullable=False),
     )
     return md
+
+
+def unique_keys(md: sa.MetaData, prefix: str) -> sa.Table:
+    """The unique keys of submitted jobs (schema version 5): which job holds each key and for
+    how long after it completed (see :mod:`bananas_sql.unique`)."""
+    return sa.Table(
+        prefix + "unique_keys",
+        md,
+        sa.Column("unique_key", sa.String(512), primary_key=True),
+        sa.Column("job_id", sa.String(256), nullable=False),
+        sa.Column("unique_for", _Double, nullable=False),
+    )
