@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import attrs
 
 from bananas import observe
+from bananas._unique_submit import enqueue_unique, spec_unique
 from bananas.backend import Backend
 from bananas.config import EMBEDDED_DEFAULT_URL, connect_resolved, default_max_retries
 from bananas.errors import HandlerNotFound, InvalidJob, JobNotFound, ResultNotReady
@@ -30,6 +31,8 @@ from bananas.job import DEFAULT_ROUTING_KEY, JSON, Job, JobPriority, JobResult, 
 from bananas.plugins.types import SchemaMigrator
 from bananas.protocols import BlockingEnqueue
 from bananas.timefmt import from_timestamp
+from bananas.unique import JobId, UniqueKey
+from bananas.unique import unique_key as _unique_key
 
 __all__ = ["AsyncClient", "Client", "JobSpec"]
 
@@ -38,10 +41,12 @@ T = TypeVar("T")
 JobSpec = Job | Mapping[str, Any]
 """What :meth:`AsyncClient.submit_many` takes: a :class:`Job`, or a mapping of the arguments
 of :meth:`Job.create` (``name``, ``payload``, ``priority``, ``routing_key``, ``description``,
-``scheduled_for``, ``max_retries``, ``job_id``)."""
+``scheduled_for``, ``max_retries``, ``job_id``), and the ``unique_key`` and ``unique_for`` of
+:meth:`AsyncClient.submit_job`."""
 
 _SPEC_KEYS = frozenset(
     {"name", "payload", "priority", "routing_key", "description", "scheduled_for", "max_retries", "job_id"}
+    | {"unique_key", "unique_for"}
 )
 Delay = datetime | timedelta | float
 Seconds = float | timedelta
@@ -210,18 +215,26 @@ class AsyncClient:
         routing_key: str = DEFAULT_ROUTING_KEY,
         max_retries: int | None = None,
         job_id: str | None = None,
-    ) -> str:
+        unique_key: str | None = None,
+        unique_for: Seconds | None = None,
+    ) -> JobId:
         """Enqueue a job (on the ``default`` routing key unless ``routing_key`` says otherwise); return its id.
 
         The payload is JSON, or a dataclass or attrs instance (unstructured with cattrs;
         :meth:`Job.payload_as` turns it back). Raises :class:`~bananas.errors.InvalidJob` (or
         its subclass ``PayloadError``) before writing anything if the name, payload or
         priority is not acceptable.
+
+        With ``unique_key``, nothing is written while another job with that key is pending,
+        scheduled, running or retrying, or completed less than ``unique_for`` seconds (or a
+        timedelta; default 0) ago: the id returned is that job's, and its
+        :attr:`~bananas.unique.JobId.duplicate` is True. Needs the ``unique_jobs`` capability.
         """
+        unique = _unique_key(unique_key, unique_for)
         job = self._job(
             name, payload, priority, description, routing_key=routing_key, max_retries=max_retries, job_id=job_id
         )
-        return await self._enqueue(job)
+        return await self._enqueue(job, unique)
 
     async def submit_job_with_route(
         self,
@@ -233,12 +246,16 @@ class AsyncClient:
         *,
         max_retries: int | None = None,
         job_id: str | None = None,
-    ) -> str:
-        """Enqueue a job for workers serving ``routing_key``; raises ``InvalidRoutingKey`` for a bad key."""
+        unique_key: str | None = None,
+        unique_for: Seconds | None = None,
+    ) -> JobId:
+        """Enqueue a job for workers serving ``routing_key``; raises ``InvalidRoutingKey`` for a bad key.
+        ``unique_key`` and ``unique_for`` as for :meth:`submit_job`."""
+        unique = _unique_key(unique_key, unique_for)
         job = self._job(
             name, payload, priority, description, routing_key=routing_key, max_retries=max_retries, job_id=job_id
         )
-        return await self._enqueue(job)
+        return await self._enqueue(job, unique)
 
     async def submit_job_scheduled(
         self,
@@ -251,10 +268,14 @@ class AsyncClient:
         routing_key: str = DEFAULT_ROUTING_KEY,
         max_retries: int | None = None,
         job_id: str | None = None,
-    ) -> str:
+        unique_key: str | None = None,
+        unique_for: Seconds | None = None,
+    ) -> JobId:
         """Enqueue a job that becomes claimable at ``scheduled_for``: an aware datetime, a
         timedelta or a delay in seconds. A time in the past means "run now"; a naive
-        datetime raises :class:`~bananas.errors.InvalidJob`."""
+        datetime raises :class:`~bananas.errors.InvalidJob`. ``unique_key`` and
+        ``unique_for`` as for :meth:`submit_job` (a scheduled job holds its key)."""
+        unique = _unique_key(unique_key, unique_for)
         job = self._job(
             name,
             payload,
@@ -265,16 +286,26 @@ class AsyncClient:
             max_retries=max_retries,
             job_id=job_id,
         )
-        return await self._enqueue(job)
+        return await self._enqueue(job, unique)
 
     async def submit_many(self, jobs: Iterable[JobSpec], *, batch_size: int = 500) -> list[str]:
         """Enqueue many jobs with one round trip per ``batch_size`` jobs; return their ids in order.
 
         Every job is validated before the first batch is written; each batch is stored
-        all or nothing.
+        all or nothing. A mapping may carry ``unique_key`` and ``unique_for`` (see
+        :meth:`submit_job`): its job is not written while the key is held, and its place in
+        the answer is the holder's id, a :class:`~bananas.unique.JobId` marked ``duplicate``.
         """
-        built, batches = self._batches(jobs, batch_size)
+        specs = list(jobs)
+        uniques = [spec_unique(spec, i) for i, spec in enumerate(specs)]
+        built, batches = self._batches(specs, batch_size)
         backend = await self._prepared()
+        if any(unique is not None for unique in uniques):
+            entries = list(zip(built, uniques, strict=True))
+            answers: list[str] = []
+            for start in range(0, len(entries), batch_size):
+                answers += await enqueue_unique(backend, entries[start : start + batch_size])
+            return answers
         for batch in batches:
             if observe.OBSERVERS:
                 with observe.submitting(batch) as written:
@@ -317,14 +348,16 @@ class AsyncClient:
         except InvalidJob as exc:
             raise type(exc)(f"job #{index}: {exc}") from None
 
-    async def _enqueue(self, job: Job) -> str:
+    async def _enqueue(self, job: Job, unique: UniqueKey | None = None) -> JobId:
         backend = await self._prepared()
+        if unique is not None:
+            return (await enqueue_unique(backend, [(job, unique)]))[0]
         if observe.OBSERVERS:
             with observe.submitting((job,)) as written:
                 await backend.queue.enqueue(written[0])
         else:
             await backend.queue.enqueue(job)
-        return job.id
+        return JobId(job.id)
 
     async def _write(self, jobs: Sequence[Job], *, many: bool) -> None:
         """Write ``jobs`` as they are (observers already had their say): one enqueue, or ``enqueue_many``."""
@@ -489,10 +522,12 @@ class Client:
         queue = client.backend.queue
         return queue.enqueue_many_blocking if client._ready and isinstance(queue, BlockingEnqueue) else None
 
-    def _submit(self, build: Callable[[AsyncClient], Job]) -> str:
+    def _submit(self, build: Callable[[AsyncClient], Job], unique: UniqueKey | None = None) -> JobId:
         """Build (and validate) a job in the calling thread and enqueue it."""
         runner, client = self._start()
         job = build(client)
+        if unique is not None:
+            return runner.run(client._enqueue(job, unique))
         enqueue = self._blocking(client)
         if observe.OBSERVERS:  # observed in the calling thread, whose context (a current span) is the parent
             with observe.submitting((job,)) as written:
@@ -500,11 +535,11 @@ class Client:
                     runner.run(client._write(written, many=False))
                 else:
                     enqueue(written)
-            return job.id
+            return JobId(job.id)
         if enqueue is None:
             return runner.run(client._enqueue(job))
         enqueue([job])
-        return job.id
+        return JobId(job.id)
 
     @property
     def backend(self) -> Backend:
@@ -521,12 +556,16 @@ class Client:
         routing_key: str = DEFAULT_ROUTING_KEY,
         max_retries: int | None = None,
         job_id: str | None = None,
-    ) -> str:
+        unique_key: str | None = None,
+        unique_for: Seconds | None = None,
+    ) -> JobId:
         """See :meth:`AsyncClient.submit_job`."""
+        unique = _unique_key(unique_key, unique_for)
         return self._submit(
             lambda c: c._job(
                 name, payload, priority, description, routing_key=routing_key, max_retries=max_retries, job_id=job_id
-            )
+            ),
+            unique,
         )
 
     def submit_job_with_route(
@@ -539,12 +578,16 @@ class Client:
         *,
         max_retries: int | None = None,
         job_id: str | None = None,
-    ) -> str:
+        unique_key: str | None = None,
+        unique_for: Seconds | None = None,
+    ) -> JobId:
         """See :meth:`AsyncClient.submit_job_with_route`."""
+        unique = _unique_key(unique_key, unique_for)
         return self._submit(
             lambda c: c._job(
                 name, payload, priority, description, routing_key=routing_key, max_retries=max_retries, job_id=job_id
-            )
+            ),
+            unique,
         )
 
     def submit_job_scheduled(
@@ -558,8 +601,11 @@ class Client:
         routing_key: str = DEFAULT_ROUTING_KEY,
         max_retries: int | None = None,
         job_id: str | None = None,
-    ) -> str:
+        unique_key: str | None = None,
+        unique_for: Seconds | None = None,
+    ) -> JobId:
         """See :meth:`AsyncClient.submit_job_scheduled`."""
+        unique = _unique_key(unique_key, unique_for)
         return self._submit(
             lambda c: c._job(
                 name,
@@ -570,7 +616,8 @@ class Client:
                 scheduled_for=scheduled_for,
                 max_retries=max_retries,
                 job_id=job_id,
-            )
+            ),
+            unique,
         )
 
     def submit_many(self, jobs: Iterable[JobSpec], *, batch_size: int = 500) -> list[str]:
@@ -579,7 +626,7 @@ class Client:
         runner, client = self._start()
         enqueue = self._blocking(client)
         observed = bool(observe.OBSERVERS)
-        if enqueue is None and not observed:
+        if (enqueue is None and not observed) or any(spec_unique(s, i) is not None for i, s in enumerate(specs)):
             result: list[str] = runner.run(client.submit_many(specs, batch_size=batch_size))
             return result
         built, batches = client._batches(specs, batch_size)

@@ -1,0 +1,45 @@
+"""How the clients submit jobs with unique keys (see :mod:`bananas.unique`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
+
+from bananas import observe
+from bananas.backend import Backend
+from bananas.capabilities import Capability, require
+from bananas.errors import InvalidJob
+from bananas.job import Job
+from bananas.protocols import UniqueEnqueue
+from bananas.unique import JobId, UniqueKey, unique_key
+
+__all__ = ["enqueue_unique", "spec_unique"]
+
+
+async def enqueue_unique(backend: Backend, entries: Sequence[tuple[Job, UniqueKey | None]]) -> list[JobId]:
+    """Store ``entries`` through the backend's :class:`~bananas.protocols.UniqueEnqueue`; the id
+    each stands for, marked :attr:`~bananas.unique.JobId.duplicate` where a held key wrote nothing.
+
+    Raises :class:`~bananas.errors.CapabilityNotSupported` if the backend does not declare
+    ``unique_jobs``.
+    """
+    require(backend.capabilities, Capability.UNIQUE_JOBS, backend=backend.name, operation="unique_key")
+    queue = cast(UniqueEnqueue, backend.queue)  # declared, so offered: the conformance suite checks it
+    if observe.OBSERVERS:
+        with observe.submitting([job for job, _ in entries]) as written:
+            entries = list(zip(written, (unique for _, unique in entries), strict=True))
+            answers = await queue.enqueue_unique(entries)
+    else:
+        answers = await queue.enqueue_unique(entries)
+    return [JobId(answer, answer != job.id) for answer, (job, _) in zip(answers, entries, strict=True)]
+
+
+def spec_unique(spec: Job | Mapping[str, Any], index: int) -> UniqueKey | None:
+    """The checked unique key of one :meth:`~bananas.AsyncClient.submit_many` spec (a
+    :class:`Job` has none)."""
+    if not isinstance(spec, Mapping):
+        return None
+    try:
+        return unique_key(spec.get("unique_key"), spec.get("unique_for"))
+    except InvalidJob as exc:
+        raise InvalidJob(f"job #{index}: {exc}") from None
