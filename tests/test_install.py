@@ -171,3 +171,45 @@ def test_pip_install_from_the_wheels_into_a_fresh_venv(wheels: Path, tmp_path: P
     )  # fmt: skip
     assert listed.returncode == 0, listed.stderr
     assert {b["name"] for b in json.loads(listed.stdout)} == backends
+
+
+@pytest.mark.slow
+def test_the_suite_runs_from_the_wheels_alone(wheels: Path, tmp_path: Path) -> None:
+    """What a backend author gets from PyPI: the conformance suite by URL with no code, a
+    clear usage error without a URL, and no fixtures named ``clock``/``backend`` pushed into
+    another project's tests."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=60)
+    python = str(venv / "bin" / "python")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BANANAS_", "PYTHON", "VIRTUAL_ENV"))}
+    install = subprocess.run(
+        [sys.executable, "-m", "pip", "--python", python, "install", "-q", "--disable-pip-version-check",
+         "--find-links", str(wheels), "bananas[sqlite]", f"bananas-core[testing]=={version()}"],
+        capture_output=True, text=True, timeout=300, check=False, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert install.returncode == 0, install.stdout + install.stderr
+    project = tmp_path / "project"
+    project.mkdir()
+
+    def pytest_run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
+            capture_output=True, text=True, timeout=600, check=False, env=env, cwd=project,
+        )  # fmt: skip
+
+    db = tmp_path / "suite.db"
+    run = pytest_run("--pyargs", "bananas.testing.run", "--bananas-url", f"sqlite:///{db}")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert re.search(r"\d+ passed", run.stdout), run.stdout[-2000:]
+    assert " failed" not in run.stdout and " error" not in run.stdout, run.stdout[-2000:]
+
+    no_url = pytest_run("--pyargs", "bananas.testing.run")
+    assert no_url.returncode != 0
+    said = [line for line in (no_url.stdout + no_url.stderr).splitlines() if "--bananas-url" in line]
+    assert said, no_url.stdout + no_url.stderr
+    assert " passed" not in no_url.stdout and " skipped" not in no_url.stdout
+
+    (project / "test_theirs.py").write_text("def test_x(clock):\n    pass\n")
+    theirs = pytest_run("test_theirs.py")
+    assert theirs.returncode != 0
+    assert "fixture 'clock' not found" in theirs.stdout, theirs.stdout[-2000:]
