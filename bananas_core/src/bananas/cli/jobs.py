@@ -59,6 +59,18 @@ def register(sub: Any) -> None:
         help="attempts before dead, 0-100 (default: $MAX_RETRIES, else 3)",
     )
     p.add_argument("--description", default="", help="a note shown with the job")
+    p.add_argument(
+        "--unique-key",
+        metavar="KEY",
+        help="submit nothing while a job with this key is pending, scheduled, running or retrying "
+        "(then its id is printed, with a note on stderr)",
+    )
+    p.add_argument(
+        "--unique-for",
+        type=seconds_arg,
+        metavar="SECONDS",
+        help="with --unique-key: the key also stays taken this long after its job completed (default 0)",
+    )
     p.add_argument("--wait", type=seconds_arg, metavar="SECONDS", help="wait up to SECONDS for the result and print it")
     add_common(p)
     p.set_defaults(run=submit)
@@ -166,10 +178,16 @@ def _unreadable(exc: JobDecodeError, what: str) -> JobDecodeError:
 
 async def submit(args: argparse.Namespace) -> int:
     """``bananas submit NAME``: enqueue one job; print its id (and its result with ``--wait``)."""
+    from bananas._unique_submit import enqueue_unique
     from bananas.config import default_max_retries
+    from bananas.unique import JobId, unique_key
 
     payload = _payload(args.payload)
     max_retries = default_max_retries() if args.max_retries is None else args.max_retries
+    try:
+        unique = unique_key(args.unique_key, args.unique_for)
+    except InvalidJob as exc:
+        raise UsageError(str(exc).replace("unique_key", "--unique-key").replace("unique_for", "--unique-for")) from None
     async with open_from_args(args) as backend:
         now = from_timestamp(backend.clock())
         job = Job.create(
@@ -183,11 +201,25 @@ async def submit(args: argparse.Namespace) -> int:
             now=now,
         )
         refuse_memory(args, "submits")  # after the job is validated: its mistakes come first
-        await backend.queue.enqueue(job)
+        if unique is None:
+            await backend.queue.enqueue(job)
+            job_id = JobId(job.id)
+        else:
+            [job_id] = await enqueue_unique(backend, [(job, unique)])
+            if job_id.duplicate:
+                print(f"nothing submitted: job {job_id} holds the unique key {unique.key!r}", file=sys.stderr)
         try:
-            result = await backend.results.wait(job.id, args.wait) if args.wait is not None else None
+            result = await backend.results.wait(job_id, args.wait) if args.wait is not None else None
         except JobDecodeError as exc:
-            raise _unreadable(exc, f"the result of job {job.id!r}") from None
+            raise _unreadable(exc, f"the result of job {job_id!r}") from None
+    if job_id.duplicate:
+        if args.json:
+            emit_json({"id": job_id, "duplicate": True, **({"result": result_dict(result)} if result else {})})
+        elif result is not None:
+            _print_result(result)
+        else:
+            print(job_id)
+        return 1 if result is not None and result.is_failed() else 0
     if args.json:
         # The job's status now: what it was stored with, or the final one of its result.
         out: dict[str, Any] = {"id": job.id, "status": (result.status if result is not None else job.status).value}
