@@ -84,9 +84,7 @@ async def backend() -> AsyncIterator[Backend]:
     await b.close()
 
 
-async def test_every_async_submit_path_writes_the_observers_replacements(
-    backend: Backend, recorder: Recorder
-) -> None:
+async def test_every_async_submit_path_writes_the_observers_replacements(backend: Backend, recorder: Recorder) -> None:
     async with AsyncClient(backend=backend) as client:
         ids = [
             await client.submit_job("a"),
@@ -202,7 +200,7 @@ async def test_a_broken_observer_never_fails_a_submit(backend: Backend, recorder
 
 
 def test_only_observers_can_be_added() -> None:
-    with pytest.raises(TypeError, match="must be a bananas.observe.Observer"):
+    with pytest.raises(TypeError, match=r"must be a bananas\.observe\.Observer"):
         observe.add_observer(object())  # type: ignore[arg-type]
 
 

@@ -76,6 +76,18 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grace-period", help="seconds to wait for running jobs when stopping (default 30)")
     parser.add_argument("--lease", help="seconds a claim is held between renewals (default 60)")
     parser.add_argument(
+        "--metrics-port",
+        help="serve /metrics, /healthz and /readyz on this port (needs the prometheus extra; $BANANAS_METRICS_PORT)",
+    )
+    parser.add_argument(
+        "--metrics-host", help="address the metrics port listens on (default 127.0.0.1; $BANANAS_METRICS_HOST)"
+    )
+    parser.add_argument(
+        "--metrics-interval",
+        help="seconds (or a duration) between 'System metrics' log lines, 0: none (default 30s; "
+        "$BANANAS_METRICS_INTERVAL)",
+    )
+    parser.add_argument(
         "--log-level",
         default=None,
         help="DEBUG, INFO, WARNING, ERROR (default: $BANANAS_LOG_LEVEL, else $LOG_LEVEL, else INFO)",
@@ -156,7 +168,8 @@ def run_worker(args: argparse.Namespace) -> int:
             lease=args.lease,
         )
         prefetch = _prefetch(getattr(args, "prefetch", None), config.concurrency)
-        return asyncio.run(_serve(registry, config, args.url, prefetch))
+        metrics = _metrics_options(args)
+        return asyncio.run(_serve(registry, config, args.url, prefetch, metrics=metrics))
     except KeyboardInterrupt:
         return EXIT_OK
     except (ConfigError, InvalidJob, UnknownBackendScheme, PluginError) as exc:
@@ -185,8 +198,9 @@ def _prefetch(value: str | None, concurrency: int) -> int:
     return prefetch
 
 
-async def _serve(registry: Registry, config: Any, url: str | None, prefetch: int = 0) -> int:
+async def _serve(registry: Registry, config: Any, url: str | None, prefetch: int = 0, *, metrics: Any = None) -> int:
     from bananas.config import open_backend
+    from bananas.metrics.worker import MetricsOptions, worker_metrics
     from bananas.worker.executor import Executor
     from bananas.worker.pool import Pool
 
@@ -205,10 +219,24 @@ async def _serve(registry: Registry, config: Any, url: str | None, prefetch: int
         logging.getLogger("bananas.worker").info(
             "serving %d handler(s) from %s on %s", len(registry), registry, backend.url
         )
-        await Pool(executor, backend, config, prefetch=prefetch if config.claims_jobs else 0).run()
+        pool = Pool(executor, backend, config, prefetch=prefetch if config.claims_jobs else 0)
+        async with worker_metrics(
+            metrics or MetricsOptions(), backend, lambda: len(executor.running), lambda: pool.running
+        ):
+            await pool.run()
     finally:
         await backend.close()
     return EXIT_OK
+
+
+def _metrics_options(args: argparse.Namespace) -> Any:
+    from bananas.metrics.worker import metrics_options
+
+    return metrics_options(
+        getattr(args, "metrics_port", None),
+        getattr(args, "metrics_host", None),
+        getattr(args, "metrics_interval", None),
+    )
 
 
 def _say(message: str) -> None:
@@ -218,7 +246,8 @@ def _say(message: str) -> None:
 
 class JsonFormatter(logging.Formatter):
     """One JSON object a line: ``time`` (RFC 3339 UTC), ``level``, ``logger``, ``message``,
-    and ``exception`` when there is one."""
+    ``exception`` when there is one, and on job lines ``job_id``, ``job_name``, ``attempt``,
+    ``routing_key``, ``priority`` and ``worker_id``."""
 
     def format(self, record: logging.LogRecord) -> str:
         from bananas.timefmt import format_time, from_timestamp
@@ -231,7 +260,15 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
+        fields = record.__dict__
+        for key in _RECORD_FIELDS:  # a job's fields on job lines, the snapshot on "System metrics" lines
+            if key in fields:
+                out[key] = fields[key]
         return json.dumps(out, ensure_ascii=False, default=str)
+
+
+_RECORD_FIELDS = ("job_id", "job_name", "attempt", "routing_key", "priority", "worker_id", "metrics")
+"""``LogRecord`` attributes the JSON format shows when a line carries them (``extra=``)."""
 
 
 def _setup_logging(level: str, fmt: str = "text") -> None:
