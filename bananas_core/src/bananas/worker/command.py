@@ -92,6 +92,24 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="DEBUG, INFO, WARNING, ERROR (default: $BANANAS_LOG_LEVEL, else $LOG_LEVEL, else INFO)",
     )
+    parser.add_argument(
+        "--processes",
+        help="worker processes run under one supervisor, 1-256 (default 1: this process is the worker; "
+        "$WORKER_PROCESSES)",
+    )
+    parser.add_argument(
+        "--max-jobs-per-child",
+        help="a worker process claims at most this many jobs, finishes them and is replaced (1-1000000000)",
+    )
+    parser.add_argument(
+        "--max-memory-per-child",
+        help="MB of resident memory above which a worker process is replaced after its running jobs (16-1048576)",
+    )
+    parser.add_argument(
+        "--reload",
+        action="store_true",
+        help="restart the worker processes when a Python file of APP changes (development; needs watchfiles)",
+    )
 
 
 def import_app(spec: str) -> Any:
@@ -150,11 +168,13 @@ def _takes_no_arguments(func: Any) -> bool:
 def run_worker(args: argparse.Namespace) -> int:
     """Run the worker described by parsed ``args`` until SIGINT/SIGTERM; return the exit code."""
     from bananas.config import load_worker_config, log_settings
+    from bananas.worker.supervisor import max_jobs_per_child, plan_supervision, run_supervisor
 
     try:
         level, fmt = log_settings(level=getattr(args, "log_level", None))
         _setup_logging(level, "json" if getattr(args, "json", False) else fmt)
-        registry = load_registry(args.app)
+        plan = plan_supervision(args)  # a supervisor never imports APP itself
+        registry = load_registry(args.app) if plan is None else None
         config = load_worker_config(
             mode=args.mode,
             concurrency=args.concurrency,
@@ -169,7 +189,12 @@ def run_worker(args: argparse.Namespace) -> int:
         )
         prefetch = _prefetch(getattr(args, "prefetch", None), config.concurrency)
         metrics = _metrics_options(args)
-        return asyncio.run(_serve(registry, config, args.url, prefetch, metrics=metrics))
+        if plan is not None:
+            return run_supervisor(args, plan, config.grace_period)
+        assert registry is not None
+        return asyncio.run(
+            _serve(registry, config, args.url, prefetch, max_jobs=max_jobs_per_child(args), metrics=metrics)
+        )
     except KeyboardInterrupt:
         return EXIT_OK
     except (ConfigError, InvalidJob, UnknownBackendScheme, PluginError) as exc:
@@ -198,11 +223,20 @@ def _prefetch(value: str | None, concurrency: int) -> int:
     return prefetch
 
 
-async def _serve(registry: Registry, config: Any, url: str | None, prefetch: int = 0, *, metrics: Any = None) -> int:
+async def _serve(
+    registry: Registry,
+    config: Any,
+    url: str | None,
+    prefetch: int = 0,
+    *,
+    max_jobs: int | None = None,
+    metrics: Any = None,
+) -> int:
     from bananas.config import open_backend
     from bananas.metrics.worker import MetricsOptions, worker_metrics
     from bananas.worker.executor import Executor
     from bananas.worker.pool import Pool
+    from bananas.worker.supervisor import run_supervised
 
     backend = await open_backend(url, announce=True)
     try:
@@ -219,11 +253,11 @@ async def _serve(registry: Registry, config: Any, url: str | None, prefetch: int
         logging.getLogger("bananas.worker").info(
             "serving %d handler(s) from %s on %s", len(registry), registry, backend.url
         )
-        pool = Pool(executor, backend, config, prefetch=prefetch if config.claims_jobs else 0)
+        pool = Pool(executor, backend, config, prefetch=prefetch if config.claims_jobs else 0, max_jobs=max_jobs)
         async with worker_metrics(
             metrics or MetricsOptions(), backend, lambda: len(executor.running), lambda: pool.running
         ):
-            await pool.run()
+            await run_supervised(pool)  # pool.run(), stopping if a supervising process disappears
     finally:
         await backend.close()
     return EXIT_OK

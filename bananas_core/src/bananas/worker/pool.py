@@ -68,6 +68,9 @@ class Pool:
     An idle worker waits for work with ``queue.wait_for_work``, or, where the queue offers
     :class:`~bananas.protocols.HandOff` (Redis, PostgreSQL, memory), by registering as a waiter
     that the next enqueue hands its jobs to, already claimed: one hop from producer to worker.
+
+    ``max_jobs``: claim at most this many jobs in all, let them finish, then stop gracefully
+    (a supervisor starts a fresh process in its place: ``--max-jobs-per-child``).
     """
 
     def __init__(
@@ -85,9 +88,15 @@ class Pool:
         prefetch: int = 0,
         lag_threshold: float = LAG_THRESHOLD,
         lag_interval: float = 0.25,
+        max_jobs: int | None = None,
     ) -> None:
         if prefetch < 0:
             raise ValueError(f"prefetch must be >= 0 jobs, got {prefetch}")
+        if max_jobs is not None and max_jobs < 1:
+            raise ValueError(f"max_jobs must be >= 1 job, got {max_jobs}")
+        self.max_jobs = max_jobs
+        self._claimed = 0  # jobs claimed and kept, counted against max_jobs
+        self._retiring = False  # max_jobs claimed: stop once they are finished
         self.lag_threshold = lag_threshold
         self.lag_interval = lag_interval
         executor.slow_after = min(executor.slow_after, lag_threshold)
@@ -351,6 +360,11 @@ class Pool:
                 await self._sleep(self.poll_interval)  # woken early when a job finishes
                 continue
             free = capacity - held
+            if self.max_jobs is not None:
+                free = min(free, self.max_jobs - self._claimed)
+                if free <= 0:
+                    await self._retire()
+                    break
             try:
                 if idle and handed:
                     jobs = await self._claim_or_wait(free)
@@ -382,6 +396,7 @@ class Pool:
                 observe.claimed(mine, self.worker_id, self.backend.clock())
             for job in mine:
                 self._launch(job)
+            self._claimed += len(mine)
             idle = not jobs or len(jobs) < free
             if foreign and not mine:
                 await self._sleep(self.poll_interval)
@@ -397,6 +412,20 @@ class Pool:
                 await self._wait_for_work()
                 if not jobs:  # a wait_for_work that returned at once (work other workers' only)
                     await asyncio.sleep(0)  # must not starve the event loop
+
+    async def _retire(self) -> None:
+        """``max_jobs`` claimed: claim no more (jobs handed over meanwhile go back at once) and
+        stop gracefully once the running ones are finished."""
+        self._retiring = True
+        log.info(
+            "worker %s claimed its %d jobs (max jobs per process): finishing them, then stopping to be replaced",
+            self.worker_id,
+            self.max_jobs,
+        )
+        await self._guard("unregistering as a waiter", self._stop_waiting())
+        await self._hand_back()
+        if not self._active:
+            self.request_stop()
 
     async def _claim_or_wait(self, free: int) -> list[Job]:
         """The queue's ``claim_or_wait``: claim, or wait for jobs handed over by an enqueue."""
@@ -490,6 +519,8 @@ class Pool:
             )
         self._recording.discard(job.id)
         self._wake()
+        if self._retiring and not self._active and not self._stopping.is_set():
+            self.request_stop()
 
     # -- side tasks ----------------------------------------------------------------------
 
