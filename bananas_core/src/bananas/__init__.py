@@ -43,6 +43,7 @@ from bananas.protocols import (
     WorkerRegistry,
 )
 from bananas.worker import Executor, JobContext, Pool, Registry
+from bananas.workflows import WorkflowInfo, chain, chord, group, task
 
 __version__ = "0.2.0"
 
@@ -90,10 +91,15 @@ __all__ = [
     "WorkerInfo",
     "WorkerMode",
     "WorkerRegistry",
+    "WorkflowInfo",
     "__version__",
     "backend_specs",
+    "chain",
+    "chord",
     "connect",
+    "group",
     "hookimpl",
     "load_worker_config",
+    "task",
     "validate_routing_key",
 ]

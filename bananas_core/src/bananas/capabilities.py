@@ -46,6 +46,10 @@ class Capability(enum.StrEnum):
     """The queue is a :class:`~bananas.protocols.CompleteAndStore`: a completion and its result
     are written together, in one atomic step."""
 
+    WORKFLOWS = "workflows"
+    """The queue is a :class:`~bananas.protocols.WorkflowSteps`: chains, groups and chords whose
+    next steps are created in the same atomic write that settles a step (see :mod:`bananas.workflows`)."""
+
     UNIQUE_JOBS = "unique_jobs"
     """The queue is a :class:`~bananas.protocols.UniqueEnqueue`: a submit with a unique key writes
     nothing while another job holds the key (see :mod:`bananas.unique`)."""

@@ -33,6 +33,9 @@ from bananas.protocols import BlockingEnqueue
 from bananas.timefmt import from_timestamp
 from bananas.unique import JobId, UniqueKey
 from bananas.unique import unique_key as _unique_key
+from bananas.workflows.canvas import Node
+from bananas.workflows.submit import get_workflow, job_maker, submit_workflow, wait_for_workflow
+from bananas.workflows.view import WorkflowInfo
 
 __all__ = ["AsyncClient", "Client", "JobSpec"]
 
@@ -367,6 +370,31 @@ class AsyncClient:
         else:
             await backend.queue.enqueue(jobs[0])
 
+    # -- workflows -----------------------------------------------------------------------
+
+    async def submit(self, workflow: Node) -> str:
+        """Submit a workflow built with :func:`~bananas.task`, :func:`~bananas.chain`,
+        :func:`~bananas.group` and :func:`~bananas.chord`; return its id.
+
+        Every step is validated before anything is written; then the workflow and its first
+        steps are stored in one atomic write. Raises
+        :class:`~bananas.errors.CapabilityNotSupported` if the backend does not declare the
+        ``workflows`` capability.
+        """
+        backend = await self._prepared()
+        return await submit_workflow(backend, workflow, job_maker(self._job, self._now()))
+
+    async def get_workflow(self, workflow_id: str) -> WorkflowInfo:
+        """Each step's state and the workflow's; raises :class:`~bananas.errors.JobNotFound`
+        (its subclass ``WorkflowNotFound``) for an unknown id."""
+        return await get_workflow(await self._prepared(), workflow_id)
+
+    async def wait_for_workflow(self, workflow_id: str, timeout: Seconds = 30.0) -> WorkflowInfo:
+        """:meth:`get_workflow` once the workflow completed or failed, waiting up to ``timeout``;
+        raises :class:`~bananas.errors.Timeout`."""
+        seconds = _timeout(timeout)
+        return await wait_for_workflow(await self._prepared(), workflow_id, seconds)
+
     # -- reading -------------------------------------------------------------------------
 
     async def get_job(self, job_id: str) -> Job:
@@ -637,6 +665,21 @@ class Client:
                 else:
                     enqueue(written)
         return [job.id for job in built]
+
+    def submit(self, workflow: Node) -> str:
+        """:meth:`AsyncClient.submit`: submit a workflow; return its id."""
+        workflow_id: str = self._call(AsyncClient.submit, workflow)
+        return workflow_id
+
+    def get_workflow(self, workflow_id: str) -> WorkflowInfo:
+        """:meth:`AsyncClient.get_workflow`."""
+        info: WorkflowInfo = self._call(AsyncClient.get_workflow, workflow_id)
+        return info
+
+    def wait_for_workflow(self, workflow_id: str, timeout: Seconds = 30.0) -> WorkflowInfo:
+        """:meth:`AsyncClient.wait_for_workflow`."""
+        info: WorkflowInfo = self._call(AsyncClient.wait_for_workflow, workflow_id, timeout)
+        return info
 
     def get_job(self, job_id: str) -> Job:
         """See :meth:`AsyncClient.get_job`."""

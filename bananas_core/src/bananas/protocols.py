@@ -18,6 +18,7 @@ import attrs
 from bananas.job import ALL_PRIORITIES, Job, JobPriority, JobResult
 from bananas.policy import BY_POLICY, LEASE_EXPIRED_ERROR, RetryAt
 from bananas.unique import UniqueKey
+from bananas.workflows.plan import WorkflowPlan, WorkflowRecord
 
 __all__ = [
     "BlockingEnqueue",
@@ -33,6 +34,7 @@ __all__ = [
     "Scheduler",
     "WorkerInfo",
     "WorkerRegistry",
+    "WorkflowSteps",
 ]
 
 DEFAULT_LEASE_SECONDS = 60.0
@@ -364,6 +366,37 @@ class UniqueEnqueue(Protocol):
         :class:`~bananas.errors.DuplicateJob` or :class:`~bananas.errors.InvalidJob` leaves
         nothing written, keys included.
         """
+        ...
+
+
+@runtime_checkable
+class WorkflowSteps(Protocol):
+    """Optional on a :class:`Queue` (:attr:`Capability.WORKFLOWS <bananas.capabilities.Capability>`):
+    store workflows and settle their steps together with what follows them.
+
+    The core compiles a workflow into steps and links (:mod:`bananas.workflows.plan`, which
+    says what a link does); the backend follows the links of a settled step in the same atomic
+    write as the settle (one script, one transaction), so a crash can neither lose what
+    follows nor create it twice, and a join completed by racing members fires once.
+    """
+
+    async def submit_workflow(self, plan: WorkflowPlan) -> None:
+        """Store ``plan`` (document, steps, joins) and enqueue its initial jobs, all in one atomic write."""
+        ...
+
+    async def complete_step(self, job: Job, result: JobResult) -> Job:
+        """:meth:`Queue.complete` of a workflow step, and in the same write: record its outcome
+        (``result.result``) and follow its ``on_success`` link. Fenced like :meth:`Queue.complete`
+        (:class:`~bananas.errors.LeaseLost`, nothing written)."""
+        ...
+
+    async def fail_step(self, job: Job, error: str, *, retry_at: RetryAt = BY_POLICY) -> Job:
+        """:meth:`Queue.fail` of a workflow step; when that makes it dead, in the same write:
+        record its outcome and follow its ``on_dead`` link (a retry follows nothing)."""
+        ...
+
+    async def workflow_record(self, workflow_id: str) -> WorkflowRecord | None:
+        """The stored document and every step's record, or ``None`` for an unknown id."""
         ...
 
 

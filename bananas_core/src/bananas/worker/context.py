@@ -13,6 +13,7 @@ from bananas.clock import Clock
 from bananas.job import Job
 from bananas.logsafe import printable
 from bananas.protocols import DEFAULT_LEASE_SECONDS, Queue
+from bananas.workflows import steps as _workflow
 
 __all__ = ["JobContext", "JobLogger"]
 
@@ -114,6 +115,23 @@ class JobContext:
             raise RuntimeError("heartbeat() is for sync handlers; in async code use `await ctx.renew_lease()`")
         future = asyncio.run_coroutine_threadsafe(self.renew_lease(), self._loop)
         return future.result(timeout)
+
+    @property
+    def previous_result(self) -> Any:
+        """In a workflow, the result of the chain step before this one (``None`` for a first step)."""
+        return _workflow.previous_result(self.job)
+
+    @property
+    def group_results(self) -> list[Any] | None:
+        """In a chord callback (or a step after a group), the members' results in member order
+        (``None`` for a member that failed, under ``allow_failures``); ``None`` elsewhere."""
+        outcomes = _workflow.group_outcomes(self.job)
+        return None if outcomes is None else [o.result for o in outcomes]
+
+    @property
+    def group_outcomes(self) -> list[_workflow.Outcome] | None:
+        """Like :attr:`group_results`, with how each member ended (``ok``, ``result``, ``error``)."""
+        return _workflow.group_outcomes(self.job)
 
     def __repr__(self) -> str:
         return f"<JobContext {self.job.name} {self.job.id}>"

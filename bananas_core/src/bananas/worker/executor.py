@@ -37,6 +37,7 @@ from bananas.protocols import DEFAULT_LEASE_SECONDS, CompleteAndStore, Queue, Re
 from bananas.timefmt import from_timestamp
 from bananas.worker.context import JobContext
 from bananas.worker.registry import Registry
+from bananas.workflows.steps import step_queue
 
 __all__ = ["Executor", "Outcome", "abandoned_handler_threads"]
 
@@ -245,7 +246,11 @@ class Executor:
         """
         try:
             if outcome.ok:
-                if self._combined is not None:  # completion and result in one store call
+                steps = step_queue(job, self.queue)
+                if steps is not None:  # a workflow step: its completion and what follows, one store write
+                    stored = await steps.complete_step(job, self._result(job, JobStatus.COMPLETED, outcome))
+                    await self._store(job, JobStatus.COMPLETED, outcome)
+                elif self._combined is not None:  # completion and result in one store call
                     stored = await self._combined(job, self._result(job, JobStatus.COMPLETED, outcome))
                 else:
                     stored = await self.queue.complete(job)
@@ -262,7 +267,9 @@ class Executor:
                     )
             else:
                 retry_at = next_retry(job, self.clock())  # the policy, decided here; the queue stores it
-                stored = await self.queue.fail(job, outcome.error, retry_at=retry_at)
+                steps = step_queue(job, self.queue)  # a workflow step's death and what follows, one write
+                settle = self.queue.fail if steps is None else steps.fail_step
+                stored = await settle(job, outcome.error, retry_at=retry_at)
                 final = retry_at is None  # a result only on a final state
                 disposition = observe.Disposition.DEAD if final else observe.Disposition.RETRY
                 log.warning(

@@ -42,6 +42,7 @@ from bananas.testing.suite.policy import ReaperRuleTests, RetryDecisionTests
 from bananas.testing.suite.queue import ClaimTests, EnqueueTests, LeaseTests
 from bananas.testing.suite.results import ResultTests, ResultTTLTests
 from bananas.testing.suite.unique import UniqueJobTests, UniquePropertyTests
+from bananas.testing.suite.workflows import WorkflowCapabilityTests, WorkflowTests
 
 __all__ = ["BackendConformance"]
 
@@ -141,6 +142,8 @@ class BackendConformance(
     WakeupTests,
     BlockingEnqueueTests,
     CapabilityTests,
+    WorkflowTests,
+    WorkflowCapabilityTests,
     PropertyTests,
 ):
     """Every contract of :mod:`bananas.protocols`, for one backend.

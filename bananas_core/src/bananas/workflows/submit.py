@@ -1,0 +1,97 @@
+"""What the clients do for workflows: submit, report, wait (the backend stores; this decides)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from datetime import datetime
+
+from bananas.backend import Backend
+from bananas.capabilities import Capability
+from bananas.errors import InvalidJob, JobNotFound, Timeout
+from bananas.job import Job, JobPriority
+from bananas.protocols import WorkflowSteps
+from bananas.workflows.canvas import NODE_TYPES, Node, Task
+from bananas.workflows.plan import compile_workflow
+from bananas.workflows.view import WorkflowInfo, build_info
+
+__all__ = ["WorkflowNotFound", "get_workflow", "job_maker", "submit_workflow", "wait_for_workflow"]
+
+
+class WorkflowNotFound(JobNotFound):
+    """No workflow with this id is stored."""
+
+    def __str__(self) -> str:
+        return f"no workflow with id {self.job_id!r}"
+
+
+def _steps(backend: Backend, operation: str) -> WorkflowSteps:
+    backend.require(Capability.WORKFLOWS, operation)
+    queue = backend.queue
+    if not isinstance(queue, WorkflowSteps):
+        raise TypeError(f"the {backend.name!r} backend declares workflows but its queue is not a WorkflowSteps")
+    return queue
+
+
+async def submit_workflow(backend: Backend, root: Node, make_job: Callable[[Task, str], Job]) -> str:
+    """Compile ``root`` and store it (its first steps enqueued) in one atomic write; return its id."""
+    if not isinstance(root, NODE_TYPES):
+        raise InvalidJob(
+            f"submit() takes a workflow built with task(), chain(), group() or chord(), got {type(root).__name__}"
+        )
+    steps = _steps(backend, "workflows (client.submit of a task, chain, group or chord)")
+    plan = compile_workflow(root, make_job, now=backend.clock())
+    await steps.submit_workflow(plan)
+    return plan.id
+
+
+async def get_workflow(backend: Backend, workflow_id: str) -> WorkflowInfo:
+    """The workflow's report; raises :class:`WorkflowNotFound`."""
+    steps = _steps(backend, "workflows (get_workflow)")
+    record = await steps.workflow_record(workflow_id)
+    if record is None:
+        raise WorkflowNotFound(workflow_id)
+    live: dict[str, Job | None] = {}
+    for job_id, step in record.steps.items():
+        if step.state == "created":
+            try:
+                live[job_id] = await backend.queue.get_job(job_id)
+            except JobNotFound:
+                live[job_id] = None
+    records = {k: (v.state, v.outcome) for k, v in record.steps.items()}
+    return build_info(record.document, records, live)
+
+
+async def wait_for_workflow(backend: Backend, workflow_id: str, timeout: float) -> WorkflowInfo:
+    """The report once the workflow completed or failed, polling up to ``timeout`` real seconds;
+    raises :class:`~bananas.errors.Timeout`."""
+    deadline = time.monotonic() + timeout
+    pause = 0.01
+    while True:
+        info = await get_workflow(backend, workflow_id)
+        if info.done:
+            return info
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise Timeout(f"workflow {workflow_id!r} did not finish within {timeout:g}s (it is {info.state})")
+        await asyncio.sleep(min(pause, left))
+        pause = min(pause * 2, 0.5)
+
+
+def job_maker(build: Callable[..., Job], now: datetime) -> Callable[[Task, str], Job]:
+    """Turn a client's job builder (its ``_job``) into the step builder :func:`compile_workflow` takes."""
+
+    def make(node: Task, job_id: str) -> Job:
+        options = dict(node.options)
+        return build(
+            node.name,
+            node.payload,
+            options.pop("priority", JobPriority.NORMAL),
+            options.pop("description", None),
+            job_id=job_id,
+            now=now,
+            **options,
+        )
+
+    return make

@@ -1,0 +1,164 @@
+"""The workflow conformance tests catch broken backends: deliberately broken memory:// variants,
+installed as a plugin distribution of their own, fail the tests guarding what they break."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Iterator
+
+import pytest
+from bananas.plugins import reload_plugins
+
+pytest_plugins = ["pytester"]
+
+BROKEN_PLUGIN = '''
+"""Broken workflow variants of memory://, each under its own URL scheme."""
+
+from bananas.backends import _memory_workflows as wf
+from bananas.backends import memory
+from bananas.capabilities import Capability
+from bananas.plugins import BackendSpec, hookimpl
+
+
+class LosesTheNextStep(memory.MemoryQueue):
+    """complete_step completes the job but follows none of its links."""
+
+    async def complete_step(self, job, result):
+        return await self.complete(job)
+
+
+class RetryContinues(memory.MemoryQueue):
+    """A failed attempt that will retry already sets off what follows the step."""
+
+    async def fail_step(self, job, error, *, retry_at=None):
+        stored = await super().fail_step(job, error, retry_at=retry_at)
+        if retry_at is not None:
+            with self._store.lock:
+                steps = self._steps_of(stored)
+                on_success, _ = steps.links(job.id)
+                steps.create(on_success.start, "previous_result", "null")
+        return stored
+
+
+class EagerSteps(wf._Steps):
+    def arrive(self, join_id, slot, outcome, value, ok):
+        super().arrive(join_id, slot, outcome, value, ok)
+        return self.join(join_id).size, 0  # every arrival looks like the last
+
+
+class EagerJoin(memory.MemoryQueue):
+    """A chord's callback is created by its first member's completion."""
+
+    def _steps_of(self, job):
+        steps = super()._steps_of(job)
+        return None if steps is None else EagerSteps(steps.store, steps.wf)
+
+
+VARIANTS = {
+    "broken-wf-lost": LosesTheNextStep,
+    "broken-wf-retry": RetryContinues,
+    "broken-wf-eager": EagerJoin,
+}
+
+
+def connect(url, options):
+    return memory.memory_backend(memory.MemoryStore(), options, url=url, queue_class=VARIANTS[url.split("://")[0]])
+
+
+def connect_without(url, options):
+    caps = memory.CAPABILITIES - {Capability.WORKFLOWS}
+    return memory.memory_backend(memory.MemoryStore(), options, url=url, capabilities=caps)
+
+
+@hookimpl
+def bananas_backends():
+    specs = [BackendSpec(name=s, schemes=(s,), factory=connect, capabilities=memory.CAPABILITIES) for s in VARIANTS]
+    caps = memory.CAPABILITIES - {Capability.WORKFLOWS}
+    specs.append(BackendSpec(name="no-wf", schemes=("no-wf",), factory=connect_without, capabilities=caps))
+    return specs
+'''
+
+SUITE_RUNS = """
+from bananas.plugins import reload_plugins
+from bananas.testing.suite import BackendConformance
+
+reload_plugins()
+
+
+class TestCorrect(BackendConformance):
+    bananas_url = "memory://"
+
+
+class TestLosesTheNextStep(BackendConformance):
+    bananas_url = "broken-wf-lost://"
+
+
+class TestRetryContinues(BackendConformance):
+    bananas_url = "broken-wf-retry://"
+
+
+class TestEagerJoin(BackendConformance):
+    bananas_url = "broken-wf-eager://"
+
+
+class TestWithout(BackendConformance):
+    bananas_url = "no-wf://"
+"""
+
+SELECTED = [
+    "test_chain_runs_in_order_and_passes_results",
+    "test_chord_callback_waits_for_every_member_and_gets_results_in_order",
+    "test_racing_members_create_the_callback_exactly_once",
+    "test_a_retry_continues_nothing",
+    "test_random_shapes_match_the_model",
+    "test_without_workflows_submit_raises",
+]
+
+EXPECTED_FAILURES = {
+    "TestCorrect": set(),
+    "TestLosesTheNextStep": {
+        "test_chain_runs_in_order_and_passes_results",
+        "test_chord_callback_waits_for_every_member_and_gets_results_in_order",
+        "test_racing_members_create_the_callback_exactly_once",
+        "test_a_retry_continues_nothing",
+        "test_random_shapes_match_the_model",
+    },
+    "TestRetryContinues": {"test_a_retry_continues_nothing", "test_random_shapes_match_the_model"},
+    "TestEagerJoin": {
+        "test_chord_callback_waits_for_every_member_and_gets_results_in_order",
+        "test_racing_members_create_the_callback_exactly_once",
+        "test_random_shapes_match_the_model",
+    },
+    "TestWithout": set(),
+}
+
+
+@pytest.fixture
+def broken_plugin(pytester: pytest.Pytester) -> Iterator[pytest.Pytester]:
+    pytester.makepyfile(broken_workflows=textwrap.dedent(BROKEN_PLUGIN))
+    info = pytester.mkdir("broken_workflows-1.0.dist-info")
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-workflows\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[bananas]\nbroken_workflows = broken_workflows\n")
+    pytester.syspathinsert()
+    yield pytester
+    reload_plugins()
+
+
+@pytest.mark.slow  # runs the suite's workflow tests on five backends
+def test_workflow_tests_fail_exactly_where_a_variant_is_broken(broken_plugin: pytest.Pytester) -> None:
+    broken_plugin.makepyfile(test_variants=textwrap.dedent(SUITE_RUNS))
+    reprec = broken_plugin.inline_run("-p", "no:cacheprovider", "-k", " or ".join(SELECTED))
+    outcomes: dict[str, dict[str, str]] = {}
+    for report in reprec.getreports("pytest_runtest_logreport"):
+        if report.when == "call" or report.outcome != "passed":
+            _, cls, test = report.nodeid.split("::")
+            per = outcomes.setdefault(cls, {})
+            name = test.split("[")[0]
+            if per.get(name) != "failed":
+                per[name] = report.outcome
+    failed = {v: {t for t, o in outcomes.get(v, {}).items() if o == "failed"} for v in EXPECTED_FAILURES}
+    assert failed == EXPECTED_FAILURES
+    without = outcomes["TestWithout"]
+    assert without["test_chain_runs_in_order_and_passes_results"] == "skipped"
+    assert without["test_without_workflows_submit_raises"] == "passed"
+    assert outcomes["TestCorrect"]["test_random_shapes_match_the_model"] == "passed"
