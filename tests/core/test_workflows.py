@@ -26,12 +26,11 @@ from bananas import (
     group,
     task,
 )
-from bananas.backends.memory import CAPABILITIES, memory_backend, store_for
 from bananas.backend import BackendOptions
+from bananas.backends.memory import CAPABILITIES, memory_backend, store_for
 from bananas.config import WorkerConfig
 from bananas.worker import Executor, Pool
 from bananas.workflows.submit import WorkflowNotFound
-
 
 
 @pytest.fixture
