@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -451,16 +452,20 @@ def _free_port_pair() -> int:
 
 
 @pytest.mark.slow
-def test_each_child_gets_its_own_metrics_port(url: str, supervised: Any) -> None:
+@pytest.mark.parametrize("given_as", ["--metrics-port", "BANANAS_METRICS_PORT"])
+def test_each_child_gets_its_own_metrics_port(url: str, supervised: Any, given_as: str) -> None:
     base = _free_port_pair()
-    supervisor = supervised(
-        url, "--processes", "2", "--concurrency", "1", "--prefetch", "0", env={"BANANAS_METRICS_PORT": str(base)}
-    )
+    option = ["--metrics-port", str(base)] if given_as == "--metrics-port" else []
+    env = {"BANANAS_METRICS_PORT": str(base)} if given_as == "BANANAS_METRICS_PORT" else None
+    supervisor = supervised(url, "--processes", "2", "--concurrency", "1", "--prefetch", "0", *option, env=env)
     wait_for(lambda: supervisor.serving() == 2, 60, "both worker processes to start")
     with Client(url) as client:
         ids = [client.submit_job("metrics_port", 0.2) for _ in range(12)]
         ports = {tuple(client.wait_for_result(i, timeout=60).result) for i in ids}
-    by_slot = {slot: pid for slot, pid in supervisor.children()}
+    by_slot = dict(supervisor.children())
     assert ports == {(by_slot[0], str(base)), (by_slot[1], str(base + 1))}
+    for port in (base, base + 1):  # each child serves its own endpoints
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as response:
+            assert response.status == 200
     supervisor.signal(signal.SIGTERM)
     assert supervisor.wait() == 0

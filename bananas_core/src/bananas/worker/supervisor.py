@@ -231,6 +231,7 @@ class _Child:
     started: float
     signals: int = 0
     recycling: str = ""  # why the supervisor stopped it to replace it
+    over_memory: bool = False  # replaced for its memory: right after its start, that is a failure to start
 
 
 class Supervisor:
@@ -281,7 +282,7 @@ class Supervisor:
                     time.sleep(TICK)
         finally:
             for child in self.children.values():  # only on an unexpected error in the supervisor
-                with contextlib.suppress(OSError):
+                with contextlib.suppress(OSError, subprocess.TimeoutExpired):
                     child.proc.kill()
                     child.proc.wait(5)
             if watcher is not None:
@@ -382,7 +383,7 @@ class Supervisor:
             log.info("worker process %d (pid %d) stopped (%s)", slot, pid, how)
             return
         at_start = lived < START_WINDOW
-        if child.recycling and not (at_start and child.recycling.startswith("used")):
+        if child.recycling and not (at_start and child.over_memory):
             log.info("worker process %d (pid %d) %s after %s; starting a new one", slot, pid, how, child.recycling)
             self._due[slot] = time.monotonic()
             return
@@ -437,6 +438,7 @@ class Supervisor:
             rss = _rss_mb(child.proc.pid)
             if rss is not None and rss > limit:
                 child.recycling = f"used {rss:.0f} MB, above --max-memory-per-child {limit}"
+                child.over_memory = True
                 log.warning(
                     "worker process %d (pid %d) %s: replacing it (it finishes its running jobs first)",
                     child.slot,
