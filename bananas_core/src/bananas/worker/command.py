@@ -20,6 +20,7 @@ from typing import Any
 
 from bananas.errors import BananasError, ConfigError, InvalidJob, PluginError, UnknownBackendScheme
 from bananas.logsafe import printable
+from bananas.tracing import log_fields
 from bananas.worker.registry import Registry
 
 __all__ = ["AppError", "JsonFormatter", "add_worker_arguments", "import_app", "load_registry", "main", "run_worker"]
@@ -234,10 +235,12 @@ async def _serve(
 ) -> int:
     from bananas.config import open_backend
     from bananas.metrics.worker import MetricsOptions, worker_metrics
+    from bananas.tracing import configure_from_environment
     from bananas.worker.executor import Executor
     from bananas.worker.pool import Pool
     from bananas.worker.supervisor import run_supervised
 
+    configure_from_environment()  # OTEL_TRACES_EXPORTER & co; an application's own tracer provider is kept
     backend = await open_backend(url, announce=True)
     try:
         await backend.queue.ping()
@@ -281,7 +284,8 @@ def _say(message: str) -> None:
 class JsonFormatter(logging.Formatter):
     """One JSON object a line: ``time`` (RFC 3339 UTC), ``level``, ``logger``, ``message``,
     ``exception`` when there is one, and on job lines ``job_id``, ``job_name``, ``attempt``,
-    ``routing_key``, ``priority`` and ``worker_id``."""
+    ``routing_key``, ``priority`` and ``worker_id``; ``trace_id`` and ``span_id`` (hex) when the
+    line is logged in a span or about a traced attempt."""
 
     def format(self, record: logging.LogRecord) -> str:
         from bananas.timefmt import format_time, from_timestamp
@@ -298,6 +302,7 @@ class JsonFormatter(logging.Formatter):
         for key in _RECORD_FIELDS:  # a job's fields on job lines, the snapshot on "System metrics" lines
             if key in fields:
                 out[key] = fields[key]
+        out.update(log_fields(getattr(record, "job_id", None)))  # trace_id / span_id, once tracing is loaded
         return json.dumps(out, ensure_ascii=False, default=str)
 
 
