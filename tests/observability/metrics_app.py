@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from bananas import Job, Registry
@@ -29,3 +30,9 @@ def flaky(ctx: JobContext, job: Job) -> str:
 async def doomed(ctx: JobContext, job: Job) -> None:
     """Fail every attempt."""
     raise ValueError(f"failing on purpose (attempt {job.attempts + 1})")
+
+
+@registry.handler("block_loop")
+async def block_loop(ctx: JobContext, job: Job) -> None:
+    """Block the event loop for ``payload`` seconds (what a wrong async handler does)."""
+    time.sleep(float(job.payload))  # noqa: ASYNC251  (on purpose: the probe must notice)

@@ -337,3 +337,16 @@ def worker_started(worker_id: str, concurrency: int) -> None:
 def worker_stopped(worker_id: str) -> None:
     """Tell observers that a worker stopped."""
     _each("worker_stopped", worker_id)
+
+
+def _register_builtin() -> None:
+    """Register the observers Bananas brings: tracing, when the OpenTelemetry API is installed
+    (found without importing it; it is imported on the first submit or attempt)."""
+    from bananas.tracing import builtin_observer
+
+    found = builtin_observer()
+    if found is not None:
+        add_observer(found)
+
+
+_register_builtin()
