@@ -41,7 +41,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``bananas`` argument parser with every subcommand."""
-    from bananas.cli import admin, demo, jobs
+    from bananas.cli import admin, demo, exporter, jobs
 
     parser = _Parser(
         prog="bananas",
@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.register(sub)
     admin.register(sub)
     demo.register(sub)
+    exporter.register(sub)
     _add_dashboard(sub)
     return parser
 
