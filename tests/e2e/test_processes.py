@@ -9,6 +9,7 @@ every submitted job must complete, and (nothing crashing) run exactly once.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import re
 import signal
@@ -166,6 +167,41 @@ def test_children_get_every_worker_option_and_none_of_the_supervisors(
     again = vars(parser.parse_args(child))
     expected = vars(_parse(*argv))
     assert again == expected
+
+
+def test_a_pool_with_max_jobs_claims_no_more_runs_them_and_stops_on_its_own() -> None:
+    """The child's half of --max-jobs-per-child, on memory://: K jobs run, the rest stay queued untouched."""
+    from bananas import AsyncClient, Job, Registry, connect
+    from bananas.config import WorkerConfig
+    from bananas.worker import Executor, JobContext, Pool
+
+    ran: list[str] = []
+    registry = Registry()
+
+    @registry.handler("count")
+    async def count(ctx: JobContext, job: Job) -> None:
+        ran.append(job.id)
+
+    async def scenario() -> list[Job]:
+        backend = connect(f"memory://max-jobs-{uuid.uuid4().hex}")
+        try:
+            async with AsyncClient(backend=backend) as client:
+                ids = await client.submit_many([{"name": "count"} for _ in range(10)])
+                config = WorkerConfig(concurrency=2, scheduler_interval=0.1)
+                executor = Executor(registry, backend.queue, 2, clock=backend.clock)
+                executor.set_result_backend(backend.results)
+                pool = Pool(executor, backend, config, prefetch=2, poll_interval=0.1, max_jobs=3)
+                await asyncio.wait_for(pool.run(), 10)  # returns by itself once its 3 jobs are done
+                return [await client.get_job(i) for i in ids]
+        finally:
+            await backend.close()
+
+    jobs = asyncio.run(scenario())
+    assert len(ran) == len(set(ran)) == 3
+    done = [job for job in jobs if job.id in ran]
+    rest = [job for job in jobs if job.id not in ran]
+    assert {job.status for job in done} == {JobStatus.COMPLETED}
+    assert {(job.status, job.attempts) for job in rest} == {(JobStatus.PENDING, 0)}
 
 
 # -- real processes (slow) --------------------------------------------------------------
@@ -469,3 +505,22 @@ def test_each_child_gets_its_own_metrics_port(url: str, supervised: Any, given_a
             assert response.status == 200
     supervisor.signal(signal.SIGTERM)
     assert supervisor.wait() == 0
+
+
+@pytest.mark.slow
+def test_a_second_sigterm_hands_running_jobs_back_at_once(url: str, supervised: Any, tmp_path: Path) -> None:
+    log = tmp_path / "second.log"
+    supervisor = supervised(url, "--processes", "2", "--grace-period", "600")
+    wait_for(lambda: supervisor.serving() == 2, 60, "both worker processes to start")
+    with Client(url) as client:
+        job_id = client.submit_job("record", {"log": str(log), "sleep": 3600})
+        wait_for(lambda: bool(read_log(log)), 30, "the job to start")
+        supervisor.signal(signal.SIGTERM)
+        wait_for(lambda: supervisor.output().count("SIGTERM received: stopping;") == 2, 30, "both children to stop")
+        assert supervisor.proc.poll() is None  # the first signal waits for the running job
+        supervisor.signal(signal.SIGTERM)
+        assert supervisor.wait(timeout=30) == 0
+        job = client.get_job(job_id)
+    assert (job.status, job.attempts) == (JobStatus.PENDING, 0)  # handed back, no attempt counted
+    assert "handed 1 unfinished job(s) back" in supervisor.output()
+    assert "did not stop in time" not in supervisor.output()  # no SIGKILL was needed
