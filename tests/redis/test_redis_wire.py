@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from datetime import timedelta
 
 import pytest
@@ -247,3 +248,65 @@ async def test_foreign_fields_survive_retry_reap_and_requeue(
     assert stored["payload"] == before["payload"] and '"big":12345678901234567890123' in await raw.get(f"{ns}:job:r1")
     assert stored["status"] == "pending" and stored["attempts"] == 0 and "error" not in stored
     assert await raw.lrange(f"{ns}:queue:normal", 0, -1) == ["r1"]
+
+
+GO_JOB_FIELDS: dict[str, type] = {
+    "id": str, "name": str, "description": str, "payload": object, "status": str, "priority": str,
+    "routing_key": str, "created_at": str, "updated_at": str, "scheduled_for": str, "attempts": int,
+    "max_retries": int, "error": str,
+}  # fmt: skip
+"""The Go services' job struct: its JSON keys and the JSON type each must have."""
+
+
+def go_reads(text: str) -> dict[str, object]:
+    """What the Go services read from a job's JSON: ``encoding/json`` fills the struct's fields and
+    ignores every key it has no field for; a known key of the wrong JSON type fails the decode."""
+    data = json.loads(text)
+    read: dict[str, object] = {}
+    for key, kind in GO_JOB_FIELDS.items():
+        if key in data:
+            value = data[key]
+            assert kind is object or (isinstance(value, kind) and not isinstance(value, bool)), (key, value)
+            read[key] = value
+    return read
+
+
+async def test_a_traced_job_reads_as_the_go_services_read_it(
+    backend: Backend, raw: aioredis.Redis, namespace: str, clock: ManualClock
+) -> None:
+    from bananas import AsyncClient, observe
+    from bananas.tracing.spans import TracingObserver
+    from opentelemetry.sdk.trace import TracerProvider
+
+    provider = TracerProvider()
+    observer = TracingObserver(provider)
+    observe.add_observer(observer)
+    try:
+        async with AsyncClient(backend=backend) as client:
+            job_id = await client.submit_job("send_email", {"to": "user@example.com"}, description="Welcome email")
+    finally:
+        observe.remove_observer(observer)
+        provider.shutdown()
+    text = await raw.get(f"{namespace}:job:{job_id}")
+    stored = json.loads(text)
+    assert set(stored) - set(GO_JOB_FIELDS) == {"trace_context"}  # the one new field, an object
+    assert set(stored["trace_context"]) == {"traceparent"}  # tracestate only when there is one
+    assert re.fullmatch(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}", stored["trace_context"]["traceparent"])
+    without = {k: v for k, v in stored.items() if k != "trace_context"}
+    assert go_reads(text) == go_reads(json.dumps(without)) == without  # a Go reader sees exactly the job it knew
+
+    [claimed] = await backend.queue.claim(["default"])
+    assert claimed.extra == {"trace_context": stored["trace_context"]}
+    field = json.dumps({"trace_context": stored["trace_context"]}, separators=(",", ":"))[1:-1]
+    assert field in await raw.get(f"{namespace}:job:{job_id}")  # the claim edits status and updated_at only
+    await backend.queue.fail(claimed, "boom")  # a retry re-encodes the job: the field stays
+    assert json.loads(await raw.get(f"{namespace}:job:{job_id}"))["trace_context"] == stored["trace_context"]
+
+
+def test_a_job_without_trace_context_reads_as_before() -> None:
+    from bananas.tracing.spans import extract
+    from opentelemetry import trace
+
+    job = Job.from_json(go_job("g1"))
+    assert "trace_context" not in job.extra and job.name == "send_email"
+    assert not trace.get_current_span(extract(job)).get_span_context().is_valid  # no parent: a new trace
