@@ -35,15 +35,15 @@ class RetryContinues(memory.MemoryQueue):
         if retry_at is not None:
             with self._store.lock:
                 steps = self._steps_of(stored)
-                on_success, _ = steps.links(job.id)
-                steps.create(on_success.start, "previous_result", "null")
+                on_success, _ = await steps.links(job.id)
+                await steps.create(on_success.start, "previous_result", "null")
         return stored
 
 
 class EagerSteps(wf._Steps):
-    def arrive(self, join_id, slot, outcome, value, ok):
-        super().arrive(join_id, slot, outcome, value, ok)
-        return self.join(join_id).size, 0  # every arrival looks like the last
+    async def arrive(self, join_id, slot, outcome, value, ok):
+        await super().arrive(join_id, slot, outcome, value, ok)
+        return (await self.join(join_id)).size, 0  # every arrival looks like the last
 
 
 class EagerJoin(memory.MemoryQueue):

@@ -20,6 +20,7 @@ CAPABILITIES: frozenset[Capability] = frozenset(
         Capability.HAND_OFF,
         Capability.COMPLETE_AND_STORE,
         Capability.UNIQUE_JOBS,
+        Capability.WORKFLOWS,
     }
 )
 """What the Redis backend offers: declared here once, for the spec and the Backend alike."""

@@ -53,6 +53,7 @@ from bananas_redis.jobjson import dead_error, decode, edit, unreadable_stub, wir
 from bananas_redis.results import RedisResults
 from bananas_redis.settle import Settler
 from bananas_redis.unique import RedisUnique
+from bananas_redis.workflow import RedisWorkflows
 
 __all__ = ["MISSING_JOB_ERROR", "RedisQueue", "lease_token"]
 
@@ -101,7 +102,7 @@ def _unreadable(job_id: str, error: str) -> None:
     log.warning("job %r sent to the dead letter queue: %s", job_id, error)
 
 
-class RedisQueue(QueueAdmin, RedisUnique):
+class RedisQueue(QueueAdmin, RedisUnique, RedisWorkflows):
     """:class:`bananas.protocols.Queue` on Redis, in the wire format of docs/redis-wire-format.md."""
 
     def __init__(self, conn: Connection) -> None:

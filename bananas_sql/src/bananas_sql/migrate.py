@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from bananas_sql.schema import HANDOFF_DATA_MAX, PG_TRIGGERS, metadata
 from bananas_sql.tables import SCHEMA_VERSION, Names
 from bananas_sql.urls import postgres_sqlalchemy_url, sqlite_sqlalchemy_url
+from bananas_sql.workflow_schema import WORKFLOW_TABLES
 
 STARTING_UP_WAIT = 30.0
 """How long an upgrade waits for a PostgreSQL server that is starting up."""
@@ -82,11 +83,17 @@ def _lease_token(conn: sa.Connection, names: Names, dialect: str) -> None:
     _handoff(conn, names, dialect)
 
 
+def _workflow_tables(conn: sa.Connection, names: Names, dialect: str) -> None:
+    for name in WORKFLOW_TABLES:
+        _create_table(name)(conn, names, dialect)
+
+
 STEPS: tuple[Step, ...] = (
     Step(2, "the index jobs_due (scheduled jobs by due time)", _create_index("jobs_due")),
     Step(3, "the waiters table and the hand-off to idle workers (PostgreSQL)", _handoff),
     Step(4, "the column jobs.lease_token (fenced settles)", _lease_token),
     Step(5, "the unique_keys table (unique jobs)", _create_table("unique_keys")),
+    Step(6, "the workflow tables (chains, groups and chords)", _workflow_tables),
 )
 """The steps from version 1 (the first schema) to :data:`~bananas_sql.tables.SCHEMA_VERSION`."""
 

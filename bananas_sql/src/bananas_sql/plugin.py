@@ -26,6 +26,7 @@ _COMMON: frozenset[Capability] = frozenset(
         Capability.RESULT_TTL,
         Capability.COMPLETE_AND_STORE,
         Capability.UNIQUE_JOBS,
+        Capability.WORKFLOWS,
     }
 )
 POSTGRES_CAPABILITIES: frozenset[Capability] = _COMMON | {

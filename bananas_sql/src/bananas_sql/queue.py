@@ -24,6 +24,7 @@ from bananas_sql.rows import (
     warn_unreadable,
 )
 from bananas_sql.unique import SqlUnique
+from bananas_sql.workflow import SqlWorkflows
 
 __all__ = ["MOVE_BATCH", "REAP_BATCH", "SqlQueue", "claim_arguments", "job_params", "new_lease_token"]
 
@@ -36,7 +37,7 @@ MOVE_BATCH = 1000
 """Due scheduled jobs made ready per statement (:meth:`SqlQueue.move_scheduled` loops)."""
 
 
-class SqlQueue(SqlUnique):
+class SqlQueue(SqlUnique, SqlWorkflows):
     """Jobs in one table; see :mod:`bananas_sql.tables` for the states and indexes."""
 
     def __init__(self, db: Database) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from bananas_sql.tables import DEAD, PROCESSING, READY, SCHEDULED, Names
+from bananas_sql.workflow_schema import workflow_tables
 
 HANDOFF_DATA_MAX = 7000
 """Largest job (bytes of wire JSON) sent whole with its hand-off; NOTIFY payloads stop at
@@ -193,6 +194,7 @@ def metadata(names: Names, dialect: str) -> sa.MetaData:
         sa.Column("expires_at", _Double, nullable=False),
     )
     unique_keys(md, p)
+    workflow_tables(md, p)
     sa.Table(
         p + "schema_version",
         md,

@@ -37,19 +37,20 @@ def _workflows(store: MemoryStore) -> dict[str, _Workflow]:
 
 
 class _Steps:
-    """:class:`~bananas.workflows.follow.StepStore` of one workflow; the caller holds the lock."""
+    """:class:`~bananas.workflows.follow.StepStore` of one workflow; the caller holds the lock
+    (its coroutines never suspend, so they run inside it)."""
 
     def __init__(self, store: MemoryStore, wf: _Workflow) -> None:
         self.store, self.wf = store, wf
         self.created = False
 
-    def links(self, job_id: str) -> tuple[Link, Link] | None:
+    async def links(self, job_id: str) -> tuple[Link, Link] | None:
         return self.wf.links.get(job_id)
 
-    def set_outcome(self, job_id: str, state: str, outcome: str) -> None:
+    async def set_outcome(self, job_id: str, state: str, outcome: str) -> None:
         self.wf.states[job_id] = StepRecord(state, outcome)
 
-    def create(self, job_ids: tuple[str, ...], field: str, value: str) -> None:
+    async def create(self, job_ids: tuple[str, ...], field: str, value: str) -> None:
         for job_id in job_ids:
             if self.wf.states[job_id].state != "waiting" or job_id in self.store.jobs:
                 continue
@@ -58,15 +59,15 @@ class _Steps:
             self.wf.states[job_id] = StepRecord("created")
             self.created = True
 
-    def join(self, join_id: str) -> Join:
+    async def join(self, join_id: str) -> Join:
         return self.wf.joins[join_id]
 
-    def arrive(self, join_id: str, slot: int, outcome: str, value: str, ok: bool) -> tuple[int, int]:
+    async def arrive(self, join_id: str, slot: int, outcome: str, value: str, ok: bool) -> tuple[int, int]:
         slots = self.wf.slots.setdefault(join_id, {})
         slots.setdefault(slot, (outcome, value, ok))
         return len(slots), sum(1 for _, _, good in slots.values() if not good)
 
-    def slots(self, join_id: str) -> list[tuple[str, str]]:
+    async def slots(self, join_id: str) -> list[tuple[str, str]]:
         slots = self.wf.slots[join_id]
         return [(slots[i][0], slots[i][1]) for i in sorted(slots)]
 
@@ -121,7 +122,7 @@ class MemoryWorkflows:
             stored = self._complete_locked(job)
             steps = self._steps_of(stored)
             if steps is not None:
-                settle_step(steps, job.id, True, dumps(result.result))
+                await settle_step(steps, job.id, True, dumps(result.result))
         if steps is not None and steps.created:
             s.work_signal.wake_all()
         return stored
@@ -140,7 +141,7 @@ class MemoryWorkflows:
             if stored.status is JobStatus.FAILED:
                 steps = self._steps_of(stored)
                 if steps is not None:
-                    settle_step(steps, job.id, False, "null", error)
+                    await settle_step(steps, job.id, False, "null", error)
         if steps is not None and steps.created:
             s.work_signal.wake_all()
         return stored
