@@ -81,6 +81,10 @@ class WorkerInfo:
     mode: str = "default"
     started_at: float = 0.0
     last_heartbeat: float = 0.0
+    completed: int | None = None
+    """Attempts this worker completed since it started (``None``: a worker that does not say)."""
+    failed: int | None = None
+    """Attempts this worker failed (retried or dead) since it started (``None``: it does not say)."""
 
     def to_dict(self) -> dict[str, object]:
         """A JSON-ready mapping (what backends store)."""

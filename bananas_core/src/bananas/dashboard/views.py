@@ -20,6 +20,7 @@ from bananas.backend import Backend, redact_url
 from bananas.capabilities import Capability
 from bananas.cli.admin import STALE_HEARTBEAT_SECONDS, stale, unserved
 from bananas.cli.output import job_dict, result_dict, schedule_state_dict, stamp, worker_dict
+from bananas.dashboard.throughput import Throughput
 from bananas.errors import JobDecodeError, JobNotFound
 from bananas.job import ALL_PRIORITIES, Job, JobResult
 from bananas.protocols import QueueDepths
@@ -78,6 +79,8 @@ class History:
 
     def __init__(self) -> None:
         self.samples: deque[dict[str, Any]] = deque(maxlen=int(HISTORY_SECONDS / SAMPLE_SECONDS) + 1)
+        self.throughput = Throughput()
+        """Completed and failed attempts per minute, from the counts workers publish."""
 
     def add(self, depths: dict[str, Any], now: float | None = None) -> None:
         """Record ``depths`` unless the last sample is younger than :data:`SAMPLE_SECONDS`."""
@@ -118,6 +121,9 @@ async def overview(backend: Backend, history: History | None = None) -> dict[str
     if history is not None:
         history.add(data)
         data["history"] = history.summary()
+    if history is not None:
+        history.throughput.add(live)
+        data["throughput"] = history.throughput.summary()
     data["workers"] = len(live)
     data["in_flight"] = sum(w.in_flight for w in live)
     data["unserved"] = unserved(dict(depths.ready), live)

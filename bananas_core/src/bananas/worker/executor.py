@@ -107,6 +107,10 @@ class Executor:
         self._slots = asyncio.Semaphore(concurrency)
         self.worker_id = ""
         """The id of the worker this executor runs for (set by the pool; on job log lines and observer events)."""
+        self.completed = 0
+        """Attempts that succeeded and were recorded (the worker publishes it in its heartbeat)."""
+        self.failed = 0
+        """Attempts that failed and were recorded (retried or dead)."""
 
     @property
     def abandoned_threads(self) -> int:
@@ -256,6 +260,7 @@ class Executor:
                     stored = await self.queue.complete(job)
                     await self._store(job, JobStatus.COMPLETED, outcome)
                 disposition = observe.Disposition.COMPLETED
+                self.completed += 1
                 if log.isEnabledFor(logging.INFO):
                     log.info(
                         "job %s (%s) succeeded in %.3fs (attempt %d)",
@@ -272,6 +277,7 @@ class Executor:
                 stored = await settle(job, outcome.error, retry_at=retry_at)
                 final = retry_at is None  # a result only on a final state
                 disposition = observe.Disposition.DEAD if final else observe.Disposition.RETRY
+                self.failed += 1
                 log.warning(
                     "job %s (%s) failed (attempt %d of %d%s): %s",
                     printable(job.id),

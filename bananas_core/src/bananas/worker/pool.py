@@ -27,6 +27,8 @@ import threading
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+import attrs
+
 from bananas import observe
 from bananas.backend import Backend
 from bananas.capabilities import Capability
@@ -162,7 +164,7 @@ class Pool:
         self._started = True
         self._unguard = self.executor.guard_loop(asyncio.get_running_loop())
         self.executor.on_start = self._note_start
-        await self._guard("heartbeat", self.heartbeat.beat(0))
+        await self._guard("heartbeat", self._beat())
         if self.config.claims_jobs:
             self._claimer = asyncio.create_task(self._claim_loop(), name="bananas-claim")
             self._claimer.add_done_callback(self._claimer_ended)
@@ -605,7 +607,10 @@ class Pool:
         return step
 
     async def _beat(self) -> None:
-        await self.heartbeat.beat(len(self._active))
+        heartbeat, executor = self.heartbeat, self.executor
+        info = heartbeat.info(len(self._active))  # with the counts the dashboard's throughput is sampled from
+        info = attrs.evolve(info, completed=executor.completed, failed=executor.failed)
+        await heartbeat.registry.heartbeat(info, heartbeat.ttl)
 
     async def _watch_lag(self) -> None:
         """Sleep ``lag_interval`` again and again; a wake-up late by ``lag_threshold`` or more
