@@ -315,8 +315,10 @@ def test_two_processes_run_jobs_in_two_pids(url: str, supervised: Any, tmp_path:
     ran_in = {r.result for r in results}
     assert ran_in == supervisor.pids() and len(ran_in) == 2
     assert os.getpid() not in ran_in and supervisor.proc.pid not in ran_in
-    supervisor.signal(signal.SIGTERM)
+    supervisor.signal(signal.SIGINT)  # Ctrl-C: passed on to each child once, as SIGTERM
     assert supervisor.wait() == 0
+    assert supervisor.output().count("INFO bananas.worker: SIGTERM received: stopping;") == 2
+    assert "received again" not in supervisor.output()
 
 
 @pytest.mark.slow
@@ -524,3 +526,14 @@ def test_a_second_sigterm_hands_running_jobs_back_at_once(url: str, supervised: 
     assert (job.status, job.attempts) == (JobStatus.PENDING, 0)  # handed back, no attempt counted
     assert "handed 1 unfinished job(s) back" in supervisor.output()
     assert "did not stop in time" not in supervisor.output()  # no SIGKILL was needed
+
+
+@pytest.mark.slow
+def test_children_of_a_killed_supervisor_stop_on_their_own(url: str, supervised: Any) -> None:
+    supervisor = supervised(url, "--processes", "2")
+    wait_for(lambda: supervisor.serving() == 2, 60, "both worker processes to start")
+    children = supervisor.pids()
+    supervisor.signal(signal.SIGKILL)
+    supervisor.wait()
+    wait_for(lambda: not any(_alive(pid) for pid in children), 30, "the orphaned worker processes to stop")
+    assert supervisor.output().count("the supervisor (pid") == 2
