@@ -6,6 +6,7 @@ of a process where ``opentelemetry-api`` is installed, never otherwise.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
@@ -59,6 +60,7 @@ _RECENT: dict[str, dict[str, str]] = {}
 """Job id -> the ids of its latest attempt's span, for the lines logged when the attempt is
 recorded (after its span ended); the oldest go beyond :data:`_RECENT_LIMIT`."""
 _RECENT_LIMIT = 4096
+_RECENT_LOCK = threading.Lock()
 
 
 def current_ids(job_id: str | None = None) -> dict[str, str]:
@@ -77,10 +79,11 @@ def _ids(span_context: trace.SpanContext) -> dict[str, str]:
 def _remember(job_id: str, span_context: trace.SpanContext) -> None:
     if not span_context.is_valid:
         return
-    _RECENT.pop(job_id, None)
-    _RECENT[job_id] = _ids(span_context)
-    if len(_RECENT) > _RECENT_LIMIT:
-        _RECENT.pop(next(iter(_RECENT)), None)
+    with _RECENT_LOCK:  # workers on several threads' loops
+        _RECENT.pop(job_id, None)
+        _RECENT[job_id] = _ids(span_context)
+        if len(_RECENT) > _RECENT_LIMIT:
+            del _RECENT[next(iter(_RECENT))]
 
 
 def _attributes(job: Job, operation: str) -> dict[str, Any]:
