@@ -67,12 +67,16 @@ def test_dashboard_in_a_browser(store_url: str, processes: Any, page: Any, scree
     other = Job.create(
         "flaky", {"ok_file": str(tmp_path / "never"), "message": "no"}, routing_key="risky", max_retries=0
     )
-    run_async(_submit(store_url, [*jobs, doomed, other]))
+    passing = tmp_path / "passes"
+    passing.touch()
+    fine = [Job.create("flaky", {"ok_file": str(passing), "message": "-"}, routing_key="risky") for _ in range(5)]
+    run_async(_submit(store_url, [*jobs, doomed, other, *fine]))
+    dash = processes.dashboard(store_url, "--app", "tests.dashboard.app:registry")
+    urllib.request.urlopen(dash.base + "/api/overview", timeout=10).read()  # throughput counts from here on
     # The worker serves only "risky": the submitted jobs stay where the overview can count them.
     processes.worker(store_url, "--routing-keys", "risky", "--concurrency", "2")
     wait_for(lambda: run_async(_depths(store_url)).dead == 2, 60, "the flaky jobs to die")
 
-    dash = processes.dashboard(store_url, "--app", "tests.dashboard.app:registry")
     read_only = processes.dashboard(store_url, "--read-only")
 
     # Overview: the depths of what we submitted, per routing key and priority.
@@ -84,7 +88,9 @@ def test_dashboard_in_a_browser(store_url: str, processes: Any, page: Any, scree
         assert (high, normal, low) == (expected.get("high", 0), expected.get("normal", 0), expected.get("low", 0))
         assert total == sum(expected.values())
     assert page.locator("[data-stat=dead]").inner_text() == "2"
-    page.locator("svg.chart").wait_for()  # the live refresh samples the depths until the chart is drawn
+    page.locator("svg.chart:not(.bars)").wait_for()  # the live refresh samples the depths until the chart is drawn
+    page.locator("[data-stat=failed-per-minute]").filter(has_text="2").wait_for(timeout=30_000)  # heartbeats
+    page.locator("[data-stat=completed-per-minute]").filter(has_text="5").wait_for(timeout=30_000)
     screenshots(page, "overview")
 
     # The overview's JSON twin says the same.
@@ -165,7 +171,7 @@ def test_dashboard_in_a_browser(store_url: str, processes: Any, page: Any, scree
     # The dark theme, for the documentation.
     page.emulate_media(color_scheme="dark")
     page.goto(dash.base + "/")
-    page.locator("svg.chart").wait_for()  # the live refresh adds samples until the chart is drawn
+    page.locator("svg.chart:not(.bars)").wait_for()  # the live refresh adds samples until the chart is drawn
     screenshots(page, "overview-dark")
 
 
