@@ -205,12 +205,17 @@ def metadata(names: Names, dialect: str) -> sa.MetaData:
 
 
 def unique_keys(md: sa.MetaData, prefix: str) -> sa.Table:
-    """The unique keys of submitted jobs (schema version 5): which job holds each key and for
-    how long after it completed (see :mod:`bananas_sql.unique`)."""
-    return sa.Table(
+    """The unique keys of submitted jobs (schema version 5): which job holds each key, for how
+    long after it completed, and when the key was last taken or looked at (the sweep that
+    deletes keys no job holds any more takes the longest unseen first; see
+    :mod:`bananas_sql.unique`)."""
+    table = sa.Table(
         prefix + "unique_keys",
         md,
         sa.Column("unique_key", sa.String(512), primary_key=True),
         sa.Column("job_id", sa.String(256), nullable=False),
         sa.Column("unique_for", _Double, nullable=False),
+        sa.Column("checked_at", _Double, nullable=False),
     )
+    sa.Index(prefix + "unique_keys_checked", table.c.checked_at)
+    return table

@@ -66,6 +66,7 @@ class SqlUnique:
                 if (await conn.execute(q["enqueue"], params)).first() is None and not await _ours(conn, q, params):
                     raise DuplicateJob(f"a job with id {job_id!r} already exists; nothing of the batch was written")
                 answers.append(job_id)
+            await _sweep(conn, uq, set(taken), now)
             return answers
 
         return await self.db.run(work)
@@ -74,18 +75,31 @@ class SqlUnique:
 async def _take(conn: Connection, uq: Mapping[str, Any], unique: UniqueKey, job_id: str, now: float) -> str | None:
     """Take ``unique``'s key for ``job_id`` and return ``None``, or return the id of the job
     that holds it (taking nothing)."""
-    params = {"key": unique.key, "job_id": job_id, "unique_for": unique.unique_for}
+    params = {"key": unique.key, "job_id": job_id, "unique_for": unique.unique_for, "now": now}
     if (await conn.execute(uq["take_new_key"], params)).first() is not None:
         return None
     row = (await conn.execute(uq["key_holder"], {"key": unique.key})).first()
-    if row is not None:
-        status = _STATUS.get(row.state)
-        if row.expires_at is not None and row.expires_at <= now:
-            status = None  # the record has expired: as good as gone
-        if key_held(status, row.finished_at, float(row.unique_for), now):
-            return str(row.job_id)
+    if row is not None and _held(row, now):
+        return str(row.job_id)
     await conn.execute(uq["take_key"], params)
     return None
+
+
+def _held(row: Any, now: float) -> bool:
+    """Whether the key of a ``key_holder`` row is still held at ``now`` (the core's rule)."""
+    status = _STATUS.get(row.state)
+    if row.expires_at is not None and row.expires_at <= now:
+        status = None  # the record has expired: as good as gone
+    return key_held(status, row.finished_at, float(row.unique_for), now)
+
+
+async def _sweep(conn: Connection, uq: Mapping[str, Any], taken: set[str], now: float) -> None:
+    """Delete the two longest-unseen keys if no job holds them any more (else mark them seen),
+    so keys of finished jobs do not pile up."""
+    for row in (await conn.execute(uq["oldest_keys"], {})).all():
+        if row.unique_key not in taken:
+            held = _held(row, now)
+            await conn.execute(uq["seen_key" if held else "drop_key"], {"key": row.unique_key, "now": now})
 
 
 async def _ours(conn: Connection, q: Mapping[str, Any], params: Mapping[str, Any]) -> bool:

@@ -8,12 +8,16 @@
 -- updated_at, now in seconds); ARGV[5] the number of jobs n; then per job three arguments:
 -- its part of enqueue.lua's packed ARGV[5], its unique key ('' for none), its unique_for.
 -- Returns {'ok', id...} (the id each job stands for, in order) or {'dup', id} (nothing written).
+-- Keys are also in {ns}:unique-keys, scored by when they were taken or last looked at; each
+-- call looks at the two longest unseen and deletes those no job holds any more, so keys of
+-- finished jobs do not pile up.
 local function enqueue_packed(ARGV)
 --#include enqueue
 end
 
 local ns, now, n = ARGV[1], tonumber(ARGV[4]), tonumber(ARGV[5])
 local prefix, locks, dead_errors = ns .. 'job:', ns .. 'unique:', ns .. 'dead:errors'
+local index = ns .. 'unique-keys'  -- apart from every {ns}:unique:{key}, whatever the key
 
 -- Seconds since the epoch of an RFC 3339 time (any offset, up to nine fraction digits).
 local function epoch(text)
@@ -81,6 +85,17 @@ if #parts > 0 then
   if reply[1] == 'dup' then return reply end
   for _, take in ipairs(takes) do
     redis.call('HSET', locks .. take[1], 'job', take[2], 'for', take[3])
+    redis.call('ZADD', index, now, take[1])
+  end
+end
+for _, key in ipairs(redis.call('ZRANGE', index, 0, 1)) do
+  if not taken[key] then
+    if holder_of(key) then
+      redis.call('ZADD', index, now, key)
+    else
+      redis.call('DEL', locks .. key)
+      redis.call('ZREM', index, key)
+    end
   end
 end
 return {'ok', unpack(answers)}
