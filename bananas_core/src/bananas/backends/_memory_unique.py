@@ -39,10 +39,19 @@ class MemoryUnique(MemoryPart):
             for job, text, unique in writes:
                 s.add(job, text)
                 if unique is not None:
+                    s.unique.pop(unique.key, None)  # to the end: the oldest come first
                     s.unique[unique.key] = (job.id, unique.unique_for)
+            self._sweep(set(taken), now)
         if writes:
             s.work_signal.wake_all()
         return answers
+
+    def _sweep(self, taken: set[str], now: float) -> None:
+        """Forget the two longest-unseen keys no job holds any more (move the others to the end),
+        as the other backends do, so keys of finished jobs do not pile up. Holds the lock."""
+        for key in [k for k in list(self._store.unique)[:2] if k not in taken]:
+            if self._holder(key, now) is not None:
+                self._store.unique[key] = self._store.unique.pop(key)
 
     def _holder(self, key: str, now: float) -> str | None:
         """The id of the job holding ``key`` at ``now``, or ``None``. Holds the lock."""
