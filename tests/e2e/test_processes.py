@@ -432,6 +432,14 @@ def test_reload_restarts_children_after_a_source_change(url: str, supervised: An
     assert len(before) == 2 and len(after) == 2
     assert (version, pid in after) == (2, True)
     assert "source changed" in supervisor.output()
+    # A broken edit: the new processes cannot start and wait for the next change, which fixes it.
+    (package / "__init__.py").write_text(source.format(version="3 +"))
+    wait_for(lambda: supervisor.output().count("waiting for a source change") == 2, 60, "both slots to wait")
+    assert supervisor.proc.poll() is None
+    (package / "__init__.py").write_text(source.format(version=3))
+    wait_for(lambda: supervisor.serving() == 6, 60, "two worker processes running the fixed source")
+    with Client(url) as client:
+        assert client.submit_and_wait("version", timeout=30).result[0] == 3
     supervisor.signal(signal.SIGTERM)
     assert supervisor.wait() == 0
 

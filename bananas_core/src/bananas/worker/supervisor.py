@@ -9,7 +9,8 @@ with its own backend connections, and:
   killed within :data:`START_WINDOW` seconds of starting crashed at start, and
   :data:`CRASH_LIMIT` such crashes of the same child slot in a row stop every child and
   exit 1 with one line on stderr (exit 2 at once if the child said the configuration or
-  APP is wrong: starting it again cannot help);
+  APP is wrong: starting it again cannot help); with ``--reload`` it waits for the next
+  source change instead;
 - forwards the first SIGTERM/SIGINT as SIGTERM to every child (each stops claiming, lets
   its running jobs finish within the grace period and hands the rest back); a second
   signal forwards a second SIGTERM, so the children hand their jobs back at once, and
@@ -395,28 +396,28 @@ class Supervisor:
         why = child.recycling or how
         self._crashes[slot] = self._crashes[slot] + 1 if at_start else 1
         crashes = self._crashes[slot]
-        if at_start and returncode == 2 and not self.plan.reload:
-            self._fail(
-                2,
-                f"worker process {slot} exited with code 2 at start: the configuration or APP is wrong "
-                "(see its message above); stopping",
-            )
-            return
-        if at_start and crashes >= CRASH_LIMIT:
-            if self.plan.reload:
+        usage = at_start and returncode == 2  # APP or the configuration is wrong: a restart cannot help
+        if usage or (at_start and crashes >= CRASH_LIMIT):
+            if self.plan.reload:  # development: the next edit may fix it
                 log.error(
-                    "worker process %d failed %d times in a row at start (last: %s); waiting for a source change",
+                    "worker process %d %s at start%s; waiting for a source change",
                     slot,
-                    crashes,
-                    why,
+                    why if usage else f"failed {crashes} times in a row",
+                    " (see its message above)" if usage else f" (last: it {why})",
                 )
                 self._paused.add(slot)
-                return
-            self._fail(
-                1,
-                f"worker processes keep crashing at start: worker process {slot} failed {crashes} times in a row "
-                f"within {START_WINDOW:g}s of starting (last: it {why}); stopping",
-            )
+            elif usage:
+                self._fail(
+                    2,
+                    f"worker process {slot} exited with code 2 at start: the configuration or APP is wrong "
+                    "(see its message above); stopping",
+                )
+            else:
+                self._fail(
+                    1,
+                    f"worker processes keep crashing at start: worker process {slot} failed {crashes} times in a row "
+                    f"within {START_WINDOW:g}s of starting (last: it {why}); stopping",
+                )
             return
         delay = min(BACKOFF_FIRST * 2 ** (crashes - 1), BACKOFF_MAX)
         log.warning(
