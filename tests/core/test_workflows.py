@@ -45,7 +45,7 @@ def registry() -> Registry:
 
     @reg.handler("add")
     async def add(ctx: JobContext, job: Job) -> Any:
-        return (ctx.previous_result or 0) + int(job.payload)  # type: ignore[call-overload]
+        return (ctx.previous_result or 0) + int(job.payload)
 
     @reg.handler("total")
     def total(ctx: JobContext, job: Job) -> Any:  # a sync handler: the same context
@@ -64,6 +64,14 @@ def registry() -> Registry:
     @reg.handler("boom")
     async def boom(ctx: JobContext, job: Job) -> Any:
         raise RuntimeError("boom")
+
+    @reg.handler("readme_add")
+    async def readme_add(ctx: JobContext, job: Job) -> Any:
+        return job.payload["a"] + job.payload["b"]
+
+    @reg.handler("readme_total")
+    async def readme_total(ctx: JobContext, job: Job) -> Any:
+        return sum(ctx.group_results or [])
 
     return reg
 
@@ -171,3 +179,17 @@ async def test_bad_workflows_are_refused_before_writing(backend: Backend) -> Non
         assert (await backend.queue.depths()).total_ready == 0
         with pytest.raises(WorkflowNotFound):
             await client.get_workflow("nope")
+
+
+@pytest.mark.anyio
+async def test_the_readme_example(backend: Backend) -> None:
+    """README's Workflows section: completed, 6."""
+    async with running(backend), AsyncClient(backend=backend) as client:
+        workflow_id = await client.submit(
+            chain(
+                task("readme_add", {"a": 1, "b": 2}),
+                chord([task("readme_add", {"a": n, "b": n}) for n in range(3)], task("readme_total")),
+            )
+        )
+        info = await client.wait_for_workflow(workflow_id, timeout=10)
+    assert (info.state, info.result) == ("completed", 6)

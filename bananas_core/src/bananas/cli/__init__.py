@@ -41,7 +41,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``bananas`` argument parser with every subcommand."""
-    from bananas.cli import admin, demo, exporter, jobs
+    from bananas.cli import admin, demo, exporter, jobs, workflow
 
     parser = _Parser(
         prog="bananas",
@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     admin.register(sub)
     demo.register(sub)
     exporter.register(sub)
+    workflow.register(sub)
     _add_dashboard(sub)
     return parser
 

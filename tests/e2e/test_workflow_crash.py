@@ -1,0 +1,128 @@
+"""Workflows survive SIGKILL: chords and chains run by real worker processes that are killed
+at random moments until everything settles. Every workflow completes with the right result,
+every chord's callback job is created once, and no step is lost or run twice for one attempt."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from bananas import Client, chain, chord, task
+from e2e_helpers import ROOT
+
+pytestmark = pytest.mark.slow
+
+CHORDS, MEMBERS, CHAINS = 50, 10, 20
+WORKER_ARGS = ("--concurrency", "8", "--lease", "2", "--grace-period", "0")
+
+
+class Worker:
+    """A worker process of tests.e2e.workflow_app (its output kept for failure reports)."""
+
+    def __init__(self, url: str, log_dir: Path) -> None:
+        self.log = log_dir / f"worker-{len(list(log_dir.glob('worker-*')))}.log"
+        argv = [sys.executable, "-m", "bananas.worker", "tests.e2e.workflow_app:registry", "--url", url]
+        argv += ["--scheduler-interval", "100ms", *WORKER_ARGS]
+        env = {k: v for k, v in os.environ.items() if k != "BANANAS_URL"}
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env)
+
+    def signal(self, sig: int) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, sig)
+
+    def wait(self, timeout: float) -> int:
+        return self.proc.wait(timeout)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+
+def _runs(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_sigkilled_workers_neither_lose_nor_duplicate_a_continuation(
+    backend_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = tmp_path / "runs.jsonl"
+    monkeypatch.setenv("WORKFLOW_RUN_LOG", str(log))
+    rng = random.Random()
+    live: list[Worker] = []
+    every: list[Worker] = []
+
+    def start() -> None:
+        worker = Worker(backend_url, tmp_path)
+        every.append(worker)
+        live.append(worker)
+
+    with Client(backend_url) as client:
+        chords = [
+            client.submit(
+                chord(
+                    [task("wf_member", {"n": c * 100 + i}, max_retries=50) for i in range(MEMBERS)],
+                    task("wf_callback", max_retries=50),
+                )
+            )
+            for c in range(CHORDS)
+        ]
+        chains = [
+            client.submit(chain(*(task("wf_step", {"n": n}, max_retries=50) for n in (1, 2, 3)))) for _ in range(CHAINS)
+        ]
+        for _ in range(2):
+            start()
+        try:
+            kills = 0
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                infos = [client.get_workflow(w) for w in chords + chains]
+                if all(i.done for i in infos):
+                    break
+                if kills < 12:
+                    time.sleep(rng.uniform(0.2, 0.8))
+                    victim = live.pop(rng.randrange(len(live)))
+                    victim.signal(signal.SIGKILL)
+                    victim.wait(10)
+                    kills += 1
+                    start()
+                else:
+                    time.sleep(0.2)
+            assert kills >= 3, f"everything settled after only {kills} kills: the test did not test crashes"
+            for worker in live:
+                worker.signal(signal.SIGTERM)
+            for worker in live:
+                worker.wait(30)
+        finally:
+            for worker in every:
+                worker.stop()
+        chord_infos = [client.get_workflow(w) for w in chords]
+        chain_infos = [client.get_workflow(w) for w in chains]
+
+    assert [i.state for i in chord_infos + chain_infos] == ["completed"] * (CHORDS + CHAINS)
+    assert [i.result for i in chord_infos] == [c * 100 * MEMBERS + sum(range(MEMBERS)) for c in range(CHORDS)]
+    assert [i.result for i in chain_infos] == [123] * CHAINS
+    runs = _runs(log)
+    assert any(r["attempts"] > 0 for r in runs), "no kill landed while a step ran: the test did not test crashes"
+    per_attempt = Counter((r["id"], r["attempts"]) for r in runs)
+    twice = [key for key, n in per_attempt.items() if n > 1]
+    assert not twice, f"steps started twice for one attempt (a duplicated job): {twice[:5]}"
+    callbacks = {r["id"] for r in runs if r["name"] == "wf_callback"}
+    expected_callbacks = {i.step_list()[-1].job_id for i in chord_infos}
+    assert callbacks == expected_callbacks, "a callback job ran that is not its chord's one callback"
+    steps = Counter(r["name"] for r in runs)
+    assert steps["wf_step"] >= 3 * CHAINS and steps["wf_member"] >= CHORDS * MEMBERS
+    crashed = {r["id"] for r in runs} - {s.job_id for i in chord_infos + chain_infos for s in i.step_list()}
+    assert not crashed, f"jobs ran that belong to no workflow step: {sorted(crashed)[:5]}"
