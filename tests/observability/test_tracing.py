@@ -12,6 +12,7 @@ import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from bananas import AsyncClient, Backend, Client, Job, JobContext, Registry, connect, observe
@@ -126,6 +127,26 @@ async def test_a_batch_has_a_create_span_per_job_and_one_linked_send_span(backen
     for span in creates:
         job_id = (span.attributes or {})["messaging.message.id"]
         assert isinstance(job_id, str) and stored[job_id].extra[FIELD]["traceparent"] == traceparent(span)
+
+
+def test_the_send_span_is_current_while_the_store_writes(traced: Traced, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[int] = []
+    with Client(f"memory://tracing-current-{uuid.uuid4().hex}") as client:
+        queue = client.backend.queue
+        for name in ("enqueue", "enqueue_many"):
+            write = getattr(queue, name)
+
+            async def spying(*args: object, _write: Any = write) -> Any:
+                seen.append(trace.get_current_span().get_span_context().span_id)
+                return await _write(*args)
+
+            monkeypatch.setattr(queue, name, spying)
+        client.submit_job("a")
+        client.submit_many([{"name": "b"}, {"name": "c"}])
+    [single, *_] = traced.spans(SpanKind.PRODUCER)
+    [batch] = traced.spans(SpanKind.CLIENT)
+    writes = list(dict.fromkeys(seen))  # one write may call the other (enqueue -> enqueue_many)
+    assert writes == [s.context.span_id for s in (single, batch) if s.context is not None]
 
 
 async def test_a_failed_write_ends_the_producer_span_with_an_error(backend: Backend, traced: Traced) -> None:

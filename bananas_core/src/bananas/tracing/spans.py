@@ -90,7 +90,7 @@ def _attributes(job: Job, operation: str) -> dict[str, Any]:
     return {
         "messaging.system": SYSTEM,
         "messaging.operation.name": operation,
-        "messaging.operation.type": PROCESS if operation == PROCESS else (CREATE if operation == CREATE else SEND),
+        "messaging.operation.type": operation,  # send, create and process: names and types coincide
         "messaging.destination.name": job.routing_key,
         "messaging.message.id": job.id,
         "bananas.job.name": job.name,
@@ -116,10 +116,11 @@ class _Submit(AbstractContextManager[Sequence[Job]]):
     One job: a PRODUCER ``send`` span, whose context the job carries. Several (a batch of
     ``submit_many``): a PRODUCER ``create`` span per job, which that job carries, and one
     CLIENT ``send`` span for the write, linked to each of them (the messaging semantic
-    conventions for batches).
+    conventions for batches). The ``send`` span is current during the write, so the store
+    client's own spans (an instrumented Redis or PostgreSQL driver) nest under it.
     """
 
-    __slots__ = ("_batch", "_extra", "_jobs", "_links", "_root", "_spans", "_tracer")
+    __slots__ = ("_batch", "_extra", "_jobs", "_links", "_root", "_spans", "_token", "_tracer")
 
     def __init__(
         self,
@@ -137,6 +138,7 @@ class _Submit(AbstractContextManager[Sequence[Job]]):
         self._links = links
         self._spans: list[Span] = []
         self._batch: Span | None = None
+        self._token: object = None
 
     def __enter__(self) -> Sequence[Job]:
         jobs = self._jobs
@@ -151,7 +153,9 @@ class _Submit(AbstractContextManager[Sequence[Job]]):
                 links=self._links,
             )
             self._spans.append(span)
-            return [inject(job, trace.set_span_in_context(span, parent))]
+            context = trace.set_span_in_context(span, parent)
+            self._token = otel_context.attach(context)
+            return [inject(job, context)]
         out = []
         for job in jobs:
             span = self._tracer.start_span(
@@ -180,11 +184,14 @@ class _Submit(AbstractContextManager[Sequence[Job]]):
             attributes=attributes,
             links=[Link(s.get_span_context()) for s in self._spans if s.get_span_context().is_valid],
         )
+        self._token = otel_context.attach(trace.set_span_in_context(self._batch, parent))
         return out
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        if self._token is not None:
+            otel_context.detach(self._token)  # type: ignore[arg-type]
         span = self._batch if self._batch is not None else (self._spans[0] if self._spans else None)
         if span is None:
             return
