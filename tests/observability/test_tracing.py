@@ -331,3 +331,13 @@ def test_the_trace_context_survives_the_wire_format(
     got = trace.get_current_span(extract(read)).get_span_context()
     assert (got.trace_id, got.span_id, got.trace_flags, got.is_remote) == (trace_id, span_id, flags, True)
     assert list(got.trace_state.items()) == state
+
+
+def test_bananas_registers_tracing_unless_the_standard_variable_disables_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bananas.tracing import builtin_observer
+    from bananas.tracing.lazy import LazyTracing
+
+    assert any(isinstance(o, LazyTracing) for o in observe.observers())  # registered at import: the API is here
+    assert isinstance(builtin_observer(), LazyTracing)
+    monkeypatch.setenv("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "redis, bananas")
+    assert builtin_observer() is None
