@@ -17,7 +17,7 @@ import attrs
 from bananas.errors import InvalidJob
 from bananas.job import JobStatus
 
-__all__ = ["MAX_UNIQUE_KEY_LENGTH", "MAX_UNIQUE_FOR", "JobId", "UniqueKey", "key_held", "unique_key"]
+__all__ = ["MAX_UNIQUE_FOR", "MAX_UNIQUE_KEY_LENGTH", "JobId", "UniqueKey", "key_forgettable", "key_held", "unique_key"]
 
 MAX_UNIQUE_KEY_LENGTH = 512
 """The longest unique key, in characters."""
@@ -78,6 +78,14 @@ def key_held(status: JobStatus | None, finished_at: float | None, unique_for: fl
 
 
 _LIVE = frozenset({JobStatus.PENDING, JobStatus.SCHEDULED, JobStatus.PROCESSING})
+
+
+def key_forgettable(status: JobStatus | None, finished_at: float | None, unique_for: float, now: float) -> bool:
+    """Whether a store may forget a key (to keep keys from piling up): its holder's record is
+    gone, or the holder completed and its window has passed. A dead holder's key is free for
+    a new job but kept until the dead record goes: requeued, that job holds the key again
+    unless another job took it meanwhile."""
+    return status is None or (status is JobStatus.COMPLETED and not key_held(status, finished_at, unique_for, now))
 
 
 class JobId(str):

@@ -8,7 +8,7 @@ from typing import Any
 
 from bananas.errors import DuplicateJob
 from bananas.job import Job, JobStatus
-from bananas.unique import UniqueKey, key_held
+from bananas.unique import UniqueKey, key_forgettable, key_held
 
 from bananas_sql import tables as t
 from bananas_sql.database import Connection, Database, same_submission
@@ -87,19 +87,22 @@ async def _take(conn: Connection, uq: Mapping[str, Any], unique: UniqueKey, job_
 
 def _held(row: Any, now: float) -> bool:
     """Whether the key of a ``key_holder`` row is still held at ``now`` (the core's rule)."""
-    status = _STATUS.get(row.state)
+    return key_held(_status(row, now), row.finished_at, float(row.unique_for), now)
+
+
+def _status(row: Any, now: float) -> JobStatus | None:
     if row.expires_at is not None and row.expires_at <= now:
-        status = None  # the record has expired: as good as gone
-    return key_held(status, row.finished_at, float(row.unique_for), now)
+        return None  # the record has expired: as good as gone
+    return _STATUS.get(row.state)
 
 
 async def _sweep(conn: Connection, uq: Mapping[str, Any], taken: set[str], now: float) -> None:
-    """Delete the two longest-unseen keys if no job holds them any more (else mark them seen),
-    so keys of finished jobs do not pile up."""
+    """Delete the two longest-unseen keys if :func:`~bananas.unique.key_forgettable` lets them go
+    (else mark them seen), so keys of finished jobs do not pile up."""
     for row in (await conn.execute(uq["oldest_keys"], {})).all():
         if row.unique_key not in taken:
-            held = _held(row, now)
-            await conn.execute(uq["seen_key" if held else "drop_key"], {"key": row.unique_key, "now": now})
+            gone = key_forgettable(_status(row, now), row.finished_at, float(row.unique_for), now)
+            await conn.execute(uq["drop_key" if gone else "seen_key"], {"key": row.unique_key, "now": now})
 
 
 async def _ours(conn: Connection, q: Mapping[str, Any], params: Mapping[str, Any]) -> bool:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from bananas.backends._memory_store import MemoryPart, check_new
 from bananas.errors import DuplicateJob, JobDecodeError
 from bananas.job import Job, JobStatus
-from bananas.unique import UniqueKey, key_held
+from bananas.unique import UniqueKey, key_forgettable, key_held
 
 __all__ = ["MemoryUnique"]
 
@@ -47,29 +47,30 @@ class MemoryUnique(MemoryPart):
         return answers
 
     def _sweep(self, taken: set[str], now: float) -> None:
-        """Forget the two longest-unseen keys no job holds any more (move the others to the end),
-        as the other backends do, so keys of finished jobs do not pile up. Holds the lock."""
+        """Forget the two longest-unseen keys that :func:`~bananas.unique.key_forgettable` lets
+        go (move the others to the end), as the other backends do, so keys of finished jobs do
+        not pile up. Holds the lock."""
         for key in [k for k in list(self._store.unique)[:2] if k not in taken]:
-            if self._holder(key, now) is not None:
-                self._store.unique[key] = self._store.unique.pop(key)
+            entry = self._store.unique.pop(key)
+            status, finished_at = self._state(entry[0])
+            if not key_forgettable(status, finished_at, entry[1], now):
+                self._store.unique[key] = entry
 
     def _holder(self, key: str, now: float) -> str | None:
         """The id of the job holding ``key`` at ``now``, or ``None``. Holds the lock."""
-        s = self._store
-        entry = s.unique.get(key)
+        entry = self._store.unique.get(key)
         if entry is None:
             return None
-        job_id, unique_for = entry
-        status: JobStatus | None = None
-        finished_at: float | None = None
-        if job_id in s.jobs and job_id not in s.unreadable:
-            try:
-                job = s.load(job_id)
-            except JobDecodeError:
-                job = None  # unreadable: it goes to the dead letter queue, so it holds nothing
-            if job is not None:
-                status, finished_at = job.status, job.updated_at.timestamp()
-        if key_held(status, finished_at, unique_for, now):
-            return job_id
-        del s.unique[key]
-        return None
+        status, finished_at = self._state(entry[0])
+        return entry[0] if key_held(status, finished_at, entry[1], now) else None
+
+    def _state(self, job_id: str) -> tuple[JobStatus | None, float | None]:
+        """The status of ``job_id`` (``None`` if it is gone or unreadable) and its last update. Holds the lock."""
+        s = self._store
+        if job_id not in s.jobs or job_id in s.unreadable:
+            return None, None
+        try:
+            job = s.load(job_id)
+        except JobDecodeError:
+            return None, None  # unreadable: it goes to the dead letter queue, so it holds nothing
+        return job.status, job.updated_at.timestamp()

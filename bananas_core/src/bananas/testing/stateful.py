@@ -40,7 +40,8 @@ from bananas.capabilities import Capability
 from bananas.clock import Clock, ManualClock
 from bananas.errors import JobDecodeError, LeaseLost
 from bananas.job import ALL_PRIORITIES, Job, JobPriority, JobStatus, backoff_seconds
-from bananas.protocols import LEASE_EXPIRED_ERROR
+from bananas.protocols import LEASE_EXPIRED_ERROR, UniqueEnqueue
+from bananas.unique import UniqueKey, key_held
 
 __all__ = [
     "DEFAULT_SETTINGS",
@@ -69,6 +70,7 @@ POISON_RECORDS: tuple[str, ...] = (
 T = TypeVar("T")
 Line = tuple[str, JobPriority]
 KEYS = ("default", "gpu")
+UNIQUE_KEYS = ("invoice:1", "invoice:2")
 TICK = 1 / 64  # exact in binary and in microseconds, so every backend stores times exactly
 
 DEFAULT_SETTINGS = settings(
@@ -100,6 +102,15 @@ class QueueModel:
     scheduled: dict[str, float] = attrs.field(factory=dict)  # id -> due time
     dead: list[str] = attrs.field(factory=list)
     poisoned: set[str] = attrs.field(factory=set)  # ids whose stored record is unreadable
+    unique: dict[str, tuple[str, float]] = attrs.field(factory=dict)  # unique key -> (holder id, unique_for)
+    finished: dict[str, float] = attrs.field(factory=dict)  # completed id -> when
+
+    def unique_holder(self, key: str, now: float) -> str | None:
+        """The job holding unique ``key`` at ``now`` by :func:`bananas.unique.key_held`, or ``None``."""
+        if key not in self.unique:
+            return None
+        holder, unique_for = self.unique[key]
+        return holder if key_held(self.jobs[holder].status, self.finished.get(holder), unique_for, now) else None
 
     def bury(self, job_id: str) -> None:
         """A poisoned job found by a claim or a move: taken off its line, dead."""
@@ -234,6 +245,22 @@ class QueueStateMachine(RuleBasedStateMachine):
         for job in jobs:  # one at a time: FIFO within the batch too
             self.model.make_ready([job.id])
 
+    @precondition(lambda self: self.backend.supports(Capability.UNIQUE_JOBS))
+    @rule(unique_key=st.sampled_from(UNIQUE_KEYS), unique_for=st.sampled_from([0, 5, 40]), key=st.sampled_from(KEYS))
+    def enqueue_unique(self, unique_key: str, unique_for: int, key: str) -> None:
+        job = Job.create("once", None, routing_key=key, job_id=self._new_id(), now=self.clock.now())
+        holder = self.model.unique_holder(unique_key, self.clock())
+        queue = self.backend.queue
+        assert isinstance(queue, UniqueEnqueue), "declares unique_jobs but its queue is not a UniqueEnqueue"
+        [answer] = self.run(queue.enqueue_unique([(job, UniqueKey(unique_key, unique_for))]))
+        assert answer == (holder or job.id), (
+            f"unique key {unique_key!r}: the submit stood for {answer}, the rule says {holder or 'a new job'}"
+        )
+        if holder is None:
+            self.model.jobs[job.id] = ModelJob(job.id, (key, job.priority), job.max_retries)
+            self.model.make_ready([job.id])
+            self.model.unique[unique_key] = (job.id, unique_for)
+
     @rule(key=st.sampled_from(KEYS), priority=st.sampled_from(ALL_PRIORITIES), delay=st.integers(1, 40))
     def enqueue_scheduled(self, key: str, priority: JobPriority, delay: int) -> None:
         when = self.clock.now() + timedelta(seconds=delay)
@@ -294,6 +321,7 @@ class QueueStateMachine(RuleBasedStateMachine):
         assert (done.id, done.status) == (job_id, JobStatus.COMPLETED)
         del self.model.processing[job_id]
         self.model.jobs[job_id].status = JobStatus.COMPLETED
+        self.model.finished[job_id] = self.clock()
         self._retire(job_id, "complete")
 
     def _fail(self, job_id: str) -> None:
@@ -395,6 +423,7 @@ class QueueStateMachine(RuleBasedStateMachine):
     def advance(self, seconds: float) -> None:
         """Time passes (never onto a deadline), then a worker's housekeeping runs."""
         boundaries = set(self.model.processing.values()) | set(self.model.scheduled.values())
+        boundaries |= {self.model.finished.get(h, 0) + w for h, w in self.model.unique.values()}
         target = self.clock() + seconds
         while target in boundaries:
             target += TICK

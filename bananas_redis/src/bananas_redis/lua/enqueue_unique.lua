@@ -9,8 +9,8 @@
 -- its part of enqueue.lua's packed ARGV[5], its unique key ('' for none), its unique_for.
 -- Returns {'ok', id...} (the id each job stands for, in order) or {'dup', id} (nothing written).
 -- Keys are also in {ns}:unique-keys, scored by when they were taken or last looked at; each
--- call looks at the two longest unseen and deletes those no job holds any more, so keys of
--- finished jobs do not pile up.
+-- call looks at the two longest unseen and deletes those bananas.unique.key_forgettable
+-- lets go, so keys of finished jobs do not pile up.
 local function enqueue_packed(ARGV)
 --#include enqueue
 end
@@ -44,21 +44,36 @@ local function epoch(text)
   return days * 86400 + tonumber(h) * 3600 + tonumber(mi) * 60 + seconds - offset
 end
 
+-- The holder of a key's lock, its status (nil: gone, unreadable or dead-unreadable) and the
+-- time it completed.
+local function state_of(lock)
+  local id = lock[1]
+  if not id then return nil, nil, nil end
+  local text = redis.call('GET', prefix .. id)
+  if not text or redis.call('HEXISTS', dead_errors, id) == 1 then return id, nil, nil end
+  local ok, job = pcall(cjson.decode, text)
+  if not ok or type(job) ~= 'table' then return id, nil, nil end
+  local at = nil
+  if job.status == 'completed' and type(job.updated_at) == 'string' then at = epoch(job.updated_at) end
+  return id, job.status, at
+end
+
+-- bananas.unique.key_held: the id of the job holding the key, or nil.
 local function holder_of(key)
   local lock = redis.call('HMGET', locks .. key, 'job', 'for')
-  local id = lock[1]
-  if not id then return nil end
-  local text = redis.call('GET', prefix .. id)
-  if not text or redis.call('HEXISTS', dead_errors, id) == 1 then return nil end
-  local ok, job = pcall(cjson.decode, text)
-  if not ok or type(job) ~= 'table' then return nil end
-  local status = job.status
+  local id, status, at = state_of(lock)
   if status == 'pending' or status == 'scheduled' or status == 'processing' then return id end
-  if status == 'completed' and type(job.updated_at) == 'string' then
-    local at = epoch(job.updated_at)
-    if at and now < at + (tonumber(lock[2]) or 0) then return id end
-  end
+  if status == 'completed' and at and now < at + (tonumber(lock[2]) or 0) then return id end
   return nil
+end
+
+-- bananas.unique.key_forgettable: the holder is gone, or completed and past its window (a
+-- dead holder's key is kept: requeued, that job holds it again).
+local function forgettable(key)
+  local lock = redis.call('HMGET', locks .. key, 'job', 'for')
+  local _, status, at = state_of(lock)
+  if status == nil then return true end
+  return status == 'completed' and not (at and now < at + (tonumber(lock[2]) or 0))
 end
 
 local answers, parts, taken, takes = {}, {}, {}, {}
@@ -90,11 +105,11 @@ if #parts > 0 then
 end
 for _, key in ipairs(redis.call('ZRANGE', index, 0, 1)) do
   if not taken[key] then
-    if holder_of(key) then
-      redis.call('ZADD', index, now, key)
-    else
+    if forgettable(key) then
       redis.call('DEL', locks .. key)
       redis.call('ZREM', index, key)
+    else
+      redis.call('ZADD', index, now, key)
     end
   end
 end
