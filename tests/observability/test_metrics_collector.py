@@ -150,3 +150,34 @@ def test_submits_are_counted_once_written_and_not_when_the_write_fails() -> None
     with pytest.raises(RuntimeError), metrics.submitting(jobs[:1]):
         raise RuntimeError("the store refused")
     assert metrics.submitted_counts() == {("send", "emails", "high"): 1, ("send", "emails", "normal"): 1}
+
+
+@pytest.mark.anyio
+async def test_a_client_process_counts_what_it_submits() -> None:
+    """In a web application: register JobMetrics, and every submit path is counted once written."""
+    import uuid
+
+    from bananas import AsyncClient
+    from bananas.metrics.prometheus import BananasMetrics, render
+    from prometheus_client.parser import text_string_to_metric_families
+
+    metrics = JobMetrics()
+    observe.add_observer(metrics)
+    try:
+        async with AsyncClient(f"memory://submits-{uuid.uuid4().hex}") as client:
+            await client.submit_job("send", routing_key="emails", priority="high")
+            await client.submit_many([{"name": "send", "routing_key": "emails"}, {"name": "bill"}])
+    finally:
+        observe.remove_observer(metrics)
+    text = render(BananasMetrics(metrics), process=False).decode()
+    counted = {
+        tuple(sorted(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "bananas_jobs_submitted_total"
+    }
+    assert counted == {
+        (("job", "send"), ("priority", "high"), ("routing_key", "emails")): 1.0,
+        (("job", "send"), ("priority", "normal"), ("routing_key", "emails")): 1.0,
+        (("job", "bill"), ("priority", "normal"), ("routing_key", "default")): 1.0,
+    }

@@ -85,3 +85,32 @@ def test_a_worker_runs_jobs_with_the_optional_libraries_missing() -> None:
 def test_a_worker_without_a_metrics_port_never_imports_prometheus_client() -> None:
     report = run_worker_script(block=False)
     assert not [name for name in report["after_worker"] if str(name).startswith("prometheus_client")]  # type: ignore[attr-defined]
+
+
+@pytest.mark.slow
+def test_a_metrics_port_without_prometheus_client_is_one_line_and_exit_code_2() -> None:
+    script = textwrap.dedent(
+        """
+        import sys
+
+        class Block:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] == "prometheus_client":
+                    raise ImportError(f"No module named {name!r}")
+                return None
+
+        sys.meta_path.insert(0, Block())
+        from bananas.worker.command import main
+
+        sys.exit(main(["metrics_app:registry", "--url", "memory://", "--metrics-port", "0"]))
+        """
+    )
+    here = Path(__file__).parent
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "BANANAS_METRICS"))}
+    env["PYTHONPATH"] = os.pathsep.join([str(here), env.get("PYTHONPATH", "")])
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 2, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("bananas worker:")]
+    assert len(errors) == 1, proc.stderr
+    assert "serving metrics needs prometheus_client: pip install 'bananas-core[prometheus]'" in errors[0]
+    assert "Traceback" not in proc.stderr
