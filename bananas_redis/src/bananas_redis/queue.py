@@ -53,7 +53,7 @@ from bananas_redis.jobjson import dead_error, decode, edit, unreadable_stub, wir
 from bananas_redis.results import RedisResults
 from bananas_redis.settle import Settler
 from bananas_redis.unique import RedisUnique
-from bananas_redis.workflow import RedisWorkflows
+from bananas_redis.workflow import RedisWorkflows, is_step_call
 
 __all__ = ["MISSING_JOB_ERROR", "RedisQueue", "lease_token"]
 
@@ -579,7 +579,12 @@ class RedisQueue(QueueAdmin, RedisUnique, RedisWorkflows):
                 job_id, raw = _text(reply[i]), reply[i + 1]
                 self._held.pop(job_id, None)
                 calls.append(self._reap_call(job_id, raw, now, token))
-            reaped += sum(1 for r in await self.conn.batch("finish", calls) if int(r) == 1)
+            steps = [c for c in calls if is_step_call(c)]
+            calls = [c for c in calls if not is_step_call(c)]
+            replies = list(await self.conn.batch("finish", calls)) if calls else []
+            if steps:  # workflow steps made dead: each with its dead link, in its one script call
+                replies += await self.conn.batch("workflow_step", steps)
+            reaped += sum(1 for r in replies if int(r) == 1)
             if len(reply) < 2 * BATCH:
                 return reaped
 
@@ -608,7 +613,8 @@ class RedisQueue(QueueAdmin, RedisUnique, RedisWorkflows):
             job_id=job.id, status=JobStatus.FAILED, error=LEASE_EXPIRED_ERROR, completed_at=from_timestamp(now)
         )
         ttl = _ms(self.conn.options.failed_job_ttl)
-        return self._finish_call(job.id, text, "dead", self.k.dead, ttl, token=token, result=result)
+        call = self._finish_call(job.id, text, "dead", self.k.dead, ttl, token=token, result=result)
+        return self.with_dead_link(job, call)  # a workflow step: workflow_step.lua, its dead link in the same script
 
     # -- reading ----------------------------------------------------------------------
 

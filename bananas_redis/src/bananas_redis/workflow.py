@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from bananas.errors import DuplicateJob, LeaseLost
 from bananas.job import Job, JobResult, JobStatus, dumps
-from bananas.policy import BY_POLICY, RetryAt, decide_retry
+from bananas.policy import BY_POLICY, LEASE_EXPIRED_ERROR, RetryAt, decide_retry
 from bananas.workflows.plan import StepRecord, WorkflowPlan, WorkflowRecord, failed_outcome, ok_outcome
 from bananas.workflows.steps import workflow_id
 
@@ -19,9 +19,15 @@ if TYPE_CHECKING:
     from bananas_redis.connection import Connection
     from bananas_redis.keys import Keys
 
-__all__ = ["RedisWorkflows", "workflow_key"]
+__all__ = ["RedisWorkflows", "is_step_call", "workflow_key"]
 
 MISSING = "job record missing: the id was in a ready list but its job JSON does not exist"
+
+
+def is_step_call(call: tuple[list[str], list[Any]]) -> bool:
+    """True for a settle call built by :meth:`RedisWorkflows.with_dead_link` for a workflow step
+    (its last key is the workflow hash): it runs workflow_step.lua, not finish.lua."""
+    return ":workflow:" in call[0][-1]
 
 
 def workflow_key(keys: Keys, workflow: str) -> str:
@@ -109,6 +115,14 @@ class RedisWorkflows:
         keys, args = self._finish_call(job.id, text, "dead", self.k.dead, ttl, token=job.lease_token)
         await self._step(job, keys, args, self._extra(job, "dead", failed_outcome(error or "failed"), "null"))
         return Job.from_dict(data)
+
+    def with_dead_link(self, job: Job, call: tuple[list[str], list[Any]]) -> tuple[list[str], list[Any]]:
+        """The reaper's finish.lua call that makes ``job`` dead, as a workflow_step.lua call that
+        also follows its dead link when ``job`` is a workflow step (see :func:`is_step_call`)."""
+        if workflow_id(job) is None:
+            return call
+        key, extra = self._extra(job, "dead", failed_outcome(LEASE_EXPIRED_ERROR), "null")
+        return [*call[0], key], [*call[1], *extra]
 
     async def workflow_record(self, workflow_id: str) -> WorkflowRecord | None:
         """The workflow hash's document and step states, or ``None``."""

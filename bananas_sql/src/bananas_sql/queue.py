@@ -272,6 +272,7 @@ class SqlQueue(SqlUnique, SqlWorkflows):
         dead: list[dict[str, Any]] = []
         results: list[dict[str, Any]] = []
         unreadable: list[tuple[str, str]] = []
+        reaped_dead: list[Job] = []
         rows = (await conn.execute(self.q["expired_leases"], {"now": now, "batch": REAP_BATCH})).all()
         for row in rows:
             try:
@@ -282,6 +283,7 @@ class SqlQueue(SqlUnique, SqlWorkflows):
                 else:  # dead: final, so its failed result, in the same transaction
                     dead.append({"seq": row.seq, "data": again.to_json(), "now": now, "expires_at": now + ttl})
                     results.append(self.db.result_params(result))
+                    reaped_dead.append(again)
             except Exception as exc:  # deliberately broad: stored data is hostile
                 detail = describe(exc)
                 unreadable.append((await self._bury(conn, row.seq, detail, now) or row.id, detail))
@@ -290,6 +292,7 @@ class SqlQueue(SqlUnique, SqlWorkflows):
         if dead:
             await conn.execute(self.q["reap_dead"], dead)
             await conn.execute(self.q["store_result"], results)
+            await self.follow_reaped(conn, reaped_dead, now)  # dead workflow steps: their dead links, same transaction
         return len(rows), unreadable
 
     async def get_job(self, job_id: str) -> Job:

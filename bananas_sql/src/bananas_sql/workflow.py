@@ -4,12 +4,12 @@ settle of a step and the following of its link in one transaction (tables in
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bananas.errors import DuplicateJob, LeaseLost
 from bananas.job import Job, JobResult, JobStatus, dumps
-from bananas.policy import BY_POLICY, RetryAt, completed, failed_attempt
+from bananas.policy import BY_POLICY, LEASE_EXPIRED_ERROR, RetryAt, completed, failed_attempt
 from bananas.workflows.follow import settle_step
 from bananas.workflows.plan import Join, Link, StepRecord, WorkflowPlan, WorkflowRecord, with_field
 from bananas.workflows.steps import workflow_id
@@ -143,6 +143,12 @@ class SqlWorkflows:
             return await self._settle_step(job, "retry_later", record, params, None)
         params = {"data": record.to_json(), "now": now, "expires_at": now + self.db.options.failed_job_ttl}
         return await self._settle_step(job, "bury", record, params, (False, "null", error))
+
+    async def follow_reaped(self, conn: Connection, dead: Sequence[Job], now: float) -> None:
+        """Steps the lease reaper made dead follow their dead links, inside the reaper's transaction."""
+        for job in dead:
+            if workflow_id(job) is not None:
+                await settle_step(_Steps(conn, self._wq(), self.db.q, now), job.id, False, "null", LEASE_EXPIRED_ERROR)
 
     async def workflow_record(self, workflow_id: str) -> WorkflowRecord | None:
         """The stored document and step states, or ``None``."""

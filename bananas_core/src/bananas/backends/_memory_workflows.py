@@ -12,7 +12,7 @@ from bananas import policy
 from bananas.backends._memory_store import MemoryStore, check_new
 from bananas.errors import DuplicateJob
 from bananas.job import Job, JobResult, JobStatus, dumps
-from bananas.policy import BY_POLICY, RetryAt
+from bananas.policy import BY_POLICY, LEASE_EXPIRED_ERROR, RetryAt
 from bananas.workflows.follow import settle_step
 from bananas.workflows.plan import WORKFLOW_FIELD, Join, Link, StepRecord, WorkflowPlan, WorkflowRecord, with_field
 
@@ -145,6 +145,15 @@ class MemoryWorkflows:
         if steps is not None and steps.created:
             s.work_signal.wake_all()
         return stored
+
+    async def follow_reaped(self, job: Job) -> None:
+        """A step the lease reaper made dead follows its dead link; the caller (the reaper)
+        holds the lock, so it is one write with the reap. Plain jobs are left alone."""
+        if job.status is not JobStatus.FAILED:
+            return
+        steps = self._steps_of(job)
+        if steps is not None:
+            await settle_step(steps, job.id, False, "null", LEASE_EXPIRED_ERROR)
 
     async def workflow_record(self, workflow_id: str) -> WorkflowRecord | None:
         """The stored workflow, or ``None``."""

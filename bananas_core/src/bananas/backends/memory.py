@@ -280,6 +280,7 @@ class MemoryQueue(MemoryUnique, MemoryWorkflows, MemoryPart):
                 found = self._load_or_bury(job_id, now, "expired")
                 if found is not None:
                     stored = self._store_failed(policy.lease_expired(found, now), now)
+                    await self.follow_reaped(stored)  # a dead workflow step: its dead link, under this lock
                     result = policy.reaped_result(stored, now)  # dead: final, so its failed result
                     if result is not None:
                         woken.append(MemoryResults(s, self._options).store_locked(result))

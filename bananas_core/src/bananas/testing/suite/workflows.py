@@ -17,7 +17,7 @@ from bananas.capabilities import Capability
 from bananas.clock import ManualClock
 from bananas.errors import CapabilityNotSupported, LeaseLost
 from bananas.job import Job, JobResult, JobStatus
-from bananas.protocols import WorkflowSteps
+from bananas.protocols import LEASE_EXPIRED_ERROR, WorkflowSteps
 from bananas.testing.plugin import BackendFactory, skip_unless_capable
 from bananas.testing.workflow_model import drive, expected, step_result, trees
 from bananas.workflows import chain, chord, group, task
@@ -47,7 +47,8 @@ def _t(key: int, *, dead: bool = False) -> Task:
 
 async def _submit(backend: Backend, clock: ManualClock, root: Node) -> str:
     def make(node: Task, job_id: str) -> Job:
-        return Job.create(node.name, node.payload, job_id=job_id, now=clock.now(), max_retries=3)
+        retries = int(dict(node.options).get("max_retries", 3))
+        return Job.create(node.name, node.payload, job_id=job_id, now=clock.now(), max_retries=retries)
 
     return await submit_workflow(backend, root, make)
 
@@ -180,6 +181,29 @@ class WorkflowTests:
         [callback] = await _claim(bananas_backend)
         assert callback.extra.get("group_outcomes") == [{"ok": False, "error": "boom"}, {"ok": True, "result": "fine"}]
         await steps.complete_step(callback, _ok(callback, "summary"))
+        assert (await _info(bananas_backend, wid)).state == "completed"
+
+    @WORKFLOWS
+    async def test_a_step_the_reaper_makes_dead_follows_its_dead_link(
+        self, bananas_backend: Backend, bananas_clock: ManualClock
+    ) -> None:
+        """Its last attempt's lease ran out: an allow_failures chord's callback still runs, in the reap's write."""
+        steps = _steps(bananas_backend)
+        last_try = task("step", {"key": 0, "dead": False}, max_retries=1)
+        root = chord(group(last_try, _t(1)), _t(9), allow_failures=True)
+        wid = await _submit(bananas_backend, bananas_clock, root)
+        a, b = sorted(await bananas_backend.queue.claim(["default"], limit=5, lease=10), key=_key)
+        await steps.complete_step(b, _ok(b, "fine"))
+        bananas_clock.advance(11)
+        assert await bananas_backend.queue.reap_expired() == 1
+        assert (await bananas_backend.queue.get_job(a.id)).status is JobStatus.FAILED
+        [callback] = await _claim(bananas_backend)
+        assert _key(callback) == 9, "the reaped step's death did not reach its chord"
+        assert callback.extra.get("group_outcomes") == [
+            {"ok": False, "error": LEASE_EXPIRED_ERROR},
+            {"ok": True, "result": "fine"},
+        ]
+        await steps.complete_step(callback, _ok(callback, "done"))
         assert (await _info(bananas_backend, wid)).state == "completed"
 
     @WORKFLOWS
