@@ -31,6 +31,7 @@ from bananas.job import DEFAULT_ROUTING_KEY, JSON, Job, JobPriority, JobResult, 
 from bananas.plugins.types import SchemaMigrator
 from bananas.protocols import BlockingEnqueue
 from bananas.timefmt import from_timestamp
+from bananas.timeouts import check_timeout, with_timeout
 from bananas.unique import JobId, UniqueKey
 from bananas.unique import unique_key as _unique_key
 from bananas.workflows.canvas import Node
@@ -44,12 +45,12 @@ T = TypeVar("T")
 JobSpec = Job | Mapping[str, Any]
 """What :meth:`AsyncClient.submit_many` takes: a :class:`Job`, or a mapping of the arguments
 of :meth:`Job.create` (``name``, ``payload``, ``priority``, ``routing_key``, ``description``,
-``scheduled_for``, ``max_retries``, ``job_id``), and the ``unique_key`` and ``unique_for`` of
-:meth:`AsyncClient.submit_job`."""
+``scheduled_for``, ``max_retries``, ``job_id``), and the ``unique_key``, ``unique_for`` and
+``timeout`` of :meth:`AsyncClient.submit_job`."""
 
 _SPEC_KEYS = frozenset(
     {"name", "payload", "priority", "routing_key", "description", "scheduled_for", "max_retries", "job_id"}
-    | {"unique_key", "unique_for"}
+    | {"unique_key", "unique_for", "timeout"}
 )
 Delay = datetime | timedelta | float
 Seconds = float | timedelta
@@ -186,11 +187,13 @@ class AsyncClient:
         max_retries: int | None = None,
         job_id: str | None = None,
         now: datetime | None = None,
+        timeout: Seconds | None = None,
     ) -> Job:
         if self._handlers is not None and name not in self._handlers:
             raise HandlerNotFound(f"no handler is registered for job name {name!r}, so no worker of this app runs it")
+        own_timeout = check_timeout(timeout)
         now = now or self._now()
-        return Job.create(
+        job = Job.create(
             name,
             _plain(payload),
             priority=priority,
@@ -201,6 +204,7 @@ class AsyncClient:
             job_id=job_id,
             now=now,
         )
+        return with_timeout(job, own_timeout)
 
     @staticmethod
     def _when(value: Delay | None, now: datetime) -> datetime | None:
@@ -220,6 +224,7 @@ class AsyncClient:
         job_id: str | None = None,
         unique_key: str | None = None,
         unique_for: Seconds | None = None,
+        timeout: Seconds | None = None,
     ) -> JobId:
         """Enqueue a job (on the ``default`` routing key unless ``routing_key`` says otherwise); return its id.
 
@@ -232,10 +237,20 @@ class AsyncClient:
         scheduled, running or retrying, or completed less than ``unique_for`` seconds (or a
         timedelta; default 0) ago: the id returned is that job's, and its
         :attr:`~bananas.unique.JobId.duplicate` is True. Needs the ``unique_jobs`` capability.
+
+        ``timeout`` (seconds or a timedelta, more than 0, at most a week) is this job's handler
+        timeout: it overrides the worker's ``--job-timeout`` for this job.
         """
         unique = _unique_key(unique_key, unique_for)
         job = self._job(
-            name, payload, priority, description, routing_key=routing_key, max_retries=max_retries, job_id=job_id
+            name,
+            payload,
+            priority,
+            description,
+            routing_key=routing_key,
+            max_retries=max_retries,
+            job_id=job_id,
+            timeout=timeout,
         )
         return await self._enqueue(job, unique)
 
@@ -251,12 +266,20 @@ class AsyncClient:
         job_id: str | None = None,
         unique_key: str | None = None,
         unique_for: Seconds | None = None,
+        timeout: Seconds | None = None,
     ) -> JobId:
         """Enqueue a job for workers serving ``routing_key``; raises ``InvalidRoutingKey`` for a bad key.
-        ``unique_key`` and ``unique_for`` as for :meth:`submit_job`."""
+        ``unique_key``, ``unique_for`` and ``timeout`` as for :meth:`submit_job`."""
         unique = _unique_key(unique_key, unique_for)
         job = self._job(
-            name, payload, priority, description, routing_key=routing_key, max_retries=max_retries, job_id=job_id
+            name,
+            payload,
+            priority,
+            description,
+            routing_key=routing_key,
+            max_retries=max_retries,
+            job_id=job_id,
+            timeout=timeout,
         )
         return await self._enqueue(job, unique)
 
@@ -273,11 +296,12 @@ class AsyncClient:
         job_id: str | None = None,
         unique_key: str | None = None,
         unique_for: Seconds | None = None,
+        timeout: Seconds | None = None,
     ) -> JobId:
         """Enqueue a job that becomes claimable at ``scheduled_for``: an aware datetime, a
         timedelta or a delay in seconds. A time in the past means "run now"; a naive
-        datetime raises :class:`~bananas.errors.InvalidJob`. ``unique_key`` and
-        ``unique_for`` as for :meth:`submit_job` (a scheduled job holds its key)."""
+        datetime raises :class:`~bananas.errors.InvalidJob`. ``unique_key``, ``unique_for`` and
+        ``timeout`` as for :meth:`submit_job` (a scheduled job holds its key)."""
         unique = _unique_key(unique_key, unique_for)
         job = self._job(
             name,
@@ -288,6 +312,7 @@ class AsyncClient:
             scheduled_for=scheduled_for,
             max_retries=max_retries,
             job_id=job_id,
+            timeout=timeout,
         )
         return await self._enqueue(job, unique)
 
@@ -347,6 +372,7 @@ class AsyncClient:
                 max_retries=spec.get("max_retries"),
                 job_id=spec.get("job_id"),
                 now=now,
+                timeout=spec.get("timeout"),
             )
         except InvalidJob as exc:
             raise type(exc)(f"job #{index}: {exc}") from None
@@ -586,12 +612,20 @@ class Client:
         job_id: str | None = None,
         unique_key: str | None = None,
         unique_for: Seconds | None = None,
+        timeout: Seconds | None = None,
     ) -> JobId:
         """See :meth:`AsyncClient.submit_job`."""
         unique = _unique_key(unique_key, unique_for)
         return self._submit(
             lambda c: c._job(
-                name, payload, priority, description, routing_key=routing_key, max_retries=max_retries, job_id=job_id
+                name,
+                payload,
+                priority,
+                description,
+                routing_key=routing_key,
+                max_retries=max_retries,
+                job_id=job_id,
+                timeout=timeout,
             ),
             unique,
         )
@@ -608,12 +642,20 @@ class Client:
         job_id: str | None = None,
         unique_key: str | None = None,
         unique_for: Seconds | None = None,
+        timeout: Seconds | None = None,
     ) -> JobId:
         """See :meth:`AsyncClient.submit_job_with_route`."""
         unique = _unique_key(unique_key, unique_for)
         return self._submit(
             lambda c: c._job(
-                name, payload, priority, description, routing_key=routing_key, max_retries=max_retries, job_id=job_id
+                name,
+                payload,
+                priority,
+                description,
+                routing_key=routing_key,
+                max_retries=max_retries,
+                job_id=job_id,
+                timeout=timeout,
             ),
             unique,
         )
@@ -631,6 +673,7 @@ class Client:
         job_id: str | None = None,
         unique_key: str | None = None,
         unique_for: Seconds | None = None,
+        timeout: Seconds | None = None,
     ) -> JobId:
         """See :meth:`AsyncClient.submit_job_scheduled`."""
         unique = _unique_key(unique_key, unique_for)
@@ -644,6 +687,7 @@ class Client:
                 scheduled_for=scheduled_for,
                 max_retries=max_retries,
                 job_id=job_id,
+                timeout=timeout,
             ),
             unique,
         )

@@ -60,6 +60,12 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--description", default="", help="a note shown with the job")
     p.add_argument(
+        "--timeout",
+        type=seconds_arg,
+        metavar="SECONDS",
+        help="this job's handler timeout, over the worker's --job-timeout (at most a week)",
+    )
+    p.add_argument(
         "--unique-key",
         metavar="KEY",
         help="submit nothing while a job with this key is pending, scheduled, running or retrying "
@@ -180,6 +186,7 @@ async def submit(args: argparse.Namespace) -> int:
     """``bananas submit NAME``: enqueue one job; print its id (and its result with ``--wait``)."""
     from bananas._unique_submit import enqueue_unique
     from bananas.config import default_max_retries
+    from bananas.timeouts import with_timeout
     from bananas.unique import JobId, unique_key
 
     payload = _payload(args.payload)
@@ -200,6 +207,7 @@ async def submit(args: argparse.Namespace) -> int:
             max_retries=max_retries,
             now=now,
         )
+        job = with_timeout(job, _job_timeout(args.timeout))
         refuse_memory(args, "submits")  # after the job is validated: its mistakes come first
         if unique is None:
             await backend.queue.enqueue(job)
@@ -233,6 +241,15 @@ async def submit(args: argparse.Namespace) -> int:
     else:
         print(job.id)
     return 1 if result is not None and result.is_failed() else 0
+
+
+def _job_timeout(seconds: float | None) -> float | None:
+    from bananas.timeouts import check_timeout
+
+    try:
+        return check_timeout(seconds)
+    except InvalidJob as exc:
+        raise UsageError("--" + str(exc)) from None
 
 
 async def show_job(args: argparse.Namespace) -> int:

@@ -35,6 +35,7 @@ from bananas.logsafe import printable
 from bananas.policy import next_retry
 from bananas.protocols import DEFAULT_LEASE_SECONDS, CompleteAndStore, Queue, ResultBackend
 from bananas.timefmt import from_timestamp
+from bananas.timeouts import job_timeout
 from bananas.worker.context import JobContext
 from bananas.worker.registry import Registry
 from bananas.workflows.steps import step_queue
@@ -160,10 +161,14 @@ class Executor:
 
         Never raises for what the handler does. If the caller cancels this coroutine, the
         handler is cancelled (its ``ctx.cancelled`` turns true) and the job is left
-        claimed, for the caller to release.
+        claimed, for the caller to release. A job's own timeout (``submit_job(timeout=...)``)
+        overrides ``timeout`` and the executor's ``job_timeout``.
         """
+        own = job_timeout(job)
+        if own is None:
+            own = self.job_timeout if timeout is None else timeout
         async with self._slots:
-            return await self._run(job, self.job_timeout if timeout is None else timeout)
+            return await self._run(job, own)
 
     async def _run(self, job: Job, timeout: float) -> Outcome:
         if not observe.ATTEMPTS:
