@@ -41,6 +41,7 @@ from bananas.testing.suite.optional import CompleteAndStoreTests, HandOffTests, 
 from bananas.testing.suite.policy import ReaperRuleTests, RetryDecisionTests
 from bananas.testing.suite.queue import ClaimTests, EnqueueTests, LeaseTests
 from bananas.testing.suite.results import ResultTests, ResultTTLTests
+from bananas.testing.suite.timeouts import JobTimeoutTests
 from bananas.testing.suite.unique import UniqueJobTests, UniquePropertyTests
 from bananas.testing.suite.workflows import WorkflowCapabilityTests, WorkflowTests
 
@@ -130,6 +131,7 @@ class BackendConformance(
     OptionalProtocolTests,
     UniqueJobTests,
     UniquePropertyTests,
+    JobTimeoutTests,
     CompleteFailTests,
     RetryDecisionTests,
     ReaperRuleTests,
