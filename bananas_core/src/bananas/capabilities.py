@@ -46,6 +46,10 @@ class Capability(enum.StrEnum):
     """The queue is a :class:`~bananas.protocols.CompleteAndStore`: a completion and its result
     are written together, in one atomic step."""
 
+    CHECKPOINTS = "checkpoints"
+    """The queue is a :class:`~bananas.protocols.Checkpoints`: a long job saves its progress with
+    ``ctx.checkpoint(state)`` and resumes from it when claimed again."""
+
     WORKFLOWS = "workflows"
     """The queue is a :class:`~bananas.protocols.WorkflowSteps`: chains, groups and chords whose
     next steps are created in the same atomic write that settles a step (see :mod:`bananas.workflows`)."""

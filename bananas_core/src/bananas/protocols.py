@@ -22,6 +22,7 @@ from bananas.workflows.plan import WorkflowPlan, WorkflowRecord
 
 __all__ = [
     "BlockingEnqueue",
+    "Checkpoints",
     "CompleteAndStore",
     "UniqueEnqueue",
     "DEFAULT_LEASE_SECONDS",
@@ -370,6 +371,22 @@ class UniqueEnqueue(Protocol):
         :class:`~bananas.errors.DuplicateJob` or :class:`~bananas.errors.InvalidJob` leaves
         nothing written, keys included.
         """
+        ...
+
+
+@runtime_checkable
+class Checkpoints(Protocol):
+    """Optional on a :class:`Queue` (:attr:`Capability.CHECKPOINTS <bananas.capabilities.Capability>`):
+    a claimed job's saved progress, kept in the store with the job (see :mod:`bananas.checkpoints`)."""
+
+    async def save_checkpoint(self, job: Job, state: str) -> None:
+        """Keep ``state`` (JSON text) as the checkpoint of claimed ``job``, replacing the last one.
+        Fenced like :meth:`Queue.complete`: raises :class:`~bananas.errors.LeaseLost` (nothing
+        written) once ``job``'s claim no longer holds the job."""
+        ...
+
+    async def load_checkpoint(self, job_id: str) -> str | None:
+        """The last checkpoint saved for the job, or ``None``."""
         ...
 
 

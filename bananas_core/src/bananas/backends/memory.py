@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from bananas import policy
 from bananas.backend import Backend, BackendOptions, validate_namespace
+from bananas.backends._memory_checkpoints import MemoryCheckpoints
 from bananas.backends._memory_parts import MemoryResults, MemoryScheduler, MemoryWorkers
 from bananas.backends._memory_store import CAPABILITIES, MemoryPart, MemoryStore, check_new, store_for
 from bananas.backends._memory_unique import MemoryUnique
@@ -46,7 +47,7 @@ __all__ = [
 log = logging.getLogger("bananas.memory")
 
 
-class MemoryQueue(MemoryUnique, MemoryWorkflows, MemoryPart):
+class MemoryQueue(MemoryUnique, MemoryWorkflows, MemoryCheckpoints, MemoryPart):
     """:class:`~bananas.protocols.Queue` over a :class:`MemoryStore` (and its optional protocols)."""
 
     def __init__(

@@ -9,6 +9,7 @@ import threading
 from collections.abc import MutableMapping
 from typing import Any
 
+from bananas import checkpoints as _checkpoints
 from bananas.clock import Clock
 from bananas.job import Job
 from bananas.logsafe import printable
@@ -74,6 +75,8 @@ class JobContext:
         """The error of a SystemExit / KeyboardInterrupt raised by a task the handler started."""
         self._thread: Any = None
         """The thread run of a plain ``def`` handler (``None`` for an async one)."""
+        self._checkpoint: Any = None
+        """The state last saved with :meth:`checkpoint` (read before the attempt when resuming)."""
 
     @property
     def cancelled(self) -> bool:
@@ -115,6 +118,27 @@ class JobContext:
             raise RuntimeError("heartbeat() is for sync handlers; in async code use `await ctx.renew_lease()`")
         future = asyncio.run_coroutine_threadsafe(self.renew_lease(), self._loop)
         return future.result(timeout)
+
+    @property
+    def checkpoint_state(self) -> Any:
+        """The state last saved with :meth:`checkpoint`, when the job is claimed again after a
+        crash, a lost lease or a failed attempt; ``None`` on a fresh start."""
+        return self._checkpoint
+
+    def checkpoint(self, state: Any) -> _checkpoints.Saving:
+        """Save ``state`` (JSON) as this job's progress, in the store, fenced by this claim.
+
+        In async code ``await ctx.checkpoint(state)``; a sync handler calls ``ctx.checkpoint(state)``,
+        which blocks until stored. Raises :class:`~bananas.errors.LeaseLost` once another worker
+        has the job, and :class:`~bananas.errors.CapabilityNotSupported` on a backend without the
+        ``checkpoints`` capability.
+        """
+
+        async def save_now() -> None:
+            await _checkpoints.save(self._queue, self.job, state)
+            self._checkpoint = state
+
+        return _checkpoints.saving(self._loop, save_now)
 
     @property
     def previous_result(self) -> Any:

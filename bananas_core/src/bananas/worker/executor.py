@@ -27,7 +27,7 @@ from typing import Any
 
 import attrs
 
-from bananas import observe
+from bananas import checkpoints, observe
 from bananas.clock import Clock, system_clock
 from bananas.errors import LeaseLost, PayloadError
 from bananas.job import JSON, MAX_DEPTH, Job, JobResult, JobStatus, dumps
@@ -191,6 +191,7 @@ class Executor:
         loop = asyncio.get_running_loop()
         ctx = JobContext(job, queue=self.queue, clock=self.clock, deadline=self.clock() + timeout, lease=self.lease)
         self.running[job.id] = ctx
+        ctx._checkpoint = await checkpoints.load_for_attempt(self.queue, job)  # reads only when resuming
         if self.on_start is not None:
             self.on_start(job)
         attempt = ctx._attempt = asyncio.ensure_future(self._call(handler, ctx, job, loop))
