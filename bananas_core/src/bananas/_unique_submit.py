@@ -37,8 +37,10 @@ async def enqueue_unique(backend: Backend, entries: Sequence[tuple[Job, UniqueKe
 def spec_unique(spec: Job | Mapping[str, Any], index: int) -> UniqueKey | None:
     """The checked unique key of one :meth:`~bananas.AsyncClient.submit_many` spec (a
     :class:`Job` has none)."""
-    if not isinstance(spec, Mapping):
-        return None
+    if (type(spec) is not dict and not isinstance(spec, Mapping)) or (
+        "unique_key" not in spec and "unique_for" not in spec
+    ):
+        return None  # the common case, kept cheap: submit_many asks once per job
     try:
         return unique_key(spec.get("unique_key"), spec.get("unique_for"))
     except InvalidJob as exc:
