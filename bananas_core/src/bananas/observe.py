@@ -53,6 +53,8 @@ OBSERVERS: tuple[Observer, ...] = ()
 """The registered observers, in registration order (replaced, never mutated: read it without a lock)."""
 ATTEMPTS: tuple[Observer, ...] = ()
 """The registered observers that wrap attempts (override :meth:`Observer.attempt`)."""
+SETTLES: tuple[Observer, ...] = ()
+"""The registered observers told how attempts ended (override :meth:`Observer.attempt_finished`)."""
 _BY_HOOK: dict[str, tuple[Observer, ...]] = {}
 """Per hook, the observers that override it: an event nobody listens to costs one lookup."""
 
@@ -166,12 +168,13 @@ _HOOKS = (
 
 
 def _install(registered: tuple[Observer, ...]) -> None:
-    global OBSERVERS, ATTEMPTS, _BY_HOOK
+    global OBSERVERS, ATTEMPTS, SETTLES, _BY_HOOK
     by_hook = {
         hook: tuple(o for o in registered if getattr(type(o), hook) is not getattr(Observer, hook)) for hook in _HOOKS
     }
     _BY_HOOK = by_hook
     ATTEMPTS = by_hook["attempt"]
+    SETTLES = by_hook["attempt_finished"]
     OBSERVERS = registered
 
 

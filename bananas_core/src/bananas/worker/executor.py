@@ -296,7 +296,7 @@ class Executor:
                 )
                 if final:
                     await self._store(job, JobStatus.FAILED, outcome)
-            if observe.OBSERVERS:
+            if observe.SETTLES:
                 observe.settled(self._settled(stored, disposition, job, outcome))
             return stored
         except LeaseLost as exc:
@@ -310,7 +310,7 @@ class Executor:
                 f"; {printable(exc.detail)}" if exc.detail else "",
                 extra=self.log_fields(job),
             )
-            if observe.OBSERVERS:
+            if observe.SETTLES:
                 observe.settled(self._settled(job, observe.Disposition.LOST, job, outcome))
             return None
         except Exception:
@@ -320,7 +320,7 @@ class Executor:
                 printable(job.name),
                 extra=self.log_fields(job),
             )
-            if observe.OBSERVERS:
+            if observe.SETTLES:
                 observe.settled(self._settled(job, observe.Disposition.UNRECORDED, job, outcome))
             return None
 
