@@ -21,6 +21,7 @@ CAPABILITIES: frozenset[Capability] = frozenset(
         Capability.COMPLETE_AND_STORE,
         Capability.UNIQUE_JOBS,
         Capability.WORKFLOWS,
+        Capability.CHECKPOINTS,
     }
 )
 """What the Redis backend offers: declared here once, for the spec and the Backend alike."""

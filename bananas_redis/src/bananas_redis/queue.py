@@ -48,6 +48,7 @@ from bananas.protocols import DEFAULT_LEASE_SECONDS
 from bananas.timefmt import format_time, from_timestamp
 
 from bananas_redis.admin import QueueAdmin, _text
+from bananas_redis.checkpoints import RedisCheckpoints
 from bananas_redis.connection import RETRYABLE, Connection
 from bananas_redis.jobjson import dead_error, decode, edit, unreadable_stub, wire_time
 from bananas_redis.results import RedisResults
@@ -102,7 +103,7 @@ def _unreadable(job_id: str, error: str) -> None:
     log.warning("job %r sent to the dead letter queue: %s", job_id, error)
 
 
-class RedisQueue(QueueAdmin, RedisUnique, RedisWorkflows):
+class RedisQueue(QueueAdmin, RedisUnique, RedisWorkflows, RedisCheckpoints):
     """:class:`bananas.protocols.Queue` on Redis, in the wire format of docs/redis-wire-format.md."""
 
     def __init__(self, conn: Connection) -> None:

@@ -94,6 +94,7 @@ STEPS: tuple[Step, ...] = (
     Step(4, "the column jobs.lease_token (fenced settles)", _lease_token),
     Step(5, "the unique_keys table (unique jobs)", _create_table("unique_keys")),
     Step(6, "the workflow tables (chains, groups and chords)", _workflow_tables),
+    Step(7, "the checkpoints table (long jobs' progress)", _create_table("checkpoints")),
 )
 """The steps from version 1 (the first schema) to :data:`~bananas_sql.tables.SCHEMA_VERSION`."""
 

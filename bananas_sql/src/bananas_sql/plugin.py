@@ -27,6 +27,7 @@ _COMMON: frozenset[Capability] = frozenset(
         Capability.COMPLETE_AND_STORE,
         Capability.UNIQUE_JOBS,
         Capability.WORKFLOWS,
+        Capability.CHECKPOINTS,
     }
 )
 POSTGRES_CAPABILITIES: frozenset[Capability] = _COMMON | {

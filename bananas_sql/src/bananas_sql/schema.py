@@ -7,7 +7,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from bananas_sql.tables import DEAD, PROCESSING, READY, SCHEDULED, Names
-from bananas_sql.workflow_schema import workflow_tables
+from bananas_sql.workflow_schema import checkpoints_table, workflow_tables
 
 HANDOFF_DATA_MAX = 7000
 """Largest job (bytes of wire JSON) sent whole with its hand-off; NOTIFY payloads stop at
@@ -195,6 +195,7 @@ def metadata(names: Names, dialect: str) -> sa.MetaData:
     )
     unique_keys(md, p)
     workflow_tables(md, p)
+    checkpoints_table(md, p)
     sa.Table(
         p + "schema_version",
         md,

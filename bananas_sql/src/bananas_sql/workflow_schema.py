@@ -1,11 +1,12 @@
 """The workflow tables (schema version 6): one row per workflow, per step, per join and per
-filled join slot (see :mod:`bananas_sql.workflow`)."""
+filled join slot (see :mod:`bananas_sql.workflow`); and the checkpoints of long jobs (version 7,
+see :mod:`bananas_sql.checkpoints`)."""
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 
-__all__ = ["WORKFLOW_TABLES", "workflow_tables"]
+__all__ = ["WORKFLOW_TABLES", "checkpoints_table", "workflow_tables"]
 
 WORKFLOW_TABLES = ("workflows", "workflow_steps", "workflow_joins", "workflow_slots")
 
@@ -48,4 +49,14 @@ def workflow_tables(md: sa.MetaData, prefix: str) -> None:
         sa.Column("slot", sa.Integer, primary_key=True),
         sa.Column("outcome", sa.Text, nullable=False),
         sa.Column("value", sa.Text, nullable=False),
+    )
+
+
+def checkpoints_table(md: sa.MetaData, prefix: str) -> None:
+    """Add the checkpoints table to ``md``: the last state each job saved."""
+    sa.Table(
+        prefix + "checkpoints",
+        md,
+        sa.Column("job_id", sa.String(256), primary_key=True),
+        sa.Column("state", sa.Text, nullable=False),
     )
