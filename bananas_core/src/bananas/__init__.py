@@ -42,6 +42,7 @@ from bananas.protocols import (
     WorkerInfo,
     WorkerRegistry,
 )
+from bananas.unique import JobId
 from bananas.worker import Executor, JobContext, Pool, Registry
 from bananas.workflows import WorkflowInfo, chain, chord, group, task
 
@@ -67,6 +68,7 @@ __all__ = [
     "Job",
     "JobContext",
     "JobDecodeError",
+    "JobId",
     "JobNotFound",
     "LeaseLost",
     "JobPriority",
