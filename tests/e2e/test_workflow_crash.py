@@ -126,3 +126,47 @@ def test_sigkilled_workers_neither_lose_nor_duplicate_a_continuation(
     assert steps["wf_step"] >= 3 * CHAINS and steps["wf_member"] >= CHORDS * MEMBERS
     crashed = {r["id"] for r in runs} - {s.job_id for i in chord_infos + chain_infos for s in i.step_list()}
     assert not crashed, f"jobs ran that belong to no workflow step: {sorted(crashed)[:5]}"
+
+
+def test_a_checkpointed_job_killed_twice_resumes_where_it_stopped(
+    backend_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Counting to 1,000 with a checkpoint every 10 items, its worker SIGKILLed twice: the job
+    completes, and each new attempt starts at the last checkpoint, not before it."""
+    log = tmp_path / "count.jsonl"
+    monkeypatch.setenv("WORKFLOW_RUN_LOG", str(log))
+    workers: list[Worker] = []
+
+    def items() -> list[dict[str, Any]]:
+        return [r for r in _runs(log) if "item" in r]
+
+    with Client(backend_url) as client:
+        job_id = client.submit_job("wf_count", max_retries=10)
+        try:
+            for _ in range(2):
+                workers.append(Worker(backend_url, tmp_path))
+                seen = len(items())
+                deadline = time.monotonic() + 60
+                while len(items()) < seen + 150 + random.randrange(100):
+                    assert time.monotonic() < deadline, "the job made no progress"
+                    time.sleep(0.02)
+                workers[-1].signal(signal.SIGKILL)
+                workers[-1].wait(10)
+            workers.append(Worker(backend_url, tmp_path))
+            result = client.wait_for_result(job_id, timeout=90)
+        finally:
+            for worker in workers:
+                worker.stop()
+    assert result.is_success() and result.result == 1000
+    runs = _runs(log)
+    done = {r["item"] for r in runs if "item" in r}
+    assert done == set(range(1000)), "items were skipped"
+    attempts = sorted({r["attempts"] for r in runs})
+    assert len(attempts) == 3, f"expected three attempts (two kills), saw {attempts}"
+    for attempt in attempts[1:]:
+        first = min(r["item"] for r in runs if r.get("attempts") == attempt and "item" in r)
+        saved = max(r["checkpoint"] for r in runs if "checkpoint" in r and r["attempts"] < attempt)
+        # the save may have landed just before the kill and its log line not: at most one more
+        assert first in (saved, saved + 10), f"attempt {attempt} started at {first}, last checkpoint {saved}"
+    again = sum(1 for r in runs if "item" in r) - 1000
+    assert again <= 2 * 10, f"{again} items were processed twice: more than the two kills can explain"

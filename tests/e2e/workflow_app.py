@@ -46,3 +46,21 @@ async def step(ctx: JobContext, job: Job) -> Any:
     _started(job)
     await _work()
     return (ctx.previous_result or 0) * 10 + job.payload["n"]
+
+
+def _note(**fields: Any) -> None:
+    with open(os.environ["WORKFLOW_RUN_LOG"], "a", encoding="utf-8") as f:
+        f.write(json.dumps({"pid": os.getpid(), **fields}) + "\n")
+
+
+@registry.handler("wf_count")
+async def count(ctx: JobContext, job: Job) -> Any:
+    """Count to 1,000 from the last checkpoint, saving one every 10 items."""
+    start = ctx.checkpoint_state or 0
+    for i in range(start, 1000):
+        _note(item=i, attempts=job.attempts)
+        await asyncio.sleep(0.003)
+        if (i + 1) % 10 == 0:
+            await ctx.checkpoint(i + 1)
+            _note(checkpoint=i + 1, attempts=job.attempts)
+    return 1000
