@@ -181,3 +181,58 @@ async def test_a_client_process_counts_what_it_submits() -> None:
         (("job", "send"), ("priority", "normal"), ("routing_key", "emails")): 1.0,
         (("job", "bill"), ("priority", "normal"), ("routing_key", "default")): 1.0,
     }
+
+
+def test_a_collector_can_read_counts_it_does_not_keep() -> None:
+    clock = Clock()
+    counts = [3, 1, 2.0]
+    collector = Collector(clock=clock, counts=lambda: (int(counts[0]), int(counts[1]), counts[2]), concurrency=8)
+    collector.running = lambda: 2
+    clock.now += 10
+    assert collector.snapshot() == snapshot_of(3, 1, 2.0, 2, 8, 10.0)
+    counts[0] = 7
+    assert collector.snapshot().completed == 7
+
+
+@pytest.mark.anyio
+async def test_the_default_system_metrics_line_registers_no_observer(caplog: pytest.LogCaptureFixture) -> None:
+    """Without a metrics port the worker's line reads the executor's counters: nothing is
+    registered, so a job costs no observer call."""
+    import logging
+    import uuid
+
+    from bananas import AsyncClient, JobContext, Registry, connect
+    from bananas.config import WorkerConfig
+    from bananas.metrics.worker import MetricsOptions, worker_metrics
+    from bananas.worker import Executor, Pool
+    from waiting import eventually
+
+    registry = Registry()
+
+    @registry.handler("ok")
+    async def ok(ctx: JobContext, job: Job) -> None:
+        return None
+
+    @registry.handler("bad")
+    async def bad(ctx: JobContext, job: Job) -> None:
+        raise RuntimeError("no")
+
+    backend = connect(f"memory://line-{uuid.uuid4().hex}")
+    executor = Executor(registry, backend.queue, 3, clock=backend.clock)
+    pool = Pool(executor, backend, WorkerConfig(concurrency=3, scheduler_interval=0.1), poll_interval=0.05)
+    before = observe.observers()
+    caplog.set_level(logging.INFO, logger="bananas.worker")
+    try:
+        async with worker_metrics(MetricsOptions(interval=0.05), backend, executor, lambda: pool.running) as got:
+            assert got is not None and observe.observers() == before
+            await pool.start()
+            async with AsyncClient(backend=backend) as client:
+                for _ in range(4):
+                    await client.submit_job("ok")
+                await client.submit_job("bad", max_retries=1)
+            await eventually(lambda: "processed=5 completed=4 failed=1" in caplog.text, what="a line counting 5")
+            await pool.stop()
+    finally:
+        await backend.close()
+    line = next(r for r in caplog.records if "processed=5 " in r.getMessage())
+    assert line.metrics["error_rate"] == pytest.approx(0.2) and line.metrics["concurrency"] == 3  # type: ignore[attr-defined]

@@ -100,17 +100,29 @@ def snapshot_of(
 class Collector(Observer):
     """Counts settled attempts of the workers of this process (see :class:`Snapshot`).
 
-    ``running`` is called for the number of handlers running now (the worker sets it);
-    concurrency comes from the workers that start while the collector is registered.
+    Registered as an observer, it counts the attempts it is told about; given ``counts``
+    (a callable returning ``(completed, failed, total seconds)``, e.g. an executor's own
+    counters), it reads those instead and needs no registration, so it costs the worker
+    nothing per job. ``running`` is called for the number of handlers running now (the
+    worker sets it); concurrency is ``concurrency`` if given, else that of the workers that
+    start while the collector is registered.
     """
 
-    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        counts: Callable[[], tuple[int, int, float]] | None = None,
+        concurrency: int | None = None,
+    ) -> None:
         self.clock = clock
         self.started = clock()
         self.completed = 0
         self.failed = 0
         self.total_duration = 0.0
         self.running: Callable[[], int] = lambda: 0
+        self._counts = counts
+        self._fixed_concurrency = concurrency
         self._concurrency: dict[str, int] = {}
 
     def attempt_finished(self, settled: Settled) -> None:
@@ -135,18 +147,16 @@ class Collector(Observer):
     @property
     def concurrency(self) -> int:
         """Handler slots of the running workers of this process."""
+        if self._fixed_concurrency is not None:
+            return self._fixed_concurrency
         return sum(self._concurrency.values())
 
     def snapshot(self) -> Snapshot:
         """The metrics as of now."""
-        return snapshot_of(
-            self.completed,
-            self.failed,
-            self.total_duration,
-            self.running(),
-            self.concurrency,
-            self.clock() - self.started,
+        completed, failed, total = (
+            (self.completed, self.failed, self.total_duration) if self._counts is None else self._counts()
         )
+        return snapshot_of(completed, failed, total, self.running(), self.concurrency, self.clock() - self.started)
 
 
 @attrs.define

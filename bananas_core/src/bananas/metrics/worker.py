@@ -11,7 +11,7 @@ import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -19,6 +19,9 @@ from bananas import observe
 from bananas.config import parse_duration
 from bananas.errors import ConfigError
 from bananas.metrics.collector import Collector, JobMetrics, StoreSample, sample_store
+
+if TYPE_CHECKING:
+    from bananas.worker.executor import Executor
 
 __all__ = [
     "DEFAULT_INTERVAL",
@@ -85,26 +88,33 @@ def metrics_options(
 
 @contextlib.asynccontextmanager
 async def worker_metrics(
-    options: MetricsOptions, backend: Any, running: Callable[[], int], alive: Callable[[], bool]
+    options: MetricsOptions, backend: Any, executor: Executor, alive: Callable[[], bool]
 ) -> AsyncIterator[Collector | None]:
-    """Count this worker's jobs while the block runs: log "System metrics" every
+    """Count ``executor``'s jobs while the block runs: log "System metrics" every
     ``options.interval`` seconds and, with a port, serve the endpoints.
 
-    ``running`` gives the handlers running now; ``alive`` says the worker still works (for
-    ``/healthz``, together with the event loop turning). Yields the collector (``None`` when
-    neither the line nor the endpoints are wanted: then nothing is registered at all).
+    ``alive`` says the worker still works (for ``/healthz``, together with the event loop
+    turning). Yields the collector (``None`` when neither the line nor the endpoints are
+    wanted). Without a port nothing is registered: the line reads the executor's own counters,
+    so it costs no work per job.
     """
     if options.port is None and options.interval <= 0:
         yield None
         return
-    collector: Collector = JobMetrics() if options.port is not None else Collector()
-    collector.running = running
+    collector: Collector
+    if options.port is None:
+        collector = Collector(
+            counts=lambda: (executor.completed, executor.failed, executor.attempt_seconds),
+            concurrency=executor.concurrency,
+        )
+    else:
+        collector = JobMetrics()
+    collector.running = lambda: len(executor.running)
     async with contextlib.AsyncExitStack() as stack:
-        if options.port is not None:
-            assert isinstance(collector, JobMetrics)
-            await stack.enter_async_context(serve_metrics(options.host, options.port, backend, collector, alive))
-        observe.add_observer(collector)
-        stack.callback(observe.remove_observer, collector)
+        if isinstance(collector, JobMetrics):
+            await stack.enter_async_context(serve_metrics(options.host, options.port or 0, backend, collector, alive))
+            observe.add_observer(collector)
+            stack.callback(observe.remove_observer, collector)
         if options.interval > 0:
             task = asyncio.create_task(_log_every(collector, options.interval), name="bananas-metrics-log")
             stack.callback(task.cancel)

@@ -257,9 +257,7 @@ async def _serve(
             "serving %d handler(s) from %s on %s", len(registry), registry, backend.url
         )
         pool = Pool(executor, backend, config, prefetch=prefetch if config.claims_jobs else 0, max_jobs=max_jobs)
-        async with worker_metrics(
-            metrics or MetricsOptions(), backend, lambda: len(executor.running), lambda: pool.running
-        ):
+        async with worker_metrics(metrics or MetricsOptions(), backend, executor, lambda: pool.running):
             await run_supervised(pool)  # pool.run(), stopping if a supervising process disappears
     finally:
         await backend.close()

@@ -112,6 +112,8 @@ class Executor:
         """Attempts that succeeded and were recorded (the worker publishes it in its heartbeat)."""
         self.failed = 0
         """Attempts that failed and were recorded (retried or dead)."""
+        self.attempt_seconds = 0.0
+        """Run time of the attempts counted in :attr:`completed` and :attr:`failed`, in seconds."""
 
     @property
     def abandoned_threads(self) -> int:
@@ -267,6 +269,7 @@ class Executor:
                     await self._store(job, JobStatus.COMPLETED, outcome)
                 disposition = observe.Disposition.COMPLETED
                 self.completed += 1
+                self.attempt_seconds += outcome.duration
                 if log.isEnabledFor(logging.INFO):
                     log.info(
                         "job %s (%s) succeeded in %.3fs (attempt %d)",
@@ -284,6 +287,7 @@ class Executor:
                 final = retry_at is None  # a result only on a final state
                 disposition = observe.Disposition.DEAD if final else observe.Disposition.RETRY
                 self.failed += 1
+                self.attempt_seconds += outcome.duration
                 log.warning(
                     "job %s (%s) failed (attempt %d of %d%s): %s",
                     printable(job.id),
