@@ -1,5 +1,6 @@
-"""The workflow conformance tests catch broken backends: deliberately broken memory:// variants,
-installed as a plugin distribution of their own, fail the tests guarding what they break."""
+"""The workflow and checkpoint conformance tests catch broken backends: deliberately broken
+memory:// variants, installed as a plugin distribution of their own, fail the tests guarding
+what they break."""
 
 from __future__ import annotations
 
@@ -54,7 +55,26 @@ class EagerJoin(memory.MemoryQueue):
         return None if steps is None else EagerSteps(steps.store, steps.wf)
 
 
+class UnfencedCheckpoints(memory.MemoryQueue):
+    """save_checkpoint writes whoever holds the job, a stale claim included."""
+
+    async def save_checkpoint(self, job, state):
+        with self._store.lock:
+            from bananas.backends._memory_checkpoints import _CHECKPOINTS
+
+            _CHECKPOINTS.setdefault(self._store, {})[job.id] = state
+
+
+class ForgetsCheckpoints(memory.MemoryQueue):
+    """load_checkpoint never finds one."""
+
+    async def load_checkpoint(self, job_id):
+        return None
+
+
 VARIANTS = {
+    "broken-cp-unfenced": UnfencedCheckpoints,
+    "broken-cp-forgets": ForgetsCheckpoints,
     "broken-wf-lost": LosesTheNextStep,
     "broken-wf-retry": RetryContinues,
     "broken-wf-eager": EagerJoin,
@@ -103,6 +123,14 @@ class TestEagerJoin(BackendConformance):
 
 class TestWithout(BackendConformance):
     bananas_url = "no-wf://"
+
+
+class TestUnfencedCheckpoints(BackendConformance):
+    bananas_url = "broken-cp-unfenced://"
+
+
+class TestForgetsCheckpoints(BackendConformance):
+    bananas_url = "broken-cp-forgets://"
 """
 
 SELECTED = [
@@ -112,6 +140,9 @@ SELECTED = [
     "test_a_retry_continues_nothing",
     "test_random_shapes_match_the_model",
     "test_without_workflows_submit_raises",
+    "test_a_checkpoint_survives_a_lost_lease",
+    "test_a_stale_claim_cannot_save",
+    "test_the_state_comes_back_as_saved",
 ]
 
 EXPECTED_FAILURES = {
@@ -130,6 +161,12 @@ EXPECTED_FAILURES = {
         "test_random_shapes_match_the_model",
     },
     "TestWithout": set(),
+    "TestUnfencedCheckpoints": {"test_a_stale_claim_cannot_save"},
+    "TestForgetsCheckpoints": {
+        "test_a_checkpoint_survives_a_lost_lease",
+        "test_a_stale_claim_cannot_save",
+        "test_the_state_comes_back_as_saved",
+    },
 }
 
 
