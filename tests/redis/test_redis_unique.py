@@ -103,3 +103,18 @@ async def test_keys_no_job_holds_are_swept(
     assert await raw.exists(f"{namespace}:unique:a", f"{namespace}:unique:b") == 0
     assert await raw.zrange(f"{namespace}:unique-keys", 0, -1) == ["c"]
     assert await raw.exists(f"{namespace}:unique:c") == 1, "a held key was swept"
+
+
+async def test_with_wait_replicas_an_unconfirmed_unique_submit_raises(redis_url: str, namespace: str) -> None:
+    """On a lone master no replica confirms: the unique submit says so instead of returning."""
+    import bananas.plugins
+    from bananas.errors import BackendUnavailable
+
+    clock = ManualClock()
+    url = f"{redis_url}?wait_replicas=1&wait_timeout=0.05"
+    async with bananas.plugins.connect(url, namespace=namespace, clock=clock) as backend:
+        with pytest.raises(BackendUnavailable, match="0 of 1 replicas"):
+            await _submit(backend, _job(clock), "k")
+    async with bananas.plugins.connect(redis_url, namespace=namespace, clock=clock) as backend:
+        [held] = await backend.queue.claim(["default"])  # it was written, only not confirmed
+        assert await _submit(backend, _job(clock), "k") == held.id
