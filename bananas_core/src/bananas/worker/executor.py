@@ -193,7 +193,8 @@ class Executor:
         loop = asyncio.get_running_loop()
         ctx = JobContext(job, queue=self.queue, clock=self.clock, deadline=self.clock() + timeout, lease=self.lease)
         self.running[job.id] = ctx
-        ctx._checkpoint = await checkpoints.load_for_attempt(self.queue, job)  # reads only when resuming
+        if job.attempts:  # resuming: the handler starts from its last checkpoint (a first attempt reads nothing)
+            ctx._checkpoint = await checkpoints.load_for_attempt(self.queue, job)
         if self.on_start is not None:
             self.on_start(job)
         attempt = ctx._attempt = asyncio.ensure_future(self._call(handler, ctx, job, loop))
