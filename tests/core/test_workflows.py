@@ -193,3 +193,15 @@ async def test_the_readme_example(backend: Backend) -> None:
         )
         info = await client.wait_for_workflow(workflow_id, timeout=10)
     assert (info.state, info.result) == ("completed", 6)
+
+
+@pytest.mark.anyio
+async def test_waiting_for_a_wide_chord(backend: Backend) -> None:
+    """More members running than the wait builds full reports for: it still sees the end."""
+    async with AsyncClient(backend=backend) as client:
+        wid = await client.submit(chord([task("add", n) for n in range(60)], task("total")))
+        with pytest.raises(Timeout, match="did not finish"):
+            await client.wait_for_workflow(wid, timeout=0.05)
+        async with running(backend):
+            info = await client.wait_for_workflow(wid, timeout=10)
+    assert (info.state, info.result) == ("completed", sum(range(60)))

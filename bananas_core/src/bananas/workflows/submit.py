@@ -19,6 +19,10 @@ from bananas.workflows.view import WorkflowInfo, build_info
 __all__ = ["WorkflowNotFound", "get_workflow", "job_maker", "submit_workflow", "wait_for_workflow"]
 
 
+FEW = 20
+"""Steps still running below which :func:`wait_for_workflow` builds the full report each poll."""
+
+
 class WorkflowNotFound(JobNotFound):
     """No workflow with this id is stored."""
 
@@ -66,15 +70,24 @@ async def get_workflow(backend: Backend, workflow_id: str) -> WorkflowInfo:
 async def wait_for_workflow(backend: Backend, workflow_id: str, timeout: float) -> WorkflowInfo:
     """The report once the workflow completed or failed, polling up to ``timeout`` real seconds;
     raises :class:`~bananas.errors.Timeout`."""
+    steps = _steps(backend, "workflows (wait_for_workflow)")
     deadline = time.monotonic() + timeout
     pause = 0.01
     while True:
-        info = await get_workflow(backend, workflow_id)
-        if info.done:
-            return info
+        record = await steps.workflow_record(workflow_id)
+        if record is None:
+            raise WorkflowNotFound(workflow_id)
+        running = sum(1 for step in record.steps.values() if step.state == "created")
+        # Every settle records its step's outcome, so a step still "created" has not finished
+        # (or its job record vanished): the report, which reads those jobs, is built only
+        # when few of them are left.
+        if running <= FEW:
+            info = await get_workflow(backend, workflow_id)
+            if info.done:
+                return info
         left = deadline - time.monotonic()
         if left <= 0:
-            raise Timeout(f"workflow {workflow_id!r} did not finish within {timeout:g}s (it is {info.state})")
+            raise Timeout(f"workflow {workflow_id!r} did not finish within {timeout:g}s (it is running)")
         await asyncio.sleep(min(pause, left))
         pause = min(pause * 2, 0.5)
 
