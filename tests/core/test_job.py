@@ -280,7 +280,7 @@ def test_results_round_trip_through_the_hash(value: object, millis: int) -> None
 
 
 def test_result_must_be_final_and_decodes_into_classes() -> None:
-    with pytest.raises(InvalidJob, match="completed or failed"):
+    with pytest.raises(InvalidJob, match="completed, failed or cancelled"):
         JobResult(job_id="j", status="pending")
     assert JobResult(job_id="j", status="completed", result={"width": 1, "height": 2}).result_as(Resize) == Resize(1, 2)
     with pytest.raises(JobDecodeError):

@@ -58,6 +58,11 @@ class Capability(enum.StrEnum):
     """The queue is a :class:`~bananas.protocols.UniqueEnqueue`: a submit with a unique key writes
     nothing while another job holds the key (see :mod:`bananas.unique`)."""
 
+    CANCEL = "cancel"
+    """The queue is a :class:`~bananas.protocols.Cancellation`: ``client.cancel(job_id)`` stops a job
+    that has not started at once and a running one at its worker's next lease renewal (see
+    :mod:`bananas.cancel`)."""
+
 
 def require(declared: Iterable[Capability], needed: Capability, *, backend: str, operation: str) -> None:
     """Raise :class:`CapabilityNotSupported` unless ``needed`` is among ``declared``."""

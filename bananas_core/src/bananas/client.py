@@ -25,6 +25,7 @@ import attrs
 from bananas import observe
 from bananas._unique_submit import enqueue_unique, spec_unique
 from bananas.backend import Backend
+from bananas.cancel import CancelOutcome, cancel_job
 from bananas.config import EMBEDDED_DEFAULT_URL, connect_resolved, default_max_retries
 from bananas.errors import HandlerNotFound, InvalidJob, JobNotFound, ResultNotReady
 from bananas.job import DEFAULT_ROUTING_KEY, JSON, Job, JobPriority, JobResult, JobStatus, time_after
@@ -57,7 +58,7 @@ Seconds = float | timedelta
 """A duration: a number of seconds or a :class:`~datetime.timedelta`."""
 
 _PLAIN = frozenset({dict, list, str, int, float, bool, type(None)})
-_FINAL = frozenset({JobStatus.COMPLETED, JobStatus.FAILED})
+_FINAL = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
 
 
 def _seconds(value: float | timedelta | None) -> float | None:
@@ -428,6 +429,13 @@ class AsyncClient:
         backend = await self._prepared()
         return await backend.queue.get_job(job_id)
 
+    async def cancel(self, job_id: str) -> CancelOutcome:
+        """Cancel the job: one not started never runs (``CANCELLED``), a running one is stopped by its
+        worker at its next lease renewal (``REQUESTED``), a finished one is left alone
+        (``ALREADY_FINISHED``). Raises :class:`~bananas.errors.JobNotFound` for an unknown id and
+        :class:`~bananas.errors.CapabilityNotSupported` on a backend without the ``cancel`` capability."""
+        return await cancel_job(await self._prepared(), job_id)
+
     async def get_result(self, job_id: str, *, missing_ok: bool = True) -> JobResult | None:
         """The job's result, or ``None`` while it has not finished (or the result expired),
         as the original ``GetResult`` does.
@@ -729,6 +737,11 @@ class Client:
         """See :meth:`AsyncClient.get_job`."""
         result: Job = self._call(AsyncClient.get_job, job_id)
         return result
+
+    def cancel(self, job_id: str) -> CancelOutcome:
+        """See :meth:`AsyncClient.cancel`."""
+        outcome: CancelOutcome = self._call(AsyncClient.cancel, job_id)
+        return outcome
 
     def get_result(self, job_id: str, *, missing_ok: bool = True) -> JobResult | None:
         """See :meth:`AsyncClient.get_result`."""

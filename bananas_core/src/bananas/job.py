@@ -118,11 +118,12 @@ class JobStatus(enum.StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     SCHEDULED = "scheduled"
+    CANCELLED = "cancelled"
 
     @property
     def is_final(self) -> bool:
-        """True for ``completed`` and ``failed``: the job will not run again by itself."""
-        return self in (JobStatus.COMPLETED, JobStatus.FAILED)
+        """True for ``completed``, ``failed`` and ``cancelled``: the job will not run again by itself."""
+        return self in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
 
 
 class JobPriority(enum.StrEnum):
@@ -819,7 +820,7 @@ class JobResult:
     @status.validator
     def _final(self, _attr: object, value: JobStatus) -> None:
         if not value.is_final:
-            raise InvalidJob(f"a result's status must be completed or failed, not {value.value}")
+            raise InvalidJob(f"a result's status must be completed, failed or cancelled, not {value.value}")
 
     def is_success(self) -> bool:
         """True if the job completed."""
@@ -828,6 +829,10 @@ class JobResult:
     def is_failed(self) -> bool:
         """True if the job failed for good."""
         return self.status is JobStatus.FAILED
+
+    def is_cancelled(self) -> bool:
+        """True if the job was cancelled (``client.cancel``) before it finished."""
+        return self.status is JobStatus.CANCELLED
 
     def result_as(self, cls: type[T]) -> T:
         """The result value structured into ``cls``; raises :class:`PayloadError` if it does not fit."""

@@ -15,6 +15,7 @@ from typing import Protocol, runtime_checkable
 
 import attrs
 
+from bananas.cancel import CancelOutcome
 from bananas.job import ALL_PRIORITIES, Job, JobPriority, JobResult
 from bananas.policy import BY_POLICY, LEASE_EXPIRED_ERROR, RetryAt
 from bananas.unique import UniqueKey
@@ -22,6 +23,7 @@ from bananas.workflows.plan import WorkflowPlan, WorkflowRecord
 
 __all__ = [
     "BlockingEnqueue",
+    "Cancellation",
     "Checkpoints",
     "CompleteAndStore",
     "UniqueEnqueue",
@@ -371,6 +373,35 @@ class UniqueEnqueue(Protocol):
         :class:`~bananas.errors.DuplicateJob` or :class:`~bananas.errors.InvalidJob` leaves
         nothing written, keys included.
         """
+        ...
+
+
+@runtime_checkable
+class Cancellation(Protocol):
+    """Optional on a :class:`Queue` (:attr:`Capability.CANCEL <bananas.capabilities.Capability>`):
+    cancel jobs, stopping those not started at once and those running through their workers."""
+
+    async def cancel(self, job_id: str) -> CancelOutcome:
+        """Cancel the job, in one atomic write; raises :class:`~bananas.errors.JobNotFound` for an unknown id.
+
+        Pending, scheduled or waiting for a retry: it leaves the line it waits in and is stored
+        as :func:`bananas.cancel.cancelled_record` makes it (no claim can take it afterwards) and
+        the answer is ``CANCELLED``. Processing: the job is marked cancel-requested (it keeps
+        running; :meth:`cancel_requested` names it from now on) and the answer is ``REQUESTED``.
+        Completed, failed (dead) or cancelled: nothing changes, the answer is ``ALREADY_FINISHED``.
+        The backend stores no result: the caller does.
+        """
+        ...
+
+    async def cancel_requested(self, jobs: Sequence[Job]) -> set[str]:
+        """The ids of the given claimed jobs that are marked cancel-requested (one round trip)."""
+        ...
+
+    async def settle_cancelled(self, job: Job, error: str) -> Job:
+        """Store claimed ``job`` as cancelled (:func:`bananas.cancel.cancelled_record` with ``error``),
+        release its lease and forget its cancel request; return the stored job. Fenced like
+        :meth:`Queue.complete`: raises :class:`~bananas.errors.LeaseLost` (nothing changed) once
+        ``job``'s claim no longer holds the job. The record is kept for the completed-job TTL."""
         ...
 
 

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from bananas import policy
 from bananas.backend import Backend, BackendOptions, validate_namespace
+from bananas.backends._memory_cancel import MemoryCancel
 from bananas.backends._memory_checkpoints import MemoryCheckpoints
 from bananas.backends._memory_parts import MemoryResults, MemoryScheduler, MemoryWorkers
 from bananas.backends._memory_store import CAPABILITIES, MemoryPart, MemoryStore, check_new, store_for
@@ -47,7 +48,7 @@ __all__ = [
 log = logging.getLogger("bananas.memory")
 
 
-class MemoryQueue(MemoryUnique, MemoryWorkflows, MemoryCheckpoints, MemoryPart):
+class MemoryQueue(MemoryUnique, MemoryWorkflows, MemoryCheckpoints, MemoryCancel, MemoryPart):
     """:class:`~bananas.protocols.Queue` over a :class:`MemoryStore` (and its optional protocols)."""
 
     def __init__(

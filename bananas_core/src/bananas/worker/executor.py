@@ -28,14 +28,16 @@ from typing import Any
 import attrs
 
 from bananas import checkpoints, observe
+from bananas.cancel import CANCELLED_BEFORE_START
 from bananas.clock import Clock, system_clock
 from bananas.errors import LeaseLost, PayloadError
 from bananas.job import JSON, MAX_DEPTH, Job, JobResult, JobStatus, dumps
 from bananas.logsafe import printable
 from bananas.policy import next_retry
-from bananas.protocols import DEFAULT_LEASE_SECONDS, CompleteAndStore, Queue, ResultBackend
+from bananas.protocols import DEFAULT_LEASE_SECONDS, Cancellation, CompleteAndStore, Queue, ResultBackend
 from bananas.timefmt import from_timestamp
 from bananas.timeouts import job_timeout
+from bananas.worker import cancelling
 from bananas.worker.context import JobContext
 from bananas.worker.registry import Registry
 from bananas.workflows.steps import step_queue
@@ -98,6 +100,9 @@ class Executor:
         self._combined: Callable[[Job, JobResult], Awaitable[Job]] | None = None
         self.running: dict[str, JobContext] = {}
         """Contexts of the jobs whose handlers run now, by job id."""
+        self.cancelling: set[tuple[str, str]] = set()
+        """``(job id, lease token)`` of claimed jobs ``client.cancel`` asked to stop (see
+        :mod:`bananas.worker.cancelling`): each is settled cancelled, however its attempt ends."""
         self.on_start: Callable[[Job], None] | None = None
         """Called with each job whose handler is about to start (the pool tracks started jobs with it)."""
         self.slow_after = 1.0
@@ -185,6 +190,8 @@ class Executor:
 
     async def _attempt(self, job: Job, timeout: float) -> Outcome:
         started = time.monotonic()
+        if self.cancelling and (job.id, job.lease_token) in self.cancelling:
+            return Outcome(error=CANCELLED_BEFORE_START)  # cancelled while it waited for a slot
         handler = self.registry.get(job.name)
         if handler is None:
             known = ", ".join(self.registry.names()) or "none"
@@ -257,6 +264,8 @@ class Executor:
         job over), the outcome is discarded with one WARNING, no result is stored, and
         ``None`` is returned.
         """
+        if self.cancelling and (job.id, job.lease_token) in self.cancelling and isinstance(self.queue, Cancellation):
+            return await cancelling.settle(self, self.queue, job, outcome)
         try:
             if outcome.ok:
                 steps = step_queue(job, self.queue)

@@ -36,7 +36,8 @@ from bananas.config import WorkerConfig, WorkerMode
 from bananas.errors import BananasError
 from bananas.job import Job
 from bananas.logsafe import printable
-from bananas.protocols import HandOff
+from bananas.protocols import Cancellation, HandOff
+from bananas.worker import cancelling
 from bananas.worker.executor import Executor
 from bananas.worker.liveness import Heartbeat, new_worker_id
 
@@ -135,6 +136,9 @@ class Pool:
         # Queues that hand jobs straight to idle workers (Redis, PostgreSQL) are a HandOff; it serves
         # workers that take every job name of their routing keys.
         self._hand_off: HandOff | None = None
+        self._cancels: Cancellation | None = None  # asked at each renewal which running jobs were cancelled
+        if backend.supports(Capability.CANCEL) and isinstance(self.queue, Cancellation):
+            self._cancels = self.queue
         if not self._names and backend.supports(Capability.HAND_OFF) and isinstance(self.queue, HandOff):
             self._hand_off = self.queue
         self._stopped = asyncio.Event()
@@ -556,6 +560,8 @@ class Pool:
         if not claimed:
             return
         held = await self.queue.renew([job for _, job in claimed], self.lease)
+        if self._cancels is not None:  # jobs client.cancel asked to stop learn it here, once per renewal
+            await cancelling.stop_requested(self._cancels, self.executor, [c for c in claimed if c[1].id in held])
         if len(held) == len(claimed):
             return
         for task, job in claimed:

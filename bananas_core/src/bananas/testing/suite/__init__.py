@@ -27,6 +27,7 @@ from bananas.job import JSON, Job, JobResult
 from bananas.testing import stateful, strategies
 from bananas.testing.plugin import BackendFactory, RecordOverwriter, overwrite_memory_record
 from bananas.testing.suite._helpers import new_job
+from bananas.testing.suite.cancel import CancelTests
 from bananas.testing.suite.checkpoints import CheckpointTests
 from bananas.testing.suite.extras import (
     BlockingEnqueueTests,
@@ -148,6 +149,7 @@ class BackendConformance(
     WorkflowTests,
     WorkflowCapabilityTests,
     CheckpointTests,
+    CancelTests,
     PropertyTests,
 ):
     """Every contract of :mod:`bananas.protocols`, for one backend.
