@@ -22,6 +22,7 @@ CAPABILITIES: frozenset[Capability] = frozenset(
         Capability.UNIQUE_JOBS,
         Capability.WORKFLOWS,
         Capability.CHECKPOINTS,
+        Capability.CANCEL,
     }
 )
 """What the Redis backend offers: declared here once, for the spec and the Backend alike."""

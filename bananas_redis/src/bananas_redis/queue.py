@@ -48,6 +48,7 @@ from bananas.protocols import DEFAULT_LEASE_SECONDS
 from bananas.timefmt import format_time, from_timestamp
 
 from bananas_redis.admin import QueueAdmin, _text
+from bananas_redis.cancel import RedisCancel
 from bananas_redis.checkpoints import RedisCheckpoints
 from bananas_redis.connection import RETRYABLE, Connection
 from bananas_redis.jobjson import dead_error, decode, edit, unreadable_stub, wire_time
@@ -103,7 +104,7 @@ def _unreadable(job_id: str, error: str) -> None:
     log.warning("job %r sent to the dead letter queue: %s", job_id, error)
 
 
-class RedisQueue(QueueAdmin, RedisUnique, RedisWorkflows, RedisCheckpoints):
+class RedisQueue(QueueAdmin, RedisUnique, RedisWorkflows, RedisCheckpoints, RedisCancel):
     """:class:`bananas.protocols.Queue` on Redis, in the wire format of docs/redis-wire-format.md."""
 
     def __init__(self, conn: Connection) -> None:
