@@ -95,6 +95,7 @@ STEPS: tuple[Step, ...] = (
     Step(5, "the unique_keys table (unique jobs)", _create_table("unique_keys")),
     Step(6, "the workflow tables (chains, groups and chords)", _workflow_tables),
     Step(7, "the checkpoints table (long jobs' progress)", _create_table("checkpoints")),
+    Step(8, "the cancel_requests table (cancelling running jobs)", _create_table("cancel_requests")),
 )
 """The steps from version 1 (the first schema) to :data:`~bananas_sql.tables.SCHEMA_VERSION`."""
 

@@ -28,6 +28,7 @@ _COMMON: frozenset[Capability] = frozenset(
         Capability.UNIQUE_JOBS,
         Capability.WORKFLOWS,
         Capability.CHECKPOINTS,
+        Capability.CANCEL,
     }
 )
 POSTGRES_CAPABILITIES: frozenset[Capability] = _COMMON | {

@@ -13,6 +13,7 @@ from bananas.protocols import DEFAULT_LEASE_SECONDS, QueueDepths
 from bananas.timefmt import from_timestamp
 
 from bananas_sql import tables as t
+from bananas_sql.cancel import SqlCancel
 from bananas_sql.checkpoints import SqlCheckpoints
 from bananas_sql.database import ClaimedRow, Connection, Database
 from bananas_sql.results import SqlResults
@@ -38,7 +39,7 @@ MOVE_BATCH = 1000
 """Due scheduled jobs made ready per statement (:meth:`SqlQueue.move_scheduled` loops)."""
 
 
-class SqlQueue(SqlUnique, SqlWorkflows, SqlCheckpoints):
+class SqlQueue(SqlUnique, SqlWorkflows, SqlCheckpoints, SqlCancel):
     """Jobs in one table; see :mod:`bananas_sql.tables` for the states and indexes."""
 
     def __init__(self, db: Database) -> None:

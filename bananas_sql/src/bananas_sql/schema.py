@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from bananas_sql.queries.cancel import cancel_requests_table
 from bananas_sql.tables import DEAD, PROCESSING, READY, SCHEDULED, Names
 from bananas_sql.workflow_schema import checkpoints_table, workflow_tables
 
@@ -196,6 +197,7 @@ def metadata(names: Names, dialect: str) -> sa.MetaData:
     unique_keys(md, p)
     workflow_tables(md, p)
     checkpoints_table(md, p)
+    cancel_requests_table(md, p)
     sa.Table(
         p + "schema_version",
         md,
