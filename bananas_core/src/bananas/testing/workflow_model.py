@@ -85,7 +85,22 @@ def _model(node: Node, given: JSON, run: Run) -> tuple[bool, JSON]:
 
 
 def _after(step: Node, value: JSON) -> JSON:
+    """What the step after ``step`` receives: the results of the group ``step`` ends with, as
+    outcomes, or else ``step``'s result."""
+    if _ends_with_group(step):
+        assert isinstance(value, list)
+        return [GROUP_FIELD, [{"ok": True, "result": v} for v in value]]
     return [PREVIOUS_FIELD, value]
+
+
+def _ends_with_group(node: Node) -> bool:
+    if isinstance(node, Group):
+        return True
+    if isinstance(node, Chain):
+        return _ends_with_group(_normalised(node.steps)[-1])
+    if isinstance(node, Chord):
+        return _ends_with_group(node.callback)
+    return False
 
 
 def _normalised(steps: Sequence[Node]) -> list[Node]:

@@ -84,7 +84,8 @@ def task(name: str, payload: JSON = None, **options: Any) -> Task:
 
 def chain(*steps: Node) -> Chain:
     """Run ``steps`` one after another; a step gets the previous one's result in ``ctx.previous_result``
-    (a step after a group gets the group's results in ``ctx.group_results``)."""
+    (a step after a group, or after anything ending in a group, gets that group's results in
+    ``ctx.group_results``)."""
     return Chain(_nodes(steps, "chain()"))
 
 

@@ -229,9 +229,23 @@ class WorkflowTests:
         model = expected(root)
         assert run.seen == model.seen
         info = await _info(bananas_backend, wid)
-        assert info.state == "completed" and info.result == model.value == step_result(
-            6, ["previous_result", step_result(5, run.seen[5][0])]
-        )
+        assert info.state == "completed"
+        assert info.result == model.value == step_result(6, ["previous_result", step_result(5, run.seen[5][0])])
+
+    @WORKFLOWS
+    async def test_a_step_after_anything_ending_in_a_group_gets_its_results(
+        self, bananas_backend: Backend, bananas_clock: ManualClock
+    ) -> None:
+        """Two groups in a row, and a chord whose callback chain ends in a group, each followed by a step."""
+        for root in (
+            chain(group(_t(0)), group(_t(1), _t(2)), _t(3)),
+            chain(chord(group(_t(0)), chain(_t(1), group(_t(2), _t(3)))), _t(4)),
+        ):
+            wid, run = await drive(bananas_backend, bananas_clock, root)
+            assert run.seen == expected(root).seen
+            last = max(run.seen)
+            assert run.seen[last][0][0] == "group_outcomes"
+            assert (await _info(bananas_backend, wid)).state == "completed"
 
     @WORKFLOWS
     async def test_unknown_workflow_has_no_record(self, bananas_backend: Backend) -> None:
