@@ -8,11 +8,10 @@ broken contract must fail, by name, while the others pass.
 
 from __future__ import annotations
 
-import textwrap
 from collections.abc import Iterator
 
 import pytest
-from bananas.plugins import reload_plugins
+from broken_backends import failed, install_plugin, run_suite
 
 pytest_plugins = ["pytester"]
 
@@ -280,37 +279,12 @@ EXPECTED_FAILURES = {
 @pytest.fixture
 def broken_plugin(pytester: pytest.Pytester) -> Iterator[pytest.Pytester]:
     """The broken variants installed as distribution ``broken-bananas`` with a ``bananas`` entry point."""
-    pytester.makepyfile(broken_bananas=textwrap.dedent(BROKEN_PLUGIN))
-    info = pytester.mkdir("broken_bananas-1.0.dist-info")
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-bananas\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text("[bananas]\nbroken = broken_bananas\n")
-    pytester.syspathinsert()
-    yield pytester
-    reload_plugins()  # forget the variants once the run is over
-
-
-def run_suite(pytester: pytest.Pytester) -> dict[str, dict[str, str]]:
-    """``{class: {test: outcome}}`` of the selected suite tests on every variant."""
-    pytester.makepyfile(test_variants=textwrap.dedent(SUITE_RUNS))
-    reprec = pytester.inline_run("-p", "no:cacheprovider", "-k", " or ".join(SELECTED))
-    result: dict[str, dict[str, str]] = {}
-    for report in reprec.getreports("pytest_runtest_logreport"):
-        if report.when == "call" or report.outcome != "passed":
-            _, cls, test = report.nodeid.split("::")
-            outcomes = result.setdefault(cls, {})
-            name = test.split("[")[0]
-            if outcomes.get(name) != "failed":  # one failing parametrization fails the test
-                outcomes[name] = report.outcome
-    return result
+    yield from install_plugin(pytester, "broken_bananas", BROKEN_PLUGIN)
 
 
 def test_suite_fails_exactly_where_a_variant_is_broken(broken_plugin: pytest.Pytester) -> None:
-    outcomes = run_suite(broken_plugin)
-    failed = {
-        variant: {test for test, outcome in outcomes.get(variant, {}).items() if outcome == "failed"}
-        for variant in EXPECTED_FAILURES
-    }
-    assert failed == EXPECTED_FAILURES
+    outcomes = run_suite(broken_plugin, SUITE_RUNS, " or ".join(SELECTED))
+    assert failed(outcomes, list(EXPECTED_FAILURES)) == EXPECTED_FAILURES
     # an undeclared capability's tests are skipped, never passed; its "raises" check runs instead
     no_cron = outcomes["TestNoCronNoNameFilter"]
     assert no_cron["test_cron_fire_once_per_tick"] == "skipped"

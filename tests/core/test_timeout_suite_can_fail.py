@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import textwrap
 from collections.abc import Iterator
 
 import pytest
-from bananas.plugins import reload_plugins
+from broken_backends import install_plugin, run_suite
 
 pytest_plugins = ["pytester"]
 
@@ -49,19 +48,10 @@ class TestForgetful(BackendConformance):
 
 @pytest.fixture
 def broken_plugin(pytester: pytest.Pytester) -> Iterator[pytest.Pytester]:
-    pytester.makepyfile(forgetful_bananas=textwrap.dedent(BROKEN_PLUGIN))
-    info = pytester.mkdir("forgetful_bananas-1.0.dist-info")
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: forgetful-bananas\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text("[bananas]\nforgetful = forgetful_bananas\n")
-    pytester.syspathinsert()
-    yield pytester
-    reload_plugins()
+    yield from install_plugin(pytester, "forgetful_bananas", BROKEN_PLUGIN)
 
 
 def test_the_timeout_test_fails_where_fields_are_dropped(broken_plugin: pytest.Pytester) -> None:
-    broken_plugin.makepyfile(test_variants=textwrap.dedent(SUITE_RUNS))
-    result = broken_plugin.inline_run("-p", "no:cacheprovider", "-k", "timeout_travels")
-    outcomes = {
-        r.nodeid.split("::")[1]: r.outcome for r in result.getreports("pytest_runtest_logreport") if r.when == "call"
-    }
+    outcomes = run_suite(broken_plugin, SUITE_RUNS, "timeout_travels")
+    outcomes = {cls: per["test_job_timeout_travels_with_the_job"] for cls, per in outcomes.items()}
     assert outcomes == {"TestCorrect": "passed", "TestForgetful": "failed"}

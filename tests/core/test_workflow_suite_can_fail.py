@@ -4,11 +4,10 @@ what they break."""
 
 from __future__ import annotations
 
-import textwrap
 from collections.abc import Iterator
 
 import pytest
-from bananas.plugins import reload_plugins
+from broken_backends import failed, install_plugin, run_suite
 
 pytest_plugins = ["pytester"]
 
@@ -145,6 +144,8 @@ SELECTED = [
     "test_the_state_comes_back_as_saved",
 ]
 
+RANDOM = "test_random_shapes_match_the_model"
+
 EXPECTED_FAILURES = {
     "TestCorrect": set(),
     "TestLosesTheNextStep": {
@@ -172,29 +173,16 @@ EXPECTED_FAILURES = {
 
 @pytest.fixture
 def broken_plugin(pytester: pytest.Pytester) -> Iterator[pytest.Pytester]:
-    pytester.makepyfile(broken_workflows=textwrap.dedent(BROKEN_PLUGIN))
-    info = pytester.mkdir("broken_workflows-1.0.dist-info")
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-workflows\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text("[bananas]\nbroken_workflows = broken_workflows\n")
-    pytester.syspathinsert()
-    yield pytester
-    reload_plugins()
+    yield from install_plugin(pytester, "broken_workflows", BROKEN_PLUGIN)
 
 
 @pytest.mark.slow  # runs the suite's workflow tests on five backends
 def test_workflow_tests_fail_exactly_where_a_variant_is_broken(broken_plugin: pytest.Pytester) -> None:
-    broken_plugin.makepyfile(test_variants=textwrap.dedent(SUITE_RUNS))
-    reprec = broken_plugin.inline_run("-p", "no:cacheprovider", "-k", " or ".join(SELECTED))
-    outcomes: dict[str, dict[str, str]] = {}
-    for report in reprec.getreports("pytest_runtest_logreport"):
-        if report.when == "call" or report.outcome != "passed":
-            _, cls, test = report.nodeid.split("::")
-            per = outcomes.setdefault(cls, {})
-            name = test.split("[")[0]
-            if per.get(name) != "failed":
-                per[name] = report.outcome
-    failed = {v: {t for t, o in outcomes.get(v, {}).items() if o == "failed"} for v in EXPECTED_FAILURES}
-    assert failed == EXPECTED_FAILURES
+    outcomes = run_suite(broken_plugin, SUITE_RUNS, " or ".join(SELECTED))
+    # the random-shapes test is a hypothesis search: a broken variant may fail it or not on one
+    # run; the deterministic tests carry the requirement (and the correct store must pass it)
+    found = {cls: tests - {RANDOM} for cls, tests in failed(outcomes, list(EXPECTED_FAILURES)).items()}
+    assert found == {cls: tests - {RANDOM} for cls, tests in EXPECTED_FAILURES.items()}
     without = outcomes["TestWithout"]
     assert without["test_chain_runs_in_order_and_passes_results"] == "skipped"
     assert without["test_without_workflows_submit_raises"] == "passed"

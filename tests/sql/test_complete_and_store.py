@@ -11,6 +11,7 @@ from bananas.clock import ManualClock
 from bananas.errors import JobNotFound, LeaseLost
 from bananas.job import Job, JobResult, JobStatus
 from bananas.plugins import connect
+from bananas.policy import LEASE_EXPIRED_ERROR
 from bananas.worker import Registry
 from bananas.worker.executor import Executor
 
@@ -37,6 +38,12 @@ async def lost(backend: Backend, clock: ManualClock) -> Job:
     return job
 
 
+async def reaper_result_only(backend: Backend, job: Job) -> None:
+    """The stale completion stored nothing: the only result is the reaper's failed one."""
+    result = await backend.results.get(job.id)
+    assert result is not None and (result.status, result.error) == (JobStatus.FAILED, LEASE_EXPIRED_ERROR)
+
+
 async def test_complete_and_store_writes_job_and_result(backend: Backend, clock: ManualClock) -> None:
     q: Any = backend.queue
     assert q.shares_store_with(backend.results)
@@ -57,7 +64,7 @@ async def test_no_result_when_the_completion_does_not_apply(backend: Backend, cl
     job = await lost(backend, clock)
     with pytest.raises(LeaseLost):
         await q.complete_and_store(job, success(job, 1))
-    assert await backend.results.get(job.id) is None
+    await reaper_result_only(backend, job)
     with pytest.raises(JobNotFound):
         await q.get_job(job.id)
 
@@ -85,7 +92,9 @@ async def test_a_batch_of_mixed_outcomes(
         assert (await q.get_job(job.id)).status is JobStatus.COMPLETED
         result = await backend.results.get(job.id)
         assert result is not None and result.result == {"i": n}
-    for job in [*gone, *plain, *failed]:
+    for job in gone:
+        await reaper_result_only(backend, job)
+    for job in [*plain, *failed]:
         assert await backend.results.get(job.id) is None
     assert {(await q.get_job(j.id)).status for j in failed} == {JobStatus.PENDING}
 
