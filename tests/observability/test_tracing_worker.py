@@ -202,6 +202,33 @@ def test_a_job_of_the_original_format_runs_in_a_trace_of_its_own(backend_url: st
     assert consumer["parent_id"] is None
 
 
+def test_bananas_submit_traces_its_submit_and_the_worker_continues_it(backend_url: str, workers: Any) -> None:
+    """``OTEL_TRACES_EXPORTER=console bananas submit ...``: the command's PRODUCER span is the
+    parent of the worker's CONSUMER span, with no code, as for the worker."""
+    worker = workers(backend_url)
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_") and k != "BANANAS_URL"}
+    environ.update(OTEL_TRACES_EXPORTER="console")
+    done = subprocess.run(
+        [str(BANANAS), "submit", "echo", "--payload", '"from the command"', "--url", backend_url, "--json"],
+        cwd=ROOT, env=environ, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    decoder = json.JSONDecoder()
+    submitted, at = decoder.raw_decode(done.stdout)  # the command's answer first, then the spans
+    spans = []
+    while (at := at + len(done.stdout[at:]) - len(done.stdout[at:].lstrip())) < len(done.stdout):
+        span, at = decoder.raw_decode(done.stdout, at)
+        spans.append(span)
+    producers = [s for s in spans if s["kind"] == "SpanKind.PRODUCER"]
+    assert len(producers) == 1, spans
+    with Client(backend_url) as client:
+        assert client.wait_for_result(submitted["id"], timeout=30).result == "from the command"
+    wait_for(lambda: worker.consumers(submitted["id"]), 30, "the CONSUMER span")
+    [consumer] = worker.consumers(submitted["id"])
+    assert consumer["context"]["trace_id"] == producers[0]["context"]["trace_id"]
+    assert consumer["parent_id"] == producers[0]["context"]["span_id"]
+
+
 OWN_PROVIDER_APP = """
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource

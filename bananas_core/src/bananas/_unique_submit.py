@@ -1,4 +1,5 @@
-"""How the clients submit jobs with unique keys (see :mod:`bananas.unique`)."""
+"""How the clients (and ``bananas submit``) write one job: seen by the observers, with or
+without a unique key (see :mod:`bananas.unique`)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,20 @@ from bananas.job import Job
 from bananas.protocols import UniqueEnqueue
 from bananas.unique import JobId, UniqueKey, unique_key
 
-__all__ = ["enqueue_unique", "spec_unique"]
+__all__ = ["enqueue_one", "enqueue_unique", "spec_unique"]
+
+
+async def enqueue_one(backend: Backend, job: Job, unique: UniqueKey | None = None) -> JobId:
+    """Write ``job`` (through :func:`enqueue_unique` with a key), seen by the registered
+    observers (:func:`bananas.observe.submitting`); its id, or the key holder's."""
+    if unique is not None:
+        return (await enqueue_unique(backend, [(job, unique)]))[0]
+    if observe.OBSERVERS:
+        with observe.submitting((job,)) as written:
+            await backend.queue.enqueue(written[0])
+    else:
+        await backend.queue.enqueue(job)
+    return JobId(job.id)
 
 
 async def enqueue_unique(backend: Backend, entries: Sequence[tuple[Job, UniqueKey | None]]) -> list[JobId]:

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import attrs
 
 from bananas import observe
-from bananas._unique_submit import enqueue_unique, spec_unique
+from bananas._unique_submit import enqueue_one, enqueue_unique, spec_unique
 from bananas.backend import Backend
 from bananas.cancel import CancelOutcome, cancel_job
 from bananas.config import EMBEDDED_DEFAULT_URL, connect_resolved, default_max_retries
@@ -379,15 +379,7 @@ class AsyncClient:
             raise type(exc)(f"job #{index}: {exc}") from None
 
     async def _enqueue(self, job: Job, unique: UniqueKey | None = None) -> JobId:
-        backend = await self._prepared()
-        if unique is not None:
-            return (await enqueue_unique(backend, [(job, unique)]))[0]
-        if observe.OBSERVERS:
-            with observe.submitting((job,)) as written:
-                await backend.queue.enqueue(written[0])
-        else:
-            await backend.queue.enqueue(job)
-        return JobId(job.id)
+        return await enqueue_one(await self._prepared(), job, unique)
 
     async def _write(self, jobs: Sequence[Job], *, many: bool) -> None:
         """Write ``jobs`` as they are (observers already had their say): one enqueue, or ``enqueue_many``."""

@@ -184,10 +184,11 @@ def _unreadable(exc: JobDecodeError, what: str) -> JobDecodeError:
 
 async def submit(args: argparse.Namespace) -> int:
     """``bananas submit NAME``: enqueue one job; print its id (and its result with ``--wait``)."""
-    from bananas._unique_submit import enqueue_unique
+    from bananas._unique_submit import enqueue_one
     from bananas.config import default_max_retries
     from bananas.timeouts import with_timeout
-    from bananas.unique import JobId, unique_key
+    from bananas.tracing import configure_from_environment
+    from bananas.unique import unique_key
 
     payload = _payload(args.payload)
     max_retries = default_max_retries() if args.max_retries is None else args.max_retries
@@ -209,13 +210,10 @@ async def submit(args: argparse.Namespace) -> int:
         )
         job = with_timeout(job, _job_timeout(args.timeout))
         refuse_memory(args, "submits")  # after the job is validated: its mistakes come first
-        if unique is None:
-            await backend.queue.enqueue(job)
-            job_id = JobId(job.id)
-        else:
-            [job_id] = await enqueue_unique(backend, [(job, unique)])
-            if job_id.duplicate:
-                print(f"nothing submitted: job {job_id} holds the unique key {unique.key!r}", file=sys.stderr)
+        configure_from_environment()  # OTEL_TRACES_EXPORTER & co: the submit's span, as the worker's
+        job_id = await enqueue_one(backend, job, unique)
+        if job_id.duplicate and unique is not None:
+            print(f"nothing submitted: job {job_id} holds the unique key {unique.key!r}", file=sys.stderr)
         try:
             result = await backend.results.wait(job_id, args.wait) if args.wait is not None else None
         except JobDecodeError as exc:
