@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import AsyncIterator, Awaitable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
 from typing import Any
 
+import attrs
 import psycopg
 import pytest
 import sqlalchemy as sa
+from bananas import observe
 from bananas.backend import Backend
 from bananas.errors import DuplicateJob
 from bananas.job import Job, JobResult, JobStatus
@@ -73,6 +76,39 @@ async def test_async_transactional_enqueue(pg: Backend, async_engine: AsyncEngin
         await bananas_sql.enqueue_in_transaction_async(conn, dropped, namespace=namespace)
         await trans.rollback()
     assert [j.id for j in await pg.queue.claim(["default"], limit=5)] == [kept.id]
+
+
+class Marking(observe.Observer):
+    """Adds a wire field to every job it sees submitted, as tracing adds its context."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    @contextlib.contextmanager
+    def _mark(self, jobs: Sequence[Job]) -> Iterator[Sequence[Job]]:
+        self.seen += [j.id for j in jobs]
+        yield [attrs.evolve(j, extra={**j.extra, "marked": "yes"}) for j in jobs]
+
+    def submitting(self, jobs: Sequence[Job]) -> contextlib.AbstractContextManager[Sequence[Job]]:
+        return self._mark(jobs)
+
+
+async def test_transactional_enqueue_is_a_submit_the_observers_see(
+    pg: Backend, sync_engine: sa.Engine, async_engine: AsyncEngine, namespace: str
+) -> None:
+    observer = Marking()
+    observe.add_observer(observer)
+    try:
+        one, two = Job.create("one"), Job.create("two")
+        with sync_engine.begin() as conn:
+            bananas_sql.enqueue_in_transaction(conn, one, namespace=namespace)
+        async with async_engine.begin() as aconn:
+            await bananas_sql.enqueue_in_transaction_async(aconn, two, namespace=namespace)
+    finally:
+        observe.remove_observer(observer)
+    assert observer.seen == [one.id, two.id]
+    for job in (one, two):  # what the observer handed back is what was stored
+        assert (await pg.queue.get_job(job.id)).extra.get("marked") == "yes"
 
 
 async def woken_by(waiting: Awaitable[Any], action: Awaitable[Any], what: str) -> None:

@@ -7,6 +7,7 @@ import functools
 from typing import Any
 
 import sqlalchemy as sa
+from bananas import observe
 from bananas.clock import Clock, system_clock
 from bananas.errors import DuplicateJob
 from bananas.job import Job
@@ -48,9 +49,10 @@ def enqueue_in_transaction(
     :class:`~bananas.errors.DuplicateJob` if the id exists, :class:`~bananas.errors.InvalidJob`
     for a status other than pending/scheduled.
     """
-    query, params = _prepare(job, namespace, table_prefix, schema, clock)
-    if connection.execute(query, params).first() is None:
-        raise DuplicateJob(f"a job with id {job.id!r} already exists")
+    with observe.submitting((job,)) as written:  # traced and counted like a client's submit
+        query, params = _prepare(written[0], namespace, table_prefix, schema, clock)
+        if connection.execute(query, params).first() is None:
+            raise DuplicateJob(f"a job with id {job.id!r} already exists")
 
 
 async def enqueue_in_transaction_async(
@@ -63,6 +65,7 @@ async def enqueue_in_transaction_async(
     clock: Clock = system_clock,
 ) -> None:
     """:func:`enqueue_in_transaction` for an ``AsyncConnection`` or ``AsyncSession``."""
-    query, params = _prepare(job, namespace, table_prefix, schema, clock)
-    if (await connection.execute(query, params)).first() is None:
-        raise DuplicateJob(f"a job with id {job.id!r} already exists")
+    with observe.submitting((job,)) as written:
+        query, params = _prepare(written[0], namespace, table_prefix, schema, clock)
+        if (await connection.execute(query, params)).first() is None:
+            raise DuplicateJob(f"a job with id {job.id!r} already exists")
