@@ -1,0 +1,170 @@
+"""The cancellation conformance tests catch backends that get cancelling wrong.
+
+Deliberately broken memory:// variants (one URL scheme each, installed as a plugin
+distribution) run the suite's cancel tests exactly as a third party would; the tests guarding
+the broken part must fail, by name, and the others pass.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Iterator
+
+import pytest
+from bananas.plugins import reload_plugins
+
+pytest_plugins = ["pytester"]
+
+BROKEN_PLUGIN = '''
+"""Memory variants that get cancellation wrong."""
+
+from bananas.backends import memory
+from bananas.cancel import CancelOutcome
+from bananas.errors import JobNotFound
+from bananas.job import JobStatus
+from bananas.plugins import BackendSpec, hookimpl
+
+
+class MarksOnly(memory.MemoryQueue):
+    """Writes the cancelled status but leaves the job in its ready line or the scheduled set."""
+
+    async def cancel(self, job_id):
+        s = self._store
+        with s.lock:
+            job = s.load(job_id)
+            waiting = not job.status.is_final and job_id not in s.processing
+            if waiting:
+                s.save(job.evolve(status=JobStatus.CANCELLED))
+        return CancelOutcome.CANCELLED if waiting else await super().cancel(job_id)
+
+
+class CancelsFinished(memory.MemoryQueue):
+    """Overwrites a finished job as cancelled."""
+
+    async def cancel(self, job_id):
+        s = self._store
+        with s.lock:
+            if job_id in s.jobs and s.load(job_id).status.is_final:
+                s.unlink(job_id)
+                s.save(s.load(job_id).evolve(status=JobStatus.CANCELLED))
+                return CancelOutcome.CANCELLED
+        return await super().cancel(job_id)
+
+
+class UnfencedSettle(memory.MemoryQueue):
+    """Settles a cancelled attempt whoever holds the job now."""
+
+    async def settle_cancelled(self, job, error):
+        with self._store.lock:
+            self._store.holders[job.id] = job.lease_token
+            self._store.processing.setdefault(job.id, 0.0)
+        return await super().settle_cancelled(job, error)
+
+
+class ForgetsRequests(memory.MemoryQueue):
+    """Answers 'requested' for a running job but never tells its worker."""
+
+    async def cancel_requested(self, jobs):
+        return set()
+
+
+class QuietUnknown(memory.MemoryQueue):
+    """Answers 'already finished' for an id it does not know."""
+
+    async def cancel(self, job_id):
+        try:
+            return await super().cancel(job_id)
+        except JobNotFound:
+            return CancelOutcome.ALREADY_FINISHED
+
+
+VARIANTS = {
+    "cancel-marks-only": MarksOnly,
+    "cancel-finished": CancelsFinished,
+    "cancel-unfenced": UnfencedSettle,
+    "cancel-forgets": ForgetsRequests,
+    "cancel-quiet": QuietUnknown,
+}
+
+
+def connect(url, options):
+    scheme = url.split("://")[0]
+    store = memory.store_for(scheme, options.extra.get("namespace", ""))
+    return memory.memory_backend(store, options, url=url, queue_class=VARIANTS[scheme])
+
+
+@hookimpl
+def bananas_backends():
+    return [BackendSpec(name=scheme, schemes=(scheme,), factory=connect, capabilities=memory.CAPABILITIES,
+                        options=("namespace",)) for scheme in VARIANTS]
+'''
+
+SUITE_RUNS = """
+from bananas.plugins import reload_plugins
+from bananas.testing.suite import BackendConformance
+
+reload_plugins()
+
+
+class TestCorrect(BackendConformance):
+    bananas_url = "memory://"
+
+
+class TestMarksOnly(BackendConformance):
+    bananas_url = "cancel-marks-only://"
+
+
+class TestCancelsFinished(BackendConformance):
+    bananas_url = "cancel-finished://"
+
+
+class TestUnfencedSettle(BackendConformance):
+    bananas_url = "cancel-unfenced://"
+
+
+class TestForgetsRequests(BackendConformance):
+    bananas_url = "cancel-forgets://"
+
+
+class TestQuietUnknown(BackendConformance):
+    bananas_url = "cancel-quiet://"
+"""
+
+EXPECTED_FAILURES = {
+    "TestCorrect": set(),
+    "TestMarksOnly": {
+        "test_cancel_a_pending_job_never_runs",
+        "test_cancel_a_scheduled_or_retrying_job_never_runs",
+    },
+    "TestCancelsFinished": {"test_cancel_a_finished_job_changes_nothing"},
+    "TestUnfencedSettle": {"test_cancel_settle_is_fenced_by_the_claim"},
+    "TestForgetsRequests": {"test_cancel_a_running_job_is_requested_then_settled"},
+    "TestQuietUnknown": {"test_cancel_an_unknown_job_raises_job_not_found"},
+}
+
+
+@pytest.fixture
+def broken_plugin(pytester: pytest.Pytester) -> Iterator[pytest.Pytester]:
+    pytester.makepyfile(broken_cancel=textwrap.dedent(BROKEN_PLUGIN))
+    info = pytester.mkdir("broken_cancel-1.0.dist-info")
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-cancel\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[bananas]\nbroken = broken_cancel\n")
+    pytester.syspathinsert()
+    yield pytester
+    reload_plugins()
+
+
+@pytest.mark.slow
+def test_the_cancel_tests_fail_exactly_where_a_variant_is_broken(broken_plugin: pytest.Pytester) -> None:
+    broken_plugin.makepyfile(test_variants=textwrap.dedent(SUITE_RUNS))
+    reprec = broken_plugin.inline_run("-p", "no:cacheprovider", "-k", "test_cancel_")
+    outcomes: dict[str, dict[str, str]] = {}
+    for report in reprec.getreports("pytest_runtest_logreport"):
+        if report.when == "call" or report.outcome != "passed":
+            _, cls, test = report.nodeid.split("::")
+            name = test.split("[")[0]
+            if outcomes.setdefault(cls, {}).get(name) != "failed":
+                outcomes[cls][name] = report.outcome
+    failed = {cls: {t for t, o in outcomes.get(cls, {}).items() if o == "failed"} for cls in EXPECTED_FAILURES}
+    assert failed == EXPECTED_FAILURES, outcomes
+    assert all(o == "passed" for o in outcomes["TestCorrect"].values()), outcomes["TestCorrect"]
