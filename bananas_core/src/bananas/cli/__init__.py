@@ -41,7 +41,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``bananas`` argument parser with every subcommand."""
-    from bananas.cli import admin, demo, exporter, jobs, workflow
+    from bananas.cli import admin, cancel, demo, exporter, jobs, workflow
 
     parser = _Parser(
         prog="bananas",
@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     _add_worker(sub)
     jobs.register(sub)
+    cancel.register(sub)
     admin.register(sub)
     demo.register(sub)
     exporter.register(sub)
