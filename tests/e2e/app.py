@@ -54,3 +54,26 @@ async def record(ctx: JobContext, job: Job) -> dict[str, Any]:
     await asyncio.sleep(float(job.payload.get("sleep", 0)))
     _log(path, event="done", id=job.id)
     return {"pid": os.getpid()}
+
+
+@registry.handler("wait_forever")
+async def wait_forever(ctx: JobContext, job: Job) -> None:
+    """Log a start line to ``payload["log"]`` and wait forever; log ``cancelled`` when cancelled."""
+    path = job.payload["log"]
+    _log(path, event="start", id=job.id, attempts=job.attempts)
+    try:
+        await asyncio.Event().wait()
+    except asyncio.CancelledError:
+        _log(path, event="cancelled", id=job.id)
+        raise
+
+
+@registry.handler("poll_cancelled")
+def poll_cancelled(ctx: JobContext, job: Job) -> str:
+    """From a thread: log a start line, poll ``ctx.cancelled`` until it is true, log ``stopped``, return."""
+    path = job.payload["log"]
+    _log(path, event="start", id=job.id, attempts=job.attempts)
+    while not ctx.wait_cancelled_sync(0.05):
+        pass
+    _log(path, event="stopped", id=job.id)
+    return "stopped"
