@@ -105,7 +105,7 @@ def jobs(
 
 
 def job_results(*, job_id: st.SearchStrategy[str] | None = None) -> st.SearchStrategy[JobResult]:
-    """Results as a worker stores them: successes with a JSON value, failures with an error."""
+    """Results as a worker stores them: successes with a JSON value, failures and cancellations with an error."""
     ids = job_id if job_id is not None else st.uuids().map(str)
     durations = st.integers(min_value=0, max_value=10**9).map(lambda ms: timedelta(milliseconds=ms))
     success = st.builds(
@@ -113,7 +113,7 @@ def job_results(*, job_id: st.SearchStrategy[str] | None = None) -> st.SearchStr
         completed_at=utc_datetimes(), duration=durations,
     )  # fmt: skip
     failure = st.builds(
-        JobResult, job_id=ids, status=st.just(JobStatus.FAILED), error=texts(min_size=1),
-        completed_at=utc_datetimes(), duration=durations,
+        JobResult, job_id=ids, status=st.sampled_from([JobStatus.FAILED, JobStatus.CANCELLED]),
+        error=texts(min_size=1), completed_at=utc_datetimes(), duration=durations,
     )  # fmt: skip
     return success | failure
