@@ -1,4 +1,4 @@
-"""W6, CPU-bound jobs: how much ``--processes 2`` buys over one process for plain-``def``
+"""W7, CPU-bound jobs: how much ``--processes 2`` buys over one process for plain-``def``
 handlers that only compute (a pure-Python loop of about 5 ms), on Redis.
 
     .venv/bin/python bench/cpu_processes.py                      # 2,000 jobs, 3 runs per process count
@@ -134,7 +134,7 @@ def main() -> int:
         server.stop()
     medians = {k: statistics.median(v) for k, v in rates.items()}
     report = {
-        "workload": "W6 CPU-bound plain def",
+        "workload": "W7 CPU-bound plain def",
         "cpus": os.cpu_count(),
         "job_ms": args.job_ms,
         "rounds": rounds,
