@@ -3,13 +3,12 @@ test), and real worker processes started the way users start them."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_helpers import Worker, installed, migrate
+from e2e_helpers import Worker, isolated_store
 
 BACKENDS = ("redis", "postgresql", "sqlite")
 
@@ -17,20 +16,7 @@ BACKENDS = ("redis", "postgresql", "sqlite")
 @pytest.fixture(params=BACKENDS)
 def backend_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A URL of an isolated store on one server backend (skipped, with a reason, if its plugin is absent)."""
-    scheme: str = request.param
-    if not installed(scheme):
-        pytest.skip(f"no installed plugin serves {scheme}:// yet")
-    namespace = f"e2e{uuid.uuid4().hex[:10]}"
-    if scheme == "redis":
-        base = request.getfixturevalue("redis_url")
-        url = f"{base}{'&' if '?' in base else '?'}namespace={namespace}"
-    elif scheme == "postgresql":
-        base = request.getfixturevalue("postgres_url")
-        url = f"{base}{'&' if '?' in base else '?'}namespace={namespace}"
-    else:
-        url = f"sqlite:///{tmp_path / 'e2e.db'}"
-    migrate(url)
-    return url
+    return isolated_store(request.param, request, tmp_path, "e2e")
 
 
 @pytest.fixture

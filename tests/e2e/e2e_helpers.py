@@ -28,6 +28,23 @@ def installed(scheme: str) -> bool:
     return True
 
 
+def isolated_store(scheme: str, request: Any, tmp_path: Path, prefix: str = "t") -> str:
+    """The URL of an isolated store on ``scheme``: a fresh namespace on the test's Redis or
+    PostgreSQL server (fixtures ``redis_url`` / ``postgres_url``), or a fresh SQLite file;
+    its schema created. Skips, with the reason, when no installed plugin serves ``scheme``."""
+    import pytest
+
+    if not installed(scheme):
+        pytest.skip(f"no installed plugin serves {scheme}:// yet")
+    if scheme == "sqlite":
+        url = f"sqlite:///{tmp_path / f'{prefix}.db'}"
+    else:
+        base = request.getfixturevalue("redis_url" if scheme == "redis" else "postgres_url")
+        url = f"{base}{'&' if '?' in base else '?'}namespace={prefix}{uuid.uuid4().hex[:10]}"
+    migrate(url)
+    return url
+
+
 def migrate(url: str) -> None:
     spec = resolve(url)
     if spec.migrate is None:

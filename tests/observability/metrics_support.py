@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_helpers import installed, migrate
+from e2e_helpers import isolated_store
 from servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,19 +27,7 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 def store_url(scheme: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """An isolated store on ``scheme`` (a fresh namespace or file), its schema created."""
-    if not installed(scheme):
-        pytest.skip(f"no installed plugin serves {scheme}:// yet")
-    namespace = f"obs{uuid.uuid4().hex[:10]}"
-    if scheme == "redis":
-        base = request.getfixturevalue("redis_url")
-        url = f"{base}{'&' if '?' in base else '?'}namespace={namespace}"
-    elif scheme == "postgresql":
-        base = request.getfixturevalue("postgres_url")
-        url = f"{base}{'&' if '?' in base else '?'}namespace={namespace}"
-    else:
-        url = f"sqlite:///{tmp_path / 'obs.db'}"
-    migrate(url)
-    return url
+    return isolated_store(scheme, request, tmp_path, "obs")
 
 
 class MetricsWorker:

@@ -20,7 +20,7 @@ import pytest
 from bananas import Client, Job, JobStatus, observe
 from bananas.plugins import connect
 from bananas.tracing.spans import TracingObserver
-from e2e_helpers import installed, migrate, wait_for
+from e2e_helpers import isolated_store, migrate, wait_for
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -35,16 +35,7 @@ BANANAS = Path(sys.executable).with_name("bananas")
 @pytest.fixture(params=["redis", "postgresql", "sqlite"])
 def backend_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """An isolated store on one server backend (a fresh namespace, or a fresh SQLite file)."""
-    scheme: str = request.param
-    if not installed(scheme):
-        pytest.skip(f"no installed plugin serves {scheme}:// yet")
-    if scheme == "sqlite":
-        url = f"sqlite:///{tmp_path / 'tracing.db'}"
-    else:
-        base = request.getfixturevalue("redis_url" if scheme == "redis" else "postgres_url")
-        url = f"{base}{'&' if '?' in base else '?'}namespace=tr{uuid.uuid4().hex[:10]}"
-    migrate(url)
-    return url
+    return isolated_store(request.param, request, tmp_path, "tr")
 
 
 @pytest.fixture
