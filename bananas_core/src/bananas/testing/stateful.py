@@ -36,11 +36,12 @@ from hypothesis.stateful import (
 )
 
 from bananas.backend import Backend
+from bananas.cancel import CANCELLED_WHILE_RUNNING, CancelOutcome
 from bananas.capabilities import Capability
 from bananas.clock import Clock, ManualClock
-from bananas.errors import JobDecodeError, LeaseLost
+from bananas.errors import JobDecodeError, JobNotFound, LeaseLost
 from bananas.job import ALL_PRIORITIES, Job, JobPriority, JobStatus, backoff_seconds
-from bananas.protocols import LEASE_EXPIRED_ERROR, UniqueEnqueue
+from bananas.protocols import LEASE_EXPIRED_ERROR, Cancellation, UniqueEnqueue
 from bananas.unique import UniqueKey, key_held
 
 __all__ = [
@@ -460,6 +461,44 @@ class QueueStateMachine(RuleBasedStateMachine):
         for job_id in expired:
             stored = self.run(self.backend.queue.get_job(job_id))
             assert (stored.attempts, stored.error) == (self.model.jobs[job_id].attempts, LEASE_EXPIRED_ERROR)
+
+    @precondition(lambda self: self.model.jobs and self.backend.supports(Capability.CANCEL))
+    @rule(data=st.data())
+    def cancel(self, data: st.DataObject) -> None:
+        """A client cancels a job: one waiting never runs, a running one is settled cancelled by
+        its worker (told by cancel_requested), a finished one is left alone."""
+        candidates = sorted(set(self.model.jobs) - self.model.poisoned)
+        if not candidates:
+            return
+        job_id = data.draw(st.sampled_from(candidates), label="job")
+        queue = self.backend.queue
+        assert isinstance(queue, Cancellation), "the backend declares cancel, but its queue is not a Cancellation"
+        job = self.model.jobs[job_id]
+        try:
+            outcome = self.run(queue.cancel(job_id))
+        except JobNotFound:
+            assert job.status.is_final, f"cancel({job_id}) found no job; it is {job.status.value}"
+            return  # a finished record whose TTL ran out
+        if job.status.is_final:
+            assert outcome is CancelOutcome.ALREADY_FINISHED, f"cancel of a {job.status.value} job answered {outcome}"
+        elif job_id in self.model.processing:
+            assert outcome is CancelOutcome.REQUESTED, f"cancel of a running job answered {outcome}"
+            claimed = self.claimed[job_id]
+            assert self.run(queue.cancel_requested([claimed])) == {job_id}, "the worker was not told"
+            stored = self.run(queue.settle_cancelled(claimed, CANCELLED_WHILE_RUNNING))
+            assert stored.status is JobStatus.CANCELLED
+            del self.model.processing[job_id]
+            job.status = JobStatus.CANCELLED
+            self._retire(job_id, "complete")
+        else:
+            assert outcome is CancelOutcome.CANCELLED, f"cancel of a waiting job answered {outcome}"
+            for batches in self.model.lines.values():
+                for batch in batches:
+                    batch.discard(job_id)
+                batches[:] = [b for b in batches if b]
+            self.model.scheduled.pop(job_id, None)
+            job.status = JobStatus.CANCELLED
+        assert self.run(queue.get_job(job_id)).status is job.status
 
     @precondition(lambda self: self.model.dead and self.backend.supports(Capability.DEAD_LETTER_ADMIN))
     @rule()
