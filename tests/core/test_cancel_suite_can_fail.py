@@ -7,11 +7,10 @@ the broken part must fail, by name, and the others pass.
 
 from __future__ import annotations
 
-import textwrap
 from collections.abc import Iterator
 
 import pytest
-from bananas.plugins import reload_plugins
+from broken_backends import failed, install_plugin, run_suite
 
 pytest_plugins = ["pytester"]
 
@@ -145,26 +144,11 @@ EXPECTED_FAILURES = {
 
 @pytest.fixture
 def broken_plugin(pytester: pytest.Pytester) -> Iterator[pytest.Pytester]:
-    pytester.makepyfile(broken_cancel=textwrap.dedent(BROKEN_PLUGIN))
-    info = pytester.mkdir("broken_cancel-1.0.dist-info")
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-cancel\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text("[bananas]\nbroken = broken_cancel\n")
-    pytester.syspathinsert()
-    yield pytester
-    reload_plugins()
+    yield from install_plugin(pytester, "broken_cancel", BROKEN_PLUGIN)
 
 
 @pytest.mark.slow
 def test_the_cancel_tests_fail_exactly_where_a_variant_is_broken(broken_plugin: pytest.Pytester) -> None:
-    broken_plugin.makepyfile(test_variants=textwrap.dedent(SUITE_RUNS))
-    reprec = broken_plugin.inline_run("-p", "no:cacheprovider", "-k", "test_cancel_")
-    outcomes: dict[str, dict[str, str]] = {}
-    for report in reprec.getreports("pytest_runtest_logreport"):
-        if report.when == "call" or report.outcome != "passed":
-            _, cls, test = report.nodeid.split("::")
-            name = test.split("[")[0]
-            if outcomes.setdefault(cls, {}).get(name) != "failed":
-                outcomes[cls][name] = report.outcome
-    failed = {cls: {t for t, o in outcomes.get(cls, {}).items() if o == "failed"} for cls in EXPECTED_FAILURES}
-    assert failed == EXPECTED_FAILURES, outcomes
+    outcomes = run_suite(broken_plugin, SUITE_RUNS, "test_cancel_")
+    assert failed(outcomes, list(EXPECTED_FAILURES)) == EXPECTED_FAILURES, outcomes
     assert all(o == "passed" for o in outcomes["TestCorrect"].values()), outcomes["TestCorrect"]

@@ -7,6 +7,7 @@ leases, a dead letter queue, results and cron schedules. Storage comes from plug
 """
 
 from bananas.backend import Backend, BackendOptions
+from bananas.cancel import CancelOutcome
 from bananas.capabilities import Capability
 from bananas.client import AsyncClient, Client
 from bananas.clock import Clock, ManualClock
@@ -55,6 +56,7 @@ __all__ = [
     "BackendSpec",
     "BackendUnavailable",
     "BananasError",
+    "CancelOutcome",
     "Capability",
     "CapabilityNotSupported",
     "Client",
