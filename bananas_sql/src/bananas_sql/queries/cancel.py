@@ -8,8 +8,10 @@ was read (its state and data): state ``cancelled``, expiring like a completed jo
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import sqlalchemy as sa
+if TYPE_CHECKING:  # the runtime reads only the statements: no SQLAlchemy import for them
+    import sqlalchemy as sa
 
 __all__ = ["cancel_requests_table", "statements"]
 
@@ -18,6 +20,8 @@ _HELD = "id = :id AND state = 'processing' AND lease_token = :token"
 
 def cancel_requests_table(md: sa.MetaData, prefix: str) -> None:
     """Add the cancel_requests table to ``md``: one row per claimed job asked to stop."""
+    import sqlalchemy as sa
+
     sa.Table(prefix + "cancel_requests", md, sa.Column("job_id", sa.String(256), primary_key=True))
 
 
