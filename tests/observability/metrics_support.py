@@ -30,6 +30,17 @@ def store_url(scheme: str, request: pytest.FixtureRequest, tmp_path: Path) -> st
     return isolated_store(scheme, request, tmp_path, "obs")
 
 
+def http_get(port: int, path: str) -> tuple[int, str]:
+    """``(status, body)`` of ``GET http://127.0.0.1:port/path`` (status 0 if nothing answers)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except OSError:
+        return 0, ""
+
+
 class MetricsWorker:
     """``python -m bananas.worker metrics_app`` with ``--metrics-port`` (output kept in a file)."""
 
@@ -45,13 +56,7 @@ class MetricsWorker:
 
     def get(self, path: str) -> tuple[int, str]:
         """``(status, body)`` of ``GET path`` (status 0 if nothing answers)."""
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=10) as response:
-                return response.status, response.read().decode()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode()
-        except OSError:
-            return 0, ""
+        return http_get(self.port, path)
 
     def scrape(self) -> Samples:
         """The samples of ``/metrics`` by ``(name, sorted labels)``."""

@@ -10,14 +10,12 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from bananas import Client, connect
-from observability.metrics_support import ROOT, Samples, store_url
+from observability.metrics_support import ROOT, Samples, http_get, store_url
 from servers import free_port
 
 pytestmark = pytest.mark.slow
@@ -37,13 +35,7 @@ class Exporter:
         self.proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def get(self, path: str) -> tuple[int, str]:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=10) as response:
-                return response.status, response.read().decode()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode()
-        except OSError:
-            return 0, ""
+        return http_get(self.port, path)
 
     def wait_until_serving(self, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
