@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import subprocess
 import sys
@@ -11,7 +12,9 @@ from pathlib import Path
 
 import pytest
 from bananas import Registry
-from bananas.worker.command import AppError, load_registry, main
+from bananas.worker.command import AppError, TextFormatter, load_registry, main
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -124,3 +127,15 @@ def test_every_command_loads_an_app_the_same_way(app_module: str) -> None:
         with pytest.raises(UsageError) as command_error:
             load_app(spec)
         assert str(command_error.value) == str(worker_error.value)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(min_value=0, max_value=4_000_000_000, allow_nan=False), min_size=1, max_size=6))
+def test_the_text_formatter_writes_what_the_standard_formatter_writes(times: list[float]) -> None:
+    """The worker's text lines cache the time of day per second; the lines stay the standard ones."""
+    ours = TextFormatter()
+    standard = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for created in times:  # in any order: the cache must follow jumps back as well as forward
+        record = logging.LogRecord("bananas.worker", logging.INFO, __file__, 1, "job %s done", ("j1",), None)
+        record.created, record.msecs = created, (created - int(created)) * 1000
+        assert ours.format(record) == standard.format(record)

@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import sys
+import time
 from typing import Any
 
 from bananas.errors import BananasError, ConfigError, InvalidJob, PluginError, UnknownBackendScheme
@@ -308,13 +309,30 @@ _RECORD_FIELDS = ("job_id", "job_name", "attempt", "routing_key", "priority", "w
 """``LogRecord`` attributes the JSON format shows when a line carries them (``extra=``)."""
 
 
+class TextFormatter(logging.Formatter):
+    """``time LEVEL logger: message``, the worker's text lines; the time of day is formatted
+    once a second, not once a line (a busy worker writes thousands of job lines a second)."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        self._second: tuple[int, str] = (-1, "")
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        """The local time of ``record`` to the millisecond, as :class:`logging.Formatter` writes it."""
+        second, text = self._second
+        if int(record.created) != second:
+            text = time.strftime(self.default_time_format, self.converter(record.created))
+            self._second = (int(record.created), text)
+        return f"{text},{int(record.msecs):03d}"  # logging.Formatter.default_msec_format
+
+
 def _setup_logging(level: str, fmt: str = "text") -> None:
     if logging.getLogger().handlers:
-        return
+        return  # the application configured logging itself: keep it as it is
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        JsonFormatter() if fmt == "json" else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    )
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    # Neither format shows threads or processes: skip looking them up for every record.
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     logging.basicConfig(level=getattr(logging, level, logging.INFO), handlers=[handler])
 
 

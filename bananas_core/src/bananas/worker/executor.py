@@ -281,14 +281,7 @@ class Executor:
                 self.completed += 1
                 self.attempt_seconds += outcome.duration
                 if log.isEnabledFor(logging.INFO):
-                    log.info(
-                        "job %s (%s) succeeded in %.3fs (attempt %d)",
-                        printable(job.id),
-                        printable(job.name),
-                        outcome.duration,
-                        job.attempts + 1,
-                        extra=self.log_fields(job),
-                    )
+                    _succeeded_line(job, outcome.duration, self.log_fields(job))
             else:
                 retry_at = next_retry(job, self.clock())  # the policy, decided here; the queue stores it
                 steps = step_queue(job, self.queue)  # a workflow step's death and what follows, one write
@@ -490,6 +483,23 @@ class _Contained(Coroutine[Any, Any, Any]):
 
     def __repr__(self) -> str:
         return repr(self._coro)
+
+
+def _succeeded_line(job: Job, duration: float, fields: dict[str, Any]) -> None:
+    """The INFO line of a successful attempt, the one a busy worker writes most: the record is
+    made directly (``Logger.makeRecord``), without the caller lookup ``log.info`` does."""
+    record = log.makeRecord(
+        log.name,
+        logging.INFO,
+        __file__,
+        _succeeded_line.__code__.co_firstlineno,
+        "job %s (%s) succeeded in %.3fs (attempt %d)",
+        (printable(job.id), printable(job.name), duration, job.attempts + 1),
+        None,
+        "record",
+        fields,
+    )
+    log.handle(record)
 
 
 def _task_factory(previous: Any) -> Callable[..., asyncio.Task[Any]]:
