@@ -46,7 +46,9 @@ def test_the_snapshot_matches_a_recount(
     for values in settles:
         collector.attempt_finished(settle(*values))
     clock.now += elapsed
-    counted = [v for v in settles if v[0] not in (observe.Disposition.LOST, observe.Disposition.UNRECORDED)]
+    # The Go snapshot counts attempts that completed or failed; a cancelled one is neither.
+    uncounted = (observe.Disposition.LOST, observe.Disposition.UNRECORDED, observe.Disposition.CANCELLED)
+    counted = [v for v in settles if v[0] not in uncounted]
     completed = sum(1 for v in counted if v[0] is observe.Disposition.COMPLETED)
     failed = len(counted) - completed
     snap = collector.snapshot()
@@ -115,11 +117,12 @@ def test_prometheus_text_has_the_exact_counts(settles: list[tuple[observe.Dispos
         ("failed", {D.RETRY, D.DEAD}),
         ("retried", {D.RETRY}),
         ("dead", {D.DEAD}),
+        ("cancelled", {D.CANCELLED}),
     ):
         counts = {labels: value for (name, labels), value in got.items() if name == f"bananas_jobs_{kind}_total"}
         recount = expected(kind, wanted)
         assert counts == {(("job", n), ("priority", p), ("routing_key", k)): c for (n, k, p), c in recount.items()}
-    durations = Counter(n for d, n, *_ in settles if d in {D.COMPLETED, D.RETRY, D.DEAD})
+    durations = Counter(n for d, n, *_ in settles if d in {D.COMPLETED, D.RETRY, D.DEAD, D.CANCELLED})
     for name, count in durations.items():
         assert got[("bananas_job_duration_seconds_count", (("job", name),))] == count
     assert got[("bananas_leases_reaped_total", ())] == 2

@@ -4,6 +4,7 @@ set there reaches async and thread handlers); the worker's events arrive with th
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
 import uuid
@@ -161,6 +162,43 @@ async def test_attempts_are_wrapped_and_the_context_reaches_handlers(backend: Ba
     claims = [e for e in recorder.events if e[0] == "claimed"]
     assert {e[1] for e in claims} == {ok, bad} and all(e[2] == "w-test" and e[3] >= 0 for e in claims)
     assert ("started", "w-test", 2) in recorder.events
+
+
+async def test_a_running_job_cancelled_is_reported_cancelled_and_counted(backend: Backend, recorder: Recorder) -> None:
+    """A claimed job stopped by ``client.cancel`` settles as CANCELLED, and the metrics count it."""
+    from bananas.metrics import JobMetrics
+
+    registry = Registry()
+    started = asyncio.Event()
+
+    @registry.handler("long")
+    async def long(ctx: JobContext, job: Job) -> None:
+        started.set()
+        await asyncio.sleep(30)
+
+    lease = 0.6  # renewed, and cancel requests read, every 0.2 s
+    metrics = JobMetrics()
+    observe.add_observer(metrics)
+    config = WorkerConfig(concurrency=1, scheduler_interval=0.1, lease=lease)
+    executor = Executor(registry, backend.queue, 1, clock=backend.clock, lease=lease)
+    pool = Pool(executor, backend, config, poll_interval=0.05, worker_id="w-test")
+    try:
+        async with AsyncClient(backend=backend) as client:
+            job_id = await client.submit_job("long", priority="high")
+            await pool.start()
+            try:
+                await asyncio.wait_for(started.wait(), 10)
+                await client.cancel(job_id)
+                await eventually(lambda: any(e[0] == "settled" for e in recorder.events), what="the settle")
+            finally:
+                await pool.stop()
+    finally:
+        observe.remove_observer(metrics)
+    assert [e for e in recorder.events if e[0] == "settled"] == [
+        ("settled", job_id, observe.Disposition.CANCELLED, 1, "w-test")
+    ]
+    assert metrics.cancelled_by == {("long", "default", "high"): 1}
+    assert metrics.completed_by == metrics.failed_by == metrics.dead_by == {}
 
 
 async def test_timeouts_are_reported_to_the_attempt(backend: Backend, recorder: Recorder) -> None:

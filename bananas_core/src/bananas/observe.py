@@ -69,6 +69,8 @@ class Disposition(enum.StrEnum):
     """The attempt failed and the job will run again."""
     DEAD = "dead"
     """The attempt failed and it was the last one: the job is in the dead letter queue."""
+    CANCELLED = "cancelled"
+    """The job was cancelled (``client.cancel``) while it was claimed: it ends cancelled, no retry."""
     LOST = "lost"
     """The outcome was discarded: another worker took the job over (its lease ran out)."""
     UNRECORDED = "unrecorded"

@@ -126,7 +126,7 @@ class Collector(Observer):
         self._concurrency: dict[str, int] = {}
 
     def attempt_finished(self, settled: Settled) -> None:
-        """Count one settled attempt (an outcome discarded or not recorded counts for nothing)."""
+        """Count one attempt that completed or failed (one cancelled, discarded or not recorded counts for nothing)."""
         disposition = settled.disposition
         if disposition is Disposition.COMPLETED:
             self.completed += 1
@@ -220,6 +220,7 @@ class JobMetrics(Collector):
         self.failed_by: dict[JobLabels, int] = {}
         self.retried_by: dict[JobLabels, int] = {}
         self.dead_by: dict[JobLabels, int] = {}
+        self.cancelled_by: dict[JobLabels, int] = {}
         self.reaped = 0
         self.cron_fired_by: dict[tuple[str, str], int] = {}
         """Fires by ``(schedule id, job name)``."""
@@ -258,6 +259,8 @@ class JobMetrics(Collector):
             counters = (self.failed_by, self.retried_by)
         elif disposition is Disposition.DEAD:
             counters = (self.failed_by, self.dead_by)
+        elif disposition is Disposition.CANCELLED:
+            counters = (self.cancelled_by,)
         else:
             return
         for counter in counters:

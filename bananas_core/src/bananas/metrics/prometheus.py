@@ -65,6 +65,7 @@ class BananasMetrics(_PromCollector):
         yield _counter("bananas_jobs_failed", "Attempts that failed (retried or dead).", dict(jobs.failed_by))
         yield _counter("bananas_jobs_retried", "Failed attempts after which the job runs again.", dict(jobs.retried_by))
         yield _counter("bananas_jobs_dead", "Jobs moved to the dead letter queue.", dict(jobs.dead_by))
+        yield _counter("bananas_jobs_cancelled", "Claimed jobs stopped by client.cancel.", dict(jobs.cancelled_by))
         reaped = CounterMetricFamily("bananas_leases_reaped", "Jobs taken back from workers whose lease ran out.")
         reaped.add_metric([], jobs.reaped)
         yield reaped

@@ -265,7 +265,11 @@ class Executor:
         ``None`` is returned.
         """
         if self.cancelling and (job.id, job.lease_token) in self.cancelling and isinstance(self.queue, Cancellation):
-            return await cancelling.settle(self, self.queue, job, outcome)
+            stored = await cancelling.settle(self, self.queue, job, outcome)
+            if observe.SETTLES:
+                disposition = observe.Disposition.LOST if stored is None else observe.Disposition.CANCELLED
+                observe.settled(self._settled(stored or job, disposition, job, outcome))
+            return stored
         try:
             if outcome.ok:
                 steps = step_queue(job, self.queue)
