@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import subprocess
@@ -80,6 +81,7 @@ def test_bad_app_specs_say_what_is_wrong(app_module: str, spec: str, message: st
         (["{m}:registry", "--prefetch", "-1"], r"--prefetch '-1' is not allowed: use a whole number of jobs from 0"),
         (["{m}:registry", "--prefetch", "many"], r"--prefetch 'many' is not allowed"),
         ([], "the following arguments are required: APP"),
+        (["{m}:registry", "--loop", "trio"], r"--loop must be one of auto, asyncio, uvloop, got 'trio'"),
     ],
 )
 def test_user_mistakes_are_one_line_and_exit_code_2(
@@ -139,3 +141,38 @@ def test_the_text_formatter_writes_what_the_standard_formatter_writes(times: lis
         record = logging.LogRecord("bananas.worker", logging.INFO, __file__, 1, "job %s done", ("j1",), None)
         record.created, record.msecs = created, (created - int(created)) * 1000
         assert ours.format(record) == standard.format(record)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("choice", ["asyncio", "uvloop"])
+def test_the_worker_runs_on_the_loop_asked_for(tmp_path: Path, choice: str) -> None:
+    """``--loop`` picks the worker's event loop; a handler sees which one it runs on."""
+    from bananas import Client
+
+    import bananas_sql
+
+    (tmp_path / "loop_app.py").write_text(
+        "import asyncio\n"
+        "from bananas import Registry\n"
+        "registry = Registry()\n"
+        "@registry.handler('which')\n"
+        "async def which(ctx, job):\n"
+        "    return type(asyncio.get_running_loop()).__module__\n"
+    )
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    asyncio.run(bananas_sql.upgrade(url))
+    with Client(url) as client:
+        job_id = client.submit_job("which")
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "bananas.worker", "loop_app:registry", "--url", url, "--loop", choice],
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            result = client.wait_for_result(job_id, timeout=30)
+        finally:
+            worker.terminate()
+            worker.wait(30)
+    assert result is not None and result.is_success()
+    assert result.result.split(".")[0] == choice

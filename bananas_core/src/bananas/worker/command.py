@@ -22,6 +22,7 @@ from typing import Any
 from bananas.errors import BananasError, ConfigError, InvalidJob, PluginError, UnknownBackendScheme
 from bananas.logsafe import printable
 from bananas.tracing import log_fields
+from bananas.worker.loop import loop_factory
 from bananas.worker.registry import Registry
 
 __all__ = ["AppError", "JsonFormatter", "add_worker_arguments", "import_app", "load_registry", "main", "run_worker"]
@@ -108,6 +109,10 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
         help="MB of resident memory above which a worker process is replaced after its running jobs (16-1048576)",
     )
     parser.add_argument(
+        "--loop",
+        help="event loop: asyncio, uvloop (the uvloop extra) or auto, uvloop if installed (default asyncio; $BANANAS_LOOP)",
+    )
+    parser.add_argument(
         "--reload",
         action="store_true",
         help="restart the worker processes when a Python file of APP changes (development; needs watchfiles)",
@@ -191,12 +196,14 @@ def run_worker(args: argparse.Namespace) -> int:
         )
         prefetch = _prefetch(getattr(args, "prefetch", None), config.concurrency)
         metrics = _metrics_options(args)
+        new_loop = loop_factory(getattr(args, "loop", None))
         if plan is not None:
             return run_supervisor(args, plan, config.grace_period)
         assert registry is not None
-        return asyncio.run(
-            _serve(registry, config, args.url, prefetch, max_jobs=max_jobs_per_child(args), metrics=metrics)
-        )
+        with asyncio.Runner(loop_factory=new_loop) as runner:
+            return runner.run(
+                _serve(registry, config, args.url, prefetch, max_jobs=max_jobs_per_child(args), metrics=metrics)
+            )
     except KeyboardInterrupt:
         return EXIT_OK
     except (ConfigError, InvalidJob, UnknownBackendScheme, PluginError) as exc:
