@@ -110,7 +110,8 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--loop",
-        help="event loop: asyncio, uvloop (the uvloop extra) or auto, uvloop if installed (default asyncio; $BANANAS_LOOP)",
+        help="event loop: asyncio, uvloop (needs the uvloop extra) or auto, uvloop if installed "
+        "(default asyncio; $BANANAS_LOOP)",
     )
     parser.add_argument(
         "--reload",
