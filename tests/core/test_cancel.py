@@ -139,3 +139,24 @@ def test_the_sync_client_cancels_a_scheduled_job() -> None:
         job_id = client.submit_job_scheduled("later", {}, "normal", 3600)
         assert client.cancel(job_id) is CancelOutcome.CANCELLED
         assert client.get_result(job_id) is not None
+
+
+async def test_memory_forgets_a_cancel_request_once_the_job_is_final(backend: Backend) -> None:
+    """A request lives while the job may still run (a retry keeps it, so the next worker cancels
+    it); a completion, a death or the reaper's last take-back drops it, so none is left behind."""
+    from bananas.backends._memory_cancel import _REQUESTED
+
+    queue = backend.queue
+    jobs = [Job.create("t", {"n": n}, max_retries=m) for n, m in enumerate((3, 3, 3, 1))]
+    await queue.enqueue_many(jobs)
+    done, dead, retried, reaped = await queue.claim(["default"], limit=4, lease=LEASE)
+    for job in jobs:
+        assert await queue.cancel(job.id) is CancelOutcome.REQUESTED  # type: ignore[attr-defined]
+    await queue.complete(done)
+    await queue.fail(dead, "boom", retry_at=None)
+    await queue.fail(retried, "flaky")
+    store = queue._store  # type: ignore[attr-defined]
+    assert _REQUESTED[store] == {retried.id, reaped.id}
+    await asyncio.sleep(LEASE + 0.1)
+    assert await queue.reap_expired() == 1
+    assert _REQUESTED[store] == {retried.id}, "a request outlived its job's final settle"

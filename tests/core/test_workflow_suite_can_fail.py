@@ -51,7 +51,7 @@ class EagerJoin(memory.MemoryQueue):
 
     def _steps_of(self, job):
         steps = super()._steps_of(job)
-        return None if steps is None else EagerSteps(steps.store, steps.wf)
+        return None if steps is None else EagerSteps(steps.store, steps.wf, steps.now)
 
 
 class UnfencedCheckpoints(memory.MemoryQueue):

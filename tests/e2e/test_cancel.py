@@ -1,6 +1,7 @@
 """Cancellation with real worker processes on every installed server backend: a running async
 handler is cancelled and a sync one returns within a few lease renewals, neither is retried,
-and a scheduled job cancelled before its time never runs."""
+a scheduled job cancelled before its time never runs, and a cancelled workflow stops its
+running step and never starts the rest."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bananas import Client, JobStatus
+from bananas import Client, JobStatus, chain, group, task
 from bananas.cancel import CancelOutcome
 from e2e_helpers import read_log, wait_for
 
@@ -57,3 +58,26 @@ def test_a_scheduled_job_cancelled_before_its_time_never_runs(backend_url: str, 
         assert client.get_job(job_id).status is JobStatus.CANCELLED
         assert client.wait_for_result(job_id, timeout=1).is_cancelled()
     assert {e["id"] for e in read_log(log)} == {later}, "the cancelled job ran"
+
+
+def test_cancel_workflow_stops_the_running_step_and_starts_nothing_after_it(
+    backend_url: str, workers: Any, tmp_path: Path
+) -> None:
+    log = tmp_path / "workflow.log"
+    workers(backend_url, "--lease", LEASE)
+    record = task("record", {"log": str(log)})
+    with Client(backend_url) as client:
+        wid = client.submit(chain(task("wait_forever", {"log": str(log)}), group(record, record), record))
+        wait_for(lambda: any(e["event"] == "start" for e in read_log(log)), 30, "the first step to start")
+        first, *rest = [s.job_id for s in client.get_workflow(wid).step_list()]
+        answer = client.cancel_workflow(wid)
+        assert answer == {first: CancelOutcome.REQUESTED, **dict.fromkeys(rest, CancelOutcome.CANCELLED)}
+        asked = time.monotonic()
+        info = client.wait_for_workflow(wid, timeout=30)
+        took = time.monotonic() - asked
+        assert info.state == "cancelled" and took < WITHIN, (info.state, took)
+        assert [s.state for s in info.step_list()] == ["cancelled"] * 4
+        assert client.wait_for_result(first, timeout=1).is_cancelled()
+        assert client.cancel_workflow(wid) == {}
+        assert client.submit_and_wait("echo", 1, timeout=30).is_success()  # the workers carry on
+    assert [(e["event"], e["id"]) for e in read_log(log)] == [("start", first), ("cancelled", first)]

@@ -36,7 +36,7 @@ from bananas.timeouts import check_timeout, with_timeout
 from bananas.unique import JobId, UniqueKey
 from bananas.unique import unique_key as _unique_key
 from bananas.workflows.canvas import Node
-from bananas.workflows.submit import get_workflow, job_maker, submit_workflow, wait_for_workflow
+from bananas.workflows.submit import cancel_workflow, get_workflow, job_maker, submit_workflow, wait_for_workflow
 from bananas.workflows.view import WorkflowInfo
 
 __all__ = ["AsyncClient", "Client", "JobSpec"]
@@ -414,6 +414,15 @@ class AsyncClient:
         seconds = _timeout(timeout)
         return await wait_for_workflow(await self._prepared(), workflow_id, seconds)
 
+    async def cancel_workflow(self, workflow_id: str) -> dict[str, CancelOutcome]:
+        """Cancel every step of the workflow that has not finished: the steps not started never
+        run, running ones are stopped by their workers, and the workflow ends ``cancelled`` (or
+        ``failed`` if a step had ended dead); what happened to each step, by job id (empty for a
+        finished workflow). Raises :class:`~bananas.errors.JobNotFound` (``WorkflowNotFound``)
+        for an unknown id, :class:`~bananas.errors.CapabilityNotSupported` without the
+        ``workflows`` and ``cancel`` capabilities."""
+        return await cancel_workflow(await self._prepared(), workflow_id)
+
     # -- reading -------------------------------------------------------------------------
 
     async def get_job(self, job_id: str) -> Job:
@@ -724,6 +733,11 @@ class Client:
         """:meth:`AsyncClient.wait_for_workflow`."""
         info: WorkflowInfo = self._call(AsyncClient.wait_for_workflow, workflow_id, timeout)
         return info
+
+    def cancel_workflow(self, workflow_id: str) -> dict[str, CancelOutcome]:
+        """:meth:`AsyncClient.cancel_workflow`."""
+        outcomes: dict[str, CancelOutcome] = self._call(AsyncClient.cancel_workflow, workflow_id)
+        return outcomes
 
     def get_job(self, job_id: str) -> Job:
         """See :meth:`AsyncClient.get_job`."""

@@ -19,7 +19,7 @@ from bananas.cancel import CancelOutcome
 from bananas.job import ALL_PRIORITIES, Job, JobPriority, JobResult
 from bananas.policy import BY_POLICY, LEASE_EXPIRED_ERROR, RetryAt
 from bananas.unique import UniqueKey
-from bananas.workflows.plan import WorkflowPlan, WorkflowRecord
+from bananas.workflows.plan import WorkflowPlan, WorkflowRecord, WorkflowStop
 
 __all__ = [
     "BlockingEnqueue",
@@ -389,7 +389,9 @@ class Cancellation(Protocol):
         the answer is ``CANCELLED``. Processing: the job is marked cancel-requested (it keeps
         running; :meth:`cancel_requested` names it from now on) and the answer is ``REQUESTED``.
         Completed, failed (dead) or cancelled: nothing changes, the answer is ``ALREADY_FINISHED``.
-        The backend stores no result: the caller does.
+        The backend stores no result: the caller does. A workflow step cancelled here is also
+        recorded ``cancelled`` and follows its dead link in the same write (see
+        :class:`WorkflowSteps`).
         """
         ...
 
@@ -401,7 +403,10 @@ class Cancellation(Protocol):
         """Store claimed ``job`` as cancelled (:func:`bananas.cancel.cancelled_record` with ``error``),
         release its lease and forget its cancel request; return the stored job. Fenced like
         :meth:`Queue.complete`: raises :class:`~bananas.errors.LeaseLost` (nothing changed) once
-        ``job``'s claim no longer holds the job. The record is kept for the completed-job TTL."""
+        ``job``'s claim no longer holds the job, except that a job already stored cancelled is
+        returned as stored and nothing is written (a repeated settle is answered like the first).
+        The record is kept for the completed-job TTL. A workflow step is also recorded
+        ``cancelled`` and follows its dead link in the same write (see :class:`WorkflowSteps`)."""
         ...
 
 
@@ -429,7 +434,10 @@ class WorkflowSteps(Protocol):
     The core compiles a workflow into steps and links (:mod:`bananas.workflows.plan`, which
     says what a link does); the backend follows the links of a settled step in the same atomic
     write as the settle (one script, one transaction), so a crash can neither lose what
-    follows nor create it twice, and a join completed by racing members fires once.
+    follows nor create it twice, and a join completed by racing members fires once. A step
+    cancelled (:class:`Cancellation`) follows its dead link like a dead one, in the cancel's
+    write. The write that leaves no step running (the workflow's final state) makes the record
+    expire :func:`~bananas.workflows.plan.record_ttl` seconds later.
     """
 
     async def submit_workflow(self, plan: WorkflowPlan) -> None:
@@ -448,7 +456,16 @@ class WorkflowSteps(Protocol):
         ...
 
     async def workflow_record(self, workflow_id: str) -> WorkflowRecord | None:
-        """The stored document and every step's record, or ``None`` for an unknown id."""
+        """The stored document and every step's record, or ``None`` for an unknown id (or one
+        whose record expired: see :func:`bananas.workflows.plan.record_ttl`)."""
+        ...
+
+    async def stop_workflow(self, workflow_id: str) -> WorkflowStop | None:
+        """In one atomic write, unless no step is running (the workflow is finished, and nothing
+        changes): record every step not created yet ``cancelled`` with the outcome
+        :func:`~bananas.workflows.plan.cancelled_outcome` of
+        :data:`~bananas.workflows.plan.CANCELLED_WAITING` (it is never created afterwards), and
+        name the steps created and not yet settled. ``None`` for an unknown id."""
         ...
 
 

@@ -4,7 +4,9 @@ cancel.lua takes a job that waits (in its ready list or the scheduled set) out o
 its cancelled JSON in the same script, so no worker, ours or an original Go one, can pop it
 afterwards. A claimed job gets a cancel-request key ``{ns}:cancel:{id}`` (expiring after the
 failed-job TTL) that :meth:`RedisCancel.cancel_requested` reads for the workers' renewals; the
-worker's settle is finish.lua's fenced ``complete`` with the cancelled JSON.
+worker's settle is finish.lua's fenced ``complete`` with the cancelled JSON. A workflow step's
+cancel and settle also record the step and follow its dead link in the same script
+(workflow_cancel.lua, workflow_step.lua). With ``wait_replicas`` both wait for the replicas.
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from bananas.cancel import CANCELLED_BEFORE_START, CancelOutcome
-from bananas.errors import BackendUnavailable, JobNotFound
-from bananas.job import DEFAULT_ROUTING_KEY, Job, JobStatus
+from bananas.errors import BackendUnavailable, JobNotFound, LeaseLost
+from bananas.job import DEFAULT_ROUTING_KEY, Job, JobResult, JobStatus
+from bananas.workflows.plan import cancelled_outcome
+from bananas.workflows.steps import workflow_id
 
 from bananas_redis.jobjson import decode, edit, wire_time
 
@@ -48,8 +52,16 @@ class RedisCancel:
         def _base(self, job: Job) -> dict[str, Any]: ...
         async def _finish(self, job_id: str, json_text: str, mode: str, target: str, n: float | int | str,
                           **kw: Any) -> int: ...  # fmt: skip
+        def _finish_call(self, job_id: str, json_text: str, mode: str, target: str, n: float | int | str, *,
+                         token: str = "", dead_error: str = "",
+                         result: JobResult | None = None) -> tuple[list[str], list[Any]]: ...  # fmt: skip
         @staticmethod
         def _fenced(job: Job, code: int) -> None: ...
+        def cancel_step_call(self, job: Job, keys: list[str], args: list[Any],
+                             error: str) -> tuple[list[str], list[Any]]: ...  # fmt: skip
+        def _extra(self, job: Job, mode: str, outcome: str, value: str) -> tuple[str, list[Any]]: ...
+        async def _replicated(self, name: str, keys: list[str], args: list[Any], what: str) -> Any: ...
+        async def _step(self, job: Job, keys: list[str], args: list[Any], extra: tuple[str, list[Any]]) -> None: ...
 
     async def cancel(self, job_id: str) -> CancelOutcome:
         """Cancel a waiting job, ask a claimed one to stop (see the protocol); one script."""
@@ -75,8 +87,10 @@ class RedisCancel:
             keys = [key, self.k.leases, self.k.scheduled, ready, legacy, cancel_key(self.k, job_id)]
             ttl = max(opts.failed_job_ttl, opts.completed_job_ttl)
             args: list[Any] = [job_id, raw, text, _ms(opts.completed_job_ttl), _ms(ttl)]
-            code = int(await self.conn.call("cancel", keys, args, f"cancel {job_id}"))
-            if code == 1:
+            script = "workflow_cancel" if workflow_id(job) is not None else "cancel"
+            keys, args = self.cancel_step_call(job, keys, args, CANCELLED_BEFORE_START)
+            code = int(await self._replicated(script, keys, args, f"cancel {job_id}"))
+            if code in (1, 3):  # 3: this cancel was applied by an earlier try of the call
                 return CancelOutcome.CANCELLED
             if code == 2:
                 return CancelOutcome.REQUESTED
@@ -100,12 +114,35 @@ class RedisCancel:
         return {i for i, v in zip(ids, values, strict=True) if v is not None}
 
     async def settle_cancelled(self, job: Job, error: str) -> Job:
-        """Store claimed ``job`` cancelled (finish.lua's fenced ``complete``); :class:`LeaseLost` otherwise."""
+        """Store claimed ``job`` cancelled (finish.lua's fenced ``complete``; a workflow step's dead
+        link in the same script); a job already cancelled is returned as stored; :class:`LeaseLost`
+        otherwise."""
         now = self.conn.now()
         data, text = edit(self._base(job), status=JobStatus.CANCELLED.value, scheduled_for=None,
                           error=error, updated_at=wire_time(now))  # fmt: skip
         ttl = _ms(self.conn.options.completed_job_ttl)
-        self._fenced(job, await self._finish(job.id, text, "complete", self.k.dead, ttl, token=job.lease_token))
+        try:
+            if workflow_id(job) is None:
+                code = await self._finish(job.id, text, "complete", self.k.dead, ttl, token=job.lease_token)
+                self._fenced(job, code)
+            else:
+                keys, args = self._finish_call(job.id, text, "complete", self.k.dead, ttl, token=job.lease_token)
+                await self._step(job, keys, args, self._extra(job, "cancelled", cancelled_outcome(error), "null"))
+        except LeaseLost:
+            stored = await self._stored_cancelled(job.id)
+            if stored is None:
+                raise
+            return stored  # settled already: a repeat changes nothing
         request = cancel_key(self.k, job.id)
         await self.conn.run(lambda: self.conn.client.delete(request), "settle_cancelled")
         return Job.from_dict(data)
+
+    async def _stored_cancelled(self, job_id: str) -> Job | None:
+        """The job as stored if it is cancelled, else ``None`` (also for an unreadable record)."""
+        key = self.k.job(job_id)
+        raw = await self.conn.run(lambda: self.conn.client.get(key), "settle_cancelled")
+        try:
+            job = Job.from_json(raw) if raw is not None else None
+        except Exception:  # hostile data: an unreadable record is no cancelled job
+            return None
+        return job if job is not None and job.status is JobStatus.CANCELLED else None

@@ -1,5 +1,7 @@
 """Redis's :class:`~bananas.protocols.Checkpoints`: ``{ns}:checkpoint:{id}`` holds the last
-state saved, written by checkpoint.lua only while the saving claim holds the job."""
+state saved, written by checkpoint.lua only while the saving claim holds the job; with
+``wait_replicas`` a save returns once the replicas hold it (a failover must not take a job
+back to an older checkpoint than its worker was told was saved)."""
 
 from __future__ import annotations
 
@@ -38,7 +40,12 @@ class RedisCheckpoints:
         ttl = int(max(CHECKPOINT_TTL, self.conn.options.failed_job_ttl) * 1000)
         keys = [self.k.leases, checkpoint_key(self.k, job.id)]
         args: list[Any] = [job.id, job.lease_token, state, ttl]
-        if int(await self.conn.call("checkpoint", keys, args, f"checkpoint {job.id}")) == 0:
+        what = f"checkpoint {job.id}"
+        if self.conn.wait_replicas:  # checkpoint.lua is safe to repeat
+            code = await self.conn.run_replicated("checkpoint", keys, args, what)
+        else:
+            code = await self.conn.call("checkpoint", keys, args, what)
+        if int(code) == 0:
             raise LeaseLost(job.id)
 
     async def load_checkpoint(self, job_id: str) -> str | None:

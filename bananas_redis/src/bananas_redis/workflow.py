@@ -1,6 +1,10 @@
 """Redis's :class:`~bananas.protocols.WorkflowSteps`: one hash per workflow
 (``{ns}:workflow:{id}``, see docs/redis-wire-format.md); a step's settle and the following of
-its link are one script call (workflow_step.lua wraps finish.lua)."""
+its link are one script call (workflow_step.lua wraps finish.lua, workflow_cancel.lua wraps
+cancel.lua). The settle that leaves no step running sets the hash's TTL
+(:func:`~bananas.workflows.plan.record_ttl`). With ``wait_replicas`` every one of these writes
+waits for the replicas as a settle does (see settle.py): a failover must not undo a step's
+continuation its worker was told about."""
 
 from __future__ import annotations
 
@@ -9,7 +13,17 @@ from typing import TYPE_CHECKING, Any
 from bananas.errors import DuplicateJob, LeaseLost
 from bananas.job import Job, JobResult, JobStatus, dumps
 from bananas.policy import BY_POLICY, LEASE_EXPIRED_ERROR, RetryAt, decide_retry
-from bananas.workflows.plan import StepRecord, WorkflowPlan, WorkflowRecord, failed_outcome, ok_outcome
+from bananas.workflows.plan import (
+    CANCELLED_WAITING,
+    StepRecord,
+    WorkflowPlan,
+    WorkflowRecord,
+    WorkflowStop,
+    cancelled_outcome,
+    failed_outcome,
+    ok_outcome,
+    record_ttl,
+)
 from bananas.workflows.steps import workflow_id
 
 from bananas_redis.admin import _text
@@ -63,7 +77,7 @@ class RedisWorkflows:
     async def submit_workflow(self, plan: WorkflowPlan) -> None:
         """Store the workflow hash and enqueue the first steps in one script call."""
         k, now = self.k, self.conn.now()
-        fields: list[str] = ["doc", plan.document]
+        fields: list[str] = ["doc", plan.document, "open", str(len(plan.initial))]
         first: list[str] = []
         for step in plan.steps:
             job = step.job
@@ -76,18 +90,45 @@ class RedisWorkflows:
         for join in plan.joins:
             fields += [f"join:{join.id}", join.to_json()]
         args = [f"{k.ns}:", MISSING, wire_time(now), repr(now), str(len(fields) // 2), *fields, *first]
-        reply = await self.conn.call("workflow_submit", [workflow_key(k, plan.id)], args, "submit workflow")
+        wkey = workflow_key(k, plan.id)
+        conn, tries = self.conn, 0
+        acked = None  # with wait_replicas: how many replicas confirmed (WAIT on the same connection)
+
+        async def once() -> Any:
+            nonlocal tries, acked
+            tries += 1
+            if conn.wait_replicas:
+                reply, acked = await conn.eval_replicated("workflow_submit", [wkey], args)
+                return reply
+            return await conn.script("workflow_submit")(keys=[wkey], args=args)
+
+        reply = await conn.run(once, "submit workflow")
         if reply:
-            raise DuplicateJob(f"{_text(reply[1])!r} already exists; nothing of the workflow was submitted")
+            doc = await conn.run(lambda: conn.client.hget(wkey, "doc"), "submit workflow") if tries > 1 else None
+            if doc is None or _text(doc) != plan.document:  # not our own earlier try, applied
+                raise DuplicateJob(f"{_text(reply[1])!r} already exists; nothing of the workflow was submitted")
+            if conn.wait_replicas:  # our earlier try wrote it, on a connection now gone
+                acked = await conn.run(lambda: conn.confirm_replicated(wkey), "wait for replicas")
+        if acked is not None:
+            conn.check_replicas(acked, f"workflow {plan.id!r}")
 
     def _extra(self, job: Job, mode: str, outcome: str, value: str) -> tuple[str, list[Any]]:
+        """The workflow hash and the W arguments of workflow_step.lua / workflow_cancel.lua."""
         now = self.conn.now()
         wid = workflow_id(job) or ""
-        w = [f"{self.k.ns}:", job.id, mode, outcome, value, MISSING, wire_time(now), repr(now)]
+        opts = self.conn.options
+        ttl = max(1, int(record_ttl(opts.result_success_ttl, opts.result_failure_ttl) * 1000))
+        w = [f"{self.k.ns}:", job.id, mode, outcome, value, MISSING, wire_time(now), repr(now), ttl]
         return workflow_key(self.k, wid), [*w, str(len(w))]
 
+    async def _replicated(self, name: str, keys: list[str], args: list[Any], what: str) -> Any:
+        """A script safe to repeat; with ``wait_replicas``, run until the replicas hold it."""
+        if self.conn.wait_replicas:
+            return await self.conn.run_replicated(name, keys, args, what)
+        return await self.conn.call(name, keys, args, what)
+
     async def _step(self, job: Job, keys: list[str], args: list[Any], extra: tuple[str, list[Any]]) -> None:
-        code = await self.conn.call("workflow_step", [*keys, extra[0]], [*args, *extra[1]], f"settle step {job.id}")
+        code = await self._replicated("workflow_step", [*keys, extra[0]], [*args, *extra[1]], f"settle step {job.id}")
         if int(code) == 0:
             raise LeaseLost(job.id)
 
@@ -124,6 +165,14 @@ class RedisWorkflows:
         key, extra = self._extra(job, "dead", failed_outcome(LEASE_EXPIRED_ERROR), "null")
         return [*call[0], key], [*call[1], *extra]
 
+    def cancel_step_call(self, job: Job, keys: list[str], args: list[Any], error: str) -> tuple[list[str], list[Any]]:
+        """cancel.lua's call for ``job`` as a workflow_cancel.lua call that also records the step
+        cancelled and follows its dead link (only for a workflow step: see :func:`is_step_call`)."""
+        if workflow_id(job) is None:
+            return keys, args
+        key, extra = self._extra(job, "cancelled", cancelled_outcome(error), "null")
+        return [*keys, key], [*args, *extra]
+
     async def workflow_record(self, workflow_id: str) -> WorkflowRecord | None:
         """The workflow hash's document and step states, or ``None``."""
         key = workflow_key(self.k, workflow_id)
@@ -137,3 +186,17 @@ class RedisWorkflows:
             if name.startswith("state:")
         }
         return WorkflowRecord(fields["doc"], steps)
+
+    async def stop_workflow(self, workflow_id: str) -> WorkflowStop | None:
+        """Record the steps not created yet cancelled and name the running ones: one script call."""
+        record = await self.workflow_record(workflow_id)
+        if record is None:
+            return None
+        args: list[Any] = [cancelled_outcome(CANCELLED_WAITING), *record.steps]
+        key = workflow_key(self.k, workflow_id)
+        reply = await self._replicated("workflow_stop", [key], args, f"cancel workflow {workflow_id}")
+        if _text(reply[0]) == "gone":
+            return None
+        n = int(reply[1])
+        ids = [_text(x) for x in reply[2:]]
+        return WorkflowStop(tuple(ids[:n]), tuple(ids[n:]))

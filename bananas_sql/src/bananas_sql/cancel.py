@@ -4,15 +4,16 @@ one transaction.
 A ready or scheduled job gets state ``cancelled`` (its data the cancelled record) in one fenced
 ``UPDATE``, so no claim or mover can take it afterwards; a claimed one gets a row in
 ``cancel_requests`` (schema version 8) that its worker reads at each lease renewal; the worker's
-settle writes state ``cancelled`` fenced by its lease token and drops the request.
+settle writes state ``cancelled`` fenced by its lease token and drops the request. A workflow
+step's dead link is followed in the same transaction as either write.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from bananas.cancel import CancelOutcome, cancelled_record
+from bananas.cancel import CANCELLED_BEFORE_START, CancelOutcome, cancelled_record
 from bananas.errors import BackendUnavailable, JobNotFound, LeaseLost
 from bananas.job import Job
 
@@ -39,6 +40,12 @@ class SqlCancel:
 
     db: Database
     _cancel_q: Mapping[str, Any] | None = None
+
+    if TYPE_CHECKING:  # provided by SqlWorkflows
+
+        async def follow_link(
+            self, conn: Connection, job: Job, state: str, value: str, error: str, now: float
+        ) -> None: ...
 
     def _xq(self) -> Mapping[str, Any]:
         if self._cancel_q is None:
@@ -75,6 +82,7 @@ class SqlCancel:
                       "data": cancelled_record(job, now).to_json()}  # fmt: skip
             if (await conn.execute(xq["cancel_waiting"], params)).first() is None:
                 return None  # it moved meanwhile: read it again
+            await self.follow_link(conn, job, "cancelled", "null", CANCELLED_BEFORE_START, now)
             return CancelOutcome.CANCELLED
 
         for _ in range(_TRIES):
@@ -96,7 +104,9 @@ class SqlCancel:
         return await self.db.run(work, readonly=True)
 
     async def settle_cancelled(self, job: Job, error: str) -> Job:
-        """Store claimed ``job`` cancelled while its claim holds it; :class:`LeaseLost` otherwise."""
+        """Store claimed ``job`` cancelled while its claim holds it (a workflow step follows its
+        dead link in the same transaction); a job already cancelled is returned as stored;
+        :class:`LeaseLost` otherwise."""
         if not job.lease_token:
             raise LeaseLost(job.id, "no claim")
         xq = self._xq()
@@ -105,12 +115,20 @@ class SqlCancel:
         params = {"id": job.id, "token": job.lease_token, "data": stored.to_json(), "now": now,
                   "expires_at": now + self.db.options.completed_job_ttl}  # fmt: skip
 
-        async def work(conn: Connection) -> bool:
+        async def work(conn: Connection) -> Job | None:
             if (await conn.execute(xq["settle_cancelled"], params)).first() is None:
-                return False
+                row = (await conn.execute(self.db.q["settled"], {"id": job.id})).first()
+                if row is None or row.state != "cancelled":
+                    return None
+                try:
+                    return Job.from_json(row.data)  # settled already: a repeat changes nothing
+                except Exception:  # hostile data: an unreadable record is not this job's settle
+                    return None
             await conn.execute(xq["cancel_forget"], {"id": job.id})
-            return True
+            await self.follow_link(conn, job, "cancelled", "null", error, now)
+            return stored
 
-        if not await self.db.run(work):
+        found = await self.db.run(work)
+        if found is None:
             raise LeaseLost(job.id)
-        return stored
+        return found

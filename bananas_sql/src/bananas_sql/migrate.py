@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from bananas_sql.schema import HANDOFF_DATA_MAX, PG_TRIGGERS, metadata
 from bananas_sql.tables import SCHEMA_VERSION, Names
 from bananas_sql.urls import postgres_sqlalchemy_url, sqlite_sqlalchemy_url
-from bananas_sql.workflow_schema import WORKFLOW_TABLES
+from bananas_sql.workflow_schema import WORKFLOW_TABLES, workflow_expiry
 
 STARTING_UP_WAIT = 30.0
 """How long an upgrade waits for a PostgreSQL server that is starting up."""
@@ -96,6 +96,7 @@ STEPS: tuple[Step, ...] = (
     Step(6, "the workflow tables (chains, groups and chords)", _workflow_tables),
     Step(7, "the checkpoints table (long jobs' progress)", _create_table("checkpoints")),
     Step(8, "the cancel_requests table (cancelling running jobs)", _create_table("cancel_requests")),
+    Step(9, "workflows.open_steps and workflows.expires_at (finished workflows expire)", workflow_expiry),
 )
 """The steps from version 1 (the first schema) to :data:`~bananas_sql.tables.SCHEMA_VERSION`."""
 

@@ -263,6 +263,7 @@ class SqlQueue(SqlUnique, SqlWorkflows, SqlCheckpoints, SqlCancel):
             await conn.execute(self.q["prune_jobs"], {"now": now})
             await conn.execute(self.q["prune_results"], {"now": now})
             await conn.execute(self.q["prune_workers"], {"now": now})
+            await self.prune_workflows(conn, now)  # finished workflows whose record expired
 
         await self.db.run(prune)
         return total

@@ -16,7 +16,7 @@ import attrs
 from bananas.backend import validate_namespace
 from bananas.errors import ConfigError
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 """The schema this code needs; bump it and add a step in :mod:`bananas_sql.migrate` on change."""
 
 DEFAULT_PREFIX = "bananas_"

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from bananas import policy
 from bananas.backend import Backend, BackendOptions, validate_namespace
-from bananas.backends._memory_cancel import MemoryCancel
+from bananas.backends._memory_cancel import MemoryCancel, forget_cancel
 from bananas.backends._memory_checkpoints import MemoryCheckpoints
 from bananas.backends._memory_parts import MemoryResults, MemoryScheduler, MemoryWorkers
 from bananas.backends._memory_store import CAPABILITIES, MemoryPart, MemoryStore, check_new, store_for
@@ -154,6 +154,7 @@ class MemoryQueue(MemoryUnique, MemoryWorkflows, MemoryCheckpoints, MemoryCancel
         s = self._store
         log.warning("job %r sent to the dead letter queue: %s", job_id, error)
         s.unlink(job_id)
+        forget_cancel(s, job_id)
         s.dead[job_id] = None
         s.unreadable[job_id] = (error, now)
         result = JobResult(job_id=job_id, status=JobStatus.FAILED, error=error, completed_at=from_timestamp(now))
@@ -195,6 +196,7 @@ class MemoryQueue(MemoryUnique, MemoryWorkflows, MemoryCheckpoints, MemoryCancel
             raise _buried(job.id)
         stored = policy.completed(stored, now)
         s.unlink(job.id)
+        forget_cancel(s, job.id)  # final: a cancel request has nothing left to stop
         if not self._save_or_bury(stored, now, "completed"):
             raise _buried(job.id)
         s.expire_at("job", job.id, now + self._options.completed_job_ttl)
@@ -224,6 +226,7 @@ class MemoryQueue(MemoryUnique, MemoryWorkflows, MemoryCheckpoints, MemoryCancel
         s = self._store
         if job.status is JobStatus.FAILED:
             s.kill(job)
+            forget_cancel(s, job.id)
         elif job.scheduled_for is not None:
             s.scheduled[job.id] = job.scheduled_for.timestamp()
         else:

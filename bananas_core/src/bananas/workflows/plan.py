@@ -5,14 +5,18 @@ is submitted; a backend only follows the links, atomically with the settle of ea
 
 - A step's ``on_success`` link, followed when it completes: create the ``start`` steps with
   ``previous_result`` = its result, and/or arrive at ``join`` (a join id and a slot).
-- A step's ``on_dead`` link, followed when it ends dead: arrive at ``join`` as a failure (a
-  dead step never starts anything: the rest of its chain does not run).
+- A step's ``on_dead`` link, followed when it ends dead or cancelled: arrive at ``join`` as a
+  failure (such a step never starts anything: the rest of its chain does not run).
 - A join (a group that something waits for) counts arrivals. When all ``size`` slots have
   arrived: if none failed, or the join allows failures, it creates the ``then`` steps with
   ``group_outcomes`` = the slots' outcomes in order and arrives at ``ok_up`` (if any) with
   the list of the slots' results; otherwise it arrives at ``fail_up`` (if any) as a failure.
 
 Every step has its job id from the start, so a step is created at most once by construction.
+
+A backend also counts the steps created and not yet settled (``open``). Creation happens only
+in a settle, so when a settle brings that count to 0 nothing can run any more: the workflow has
+reached its final state, and its record expires :func:`record_ttl` seconds later.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from bananas.timefmt import from_timestamp
 from bananas.workflows.canvas import Chain, Chord, Group, Node, Task
 
 __all__ = [
+    "CANCELLED_WAITING",
     "GROUP_FAILED",
     "Join",
     "Link",
@@ -35,14 +40,21 @@ __all__ = [
     "StepRecord",
     "WorkflowPlan",
     "WorkflowRecord",
+    "WorkflowStop",
+    "cancelled_outcome",
     "compile_workflow",
     "failed_outcome",
     "ok_outcome",
+    "record_ttl",
     "with_field",
 ]
 
 GROUP_FAILED = "a member of the group failed"
 """The error a failed group (or chord) reports to the group it is a member of."""
+
+CANCELLED_WAITING = "Cancelled: the workflow was cancelled before this step ran"
+"""The error recorded for a step :func:`~bananas.workflows.submit.cancel_workflow` cancelled
+before it was created."""
 
 JoinRef = tuple[str, int]
 
@@ -125,9 +137,12 @@ class WorkflowPlan:
         return [s.job for s in self.steps if s.initial]
 
 
-STEP_STATES = ("waiting", "created", "completed", "dead")
+STEP_STATES = ("waiting", "created", "completed", "dead", "cancelled")
 """What a backend records of a step: not created yet, created (its job says how it runs),
-completed or dead (with its outcome)."""
+completed, dead or cancelled (with its outcome)."""
+
+SETTLED_STATES = ("completed", "dead", "cancelled")
+"""The states a settle records (:func:`~bananas.workflows.follow.settle_step`)."""
 
 
 @attrs.frozen
@@ -138,6 +153,16 @@ class StepRecord:
 
     state: str
     outcome: str | None = None
+
+
+@attrs.frozen
+class WorkflowStop:
+    """What :meth:`WorkflowSteps.stop_workflow <bananas.protocols.WorkflowSteps.stop_workflow>`
+    did: the steps not created yet that it recorded ``cancelled`` (they will never be created),
+    and the steps created and not yet settled, whose jobs the caller cancels."""
+
+    cancelled: tuple[str, ...] = ()
+    running: tuple[str, ...] = ()
 
 
 @attrs.frozen
@@ -163,6 +188,17 @@ def ok_outcome(value_text: str) -> str:
 def failed_outcome(error: str) -> str:
     """The stored outcome of a failure."""
     return '{"ok":false,"error":' + json.dumps(error) + "}"
+
+
+def cancelled_outcome(error: str) -> str:
+    """The stored outcome of a cancelled step (a failure that says it was cancelled)."""
+    return '{"ok":false,"error":' + json.dumps(error) + ',"cancelled":true}'
+
+
+def record_ttl(result_success_ttl: float, result_failure_ttl: float) -> float:
+    """Seconds a workflow's record is kept once it reached its final state: as long as the
+    longest-lived of its steps' results (every one was stored by then)."""
+    return max(result_success_ttl, result_failure_ttl)
 
 
 def with_field(job_text: str, field: str, value_text: str) -> str:

@@ -29,11 +29,13 @@ def step_queue(job: Job, queue: Any) -> WorkflowSteps | None:
 
 @attrs.frozen
 class Outcome:
-    """How a member of a chord's group ended: ``ok`` with its ``result``, or its ``error``."""
+    """How a member of a chord's group ended: ``ok`` with its ``result``, or its ``error``
+    (``cancelled`` when it was cancelled rather than dead)."""
 
     ok: bool
     result: JSON = None
     error: str = ""
+    cancelled: bool = False
 
 
 def previous_result(job: Job) -> JSON:
@@ -49,5 +51,5 @@ def group_outcomes(job: Job) -> list[Outcome] | None:
     out = []
     for item in raw:
         d = item if isinstance(item, dict) else {}
-        out.append(Outcome(bool(d.get("ok")), d.get("result"), str(d.get("error") or "")))
+        out.append(Outcome(bool(d.get("ok")), d.get("result"), str(d.get("error") or ""), d.get("cancelled") is True))
     return out

@@ -1,4 +1,4 @@
-"""What the clients do for workflows: submit, report, wait (the backend stores; this decides)."""
+"""What the clients do for workflows: submit, report, wait, cancel (the backend stores; this decides)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from bananas.backend import Backend
+from bananas.cancel import CancelOutcome, cancel_job
 from bananas.capabilities import Capability
 from bananas.errors import InvalidJob, JobNotFound, Timeout
 from bananas.job import Job, JobPriority
@@ -16,7 +17,7 @@ from bananas.workflows.canvas import NODE_TYPES, Node, Task
 from bananas.workflows.plan import compile_workflow
 from bananas.workflows.view import WorkflowInfo, build_info
 
-__all__ = ["WorkflowNotFound", "get_workflow", "job_maker", "submit_workflow", "wait_for_workflow"]
+__all__ = ["WorkflowNotFound", "cancel_workflow", "get_workflow", "job_maker", "submit_workflow", "wait_for_workflow"]
 
 
 FEW = 20
@@ -68,7 +69,7 @@ async def get_workflow(backend: Backend, workflow_id: str) -> WorkflowInfo:
 
 
 async def wait_for_workflow(backend: Backend, workflow_id: str, timeout: float) -> WorkflowInfo:
-    """The report once the workflow completed or failed, polling up to ``timeout`` real seconds;
+    """The report once the workflow reached its final state, polling up to ``timeout`` real seconds;
     raises :class:`~bananas.errors.Timeout`."""
     steps = _steps(backend, "workflows (wait_for_workflow)")
     deadline = time.monotonic() + timeout
@@ -90,6 +91,32 @@ async def wait_for_workflow(backend: Backend, workflow_id: str, timeout: float) 
             raise Timeout(f"workflow {workflow_id!r} did not finish within {timeout:g}s (it is running)")
         await asyncio.sleep(min(pause, left))
         pause = min(pause * 2, 0.5)
+
+
+async def cancel_workflow(backend: Backend, workflow_id: str) -> dict[str, CancelOutcome]:
+    """Cancel every step of the workflow that has not finished; what happened to each, by job id.
+
+    First, in one atomic write, every step not created yet is recorded ``cancelled`` (``CANCELLED``:
+    it will never be created, whatever finishes meanwhile). Then each step created and not yet
+    settled is cancelled as :func:`~bananas.cancel.cancel_job` cancels a job, each in its own
+    atomic write with the following of its dead link: one not started is ``CANCELLED`` at once,
+    a running one is stopped by its worker (``REQUESTED``), one that finished meanwhile is left
+    as it ended (``ALREADY_FINISHED``). A workflow already finished is left alone (an empty
+    answer). Raises :class:`WorkflowNotFound`, and
+    :class:`~bananas.errors.CapabilityNotSupported` without the ``workflows`` and ``cancel``
+    capabilities."""
+    steps = _steps(backend, "workflows (cancel_workflow)")
+    backend.require(Capability.CANCEL, "cancel_workflow")
+    stop = await steps.stop_workflow(workflow_id)
+    if stop is None:
+        raise WorkflowNotFound(workflow_id)
+    out = dict.fromkeys(stop.cancelled, CancelOutcome.CANCELLED)
+    for job_id in stop.running:
+        try:
+            out[job_id] = await cancel_job(backend, job_id)
+        except JobNotFound:  # its record expired or was purged: nothing left to stop
+            out[job_id] = CancelOutcome.ALREADY_FINISHED
+    return out
 
 
 def job_maker(build: Callable[..., Job], now: datetime) -> Callable[[Task, str], Job]:

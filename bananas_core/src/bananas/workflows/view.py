@@ -13,13 +13,14 @@ from bananas.job import JSON, Job, JobStatus
 
 __all__ = ["StepInfo", "WorkflowInfo", "build_info"]
 
-WorkflowState = Literal["running", "completed", "failed"]
+WorkflowState = Literal["running", "completed", "failed", "cancelled"]
 
 
 @attrs.frozen
 class StepInfo:
     """One step: ``state`` is ``waiting`` (not created yet), ``pending``, ``scheduled``,
-    ``processing``, ``completed``, ``dead`` or ``skipped`` (will never run: ``note`` says why)."""
+    ``processing``, ``completed``, ``dead``, ``cancelled`` or ``skipped`` (will never run:
+    ``note`` says why)."""
 
     job_id: str
     name: str
@@ -31,13 +32,15 @@ class StepInfo:
     @property
     def final(self) -> bool:
         """True once the step will not change any more."""
-        return self.state in ("completed", "dead", "skipped")
+        return self.state in ("completed", "dead", "cancelled", "skipped")
 
 
 @attrs.frozen
 class WorkflowInfo:
     """A workflow as stored now: ``state`` is ``running`` while any step may still run, then
-    ``completed`` or ``failed``; ``steps`` by job id, ``tree`` the structure (JSON) as submitted."""
+    ``completed``, ``failed`` (it did not complete and a step ended dead) or ``cancelled`` (it
+    did not complete because steps were cancelled, none ended dead); ``steps`` by job id,
+    ``tree`` the structure (JSON) as submitted."""
 
     id: str
     state: WorkflowState
@@ -50,7 +53,7 @@ class WorkflowInfo:
 
     @property
     def done(self) -> bool:
-        """True once the workflow completed or failed."""
+        """True once the workflow reached its final state (completed, failed or cancelled)."""
         return self.state != "running"
 
     def step_list(self) -> list[StepInfo]:
@@ -64,6 +67,7 @@ _LIVE = {
     JobStatus.PROCESSING: "processing",
     JobStatus.COMPLETED: "completed",
     JobStatus.FAILED: "dead",
+    JobStatus.CANCELLED: "cancelled",
 }
 
 
@@ -107,7 +111,7 @@ def build_info(
         state, outcome = records.get(job_id, ("waiting", None))
         result: JSON = None
         error = ""
-        if state in ("completed", "dead") and outcome is not None:
+        if state in ("completed", "dead", "cancelled") and outcome is not None:
             data = json.loads(outcome)
             result, error = data.get("result"), data.get("error", "")
         elif state == "created":
@@ -115,18 +119,24 @@ def build_info(
             if job is None:
                 state, error = "dead", "its job record is gone (it expired or was purged)"
             else:
-                state, error = _LIVE[job.status], job.error if job.status is JobStatus.FAILED else ""
+                final = job.status in (JobStatus.FAILED, JobStatus.CANCELLED)
+                state, error = _LIVE[job.status], job.error if final else ""
         steps[job_id] = StepInfo(job_id, name, state, result, error)
     running = any(s.state in ("pending", "scheduled", "processing") for s in steps.values())
     status = _status(tree, steps)
-    overall: WorkflowState = "running" if running else ("completed" if status == "completed" else "failed")
-    if overall == "failed":
-        dead = [s for s in steps.values() if s.state == "dead"]
-        why = (
-            "not run: " + ", ".join(f"step {s.name} ({s.job_id}) ended dead" for s in dead[:3])
-            if dead
-            else "not run: the workflow failed"
-        )
+    dead = [s for s in steps.values() if s.state == "dead"]
+    cancelled = [s for s in steps.values() if s.state == "cancelled"]
+    overall: WorkflowState
+    if running:
+        overall = "running"
+    elif status == "completed":
+        overall = "completed"
+    else:
+        overall = "cancelled" if cancelled and not dead else "failed"
+    if overall in ("failed", "cancelled"):
+        reasons = [f"step {s.name} ({s.job_id}) ended dead" for s in dead[:3]]
+        reasons += [f"step {s.name} ({s.job_id}) was cancelled" for s in cancelled[: 3 - len(reasons)]]
+        why = "not run: " + (", ".join(reasons) if reasons else f"the workflow {overall}")
         steps = {k: attrs.evolve(s, state="skipped", note=why) if s.state == "waiting" else s for k, s in steps.items()}
     result = _result(tree, steps) if overall == "completed" else None
     return WorkflowInfo(str(doc["id"]), overall, str(doc.get("created_at", "")), tree, steps, result)
@@ -137,7 +147,7 @@ def _status(tree: JSON, steps: Mapping[str, StepInfo]) -> str:
     assert isinstance(tree, dict)
     if "job_id" in tree:
         state = steps[str(tree["job_id"])].state
-        return "completed" if state == "completed" else "failed" if state == "dead" else "open"
+        return "completed" if state == "completed" else "failed" if state in ("dead", "cancelled") else "open"
     if "chain" in tree:
         for part in tree["chain"]:
             s = _status(part, steps)

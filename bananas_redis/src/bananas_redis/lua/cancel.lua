@@ -7,9 +7,14 @@
 -- Returns 1: cancelled (it left the ready list or scheduled set it waited in; no worker can pop
 -- it), 2: cancel requested (it is claimed: the request key is set for its worker),
 -- 0: the stored JSON is not the one read (the caller reads again), -1: it waits nowhere
--- (not claimed, not ready, not scheduled: nothing changed).
+-- (not claimed, not ready, not scheduled: nothing changed), 3: this very cancel was applied
+-- before (a retried call: nothing changed).
 local id = ARGV[1]
-if redis.call('GET', KEYS[1]) ~= ARGV[2] then return 0 end
+local stored = redis.call('GET', KEYS[1])
+if stored ~= ARGV[2] then
+  if stored == ARGV[3] then return 3 end
+  return 0
+end
 if redis.call('ZSCORE', KEYS[2], id) then
   redis.call('SET', KEYS[6], '1', 'PX', ARGV[5])
   return 2

@@ -19,6 +19,7 @@ local function wflib(wkey, ns)
           end
         end
         redis.call('HSET', wkey, 'state:' .. jid, 'created')
+        if redis.call('HEXISTS', wkey, 'open') == 1 then redis.call('HINCRBY', wkey, 'open', 1) end
       end
     end
   end
@@ -49,13 +50,20 @@ local function wflib(wkey, ns)
     end
   end
 
-  -- Record step `sid` completed (ok) or dead and follow its link.
-  function lib.settle(sid, ok, outcome, value)
-    if not redis.call('HGET', wkey, 'state:' .. sid) then return end -- the workflow is gone
-    redis.call('HSET', wkey, 'state:' .. sid, ok and 'completed' or 'dead', 'out:' .. sid, outcome)
+  -- Record step `sid` as `state` (completed, dead or cancelled) and follow its link: on_success
+  -- for a completion, on_dead otherwise. A step not `created` (settled already, or the workflow
+  -- is gone) changes nothing. The settle that leaves no step running (`open`, the count of
+  -- steps created and not settled, reaches 0) makes the hash expire after `ttl` ms.
+  function lib.settle(sid, state, outcome, value, ttl)
+    if redis.call('HGET', wkey, 'state:' .. sid) ~= 'created' then return end
+    local ok = state == 'completed'
+    redis.call('HSET', wkey, 'state:' .. sid, state, 'out:' .. sid, outcome)
     local link = cjson.decode(redis.call('HGET', wkey, (ok and 'ok:' or 'dead:') .. sid))
     if ok and #link.start > 0 then create(link.start, 'previous_result', value) end
     if link.join ~= cjson.null then arrive(link.join[1], link.join[2], outcome, ok and value or 'null', ok) end
+    if redis.call('HEXISTS', wkey, 'open') == 1 and redis.call('HINCRBY', wkey, 'open', -1) <= 0 then
+      redis.call('PEXPIRE', wkey, ttl)
+    end
   end
 
   -- Hand what was made ready to waiting workers (claimlib) and publish a wake-up per route.

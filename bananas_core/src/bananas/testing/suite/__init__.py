@@ -45,6 +45,7 @@ from bananas.testing.suite.queue import ClaimTests, EnqueueTests, LeaseTests
 from bananas.testing.suite.results import ResultTests, ResultTTLTests
 from bananas.testing.suite.timeouts import JobTimeoutTests
 from bananas.testing.suite.unique import UniqueJobTests, UniquePropertyTests
+from bananas.testing.suite.workflow_cancel import WorkflowCancelTests, WorkflowExpiryTests
 from bananas.testing.suite.workflows import WorkflowCapabilityTests, WorkflowTests
 
 __all__ = ["BackendConformance"]
@@ -148,6 +149,8 @@ class BackendConformance(
     CapabilityTests,
     WorkflowTests,
     WorkflowCapabilityTests,
+    WorkflowCancelTests,
+    WorkflowExpiryTests,
     CheckpointTests,
     CancelTests,
     PropertyTests,

@@ -2,8 +2,9 @@
 ``cancel`` capability marker.
 
 A job not started is cancelled at once and no claim ever takes it; a running one is marked
-cancel-requested until its worker settles it cancelled (fenced by its claim); a finished job
-is left alone; an unknown id raises :class:`~bananas.errors.JobNotFound`.
+cancel-requested until its worker settles it cancelled (fenced by its claim; a repeated settle
+of a job already cancelled returns it as stored); a finished job is left alone; an unknown id
+raises :class:`~bananas.errors.JobNotFound`.
 """
 
 from __future__ import annotations
@@ -103,6 +104,25 @@ class CancelTests:
             await cancel.settle_cancelled(first, CANCELLED_WHILE_RUNNING)
         assert (await queue.get_job(job.id)).status is JobStatus.PROCESSING, "a stale settle cancelled the job"
         await queue.complete(second)
+
+    @CANCEL
+    async def test_a_repeated_cancelled_settle_answers_like_the_first(
+        self, bananas_backend: Backend, bananas_clock: ManualClock
+    ) -> None:
+        """The contract: a settle of a job already stored cancelled returns it as stored (a retry
+        after a lost reply, or a second settle, must not fail); nothing else changes."""
+        queue, cancel = bananas_backend.queue, cancel_queue(bananas_backend)
+        job = new_job(bananas_clock, max_retries=3)
+        await queue.enqueue(job)
+        [mine] = await queue.claim(["default"], lease=10)
+        assert await cancel.cancel(job.id) is CancelOutcome.REQUESTED
+        first = await cancel.settle_cancelled(mine, CANCELLED_WHILE_RUNNING)
+        bananas_clock.advance(1)
+        again = await cancel.settle_cancelled(mine, CANCELLED_WHILE_RUNNING)
+        assert (again.id, again.status, again.error) == (first.id, JobStatus.CANCELLED, CANCELLED_WHILE_RUNNING)
+        stored = await queue.get_job(job.id)
+        assert (stored.status, stored.attempts) == (JobStatus.CANCELLED, first.attempts)
+        assert await claim_ids(bananas_backend, limit=10) == []
 
     @CANCEL
     async def test_cancel_a_finished_job_changes_nothing(
