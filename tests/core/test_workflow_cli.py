@@ -80,3 +80,20 @@ def test_unknown_id_is_one_line(capsys: pytest.CaptureFixture[str], url: str) ->
     assert main(["workflow", "nope", "--url", url]) == 1
     out, err = capsys.readouterr()
     assert out == "" and err.strip() == "bananas: no workflow with id 'nope'"
+
+
+def test_a_cancelled_workflow_shows_why_and_exits_1(capsys: pytest.CaptureFixture[str], url: str) -> None:
+    wid = _settle_first(url, chain(task("fetch"), task("load"), task("report")), results=[1])
+
+    async def cancel() -> None:
+        async with AsyncClient(url) as client:
+            await client.cancel_workflow(wid)
+
+    asyncio.run(cancel())
+    code = main(["workflow", wid, "--url", url, "--json"])
+    out, _ = capsys.readouterr()
+    assert code == 1, "a cancelled workflow exits 1"
+    data = json.loads(out)
+    assert data["state"] == "cancelled"
+    assert [s["state"] for s in data["steps"]] == ["completed", "cancelled", "cancelled"]
+    assert data["steps"][1]["error"].startswith("Cancelled: the job was cancelled before it ran")

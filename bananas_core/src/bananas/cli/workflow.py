@@ -24,7 +24,7 @@ def register(sub: Any) -> None:
         "workflow",
         help="show a workflow as a tree",
         description="Show a workflow (chain, group, chord) as a tree, each step with its state. "
-        "Exits 1 when the workflow failed, or is still running after --wait.",
+        "Exits 1 when the workflow failed or was cancelled, or is still running after --wait.",
     )
     p.add_argument("id", help="workflow id (what client.submit returned)")
     p.add_argument("--wait", type=seconds_arg, metavar="SECONDS", help="wait up to SECONDS for it to finish")
