@@ -5,6 +5,7 @@ settled."""
 
 from __future__ import annotations
 
+import heapq
 import weakref
 from typing import TYPE_CHECKING
 
@@ -44,17 +45,22 @@ class _Workflow:
     slots: dict[str, dict[int, tuple[str, str, bool]]]  # join id -> slot -> (outcome, value, ok)
     open: int = 0  # steps created and not yet settled
     expires_at: float | None = None  # set when ``open`` reaches 0
+    id: str = ""
 
 
 _WORKFLOWS: weakref.WeakKeyDictionary[MemoryStore, dict[str, _Workflow]] = weakref.WeakKeyDictionary()
+_EXPIRIES: weakref.WeakKeyDictionary[MemoryStore, list[tuple[float, str]]] = weakref.WeakKeyDictionary()
 
 
 def _workflows(store: MemoryStore, now: float | None = None) -> dict[str, _Workflow]:
     """The store's workflows; with ``now``, those expired by then are forgotten first. Holds the lock."""
     flows = _WORKFLOWS.setdefault(store, {})
-    if now is not None:
-        for gone in [k for k, wf in flows.items() if wf.expires_at is not None and wf.expires_at <= now]:
-            del flows[gone]
+    due = _EXPIRIES.get(store)
+    while now is not None and due and due[0][0] <= now:
+        _, workflow_id = heapq.heappop(due)
+        wf = flows.get(workflow_id)
+        if wf is not None and wf.expires_at is not None and wf.expires_at <= now:
+            del flows[workflow_id]
     return flows
 
 
@@ -103,6 +109,7 @@ class _Steps:
 
     async def expire(self, ttl: float) -> None:
         self.wf.expires_at = self.now + ttl
+        heapq.heappush(_EXPIRIES.setdefault(self.store, []), (self.wf.expires_at, self.wf.id))
 
 
 class MemoryWorkflows:
@@ -141,6 +148,7 @@ class MemoryWorkflows:
                 joins={join.id: join for join in plan.joins},
                 slots={},
                 open=len(initial),
+                id=plan.id,
             )
             for job, text in initial:
                 s.add(job, text)
