@@ -19,6 +19,7 @@ from bananas.errors import (
     ConfigError,
     DuplicateJob,
     HandlerNotFound,
+    InvalidGroup,
     InvalidJob,
     InvalidRoutingKey,
     JobDecodeError,
@@ -32,6 +33,7 @@ from bananas.errors import (
     Timeout,
     UnknownBackendScheme,
 )
+from bananas.groups import GroupLimit, Rate
 from bananas.job import Job, JobPriority, JobResult, JobStatus, validate_routing_key
 from bananas.plugins import BackendSpec, backend_specs, connect, hookimpl
 from bananas.protocols import (
@@ -64,7 +66,9 @@ __all__ = [
     "ConfigError",
     "DuplicateJob",
     "Executor",
+    "GroupLimit",
     "HandlerNotFound",
+    "InvalidGroup",
     "InvalidJob",
     "InvalidRoutingKey",
     "Job",
@@ -82,6 +86,7 @@ __all__ = [
     "Pool",
     "Queue",
     "QueueDepths",
+    "Rate",
     "Registry",
     "ResultBackend",
     "ResultNotReady",

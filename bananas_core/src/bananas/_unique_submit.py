@@ -19,7 +19,10 @@ __all__ = ["enqueue_one", "enqueue_unique", "spec_unique"]
 
 async def enqueue_one(backend: Backend, job: Job, unique: UniqueKey | None = None) -> JobId:
     """Write ``job`` (through :func:`enqueue_unique` with a key), seen by the registered
-    observers (:func:`bananas.observe.submitting`); its id, or the key holder's."""
+    observers (:func:`bananas.observe.submitting`); its id, or the key holder's. A job with a
+    group raises :class:`~bananas.errors.CapabilityNotSupported` on a backend without ``groups``."""
+    if job.group is not None:
+        backend.require(Capability.GROUPS, "group=")
     if unique is not None:
         return (await enqueue_unique(backend, [(job, unique)]))[0]
     if observe.OBSERVERS:

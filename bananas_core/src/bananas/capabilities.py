@@ -58,6 +58,11 @@ class Capability(enum.StrEnum):
     """The queue is a :class:`~bananas.protocols.UniqueEnqueue`: a submit with a unique key writes
     nothing while another job holds the key (see :mod:`bananas.unique`)."""
 
+    GROUPS = "groups"
+    """The queue is a :class:`~bananas.protocols.GroupLimits`: jobs submitted with a ``group`` obey
+    the limits stored for it (running at once, starts per window) and groups are served in turn
+    (see :mod:`bananas.groups`)."""
+
     CANCEL = "cancel"
     """The queue is a :class:`~bananas.protocols.Cancellation`: ``client.cancel(job_id)`` stops a job
     that has not started at once and a running one at its worker's next lease renewal (see

@@ -26,11 +26,13 @@ from bananas import observe
 from bananas._unique_submit import enqueue_one, enqueue_unique, spec_unique
 from bananas.backend import Backend
 from bananas.cancel import CancelOutcome, cancel_job
+from bananas.capabilities import Capability
 from bananas.config import EMBEDDED_DEFAULT_URL, connect_resolved, default_max_retries
 from bananas.errors import HandlerNotFound, InvalidJob, JobNotFound, ResultNotReady
+from bananas.groups import GroupLimit, Rate, validate_limit_target
 from bananas.job import DEFAULT_ROUTING_KEY, JSON, Job, JobPriority, JobResult, JobStatus, time_after
 from bananas.plugins.types import SchemaMigrator
-from bananas.protocols import BlockingEnqueue
+from bananas.protocols import BlockingEnqueue, GroupLimits
 from bananas.timefmt import from_timestamp
 from bananas.timeouts import check_timeout, with_timeout
 from bananas.unique import JobId, UniqueKey
@@ -46,12 +48,12 @@ T = TypeVar("T")
 JobSpec = Job | Mapping[str, Any]
 """What :meth:`AsyncClient.submit_many` takes: a :class:`Job`, or a mapping of the arguments
 of :meth:`Job.create` (``name``, ``payload``, ``priority``, ``routing_key``, ``description``,
-``scheduled_for``, ``max_retries``, ``job_id``), and the ``unique_key``, ``unique_for`` and
-``timeout`` of :meth:`AsyncClient.submit_job`."""
+``scheduled_for``, ``max_retries``, ``job_id``), and the ``unique_key``, ``unique_for``,
+``timeout`` and ``group`` of :meth:`AsyncClient.submit_job`."""
 
 _SPEC_KEYS = frozenset(
     {"name", "payload", "priority", "routing_key", "description", "scheduled_for", "max_retries", "job_id"}
-    | {"unique_key", "unique_for", "timeout"}
+    | {"unique_key", "unique_for", "timeout", "group"}
 )
 Delay = datetime | timedelta | float
 Seconds = float | timedelta
@@ -189,6 +191,7 @@ class AsyncClient:
         job_id: str | None = None,
         now: datetime | None = None,
         timeout: Seconds | None = None,
+        group: str | None = None,
     ) -> Job:
         if self._handlers is not None and name not in self._handlers:
             raise HandlerNotFound(f"no handler is registered for job name {name!r}, so no worker of this app runs it")
@@ -204,8 +207,15 @@ class AsyncClient:
             max_retries=self._max_retries if max_retries is None else max_retries,
             job_id=job_id,
             now=now,
+            group=group,
         )
+        if group is not None:
+            self._require_groups()
         return with_timeout(job, own_timeout)
+
+    def _require_groups(self) -> None:
+        """Raise :class:`~bananas.errors.CapabilityNotSupported` unless the backend declares ``groups``."""
+        self._backend.require(Capability.GROUPS, "group=")
 
     @staticmethod
     def _when(value: Delay | None, now: datetime) -> datetime | None:
@@ -226,6 +236,7 @@ class AsyncClient:
         unique_key: str | None = None,
         unique_for: Seconds | None = None,
         timeout: Seconds | None = None,
+        group: str | None = None,
     ) -> JobId:
         """Enqueue a job (on the ``default`` routing key unless ``routing_key`` says otherwise); return its id.
 
@@ -241,6 +252,11 @@ class AsyncClient:
 
         ``timeout`` (seconds or a timedelta, more than 0, at most a week) is this job's handler
         timeout: it overrides the worker's ``--job-timeout`` for this job.
+
+        ``group`` puts the job in a group: it runs within the limits stored for the group
+        (:meth:`set_group_limit`), and groups take turns (see :mod:`bananas.groups`). Needs the
+        ``groups`` capability: without it, :class:`~bananas.errors.CapabilityNotSupported` is
+        raised and nothing is written.
         """
         unique = _unique_key(unique_key, unique_for)
         job = self._job(
@@ -252,6 +268,7 @@ class AsyncClient:
             max_retries=max_retries,
             job_id=job_id,
             timeout=timeout,
+            group=group,
         )
         return await self._enqueue(job, unique)
 
@@ -268,9 +285,10 @@ class AsyncClient:
         unique_key: str | None = None,
         unique_for: Seconds | None = None,
         timeout: Seconds | None = None,
+        group: str | None = None,
     ) -> JobId:
         """Enqueue a job for workers serving ``routing_key``; raises ``InvalidRoutingKey`` for a bad key.
-        ``unique_key``, ``unique_for`` and ``timeout`` as for :meth:`submit_job`."""
+        ``unique_key``, ``unique_for``, ``timeout`` and ``group`` as for :meth:`submit_job`."""
         unique = _unique_key(unique_key, unique_for)
         job = self._job(
             name,
@@ -281,6 +299,7 @@ class AsyncClient:
             max_retries=max_retries,
             job_id=job_id,
             timeout=timeout,
+            group=group,
         )
         return await self._enqueue(job, unique)
 
@@ -298,11 +317,12 @@ class AsyncClient:
         unique_key: str | None = None,
         unique_for: Seconds | None = None,
         timeout: Seconds | None = None,
+        group: str | None = None,
     ) -> JobId:
         """Enqueue a job that becomes claimable at ``scheduled_for``: an aware datetime, a
         timedelta or a delay in seconds. A time in the past means "run now"; a naive
-        datetime raises :class:`~bananas.errors.InvalidJob`. ``unique_key``, ``unique_for`` and
-        ``timeout`` as for :meth:`submit_job` (a scheduled job holds its key)."""
+        datetime raises :class:`~bananas.errors.InvalidJob`. ``unique_key``, ``unique_for``,
+        ``timeout`` and ``group`` as for :meth:`submit_job` (a scheduled job holds its key)."""
         unique = _unique_key(unique_key, unique_for)
         job = self._job(
             name,
@@ -314,6 +334,7 @@ class AsyncClient:
             max_retries=max_retries,
             job_id=job_id,
             timeout=timeout,
+            group=group,
         )
         return await self._enqueue(job, unique)
 
@@ -353,6 +374,8 @@ class AsyncClient:
 
     def _from_spec(self, spec: JobSpec, index: int, now: datetime | None = None) -> Job:
         if isinstance(spec, Job):
+            if spec.group is not None:
+                self._require_groups()
             return spec
         if not isinstance(spec, Mapping):
             raise InvalidJob(f"job #{index} must be a Job or a mapping, not {type(spec).__name__}")
@@ -374,6 +397,7 @@ class AsyncClient:
                 job_id=spec.get("job_id"),
                 now=now,
                 timeout=spec.get("timeout"),
+                group=spec.get("group"),
             )
         except InvalidJob as exc:
             raise type(exc)(f"job #{index}: {exc}") from None
@@ -436,6 +460,44 @@ class AsyncClient:
         (``ALREADY_FINISHED``). Raises :class:`~bananas.errors.JobNotFound` for an unknown id and
         :class:`~bananas.errors.CapabilityNotSupported` on a backend without the ``cancel`` capability."""
         return await cancel_job(await self._prepared(), job_id)
+
+    # -- group limits --------------------------------------------------------------------
+
+    async def _limits(self) -> GroupLimits:
+        backend = await self._prepared()
+        backend.require(Capability.GROUPS, "group limits")
+        queue = backend.queue
+        if not isinstance(queue, GroupLimits):
+            raise TypeError(f"the {backend.name!r} backend declares 'groups' but its queue is not a GroupLimits")
+        return queue
+
+    async def set_group_limit(
+        self, group: str, *, max_running: int | None = None, rate: Rate | str | None = None
+    ) -> GroupLimit:
+        """Store the limit of ``group`` (``"*"``: the default of every group without its own),
+        replacing any: at most ``max_running`` of its jobs running at once across all workers
+        (``0`` pauses the group) and at most ``rate`` starts per window (``"10/s"``, ``"100/m"``,
+        ``"5/h"``); ``None`` leaves that kind unlimited. Returns the stored limit. Raises
+        :class:`~bananas.errors.InvalidGroup` for a bad name or value (nothing stored) and
+        :class:`~bananas.errors.CapabilityNotSupported` without the ``groups`` capability."""
+        target = validate_limit_target(group)
+        limit = GroupLimit(max_running=max_running, rate=rate)
+        await (await self._limits()).set_group_limit(target, limit)
+        return limit
+
+    async def get_group_limit(self, group: str) -> GroupLimit | None:
+        """The limit stored for ``group`` itself (or for ``"*"``), ``None`` if there is none."""
+        target = validate_limit_target(group)
+        return await (await self._limits()).get_group_limit(target)
+
+    async def group_limits(self) -> dict[str, GroupLimit]:
+        """Every stored limit by group, ``"*"`` (the default) included."""
+        return await (await self._limits()).group_limits()
+
+    async def remove_group_limit(self, group: str) -> bool:
+        """Forget the limit of ``group`` (it falls back on ``"*"``'s); True if there was one."""
+        target = validate_limit_target(group)
+        return await (await self._limits()).remove_group_limit(target)
 
     async def get_result(self, job_id: str, *, missing_ok: bool = True) -> JobResult | None:
         """The job's result, or ``None`` while it has not finished (or the result expired),
@@ -622,6 +684,7 @@ class Client:
         unique_key: str | None = None,
         unique_for: Seconds | None = None,
         timeout: Seconds | None = None,
+        group: str | None = None,
     ) -> JobId:
         """See :meth:`AsyncClient.submit_job`."""
         unique = _unique_key(unique_key, unique_for)
@@ -635,6 +698,7 @@ class Client:
                 max_retries=max_retries,
                 job_id=job_id,
                 timeout=timeout,
+                group=group,
             ),
             unique,
         )
@@ -652,6 +716,7 @@ class Client:
         unique_key: str | None = None,
         unique_for: Seconds | None = None,
         timeout: Seconds | None = None,
+        group: str | None = None,
     ) -> JobId:
         """See :meth:`AsyncClient.submit_job_with_route`."""
         unique = _unique_key(unique_key, unique_for)
@@ -665,6 +730,7 @@ class Client:
                 max_retries=max_retries,
                 job_id=job_id,
                 timeout=timeout,
+                group=group,
             ),
             unique,
         )
@@ -683,6 +749,7 @@ class Client:
         unique_key: str | None = None,
         unique_for: Seconds | None = None,
         timeout: Seconds | None = None,
+        group: str | None = None,
     ) -> JobId:
         """See :meth:`AsyncClient.submit_job_scheduled`."""
         unique = _unique_key(unique_key, unique_for)
@@ -697,6 +764,7 @@ class Client:
                 max_retries=max_retries,
                 job_id=job_id,
                 timeout=timeout,
+                group=group,
             ),
             unique,
         )
@@ -748,6 +816,28 @@ class Client:
         """See :meth:`AsyncClient.cancel`."""
         outcome: CancelOutcome = self._call(AsyncClient.cancel, job_id)
         return outcome
+
+    def set_group_limit(
+        self, group: str, *, max_running: int | None = None, rate: Rate | str | None = None
+    ) -> GroupLimit:
+        """:meth:`AsyncClient.set_group_limit`."""
+        limit: GroupLimit = self._call(AsyncClient.set_group_limit, group, max_running=max_running, rate=rate)
+        return limit
+
+    def get_group_limit(self, group: str) -> GroupLimit | None:
+        """:meth:`AsyncClient.get_group_limit`."""
+        limit: GroupLimit | None = self._call(AsyncClient.get_group_limit, group)
+        return limit
+
+    def group_limits(self) -> dict[str, GroupLimit]:
+        """:meth:`AsyncClient.group_limits`."""
+        limits: dict[str, GroupLimit] = self._call(AsyncClient.group_limits)
+        return limits
+
+    def remove_group_limit(self, group: str) -> bool:
+        """:meth:`AsyncClient.remove_group_limit`."""
+        removed: bool = self._call(AsyncClient.remove_group_limit, group)
+        return removed
 
     def get_result(self, job_id: str, *, missing_ok: bool = True) -> JobResult | None:
         """See :meth:`AsyncClient.get_result`."""

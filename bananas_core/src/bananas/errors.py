@@ -14,6 +14,7 @@ __all__ = [
     "ConfigError",
     "DuplicateJob",
     "HandlerNotFound",
+    "InvalidGroup",
     "InvalidJob",
     "InvalidRoutingKey",
     "JobDecodeError",
@@ -39,6 +40,10 @@ class InvalidJob(BananasError, ValueError):
 
 class InvalidRoutingKey(InvalidJob):
     """A routing key breaks the rules: 1-64 characters of letters, digits, ``_`` and ``-``."""
+
+
+class InvalidGroup(InvalidJob):
+    """A group name, rate or group limit breaks the rules of :mod:`bananas.groups`; the message says which."""
 
 
 class PayloadError(InvalidJob, TypeError):

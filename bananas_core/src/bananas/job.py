@@ -36,6 +36,7 @@ from typing import Any, TypeAlias, TypeVar
 import attrs
 
 from bananas.errors import InvalidJob, InvalidRoutingKey, JobDecodeError, PayloadError
+from bananas.groups import validate_group
 from bananas.timefmt import format_time, parse_time
 
 __all__ = [
@@ -541,6 +542,11 @@ def _check_max_retries(inst: object, attr: attrs.Attribute[int], value: int) -> 
         raise InvalidJob(f"max_retries must be a whole number from 0 to 100, got {_show(value)}")
 
 
+def _check_group(_inst: object, _attr: object, value: str | None) -> None:
+    if value is not None:
+        validate_group(value)
+
+
 def _to_priority(value: JobPriority | str) -> JobPriority:
     return value if type(value) is JobPriority else JobPriority.parse(value)
 
@@ -576,6 +582,9 @@ class Job:
     max_retries: int = attrs.field(default=DEFAULT_MAX_RETRIES, validator=_check_max_retries)
     error: str = attrs.field(default="", validator=_check_str)
     extra: Mapping[str, JSON] = attrs.field(factory=dict, converter=_frozen_extra, repr=False)
+    group: str | None = attrs.field(default=None, validator=_check_group)
+    """The group the job belongs to (see :mod:`bananas.groups`), or ``None``; on the wire the
+    optional ``group`` field, left out when ``None``."""
     lease_token: str = attrs.field(default="", eq=False, repr=False)
     """Which claim this copy comes from: set by :meth:`Queue.claim <bananas.protocols.Queue.claim>`,
     opaque, never part of the wire format. Settles of the job are fenced with it: they apply
@@ -594,6 +603,7 @@ class Job:
         max_retries: int = DEFAULT_MAX_RETRIES,
         job_id: str | None = None,
         now: datetime | None = None,
+        group: str | None = None,
     ) -> Job:
         """A new job, validated, with the defaults of the original Bananas.
 
@@ -601,7 +611,8 @@ class Job:
         ``pending``, to run at once; either way it must lie from :data:`MIN_TIME` to
         :data:`MAX_TIME`. Raises :class:`InvalidJob` naming the field for anything a worker
         could not read back, :class:`PayloadError` for a payload that is not JSON or breaks
-        the limits (see the module docstring).
+        the limits (see the module docstring). ``group`` puts the job in a group (see
+        :mod:`bananas.groups`); an invalid name raises :class:`~bananas.errors.InvalidGroup`.
         """
         _check_payload(payload, "payload")
         at = _aware(now) if now is not None else _utcnow()
@@ -623,6 +634,7 @@ class Job:
             updated_at=at,
             scheduled_for=when,
             max_retries=max_retries,
+            group=None if group is None else validate_group(group),
         )
 
     def evolve(self, **changes: Any) -> Job:
@@ -661,6 +673,8 @@ class Job:
         d["max_retries"] = self.max_retries
         if self.error:
             d["error"] = self.error
+        if self.group is not None:
+            d["group"] = self.group
         return d
 
     def to_json(self) -> str:
@@ -720,6 +734,7 @@ class Job:
             max_retries=_int_field(known, "max_retries", DEFAULT_MAX_RETRIES),
             error=_str_field(known, "error"),
             extra=extra,
+            group=_group_field(known),
         )
 
     @classmethod
@@ -759,7 +774,7 @@ submitted together share one time."""
 _WIRE_FIELDS = frozenset(
     {
         "id", "name", "description", "payload", "status", "priority", "routing_key",
-        "created_at", "updated_at", "scheduled_for", "attempts", "max_retries", "error",
+        "created_at", "updated_at", "scheduled_for", "attempts", "max_retries", "error", "group",
     }
 )  # fmt: skip
 
@@ -769,6 +784,15 @@ def _str_field(data: Mapping[str, JSON], key: str) -> str:
     if not isinstance(value, str):
         raise JobDecodeError(f"job field {key!r} must be a string, got {type(value).__name__}")
     return value
+
+
+def _group_field(data: Mapping[str, JSON]) -> str | None:
+    value = data.get("group")
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise JobDecodeError(f"job field 'group' must be a string, got {_show(value)}")
+    return validate_group(value)
 
 
 def _int_field(data: Mapping[str, JSON], key: str, default: int) -> int:

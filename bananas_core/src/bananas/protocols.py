@@ -16,6 +16,7 @@ from typing import Protocol, runtime_checkable
 import attrs
 
 from bananas.cancel import CancelOutcome
+from bananas.groups import GroupLimit
 from bananas.job import ALL_PRIORITIES, Job, JobPriority, JobResult
 from bananas.policy import BY_POLICY, LEASE_EXPIRED_ERROR, RetryAt
 from bananas.unique import UniqueKey
@@ -28,6 +29,7 @@ __all__ = [
     "CompleteAndStore",
     "UniqueEnqueue",
     "DEFAULT_LEASE_SECONDS",
+    "GroupLimits",
     "HandOff",
     "LEASE_EXPIRED_ERROR",
     "Queue",
@@ -407,6 +409,42 @@ class Cancellation(Protocol):
         returned as stored and nothing is written (a repeated settle is answered like the first).
         The record is kept for the completed-job TTL. A workflow step is also recorded
         ``cancelled`` and follows its dead link in the same write (see :class:`WorkflowSteps`)."""
+        ...
+
+
+@runtime_checkable
+class GroupLimits(Protocol):
+    """Optional on a :class:`Queue` (:attr:`Capability.GROUPS <bananas.capabilities.Capability>`):
+    limits per group, kept in the store, that every claim obeys (see :mod:`bananas.groups`).
+
+    No new call runs jobs: the queue's own methods apply the limits to jobs whose
+    :attr:`~bananas.job.Job.group` is set. :meth:`Queue.claim` (and :meth:`HandOff.claim_or_wait`)
+    takes a grouped job only while :func:`bananas.groups.admits` says so for its group's
+    :func:`~bananas.groups.effective_limit` at the clock's now, and takes the slot and records the
+    start in the same atomic step. A slot is held by a claimed job whose lease deadline is still
+    ahead: it is freed by every settle (complete, fail, release, cancel, a workflow step's), by
+    :meth:`Queue.reap_expired`, and, reaper or not, once the deadline passes; :meth:`Queue.renew`
+    extends it. A job held back stays where it is, unchanged (no attempt, no error), and claims
+    take the jobs behind it. Within one routing key and priority, the groups with ready jobs and
+    the jobs without a group (together, FIFO) are served in turn: the one served longest ago first
+    (never served: first, in the order of their oldest ready job); FIFO within a group.
+    :meth:`Queue.wait_for_work` counts only work a claim could take, and wakes when a slot frees.
+    """
+
+    async def set_group_limit(self, group: str, limit: GroupLimit) -> None:
+        """Store ``limit`` for ``group`` (a checked group name, or ``"*"`` for the default), replacing any."""
+        ...
+
+    async def get_group_limit(self, group: str) -> GroupLimit | None:
+        """The limit stored for ``group`` itself (not the default it may fall back on), or ``None``."""
+        ...
+
+    async def group_limits(self) -> dict[str, GroupLimit]:
+        """Every stored limit by group name, ``"*"`` included (unreadable ones left out)."""
+        ...
+
+    async def remove_group_limit(self, group: str) -> bool:
+        """Forget the limit stored for ``group``; True if there was one."""
         ...
 
 

@@ -10,6 +10,7 @@ from bananas.backend import BackendOptions
 from bananas.backends._signal import Signal
 from bananas.capabilities import Capability
 from bananas.errors import InvalidJob, JobNotFound
+from bananas.groups import GroupLimit
 from bananas.job import Job, JobPriority, JobResult, JobStatus
 from bananas.protocols import ScheduleState, WorkerInfo
 
@@ -40,6 +41,12 @@ class MemoryStore:
         self.waiter_wakes: set[str] = set()  # hand-off waiters asked to end their current or next wait
         self.unique: dict[str, tuple[str, float]] = {}  # unique key -> (id of the job holding it, unique_for)
         self.result_signals: dict[str, Signal] = {}
+        self.group_limits: dict[str, GroupLimit] = {}  # group name or "*" -> its stored limit
+        self.group_of: dict[str, str] = {}  # ready grouped id -> its group
+        self.running: dict[str, str] = {}  # claimed grouped id -> its group (a slot while its lease runs)
+        self.starts: dict[str, deque[float]] = {}  # group -> times of its claims, oldest first
+        self.served: dict[_Ready, dict[str, int]] = {}  # line -> participant ("" = no group) -> turn last served
+        self.turns = 0  # counts every turn served, for ``served``
 
     # -- helpers; the caller holds the lock ------------------------------------------
 
@@ -64,11 +71,16 @@ class MemoryStore:
     def push_ready(self, job: Job, *, front: bool = False) -> None:
         line = self.ready.setdefault((job.routing_key, job.priority), deque())
         line.appendleft(job.id) if front else line.append(job.id)
+        if job.group is not None:
+            self.group_of[job.id] = job.group
 
     def unlink(self, job_id: str) -> None:
         """Take ``job_id`` out of every place it may be waiting (not out of ``jobs``)."""
         self.processing.pop(job_id, None)
         self.holders.pop(job_id, None)
+        self.group_of.pop(job_id, None)
+        if self.running.pop(job_id, None) is not None:
+            self.work_signal.wake_all()  # a group's slot is free: its held-back jobs may go
         self.scheduled.pop(job_id, None)
         self.dead.pop(job_id, None)
         self.job_expiry.pop(job_id, None)

@@ -19,6 +19,7 @@ from bananas import policy
 from bananas.backend import Backend, BackendOptions, validate_namespace
 from bananas.backends._memory_cancel import MemoryCancel, forget_cancel
 from bananas.backends._memory_checkpoints import MemoryCheckpoints
+from bananas.backends._memory_groups import MemoryGroups
 from bananas.backends._memory_parts import MemoryResults, MemoryScheduler, MemoryWorkers
 from bananas.backends._memory_store import CAPABILITIES, MemoryPart, MemoryStore, check_new, store_for
 from bananas.backends._memory_unique import MemoryUnique
@@ -48,7 +49,7 @@ __all__ = [
 log = logging.getLogger("bananas.memory")
 
 
-class MemoryQueue(MemoryUnique, MemoryWorkflows, MemoryCheckpoints, MemoryCancel, MemoryPart):
+class MemoryQueue(MemoryUnique, MemoryGroups, MemoryWorkflows, MemoryCheckpoints, MemoryCancel, MemoryPart):
     """:class:`~bananas.protocols.Queue` over a :class:`MemoryStore` (and its optional protocols)."""
 
     def __init__(
@@ -108,7 +109,10 @@ class MemoryQueue(MemoryUnique, MemoryWorkflows, MemoryCheckpoints, MemoryCancel
                 for priority in order:
                     line = s.ready.get((key, priority))
                     while line and len(claimed) < limit:
-                        found = self._next(line, names, now)
+                        if s.group_of:  # grouped jobs are ready: groups and limits decide (MemoryGroups)
+                            found = self._take_turn((key, priority), names, now)
+                        else:
+                            found = self._next(line, names, now)
                         if found is None:
                             break
                         job = found.evolve(status=JobStatus.PROCESSING, updated_at=from_timestamp(now))
@@ -374,6 +378,7 @@ class MemoryQueue(MemoryUnique, MemoryWorkflows, MemoryCheckpoints, MemoryCancel
             if waiter in s.waiter_wakes:
                 s.waiter_wakes.discard(waiter)
                 return []
+            timeout = self._wait_bound(routing_keys, timeout)
             fut = s.work_signal.register()
         await s.work_signal.wait(fut, timeout)
         with s.lock:
@@ -415,11 +420,20 @@ class MemoryQueue(MemoryUnique, MemoryWorkflows, MemoryCheckpoints, MemoryCancel
         """Return at once if work is ready, else when any arrives or after ``timeout`` real seconds."""
         s = self._store
         with s.lock:
-            keys = set(routing_keys)
-            if any(line for (key, _), line in s.ready.items() if key in keys):
+            lines = self._lines(routing_keys)
+            if lines and (not s.group_of or self._claimable(lines, self._now())):
                 return
+            timeout = self._wait_bound(routing_keys, timeout)
             fut = s.work_signal.register()
         await s.work_signal.wait(fut, timeout)
+
+    def _wait_bound(self, routing_keys: Sequence[str], timeout: float) -> float:
+        """``timeout``, cut short to when a group holding back ready jobs may start one. Holds the lock."""
+        if not self._store.group_of:
+            return timeout
+        now = self._now()
+        at = self._next_free(self._lines(routing_keys), now)
+        return timeout if at is None else max(0.0, min(timeout, at - now))
 
 
 def _buried(job_id: str) -> JobDecodeError:

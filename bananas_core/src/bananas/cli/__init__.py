@@ -41,7 +41,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``bananas`` argument parser with every subcommand."""
-    from bananas.cli import admin, cancel, demo, exporter, jobs, workflow
+    from bananas.cli import admin, cancel, demo, exporter, groups, jobs, workflow
 
     parser = _Parser(
         prog="bananas",
@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_worker(sub)
     jobs.register(sub)
     cancel.register(sub)
+    groups.register(sub)
     admin.register(sub)
     demo.register(sub)
     exporter.register(sub)

@@ -77,6 +77,11 @@ def register(sub: Any) -> None:
         metavar="SECONDS",
         help="with --unique-key: the key also stays taken this long after its job completed (default 0)",
     )
+    p.add_argument(
+        "--group",
+        metavar="NAME",
+        help="put the job in this group: it runs within the group's limits (see 'bananas groups')",
+    )
     p.add_argument("--wait", type=seconds_arg, metavar="SECONDS", help="wait up to SECONDS for the result and print it")
     add_common(p)
     p.set_defaults(run=submit)
@@ -207,6 +212,7 @@ async def submit(args: argparse.Namespace) -> int:
             scheduled_for=_when(args, now),
             max_retries=max_retries,
             now=now,
+            group=args.group,
         )
         job = with_timeout(job, _job_timeout(args.timeout))
         refuse_memory(args, "submits")  # after the job is validated: its mistakes come first

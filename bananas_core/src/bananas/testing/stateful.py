@@ -7,11 +7,18 @@ the queue depths must agree, and every claim must return what the model allows. 
 of trouble are mixed in: stale settles (a worker reports on a copy of a job whose claim was
 reaped, settled or superseded: it must change nothing) and, when the suite can plant one,
 poison records (a stored job nobody can read: it must go to the dead letter queue alone).
+On a backend with ``groups``, grouped jobs and group limits are mixed in: every claim must
+take only jobs their group's limit admits (:mod:`bananas.groups`), and never stop while a
+job it could take is ready (a held-back group blocks nobody). Each group's rate is fixed for
+a run; its ``max_running`` (and the default ``"*"``) changes as the machine likes.
 
 The model follows :mod:`bananas.protocols` exactly: routing keys in the order given,
 ``high`` > ``normal`` > ``low``, FIFO within a priority. Where the protocol leaves an order
 open (jobs made ready together by one ``move_scheduled``, ``reap_expired`` or
 ``requeue_dead``), the model keeps them as one *batch* whose members may come in any order.
+Which group's turn it is, the machine leaves to the backend (the suite tests the turns): it
+checks that each job claimed is the oldest ready job of a group (or of the jobs without one)
+that its limit admits.
 Time is a :class:`~bananas.clock.ManualClock`; the machine never lands the clock exactly on
 a lease deadline or due time, where "expired" and "due" would be a matter of ``<`` vs ``<=``.
 """
@@ -40,8 +47,9 @@ from bananas.cancel import CANCELLED_WHILE_RUNNING, CancelOutcome
 from bananas.capabilities import Capability
 from bananas.clock import Clock, ManualClock
 from bananas.errors import JobDecodeError, JobNotFound, LeaseLost
+from bananas.groups import DEFAULT_GROUP, GroupLimit, Rate, admits, effective_limit
 from bananas.job import ALL_PRIORITIES, Job, JobPriority, JobStatus, backoff_seconds
-from bananas.protocols import LEASE_EXPIRED_ERROR, Cancellation, UniqueEnqueue
+from bananas.protocols import LEASE_EXPIRED_ERROR, Cancellation, GroupLimits, UniqueEnqueue
 from bananas.unique import UniqueKey, key_held
 
 __all__ = [
@@ -72,6 +80,8 @@ T = TypeVar("T")
 Line = tuple[str, JobPriority]
 KEYS = ("default", "gpu")
 UNIQUE_KEYS = ("invoice:1", "invoice:2")
+GROUPS = ("g1", "g2")
+RATES = (None, Rate(2, 60.0), Rate(3, 60.0))
 TICK = 1 / 64  # exact in binary and in microseconds, so every backend stores times exactly
 
 DEFAULT_SETTINGS = settings(
@@ -91,6 +101,7 @@ class ModelJob:
     max_retries: int
     status: JobStatus = JobStatus.PENDING
     attempts: int = 0
+    group: str | None = None
 
 
 @attrs.define
@@ -105,6 +116,35 @@ class QueueModel:
     poisoned: set[str] = attrs.field(factory=set)  # ids whose stored record is unreadable
     unique: dict[str, tuple[str, float]] = attrs.field(factory=dict)  # unique key -> (holder id, unique_for)
     finished: dict[str, float] = attrs.field(factory=dict)  # completed id -> when
+    limits: dict[str, GroupLimit] = attrs.field(factory=dict)  # stored group limits, "*" included
+    starts: dict[str, list[float]] = attrs.field(factory=dict)  # group -> when its jobs were claimed under a rate
+
+    def limit_of(self, group: str) -> GroupLimit:
+        return effective_limit(self.limits.get(group), self.limits.get(DEFAULT_GROUP))
+
+    def admitted(self, group: str | None, now: float) -> bool:
+        """Whether a claim at ``now`` may take a job of ``group`` (always for no group)."""
+        if group is None:
+            return True
+        running = sum(1 for i, d in self.processing.items() if self.jobs[i].group == group and d > now)
+        return admits(self.limit_of(group), running, self.starts.get(group, ()), now)
+
+    def candidates(self, line: Line, now: float) -> set[str]:
+        """The jobs a claim of ``line`` may take next: for each group (and for the jobs without
+        one) its limit admits, the oldest ready batch's jobs of it."""
+        heads: dict[str | None, set[str]] = {}
+        for batch in self.lines.get(line, []):
+            for job_id in batch:
+                group = self.jobs[job_id].group
+                if group not in heads:
+                    heads[group] = {i for i in batch if self.jobs[i].group == group}
+        return {i for group, ids in heads.items() if self.admitted(group, now) for i in ids}
+
+    def started(self, job_id: str, now: float) -> None:
+        """A claim took ``job_id``: a start of its group, counted while the group has a rate."""
+        group = self.jobs[job_id].group
+        if group is not None and self.limit_of(group).rate is not None:
+            self.starts.setdefault(group, []).append(now)
 
     def unique_holder(self, key: str, now: float) -> str | None:
         """The job holding unique ``key`` at ``now`` by :func:`bananas.unique.key_held`, or ``None``."""
@@ -134,7 +174,7 @@ class QueueModel:
             self.lines.setdefault(line, []).insert(0, batch) if front else self.lines.setdefault(line, []).append(batch)
 
     def check_claim(
-        self, keys: list[str], priorities: list[JobPriority], limit: int, got: list[str], buried: set[str]
+        self, keys: list[str], priorities: list[JobPriority], limit: int, got: list[str], buried: set[str], now: float
     ) -> None:
         """Assert ``got`` is a claim the protocol allows, and apply it.
 
@@ -149,19 +189,22 @@ class QueueModel:
         for key in dict.fromkeys(keys):
             for priority in sorted(set(priorities), key=lambda p: p.rank):
                 batches = self.lines.get((key, priority), [])
-                while batches and taken < limit:
+                while taken < limit and (allowed := self.candidates((key, priority), now)):
                     assert taken < len(got), (
                         f"claim({keys}, {[p.value for p in priorities]}, limit={limit}) returned {len(got)} "
-                        f"jobs but more were ready, e.g. in {key}/{priority.value}: {sorted(batches[0])}"
+                        f"jobs but more were ready, e.g. in {key}/{priority.value}: {sorted(allowed)}"
                     )
                     job_id = got[taken]
-                    assert job_id in batches[0], (
+                    assert job_id in allowed, (
                         f"claim returned {job_id} as job #{taken + 1}; next in line is {key}/{priority.value} "
-                        f"{sorted(batches[0])} (routing keys in order, then priority, then FIFO)"
+                        f"{sorted(allowed)} (routing keys in order, then priority, then FIFO per group "
+                        "among the groups whose limits admit one more)"
                     )
-                    batches[0].discard(job_id)
-                    if not batches[0]:
-                        batches.pop(0)
+                    for batch in batches:
+                        batch.discard(job_id)
+                    batches[:] = [b for b in batches if b]
+                    self.started(job_id, now)
+                    self.processing[job_id] = float("inf")  # holds its slot; the caller sets the deadline
                     taken += 1
         assert taken == len(got), f"claim returned {got[taken:]} beyond the ready jobs it may take"
 
@@ -211,6 +254,7 @@ class QueueStateMachine(RuleBasedStateMachine):
         self.claimed: dict[str, Job] = {}
         self.stale: list[tuple[Job, str]] = []  # claimed copies whose claim no longer holds the job, and why
         self.counter = 0
+        self.rates: dict[str, Rate | None] = {}
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self.runner.run(coro)
@@ -245,6 +289,69 @@ class QueueStateMachine(RuleBasedStateMachine):
             self.model.jobs[job.id] = ModelJob(job.id, (job.routing_key, job.priority), max_retries)
         for job in jobs:  # one at a time: FIFO within the batch too
             self.model.make_ready([job.id])
+
+    @initialize(
+        rates=st.tuples(*(st.sampled_from(RATES) for _ in (*GROUPS, DEFAULT_GROUP))),
+        max_running=st.tuples(*(st.sampled_from([1, 0, 2]) for _ in GROUPS)),
+        specs=st.lists(
+            st.tuples(st.sampled_from(KEYS), st.sampled_from(ALL_PRIORITIES), st.sampled_from(GROUPS)),
+            min_size=2,
+            max_size=6,
+        ),
+    )
+    def start_with_groups(
+        self,
+        rates: tuple[Rate | None, ...],
+        max_running: tuple[int | None, ...],
+        specs: list[tuple[str, JobPriority, str]],
+    ) -> None:
+        """Each group's (and the default's) rate, fixed for the run (its limits change only
+        ``max_running``), the groups' first limits and jobs."""
+        self.rates = dict(zip((*GROUPS, DEFAULT_GROUP), rates, strict=True))
+        if not self.backend.supports(Capability.GROUPS):
+            return
+        for group, most in zip(GROUPS, max_running, strict=True):
+            self.set_group_limit(group, most)
+        if specs:
+            self.enqueue_grouped(specs)
+
+    @precondition(lambda self: self.backend.supports(Capability.GROUPS))
+    @rule(
+        specs=st.lists(
+            st.tuples(st.sampled_from(KEYS), st.sampled_from(ALL_PRIORITIES), st.sampled_from(GROUPS)),
+            min_size=1,
+            max_size=3,
+        )
+    )
+    def enqueue_grouped(self, specs: list[tuple[str, JobPriority, str]]) -> None:
+        jobs = [Job.create("task", None, routing_key=key, priority=prio, group=group, job_id=self._new_id(),
+                           now=self.clock.now()) for key, prio, group in specs]  # fmt: skip
+        self.run(self.backend.queue.enqueue_many(jobs))
+        for job in jobs:
+            line = (job.routing_key, job.priority)
+            self.model.jobs[job.id] = ModelJob(job.id, line, job.max_retries, group=job.group)
+            self.model.make_ready([job.id])
+
+    def _group_limits(self) -> GroupLimits:
+        queue = self.backend.queue
+        assert isinstance(queue, GroupLimits), "the backend declares groups, but its queue is not a GroupLimits"
+        return queue
+
+    @precondition(lambda self: self.backend.supports(Capability.GROUPS))
+    @rule(group=st.sampled_from((*GROUPS, DEFAULT_GROUP)), max_running=st.sampled_from([None, 0, 1, 2]))
+    def set_group_limit(self, group: str, max_running: int | None) -> None:
+        limit = GroupLimit(max_running=max_running, rate=self.rates[group])
+        self.run(self._group_limits().set_group_limit(group, limit))
+        self.model.limits[group] = limit
+        assert self.run(self._group_limits().group_limits()) == self.model.limits, "stored limits differ"
+
+    @precondition(lambda self: self.model.limits)
+    @rule(data=st.data())
+    def remove_group_limit(self, data: st.DataObject) -> None:
+        group = data.draw(st.sampled_from(sorted(self.model.limits)), label="group")
+        assert self.run(self._group_limits().remove_group_limit(group)) is True
+        del self.model.limits[group]
+        assert self.run(self._group_limits().get_group_limit(group)) is None
 
     @precondition(lambda self: self.backend.supports(Capability.UNIQUE_JOBS))
     @rule(unique_key=st.sampled_from(UNIQUE_KEYS), unique_for=st.sampled_from([0, 5, 40]), key=st.sampled_from(KEYS))
@@ -284,8 +391,8 @@ class QueueStateMachine(RuleBasedStateMachine):
         for job_id in got:
             assert job_id not in self.model.processing, f"{job_id} claimed while its lease still runs"
             assert job_id not in self.model.poisoned, f"claim returned {job_id}, whose record is unreadable"
-        self.model.check_claim(keys, priorities, limit, got, self._buried())
         now = self.clock()
+        self.model.check_claim(keys, priorities, limit, got, self._buried(), now)
         for job in jobs:
             model_job = self.model.jobs[job.id]
             assert (job.status, job.attempts) == (JobStatus.PROCESSING, model_job.attempts), job.id
@@ -425,6 +532,8 @@ class QueueStateMachine(RuleBasedStateMachine):
         """Time passes (never onto a deadline), then a worker's housekeeping runs."""
         boundaries = set(self.model.processing.values()) | set(self.model.scheduled.values())
         boundaries |= {self.model.finished.get(h, 0) + w for h, w in self.model.unique.values()}
+        windows = {rate.per for rate in RATES if rate is not None}
+        boundaries |= {t + per for starts in self.model.starts.values() for t in starts for per in windows}
         target = self.clock() + seconds
         while target in boundaries:
             target += TICK

@@ -37,6 +37,7 @@ from bananas.testing.suite.extras import (
     WorkerRegistryTests,
 )
 from bananas.testing.suite.fencing import FencingTests, PoisonRecordTests
+from bananas.testing.suite.groups import GroupTests
 from bananas.testing.suite.lifecycle import CompleteFailTests, DeadLetterTests, ScheduledTests
 from bananas.testing.suite.namespaces import NamespaceTests
 from bananas.testing.suite.optional import CompleteAndStoreTests, HandOffTests, OptionalProtocolTests
@@ -153,6 +154,7 @@ class BackendConformance(
     WorkflowExpiryTests,
     CheckpointTests,
     CancelTests,
+    GroupTests,
     PropertyTests,
 ):
     """Every contract of :mod:`bananas.protocols`, for one backend.
