@@ -180,7 +180,9 @@ class SqlWorkflows:
             return
         opts = self.db.options
         ttl = record_ttl(opts.result_success_ttl, opts.result_failure_ttl)
-        await settle_step(_Steps(conn, self._wq(), self.db.q, now, wid), job.id, state, value, error, ttl=ttl)
+        wq = self._wq()
+        await conn.execute(wq["lock_workflow"], {"id": wid})  # the lock order: see queries.workflow
+        await settle_step(_Steps(conn, wq, self.db.q, now, wid), job.id, state, value, error, ttl=ttl)
 
     async def prune_workflows(self, conn: Connection, now: float) -> None:
         """Inside ``conn``'s transaction: delete up to 100 expired workflows, every row of each."""
@@ -211,6 +213,7 @@ class SqlWorkflows:
         async def work(conn: Connection) -> WorkflowStop | None:
             if (await conn.execute(wq["document"], {"id": workflow_id, "now": now})).first() is None:
                 return None
+            await conn.execute(wq["lock_workflow"], {"id": workflow_id})  # before any step row
             if (await conn.execute(wq["running_steps"], {"id": workflow_id})).first() is None:
                 return WorkflowStop()  # finished: nothing can be created any more
             params = {"id": workflow_id, "outcome": outcome}

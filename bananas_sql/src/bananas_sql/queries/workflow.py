@@ -6,6 +6,10 @@ count; SQLite runs one writer at a time (``BEGIN IMMEDIATE``). A slot is an
 ``INSERT ... ON CONFLICT DO NOTHING``, so it is filled once. A workflow's ``open_steps``
 counts its steps created and not yet settled; the settle that brings it to 0 sets
 ``expires_at``, and the lease reaper's cleanup deletes expired workflows a few at a time.
+
+Lock order, so that concurrent writes of one workflow never deadlock on PostgreSQL: the job
+row a settle or cancel fences, then the workflow row (``lock_workflow``, a no-op update taken
+before any step, join or slot row), then those. ``stop_workflow`` takes the workflow row first.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ def statements(table: Callable[[str], str]) -> dict[str, str]:
         ),
         "join": f"SELECT definition FROM {joins} WHERE join_id = :join_id",
         "slots": f"SELECT outcome, value FROM {slots} WHERE join_id = :join_id ORDER BY slot",
+        "lock_workflow": f"UPDATE {wf} SET open_steps = open_steps WHERE id = :id",
         "add_open": f"UPDATE {wf} SET open_steps = open_steps + :delta WHERE id = :id RETURNING open_steps",
         "expire_workflow": f"UPDATE {wf} SET expires_at = :expires_at WHERE id = :id",
         "document": f"SELECT document FROM {wf} WHERE id = :id AND (expires_at IS NULL OR expires_at > :now)",
