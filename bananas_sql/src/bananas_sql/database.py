@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple, Protocol, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+import attrs
 from bananas.backend import BackendOptions, redact_url
 from bananas.errors import SchemaError
 from bananas.job import JobPriority, JobResult, dumps, loads
@@ -39,6 +40,34 @@ class ClaimedRow(NamedTuple):
     seq: int
     data: str
     id: str
+
+
+@attrs.frozen
+class GroupClaim:
+    """A claim through the group rules (see :mod:`bananas_sql.groups`)."""
+
+    keys: tuple[str, ...]
+    ranks: tuple[int, ...]
+    """The priorities asked for, highest first."""
+    all_prios: bool
+    names: tuple[str, ...] | None
+    limit: int
+    now: float
+    lease_until: float
+    token: str
+    dry: bool = False
+    """Only find out whether a claim would take a job (the SQLite wait for work)."""
+
+
+@attrs.frozen
+class Claimed:
+    """What a grouped claim did: the rows claimed in claim order, whether grouped jobs were due
+    at all, when a group held back may next start a job, and (``dry``) whether a job would be taken."""
+
+    rows: list[ClaimedRow]
+    grouped: bool
+    wake_at: float | None
+    takes: bool = False
 
 
 class Result(Protocol):
@@ -183,9 +212,14 @@ class Database:
         job_names: Sequence[str] | None,
         now: float,
         token: str,
-    ) -> list[ClaimedRow]:
+    ) -> list[ClaimedRow] | None:
         """Mark up to ``limit`` claimable rows processing under lease ``token``, in one statement;
-        the rows in claim order (routing key, priority, position)."""
+        the rows in claim order (routing key, priority, position). None, with nothing claimed,
+        when a grouped job of ``routing_keys`` is due: claim with :meth:`claim_grouped` then."""
+        raise NotImplementedError
+
+    async def claim_grouped(self, req: GroupClaim) -> Claimed:
+        """A claim through the group rules, in one transaction (see :mod:`bananas_sql.groups`)."""
         raise NotImplementedError
 
     async def renew_leases(self, held: Sequence[tuple[str, str]], until: float) -> set[str]:

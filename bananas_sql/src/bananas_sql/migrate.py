@@ -26,7 +26,7 @@ from bananas.backend import BackendOptions
 from bananas.errors import SchemaError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from bananas_sql.schema import HANDOFF_DATA_MAX, PG_TRIGGERS, metadata
+from bananas_sql.schema import HANDOFF_DATA_MAX, PG_GROUP_TRIGGERS, PG_TRIGGERS, metadata
 from bananas_sql.tables import SCHEMA_VERSION, Names
 from bananas_sql.urls import postgres_sqlalchemy_url, sqlite_sqlalchemy_url
 from bananas_sql.workflow_schema import WORKFLOW_TABLES, workflow_expiry
@@ -83,6 +83,29 @@ def _lease_token(conn: sa.Connection, names: Names, dialect: str) -> None:
     _handoff(conn, names, dialect)
 
 
+def _group_triggers(conn: sa.Connection, names: Names, dialect: str) -> None:
+    if dialect == "postgresql":
+        for ddl in PG_GROUP_TRIGGERS:
+            conn.execute(sa.text(ddl.format(**names.as_mapping())))
+
+
+def _groups(conn: sa.Connection, names: Names, dialect: str) -> None:
+    """``jobs.group_name`` (NULL: the jobs submitted before have no group), the claim index
+    rebuilt without grouped rows and ``jobs_grouped`` for them, the group tables, and on
+    PostgreSQL the hand-off that leaves grouped jobs to claims and the trigger that announces
+    a freed slot."""
+    columns = {c["name"] for c in sa.inspect(conn).get_columns(names.prefix + "jobs", schema=names.schema)}
+    if "group_name" not in columns:
+        conn.execute(sa.text(f"ALTER TABLE {names.jobs} ADD COLUMN group_name VARCHAR(128)"))
+    conn.execute(sa.text(f"DROP INDEX IF EXISTS {names.table('jobs_claim')}"))  # now without grouped rows
+    for index in ("jobs_claim", "jobs_grouped"):
+        _create_index(index)(conn, names, dialect)
+    for table in ("group_limits", "group_state", "group_starts"):
+        _create_table(table)(conn, names, dialect)
+    _handoff(conn, names, dialect)
+    _group_triggers(conn, names, dialect)
+
+
 def _workflow_tables(conn: sa.Connection, names: Names, dialect: str) -> None:
     for name in WORKFLOW_TABLES:
         _create_table(name)(conn, names, dialect)
@@ -97,6 +120,7 @@ STEPS: tuple[Step, ...] = (
     Step(7, "the checkpoints table (long jobs' progress)", _create_table("checkpoints")),
     Step(8, "the cancel_requests table (cancelling running jobs)", _create_table("cancel_requests")),
     Step(9, "workflows.open_steps and workflows.expires_at (finished workflows expire)", workflow_expiry),
+    Step(10, "the column jobs.group_name and the group tables (groups with limits)", _groups),
 )
 """The steps from version 1 (the first schema) to :data:`~bananas_sql.tables.SCHEMA_VERSION`."""
 
@@ -136,6 +160,7 @@ def _upgrade(conn: sa.Connection, names: Names) -> str:
     if version is None:
         md.create_all(conn)
         _handoff(conn, names, dialect)
+        _group_triggers(conn, names, dialect)
         conn.execute(table.insert().values(id=1, version=SCHEMA_VERSION))
         return f"created at version {SCHEMA_VERSION}"
     if version > SCHEMA_VERSION:

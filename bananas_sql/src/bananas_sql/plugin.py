@@ -29,6 +29,7 @@ _COMMON: frozenset[Capability] = frozenset(
         Capability.WORKFLOWS,
         Capability.CHECKPOINTS,
         Capability.CANCEL,
+        Capability.GROUPS,
     }
 )
 POSTGRES_CAPABILITIES: frozenset[Capability] = _COMMON | {

@@ -16,6 +16,7 @@ from bananas_sql import tables as t
 from bananas_sql.cancel import SqlCancel
 from bananas_sql.checkpoints import SqlCheckpoints
 from bananas_sql.database import ClaimedRow, Connection, Database
+from bananas_sql.groups import SqlGroups
 from bananas_sql.results import SqlResults
 from bananas_sql.rows import (
     claim_arguments,
@@ -39,7 +40,7 @@ MOVE_BATCH = 1000
 """Due scheduled jobs made ready per statement (:meth:`SqlQueue.move_scheduled` loops)."""
 
 
-class SqlQueue(SqlUnique, SqlWorkflows, SqlCheckpoints, SqlCancel):
+class SqlQueue(SqlUnique, SqlWorkflows, SqlCheckpoints, SqlCancel, SqlGroups):
     """Jobs in one table; see :mod:`bananas_sql.tables` for the states and indexes."""
 
     def __init__(self, db: Database) -> None:
@@ -87,9 +88,13 @@ class SqlQueue(SqlUnique, SqlWorkflows, SqlCheckpoints, SqlCancel):
         self.db.note_claim()
         now = self._now()
         token = new_lease_token()
-        rows = await self.db.claim(
-            keys, prios, limit=limit, lease_until=now + lease, job_names=names, now=now, token=token
-        )
+        rows = None
+        if not self._grouped:
+            rows = await self.db.claim(
+                keys, prios, limit=limit, lease_until=now + lease, job_names=names, now=now, token=token
+            )
+        if rows is None:
+            rows = await self.claim_grouped(keys, prios, limit, now, now + lease, names, token)
         return await self.claimed_jobs([(row, token) for row in rows], now)
 
     async def claimed_jobs(self, claimed: Sequence[tuple[ClaimedRow, str]], now: float) -> list[Job]:
@@ -263,6 +268,7 @@ class SqlQueue(SqlUnique, SqlWorkflows, SqlCheckpoints, SqlCancel):
             await conn.execute(self.q["prune_jobs"], {"now": now})
             await conn.execute(self.q["prune_results"], {"now": now})
             await conn.execute(self.q["prune_workers"], {"now": now})
+            await self.prune_groups(conn, now)
             await self.prune_workflows(conn, now)  # finished workflows whose record expired
 
         await self.db.run(prune)
@@ -314,8 +320,9 @@ class SqlQueue(SqlUnique, SqlWorkflows, SqlCheckpoints, SqlCancel):
             ready: dict[tuple[str, JobPriority], int] = {}
             totals = {t.SCHEDULED: 0, t.PROCESSING: 0, t.DEAD: 0}
             for state, key, rank, count in await conn.execute(self.q["depths"]):
-                if state == t.READY:
-                    ready[(key, _RANK_TO_PRIORITY[rank])] = count
+                if state == t.READY:  # counted with and without a group: summed
+                    line = (key, _RANK_TO_PRIORITY[rank])
+                    ready[line] = ready.get(line, 0) + count
                 else:
                     totals[state] += count
             return QueueDepths(
@@ -381,7 +388,7 @@ class SqlQueue(SqlUnique, SqlWorkflows, SqlCheckpoints, SqlCancel):
         return await self.db.run(work, single=True)
 
     async def wait_for_work(self, routing_keys: Sequence[str], timeout: float) -> None:
-        await self.db.wait_for_work(list(routing_keys), timeout)
+        await self.db.wait_for_work(list(routing_keys), self.work_wait(timeout))
 
     async def close(self) -> None:
         await self.db.close()

@@ -56,6 +56,7 @@ def job_params(job: Job, now: float) -> dict[str, Any]:
         "priority": job.priority.rank,
         "run_at": run_at,
         "data": job.to_json(),
+        "group_name": job.group,
         "now": now,
     }
 

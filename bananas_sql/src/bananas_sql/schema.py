@@ -7,6 +7,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from bananas_sql.queries.cancel import cancel_requests_table
+from bananas_sql.queries.groups import group_tables
 from bananas_sql.tables import DEAD, PROCESSING, READY, SCHEDULED, Names
 from bananas_sql.workflow_schema import checkpoints_table, workflow_tables
 
@@ -34,7 +35,8 @@ PG_TRIGGERS = (
     fenced boolean NOT NULL DEFAULT false
 )""",
     "ALTER TABLE {waiters} ADD COLUMN IF NOT EXISTS fenced boolean NOT NULL DEFAULT false",
-    # A job made ready goes straight to a registered idle worker that takes its routing key
+    # A job made ready goes straight to a registered idle worker (a job in a group never: its
+    # group's limits are the claim's to apply, so every listener is told there is work) that takes its routing key
     # and priority: claimed here (state, lease and a fresh lease token, as that worker's claim
     # would) and sent on the channel of the worker's process as ``slot seq token[ data]``, so
     # the worker runs it without a claim round trip. With no such worker, every listener is
@@ -49,7 +51,8 @@ DECLARE
     w record;
 BEGIN
     SELECT token, channel, slot, lease, clock_offset INTO w FROM {waiters}
-    WHERE fenced AND until > t AND NEW.routing_key = ANY(routing_keys) AND NEW.priority = ANY(priorities)
+    WHERE NEW.group_name IS NULL AND fenced AND until > t AND NEW.routing_key = ANY(routing_keys)
+        AND NEW.priority = ANY(priorities)
     LIMIT 1 FOR UPDATE SKIP LOCKED;
     IF FOUND THEN
         DELETE FROM {waiters} WHERE token = w.token;
@@ -79,13 +82,13 @@ BEGIN
     FOR w IN SELECT x.token, x.channel, x.slot, x.routing_keys, x.priorities, x.lease, x.clock_offset
         FROM {waiters} AS x
         WHERE x.fenced AND x.until > t AND EXISTS (SELECT 1 FROM new_jobs AS n WHERE n.state = 'ready'
-            AND n.routing_key = ANY(x.routing_keys) AND n.priority = ANY(x.priorities))
+            AND n.group_name IS NULL AND n.routing_key = ANY(x.routing_keys) AND n.priority = ANY(x.priorities))
         FOR UPDATE SKIP LOCKED
     LOOP
         EXIT WHEN cardinality(handed) >= ready;
         SELECT n.seq, n.data INTO j FROM new_jobs AS n
-        WHERE n.state = 'ready' AND n.routing_key = ANY(w.routing_keys) AND n.priority = ANY(w.priorities)
-            AND n.seq <> ALL(handed)
+        WHERE n.state = 'ready' AND n.group_name IS NULL AND n.routing_key = ANY(w.routing_keys)
+            AND n.priority = ANY(w.priorities) AND n.seq <> ALL(handed)
         ORDER BY n.priority, n.position LIMIT 1;
         CONTINUE WHEN NOT FOUND;
         handed := handed || j.seq;
@@ -119,6 +122,21 @@ END $$""",
 """The PostgreSQL hand-off and notification DDL (``str.format`` templates over
 :meth:`Names.as_mapping <bananas_sql.tables.Names.as_mapping>` and ``handoff_data_max``)."""
 
+PG_GROUP_TRIGGERS = (
+    # A grouped job leaving the processing state frees a slot of its group (schema version 10):
+    # workers held back by the group's limit are told there is work, as for a new job.
+    """CREATE OR REPLACE FUNCTION {schema_prefix}{prefix}group_slot_freed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('{work_channel}', '');
+    RETURN NULL;
+END $$""",
+    "DROP TRIGGER IF EXISTS {prefix}jobs_group_slot ON {jobs}",
+    "CREATE TRIGGER {prefix}jobs_group_slot AFTER UPDATE OF state ON {jobs} FOR EACH ROW "
+    "WHEN (OLD.state = 'processing' AND NEW.state <> 'processing' AND OLD.group_name IS NOT NULL) "
+    "EXECUTE FUNCTION {schema_prefix}{prefix}group_slot_freed()",
+)
+"""The PostgreSQL DDL of groups (after ``jobs.group_name`` exists; templates as :data:`PG_TRIGGERS`)."""
+
 
 _Double = sa.Float(precision=53).with_variant(sa.Double(), "postgresql")
 _Seq = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # INTEGER PRIMARY KEY is SQLite's rowid
@@ -128,7 +146,6 @@ def metadata(names: Names, dialect: str) -> sa.MetaData:
     """The tables and indexes of one namespace for ``dialect`` (``postgresql`` or ``sqlite``)."""
     md = sa.MetaData(schema=names.schema)
     p = names.prefix
-    ready = sa.text(f"state IN ('{READY}', '{SCHEDULED}')")
     jobs = sa.Table(
         p + "jobs",
         md,
@@ -147,11 +164,16 @@ def metadata(names: Names, dialect: str) -> sa.MetaData:
         sa.Column("expires_at", _Double),
         sa.Column("error", sa.Text),
         sa.Column("data", sa.Text, nullable=False),
+        # The group of a grouped job (schema version 10); NULL for every other.
+        sa.Column("group_name", sa.String(128)),
     )
-    # The claim index holds only claimable rows, so finished history never slows a claim.
+    # The claim index holds only claimable rows, so finished history never slows a claim; and
+    # (schema version 10) only those without a group, so a group's backlog never slows a claim
+    # of the others (grouped rows are in jobs_grouped).
+    plain = sa.text(f"state IN ('{READY}', '{SCHEDULED}') AND group_name IS NULL")
     sa.Index(
         p + "jobs_claim", jobs.c.routing_key, jobs.c.priority, jobs.c.position,
-        postgresql_where=ready, sqlite_where=ready,
+        postgresql_where=plain, sqlite_where=plain,
     )  # fmt: skip
     # Scheduled jobs by due time: move_scheduled (every scheduler_interval) finds the due ones
     # without scanning the backlog. Without it, a million waiting jobs made that scan 130 ms
@@ -160,6 +182,14 @@ def metadata(names: Names, dialect: str) -> sa.MetaData:
     sa.Index(p + "jobs_due", jobs.c.run_at, jobs.c.position, postgresql_where=scheduled, sqlite_where=scheduled)
     processing = sa.text(f"state = '{PROCESSING}'")
     sa.Index(p + "jobs_lease", jobs.c.lease_until, postgresql_where=processing, sqlite_where=processing)
+    # Grouped jobs (schema version 10): due ones by routing key, priority, group and position
+    # (a grouped claim's participants and takes). A group's running jobs are counted through
+    # jobs_lease: processing rows are only as many as the workers hold.
+    grouped = sa.text(f"state IN ('{READY}', '{SCHEDULED}') AND group_name IS NOT NULL")
+    sa.Index(
+        p + "jobs_grouped", jobs.c.routing_key, jobs.c.priority, jobs.c.group_name, jobs.c.position,
+        postgresql_where=grouped, sqlite_where=grouped,
+    )  # fmt: skip
     dead = sa.text(f"state = '{DEAD}'")
     sa.Index(p + "jobs_dead", jobs.c.finished_at, postgresql_where=dead, sqlite_where=dead)
     expiring = sa.text("expires_at IS NOT NULL")
@@ -198,6 +228,7 @@ def metadata(names: Names, dialect: str) -> sa.MetaData:
     workflow_tables(md, p)
     checkpoints_table(md, p)
     cancel_requests_table(md, p)
+    group_tables(md, p)
     sa.Table(
         p + "schema_version",
         md,

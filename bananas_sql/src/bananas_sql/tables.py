@@ -16,7 +16,7 @@ import attrs
 from bananas.backend import validate_namespace
 from bananas.errors import ConfigError
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 """The schema this code needs; bump it and add a step in :mod:`bananas_sql.migrate` on change."""
 
 DEFAULT_PREFIX = "bananas_"
@@ -130,6 +130,9 @@ class Names:
             "waiters": self.waiters,
             "version": self.version,
             "position_seq": self.position_seq,
+            "group_limits": self.table("group_limits"),
+            "group_state": self.table("group_state"),
+            "group_starts": self.table("group_starts"),
             "prefix": self.prefix,
             "schema_prefix": f"{self.schema}." if self.schema else "",
             "work_channel": self.channel("work"),

@@ -7,18 +7,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from bananas.backend import BackendOptions, redact_url
 from bananas.job import ALL_PRIORITIES, JobPriority
 
 from bananas_sql.batch import Write
-from bananas_sql.database import ClaimedRow, Connection, Database, stored_as_given
+from bananas_sql.database import Claimed, ClaimedRow, Connection, Database, GroupClaim, stored_as_given
 from bananas_sql.pg.batch import plan
+from bananas_sql.pg.groups import PostgresGroupStatements, claim_grouped
 from bananas_sql.pg.listener import Listener
 from bananas_sql.pg.pool import ConnectionPool
+from bananas_sql.pg.session import Session
 from bananas_sql.queries import fill, pyformat, pyformat_all
 from bananas_sql.queries.postgres import FRAGMENTS, claim_or_register_sql, claim_sql, combined_sql, statements
 from bananas_sql.urls import number, postgres_conninfo
@@ -39,46 +42,6 @@ def _flag(extra: Mapping[str, Any], key: str) -> bool:
     return str(extra.get(key, "")).lower() in ("1", "true", "yes")
 
 
-class Rows:
-    """The rows one statement returned (named tuples) and its row count, as SQLAlchemy's
-    results are read by the shared code (``first``, ``all``, ``scalar``, iteration)."""
-
-    def __init__(self, rows: list[Any], rowcount: int) -> None:
-        self.rows = rows
-        self.rowcount = rowcount
-
-    def first(self) -> Any:
-        return self.rows[0] if self.rows else None
-
-    def all(self) -> list[Any]:
-        return self.rows
-
-    def scalar(self) -> Any:
-        return self.rows[0][0] if self.rows else None
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self.rows)
-
-
-class Session:
-    """One psycopg connection seen by the shared code: ``execute(statement, params)``, where a
-    list of parameter mappings runs the statement once for each."""
-
-    def __init__(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        self.conn = conn
-
-    async def execute(self, statement: Any, parameters: Any = None) -> Rows:
-        from psycopg.rows import namedtuple_row
-
-        sql = statement if isinstance(statement, str) else pyformat(str(statement))
-        cur = self.conn.cursor(row_factory=namedtuple_row)
-        if isinstance(parameters, list):
-            await cur.executemany(sql, parameters)
-        else:
-            await cur.execute(sql, parameters)
-        return Rows(await cur.fetchall() if cur.description else [], cur.rowcount)
-
-
 class PostgresDatabase(Database):
     """PostgreSQL flavour of :class:`Database`."""
 
@@ -91,13 +54,17 @@ class PostgresDatabase(Database):
         self.q = self.sql = pyformat_all(fill(names, FRAGMENTS))
         self.pg = {**self.sql, **statements(names)}
         self.pg_combined = combined_sql(names)
+        self.group_sql = PostgresGroupStatements(names)
         # Claims commit asynchronously (no WAL flush wait): a claim lost in a server crash
         # leaves its job ready to run again, which at-least-once allows; submissions,
         # outcomes and results stay synchronous. claim_sync_commit=true turns this off.
         # The claim's generic plan (see claim_sql) is as good as a custom one and skips
         # planning every claim (0.3 ms with a large backlog); unforced, PostgreSQL keeps
-        # re-planning because it misjudges LIMIT $n as a tenth of the table.
-        claim_settings = {"plan_cache_mode": "force_generic_plan"}
+        # re-planning because it misjudges LIMIT $n as a tenth of the table. Every claim
+        # statement walks a partial index; a generic plan built while grouped jobs were many
+        # would otherwise probe for them (or count them) by scanning the table, finished
+        # history included, on every claim for the connection's life.
+        claim_settings = {"plan_cache_mode": "force_generic_plan", "enable_seqscan": "off"}
         if not _flag(extra, "claim_sync_commit"):
             claim_settings["synchronous_commit"] = "off"
         size = int(number(extra, "pool_size", DEFAULT_POOL_SIZE))
@@ -179,7 +146,7 @@ class PostgresDatabase(Database):
         job_names: Sequence[str] | None,
         now: float,
         token: str,
-    ) -> list[ClaimedRow]:
+    ) -> list[ClaimedRow] | None:
         await self._ensure_schema()
         all_prios = set(priorities) == set(ALL_PRIORITIES)
         variant = (len(routing_keys), all_prios, job_names is not None)
@@ -191,9 +158,23 @@ class PostgresDatabase(Database):
             names=list(job_names) if job_names is not None else None,
         )  # fmt: skip
         rows = await self._rows(query, params, "claim")
+        if any(r.seq is None for r in rows):
+            return None  # a grouped job is due: claim_grouped
         self._note_claimed(len(rows), limit)
         rows.sort(key=lambda r: (r.key_rank, r.priority, r.position))
         return [ClaimedRow(r.seq, r.data, r.id) for r in rows]
+
+    async def claim_grouped(self, req: GroupClaim) -> Claimed:
+        await self._ensure_schema()
+        claimed = await self.pool.run(functools.partial(claim_grouped, statements=self.group_sql, req=req), "claim")
+        self._note_claimed(len(claimed.rows), req.limit)
+        return claimed
+
+    async def grouped_takes(self, routing_keys: Sequence[str], now: float) -> Claimed:
+        """Whether a claim of ``routing_keys`` (any priority) would take a job now (``takes``)
+        and, if not, when a group held back may start one (``wake_at``); reads only."""
+        req = GroupClaim(tuple(routing_keys), tuple(p.rank for p in ALL_PRIORITIES), True, None, 1, now, now, "", True)
+        return await self.pool.run(functools.partial(claim_grouped, statements=self.group_sql, req=req), "claim")
 
     async def claim_or_register(
         self,
@@ -208,10 +189,11 @@ class PostgresDatabase(Database):
         slot: int,
         register: bool,
         wait: float,
-    ) -> list[ClaimedRow]:
+    ) -> list[ClaimedRow] | None:
         """Claim up to ``limit`` jobs under ``lease_token``; register ``token`` (``slot`` on this
         process's hand-off channel) as a waiter for ``wait`` seconds if none was found and
-        ``register``, else drop its registration. The claimed rows in claim order."""
+        ``register``, else drop its registration. The claimed rows in claim order; None (nothing
+        claimed, no registration) when a grouped job is due, as for :meth:`claim`."""
         await self._ensure_schema()
         all_prios = set(priorities) == set(ALL_PRIORITIES)
         variant = (len(routing_keys), all_prios)
@@ -225,6 +207,8 @@ class PostgresDatabase(Database):
             wait=float(wait),
         )  # fmt: skip
         rows = await self._rows(query, params, "claim")
+        if any(r.seq is None for r in rows):
+            return None  # a grouped job is due: neither claimed nor registered
         rows.sort(key=lambda r: (r.key_rank, r.priority, r.position))
         return [ClaimedRow(r.seq, r.data, r.id) for r in rows]
 
@@ -276,7 +260,7 @@ class PostgresDatabase(Database):
         import psycopg
 
         await self._ensure_schema()
-        columns = ("id", "name", "state", "routing_key", "priority", "run_at", "data")
+        columns = ("id", "name", "state", "routing_key", "priority", "run_at", "data", "group_name")
         arrays = {col: [r[col] for r in rows] for col in columns}
         delete, insert, stored = self.pg["delete_expired_ids"], self.pg["insert_many"], self.pg["stored_data"]
         attempts = 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Collection, Sequence
 
 from bananas.errors import InvalidJob
@@ -96,26 +97,45 @@ class PostgresQueue(SqlQueue):
         register = not jobs and listener.connected
         now = self._now()
         lease_token = new_lease_token()
-        rows = await db.claim_or_register(
-            keys,
-            prios,
-            limit=limit - len(jobs),
-            lease=lease,
-            now=now,
-            token=waiter,
-            lease_token=lease_token,
-            slot=slot,
-            register=register,
-            wait=timeout,
-        )
-        jobs += await self.claimed_jobs([(row, lease_token) for row in rows], now)
+        rows = None
+        if not self._grouped:
+            rows = await db.claim_or_register(
+                keys,
+                prios,
+                limit=limit - len(jobs),
+                lease=lease,
+                now=now,
+                token=waiter,
+                lease_token=lease_token,
+                slot=slot,
+                register=register,
+                wait=timeout,
+            )
+        if rows is None and len(jobs) < limit:
+            # Grouped jobs are due: no hand-off (a group's limits are a claim's to apply); the
+            # work channel wakes the worker when a job is submitted or a group's slot frees.
+            rows = await self.claim_grouped(keys, prios, limit - len(jobs), now, now + lease, None, lease_token)
+        jobs += await self.claimed_jobs([(row, lease_token) for row in rows or ()], now)
         if jobs:
             return jobs
         # A wake-up since the last wait ended (set, not yet cleared) ends this one at once.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), timeout)
+            await asyncio.wait_for(event.wait(), self.work_wait(timeout))
         event.clear()
         return await self._take_handed(slot, limit)
+
+    async def wait_for_work(self, routing_keys: Sequence[str], timeout: float) -> None:
+        """Wait as :class:`SqlQueue` does; while grouped jobs are due, a wake-up that finds
+        nothing a claim would take (a held-back group's job) waits on for the time left."""
+        deadline = time.monotonic() + timeout
+        while True:
+            await super().wait_for_work(routing_keys, max(0.0, deadline - time.monotonic()))
+            if not self._grouped or time.monotonic() >= deadline:
+                return
+            look = await self.db.grouped_takes(list(routing_keys), self._now())
+            if look.takes:
+                return
+            self._group_wake_at = look.wake_at
 
     async def stop_waiting(self, waiter: str) -> list[Job]:
         """Unregister ``waiter`` and return the jobs handed to it that it has not taken (the

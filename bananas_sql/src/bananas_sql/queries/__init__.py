@@ -31,18 +31,19 @@ TEMPLATES: Mapping[str, str] = {
     "ping": "SELECT 1",
     # -- jobs --------------------------------------------------------------------------
     "enqueue": (
-        "INSERT INTO {jobs} AS j (id, name, state, routing_key, priority, position, run_at, data) "
-        "VALUES (:id, :name, :state, :routing_key, :priority, {next_pos}, :run_at, :data) "
+        "INSERT INTO {jobs} AS j (id, name, state, routing_key, priority, position, run_at, data, group_name) "
+        "VALUES (:id, :name, :state, :routing_key, :priority, {next_pos}, :run_at, :data, :group_name) "
         "ON CONFLICT (id) DO UPDATE SET name = excluded.name, state = excluded.state, "
         "routing_key = excluded.routing_key, priority = excluded.priority, position = excluded.position, "
-        "run_at = excluded.run_at, data = excluded.data, lease_until = NULL, lease_token = NULL, finished_at = NULL, "
+        "run_at = excluded.run_at, data = excluded.data, group_name = excluded.group_name, lease_until = NULL, "
+        "lease_token = NULL, finished_at = NULL, "
         "expires_at = NULL, error = NULL "
         "WHERE j.expires_at IS NOT NULL AND j.expires_at <= :now "
         "RETURNING id"
     ),
     "insert": (
-        "INSERT INTO {jobs} (id, name, state, routing_key, priority, position, run_at, data) "
-        "VALUES (:id, :name, :state, :routing_key, :priority, {next_pos}, :run_at, :data)"
+        "INSERT INTO {jobs} (id, name, state, routing_key, priority, position, run_at, data, group_name) "
+        "VALUES (:id, :name, :state, :routing_key, :priority, {next_pos}, :run_at, :data, :group_name)"
     ),
     "delete_expired_ids": "DELETE FROM {jobs} WHERE id IN :ids AND expires_at <= :now",
     # What a submission retried after an unknown outcome finds: its own commit, or another job's id?
@@ -91,10 +92,12 @@ TEMPLATES: Mapping[str, str] = {
         "finished_at = :now, expires_at = :expires_at WHERE seq = :seq RETURNING id"
     ),
     "get_job": f"SELECT {_JOB_COLUMNS} FROM {{jobs}} WHERE id = :id AND (expires_at IS NULL OR expires_at > :now)",
-    # Three branches, each matching one partial index, so finished history is never scanned.
+    # Four branches, each matching one partial index, so finished history is never scanned.
     "depths": (
         "SELECT state, routing_key, priority, COUNT(*) AS n FROM {jobs} "
-        "WHERE state IN ('ready', 'scheduled') GROUP BY state, routing_key, priority "
+        "WHERE state IN ('ready', 'scheduled') AND group_name IS NULL GROUP BY state, routing_key, priority "
+        "UNION ALL SELECT state, routing_key, priority, COUNT(*) AS n FROM {jobs} "
+        "WHERE state IN ('ready', 'scheduled') AND group_name IS NOT NULL GROUP BY state, routing_key, priority "
         "UNION ALL SELECT 'processing', '', 0, COUNT(*) FROM {jobs} WHERE state = 'processing' "
         "UNION ALL SELECT 'dead', '', 0, COUNT(*) FROM {jobs} WHERE state = 'dead'"
     ),
@@ -113,8 +116,10 @@ TEMPLATES: Mapping[str, str] = {
     "purge_all": "DELETE FROM {jobs} WHERE state = 'dead'",
     "purge_some": "DELETE FROM {jobs} WHERE state = 'dead' AND id IN :ids",
     "prune_jobs": ("DELETE FROM {jobs} WHERE seq IN (SELECT seq FROM {jobs} WHERE expires_at <= :now LIMIT 1000)"),
+    # Jobs without a group (whether a grouped job could be claimed is for the group rules).
     "any_ready": (
-        "SELECT 1 FROM {jobs} WHERE state IN ('ready', 'scheduled') AND run_at <= :now AND routing_key IN :keys LIMIT 1"
+        "SELECT 1 FROM {jobs} WHERE state IN ('ready', 'scheduled') AND run_at <= :now AND routing_key IN :keys "
+        "AND group_name IS NULL LIMIT 1"
     ),
     # -- results -----------------------------------------------------------------------
     "store_result": (

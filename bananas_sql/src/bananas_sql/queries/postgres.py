@@ -19,13 +19,25 @@ UPDATE {jobs} SET state = 'processing', lease_until = %(lease_until)s, lease_tok
 WHERE seq = ANY(ARRAY(
     SELECT seq FROM {jobs}
     WHERE state IN ('ready', 'scheduled') AND run_at <= %(now)s AND routing_key = %(k{i})s
-        {priority_filter} {name_filter}
+        AND group_name IS NULL AND NOT (SELECT grouped FROM g) {priority_filter} {name_filter}
     ORDER BY priority, position
     LIMIT {limit}
     FOR UPDATE SKIP LOCKED
 ))
 RETURNING seq, data, id, {i} AS key_rank, priority, position"""
 """The claim of one routing key; claims return ``(seq, data, id, key_rank, priority, position)``."""
+
+_GROUPED = """g AS (SELECT EXISTS (SELECT 1 FROM {jobs} WHERE state IN ('ready', 'scheduled')
+    AND group_name IS NOT NULL AND run_at <= %(now)s AND routing_key IN ({keys})) AS grouped)"""
+"""Whether a grouped job of the claim's routing keys is due (one probe of ``jobs_grouped``): if
+so the claim takes nothing and returns a mark (a row whose ``seq`` is NULL), and the queue claims through the
+group rules instead (see :mod:`bananas_sql.groups`)."""
+
+_MARK = "SELECT NULL, NULL, NULL, -1, NULL, NULL FROM g WHERE grouped"
+
+
+def _grouped(jobs: str, n_keys: int) -> str:
+    return _GROUPED.format(jobs=jobs, keys=", ".join(f"%(k{i})s" for i in range(n_keys)))
 
 
 def claim_sql(jobs: str, n_keys: int, all_priorities: bool, by_name: bool) -> str:
@@ -37,12 +49,14 @@ def claim_sql(jobs: str, n_keys: int, all_priorities: bool, by_name: bool) -> st
     ``seq IN (subquery)`` PostgreSQL's generic plan for the prepared statement (which it
     may switch to after five executions) hash-joins the subquery against a sequential
     scan of the whole table, 200 ms with a million jobs (bench/pg_claim_probe.py).
+
+    Jobs in a group are not claimed here: while one of the keys has a grouped job due, the
+    statement claims nothing and returns one row whose ``seq`` is NULL (see ``_GROUPED``).
     """
     parts = _claim_parts(jobs, n_keys, all_priorities, by_name)
-    if n_keys == 1:
-        return parts[0]
-    ctes = ",\n".join(f"c{i} AS ({body})" for i, body in enumerate(parts))
-    return f"WITH {ctes}\n" + "\nUNION ALL ".join(f"SELECT * FROM c{i}" for i in range(n_keys))
+    ctes = ",\n".join([_grouped(jobs, n_keys)] + [f"c{i} AS ({body})" for i, body in enumerate(parts)])
+    arms = [f"SELECT * FROM c{i}" for i in range(n_keys)] + [_MARK]
+    return f"WITH {ctes}\n" + "\nUNION ALL ".join(arms)
 
 
 def _claim_parts(jobs: str, n_keys: int, all_priorities: bool, by_name: bool) -> list[str]:
@@ -64,27 +78,29 @@ def claim_or_register_sql(jobs: str, waiters: str, n_keys: int, all_priorities: 
     """:func:`claim_sql` that also registers the claiming worker as a waiter when it finds
     nothing and ``%(register)s`` is true, and removes its registration otherwise.
 
-    The registration and the claim share one snapshot: a job committed after it was taken is
+    While a grouped job is due it neither claims nor registers, and returns the mark of
+    :func:`claim_sql`. The registration and the claim share one snapshot: a job committed after it was taken is
     seen by the trigger (and handed over) or by this claim; one committed in between wakes the
     worker through the ordinary work channel, which it listens on too.
     """
     parts = _claim_parts(jobs, n_keys, all_priorities, False)
-    ctes = [f"c{i} AS ({body})" for i, body in enumerate(parts)]
+    ctes = [_grouped(jobs, n_keys)] + [f"c{i} AS ({body})" for i, body in enumerate(parts)]
     ctes.append("c AS (" + " UNION ALL ".join(f"SELECT * FROM c{i}" for i in range(n_keys)) + ")")
     ctes.append(
         f"r AS (INSERT INTO {waiters} (token, channel, slot, routing_keys, priorities, lease, clock_offset, until, "
         "fenced) SELECT %(token)s, %(channel)s, %(slot)s, CAST(%(wkeys)s AS text[]), CAST(%(wprios)s AS smallint[]), "
         "%(lease)s, %(now)s - s.t, s.t + %(wait)s, true "
         "FROM (SELECT extract(epoch FROM clock_timestamp())::float8 AS t) AS s "
-        "WHERE %(register)s AND NOT EXISTS (SELECT 1 FROM c) "
+        "WHERE %(register)s AND NOT EXISTS (SELECT 1 FROM c) AND NOT (SELECT grouped FROM g) "
         "ON CONFLICT (token) DO UPDATE SET channel = excluded.channel, slot = excluded.slot, "
         "routing_keys = excluded.routing_keys, priorities = excluded.priorities, lease = excluded.lease, "
         "clock_offset = excluded.clock_offset, until = excluded.until, fenced = true)"
     )
     ctes.append(
-        f"d AS (DELETE FROM {waiters} WHERE token = %(token)s AND NOT (%(register)s AND NOT EXISTS (SELECT 1 FROM c)))"
+        f"d AS (DELETE FROM {waiters} WHERE token = %(token)s "
+        "AND NOT (%(register)s AND NOT EXISTS (SELECT 1 FROM c) AND NOT (SELECT grouped FROM g)))"
     )
-    return "WITH " + ",\n".join(ctes) + "\nSELECT * FROM c"
+    return "WITH " + ",\n".join(ctes) + f"\nSELECT * FROM c UNION ALL {_MARK}"
 
 
 _TEMPLATES: Mapping[str, str] = {
@@ -109,12 +125,12 @@ _TEMPLATES: Mapping[str, str] = {
     # Jobs from arrays in one INSERT; positions drawn in array order (FIFO within the batch).
     # Arrays go in binary: in text form every JSON document would be escaped.
     "insert_many": (
-        "INSERT INTO {jobs} (id, name, state, routing_key, priority, position, run_at, data) "
-        "SELECT v.id, v.name, v.state, v.routing_key, v.priority, nextval('{position_seq}'), v.run_at, v.data "
-        "FROM unnest(CAST(%(id)b AS text[]), CAST(%(name)b AS text[]), CAST(%(state)b AS text[]), "
+        "INSERT INTO {jobs} (id, name, state, routing_key, priority, position, run_at, data, group_name) "
+        "SELECT v.id, v.name, v.state, v.routing_key, v.priority, nextval('{position_seq}'), v.run_at, v.data, "
+        "v.group_name FROM unnest(CAST(%(id)b AS text[]), CAST(%(name)b AS text[]), CAST(%(state)b AS text[]), "
         "CAST(%(routing_key)b AS text[]), CAST(%(priority)b AS smallint[]), CAST(%(run_at)b AS float8[]), "
-        "CAST(%(data)b AS text[])) WITH ORDINALITY AS v(id, name, state, routing_key, priority, run_at, data, n) "
-        "ORDER BY v.n"
+        "CAST(%(data)b AS text[]), CAST(%(group_name)b AS text[])) "
+        "WITH ORDINALITY AS v(id, name, state, routing_key, priority, run_at, data, group_name, n) ORDER BY v.n"
     ),
     # complete_and_store (a chain of two statements on SQLite) as one statement, returning a
     # row iff the completion applied.

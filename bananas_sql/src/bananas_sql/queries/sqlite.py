@@ -25,7 +25,7 @@ def claim_sql(jobs: str, n_keys: int, ranks: tuple[int, ...] | None, n_names: in
     names = f"AND name IN ({', '.join(f':n{i}' for i in range(n_names))})" if n_names else ""
     arms = " UNION ALL ".join(
         f"SELECT * FROM (SELECT seq, {i} AS key_rank, priority, position FROM {jobs} "
-        f"WHERE state IN ('ready', 'scheduled') AND routing_key = :k{i} AND run_at <= :now "
+        f"WHERE state IN ('ready', 'scheduled') AND group_name IS NULL AND routing_key = :k{i} AND run_at <= :now "
         f"{prio} {names} ORDER BY priority, position LIMIT :limit)"
         for i in range(n_keys)
     )

@@ -23,9 +23,12 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from bananas_sql.batch import Write, statements
 from bananas_sql.database import ClaimedRow, Connection, Database, OutageLog, one_line
+from bananas_sql.groups import Claimed, GroupClaim, claim_steps, run_steps
 from bananas_sql.queries import compile_all, fill
+from bananas_sql.queries.groups import SqliteSql as group_sql
 from bananas_sql.queries.sqlite import FRAGMENTS, any_ready_sql, claim_sql
 from bananas_sql.sqlite.connection import RawSqlite
+from bananas_sql.sqlite.groups import SqliteGroupSteps
 from bananas_sql.urls import number, sqlite_path, sqlite_sqlalchemy_url
 
 T = TypeVar("T")
@@ -77,6 +80,7 @@ class SqliteDatabase(Database):
         self.raw = RawSqlite(sqlite_path(url), busy_ms, redact_url(url), write_gap=_write_gap(extra))
         self._claims: dict[tuple[int, tuple[int, ...] | None, int], str] = {}
         self._any_ready: dict[int, str] = {}
+        self._grouped: dict[int, str] = {}
 
     async def run(
         self, work: Callable[[Connection], Awaitable[T]], *, readonly: bool = False, single: bool = False
@@ -167,7 +171,7 @@ class SqliteDatabase(Database):
         job_names: Sequence[str] | None,
         now: float,
         token: str,
-    ) -> list[ClaimedRow]:
+    ) -> list[ClaimedRow] | None:
         await self._ensure_schema()
         ranks = None if set(priorities) == set(ALL_PRIORITIES) else tuple(sorted({p.rank for p in priorities}))
         names = list(job_names or ())
@@ -176,16 +180,37 @@ class SqliteDatabase(Database):
         params.update({f"k{i}": key for i, key in enumerate(routing_keys)})
         params.update({f"n{i}": name for i, name in enumerate(names)})
 
-        def work(conn: sqlite3.Connection) -> list[Any]:
+        grouped = self._grouped_due(len(routing_keys))
+
+        def work(conn: sqlite3.Connection) -> list[Any] | None:
+            if conn.execute(grouped, params).fetchone() is not None:
+                return None  # a grouped job is due: claim_grouped
             return conn.execute(query, params).fetchall()
 
         # One UPDATE inside BEGIN IMMEDIATE: no other writer can claim the same rows meanwhile.
         rows = await self.raw.transaction(work, defer=True)
+        if rows is None:
+            return None
         if len(rows) > limit:  # never expected; a claim must not take more than asked
             raise RuntimeError(f"claimed {len(rows)} rows for a limit of {limit}")
         ordered = sorted((key_rank, priority, position, seq, data, job_id)
                          for seq, data, job_id, key_rank, priority, position in rows)  # fmt: skip
         return [ClaimedRow(seq, data, job_id) for *_, seq, data, job_id in ordered]
+
+    def _grouped_due(self, n_keys: int) -> str:
+        query = self._grouped.get(n_keys)
+        if query is None:
+            query = self._grouped[n_keys] = group_sql.grouped_due(self.names.jobs, n_keys)
+        return query
+
+    async def claim_grouped(self, req: GroupClaim) -> Claimed:
+        await self._ensure_schema()
+        names = self.names.as_mapping()
+
+        def work(conn: sqlite3.Connection) -> Claimed:
+            return run_steps(claim_steps(req), SqliteGroupSteps(conn, names, req))
+
+        return await self.raw.transaction(work, defer=True)
 
     async def enqueue_one(self, params: Mapping[str, Any]) -> bool:
         await self._ensure_schema()
@@ -254,9 +279,23 @@ class SqliteDatabase(Database):
             query = self._any_ready[len(keys)] = any_ready_sql(self.sql["any_ready"], len(keys))
         await self._ensure_schema()
 
+        grouped = self._grouped_due(len(keys))
+        names = self.names.as_mapping()
+
+        def look(conn: sqlite3.Connection, now: float) -> bool:
+            params: dict[str, Any] = {"now": now, **{f"k{i}": key for i, key in enumerate(keys)}}
+            if conn.execute(query, params).fetchone() is not None:
+                return True
+            if conn.execute(grouped, params).fetchone() is None:
+                return False
+            # Grouped jobs are due: is one of them (or a job behind them) one a claim would take?
+            ranks = tuple(p.rank for p in ALL_PRIORITIES)
+            req = GroupClaim(tuple(keys), ranks, True, None, 1, now, now, "", dry=True)
+            return run_steps(claim_steps(req), SqliteGroupSteps(conn, names, req)).takes
+
         async def any_ready() -> bool:
-            params: dict[str, Any] = {"now": self.clock(), **{f"k{i}": key for i, key in enumerate(keys)}}
-            return await self.raw.read(lambda conn: conn.execute(query, params).fetchone() is not None)
+            now = self.clock()
+            return await self.raw.read(lambda conn: look(conn, now))
 
         await self._poll(timeout, any_ready)
 
