@@ -119,3 +119,22 @@ async def test_workflow_writes_return_once_the_replica_holds_them(
         states = {k: v for k, v in r.hgetall(f"wf:workflow:{wid}").items() if k.startswith("state:")}
         assert sorted(states.values()) == ["cancelled", "completed", "waiting"]
         assert r.get(f"wf:checkpoint:{second.id}") == '{"at": 2}'
+
+
+async def test_the_workflow_hash_expires_after_the_longer_result_ttl_once_nothing_runs(
+    redis_url: str, namespace: str, raw: Any
+) -> None:
+    """The wire format: ``open`` counts the running steps; the settle that brings it to 0 sets the TTL."""
+    clock = ManualClock()
+    ttls = {"result_success_ttl": 60.0, "result_failure_ttl": 600.0}
+    async with bananas.plugins.connect(redis_url, namespace=namespace, clock=clock, **ttls) as backend:
+        wid = await _submit(backend, clock, chain(task("a"), task("b"), task("c")))
+        key = f"{namespace}:workflow:{wid}"
+        assert (await raw.hget(key, "open"), await raw.pttl(key)) == ("1", -1)
+        [a] = await backend.queue.claim(["default"])
+        await _queue(backend).complete_step(a, _ok(a, 1))
+        assert (await raw.hget(key, "open"), await raw.pttl(key)) == ("1", -1), "expiring while a step runs"
+        [b] = await backend.queue.claim(["default"])
+        await _queue(backend).fail_step(b, "boom", retry_at=None)  # the chain stops: nothing runs any more
+        assert await raw.hget(key, "open") == "0"
+        assert 590_000 < await raw.pttl(key) <= 600_000
