@@ -61,8 +61,10 @@ def group_url(backend_url: str) -> str:
 
 @pytest.fixture
 def start_workers(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Any]:
-    """``start_workers(url, n, *options)`` starts ``n`` workers; all are killed afterwards."""
+    """``start_workers(url, n, *options)`` starts ``n`` workers; all are killed afterwards, and
+    their output printed if the test failed."""
     started: list[GroupWorker] = []
+    failed_before = request.session.testsfailed
 
     def start(url: str, n: int, *args: str) -> list[GroupWorker]:
         new = [GroupWorker(url, tmp_path, *args) for _ in range(n)]
@@ -72,20 +74,9 @@ def start_workers(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[An
     yield start
     for worker in started:
         worker.kill()
-    if request.node.stash.get(_FAILED, False):
+    if request.session.testsfailed > failed_before:  # the call's report is logged before teardown
         for worker in started:
             print(f"--- worker {worker.proc.pid} (exit {worker.proc.returncode}) ---\n{worker.log.read_text()}")
-
-
-_FAILED = pytest.StashKey[bool]()
-
-
-@pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
-    report = yield
-    if report.when == "call" and report.failed:
-        item.stash[_FAILED] = True
-    return report
 
 
 def spans(client: Client, job_ids: Sequence[str], timeout: float = 30.0) -> list[dict[str, Any]]:
