@@ -187,3 +187,22 @@ async def test_an_unreadable_limit_holds_back_only_its_group(
     assert any(repr(group) in r.getMessage() and "unreadable" in r.getMessage() for r in caplog.records)
     assert group not in await queue.group_limits()
     assert (await queue.get_job(bad.id)).attempts == 0
+
+
+async def test_a_free_group_behind_many_held_back_ones_is_reached(backend: Backend) -> None:
+    """51 groups under max_running=1, each with one job running: the one whose slot frees is the
+    last in turn (served last), and a claim of one job still finds it past the 50 held back."""
+    queue: Any = backend.queue
+    await queue.set_group_limit("*", ONE)
+    names = [f"g{i:02d}" for i in range(50)] + ["z"]
+    for name in names:
+        await queue.enqueue_many([Job.create("x", group=name) for _ in range(2)])
+    running = {}
+    for _ in names:  # one claim each: every group is served once, z last
+        [job] = await queue.claim(["default"], limit=1)
+        running[job.group] = job
+    assert set(running) == set(names)
+    assert await queue.claim(["default"], limit=1) == []  # every group holds its one slot
+    await queue.complete(running["z"])
+    [job] = await queue.claim(["default"], limit=1)
+    assert job.group == "z"

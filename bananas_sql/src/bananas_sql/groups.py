@@ -39,9 +39,6 @@ from bananas_sql.queries.groups import UNGROUPED, GroupSql
 
 __all__ = ["Claimed", "GroupClaim", "SqlGroups", "claim_steps", "run_steps", "run_steps_async"]
 
-LOCK_ROUNDS = 3
-"""Rounds of locking more groups a claim makes when those it locked admit too few jobs."""
-
 LOCKED_RETRY = 0.05
 """Seconds after which a worker held back only by another claim's lock on a group looks again."""
 
@@ -211,23 +208,26 @@ def _plan(
 ) -> Generator[Step, Any, list[_Participant]]:
     """The next ``left`` turns, highest level first, each level's participants in turn (served
     longest ago first). A participant not looked at yet is locked and counted first (in
-    batches: as many as could still take a turn); ``caps`` and ``wake_at`` are kept up to date."""
+    batches, growing while the groups looked at are held back); ``caps`` and ``wake_at`` are
+    kept up to date."""
     order: list[_Participant] = []
     for level in levels:
         if left <= 0:
             break
         candidates = sorted(level, key=lambda p: p.turn)
         fresh = [p for p in candidates if p not in caps]
-        rounds = 0
-        while fresh and (open_ := sum(1 for p in candidates if caps.get(p, 0) > 0)) < left and rounds < LOCK_ROUNDS:
-            batch, fresh = fresh[: left - open_], fresh[left - open_ :]
+        size = left
+        while fresh and (open_ := sum(1 for p in candidates if caps.get(p, 0) > 0)) < left:
+            # Enough to fill the claim if all are free; twice as many each time some were not, so
+            # however many groups are held back, the free ones behind them are reached in a few rounds.
+            batch, fresh = fresh[: max(size, left - open_)], fresh[max(size, left - open_) :]
+            size *= 2
             limited = sorted({p.group for p in batch if p.group is not None and not p.limit.unlimited
                               and _bound(p, left) > 0})  # fmt: skip
             locked: set[str] = set()
             running: dict[str, tuple[int, float]] = {}
             starts: dict[str, list[float]] = {}
             if limited:
-                rounds += 1
                 locked = set((yield ("lock", (limited,))))
                 windows = {
                     p.group: (req.now - p.limit.rate.per, p.limit.rate.count)
