@@ -5,8 +5,9 @@ statement) and claims as it always did; otherwise it is a *grouped claim*, one t
 :func:`claim_steps` run by the dialect (:mod:`bananas_sql.pg.database`,
 :mod:`bananas_sql.sqlite.database`):
 
-1. the participants of each (routing key, priority): every group with due jobs (how many, its
-   oldest position, when it was last served, its limits) and the head of the jobs without one;
+1. the participants of each (routing key, priority): every group with due jobs (found by a
+   skip scan of an index, one probe per group however long its line: its oldest position,
+   when it was last served, its limits) and the head of the jobs without one;
 2. the groups with a limit are locked for this claim (PostgreSQL: a transaction-scoped advisory
    lock per group, taken with a try, so two claims never count one group at once and never
    wait for each other; SQLite serialises writers anyway); then, in a statement of its own
@@ -14,7 +15,8 @@ statement) and claims as it always did; otherwise it is a *grouped claim*, one t
    lease has not run out) and the starts its rate window counts;
 3. within each (routing key, priority), in priority order, the admitted participants take turns
    (served longest ago first) until the claim's limit; their first jobs are claimed in one
-   statement (PostgreSQL) or one per participant (SQLite);
+   statement (PostgreSQL) or one per participant (SQLite), and the turns of a participant
+   found short are planned again without it;
 4. the participants served are marked so (in turn order) and the starts logged, in the same
    transaction.
 
