@@ -34,10 +34,15 @@ class QueueAdmin:
         client = self.conn.client
         route_keys: list[str] = []
 
+        group_keys: list[str] = []
+
         async def scan() -> None:
             route_keys.clear()
+            group_keys.clear()
             async for key in client.scan_iter(match=self.k.route_pattern, count=1000):
                 route_keys.append(_text(key))
+            async for key in client.scan_iter(match=self.k.group_queue_pattern, count=1000):
+                group_keys.append(_text(key))
 
         await self.conn.run(scan, "depths")
         lists: list[tuple[str, str, JobPriority]] = [
@@ -50,6 +55,12 @@ class QueueAdmin:
             route, _, prio = key[len(prefix) :].rpartition(":queue:")
             if prio in {p.value for p in ALL_PRIORITIES}:
                 lists.append((key, route, JobPriority(prio)))
+        prefix = f"{self.k.ns}:groups:queue:"
+        for key in sorted(set(group_keys)):  # {ns}:groups:queue:{routing key}:{priority}:{group}
+            route, _, rest = key[len(prefix) :].partition(":")
+            prio = rest.partition(":")[0]
+            if key.startswith(prefix) and prio in {p.value for p in ALL_PRIORITIES}:
+                lists.append((key, route, JobPriority(prio)))
 
         async def counts() -> list[Any]:
             async with client.pipeline(transaction=False) as pipe:
@@ -57,6 +68,7 @@ class QueueAdmin:
                     pipe.llen(key)
                 pipe.llen(self.k.processing)
                 pipe.zcard(self.k.scheduled)
+                pipe.zcard(self.k.group_scheduled)
                 pipe.llen(self.k.dead)
                 return list(await pipe.execute())
 
@@ -65,8 +77,8 @@ class QueueAdmin:
         for (_, route, prio), n in zip(lists, values, strict=False):
             if n:
                 ready[(route, prio)] = ready.get((route, prio), 0) + int(n)
-        processing, scheduled, dead = (int(v) for v in values[-3:])
-        return QueueDepths(ready=ready, processing=processing, scheduled=scheduled, dead=dead)
+        processing, scheduled, group_scheduled, dead = (int(v) for v in values[-4:])
+        return QueueDepths(ready=ready, processing=processing, scheduled=scheduled + group_scheduled, dead=dead)
 
     # -- dead letters -----------------------------------------------------------------
 
@@ -106,8 +118,8 @@ class QueueAdmin:
                 _, text = edit(data, status="pending", attempts=0, error=None, scheduled_for=None, updated_at=now)
             except Exception:  # unreadable: left in the dead letter queue (purge it)
                 continue
-            keys = [self.k.dead, self.k.job(job_id), self.k.ready(job.routing_key, job.priority), self.k.dead_errors]
-            calls.append((keys, [job_id, raw, text, self.k.wakeup, job.routing_key]))
+            keys = [self.k.dead, self.k.job(job_id), self.k.ready_for(job), self.k.dead_errors]
+            calls.append((keys, [job_id, raw, text, self.k.wakeup, job.routing_key, self.k.join_spec(job)]))
         if not calls:
             return 0
         return sum(int(r) for r in await self._pipeline("requeue", calls))

@@ -62,6 +62,7 @@ class RedisCancel:
         def _extra(self, job: Job, mode: str, outcome: str, value: str) -> tuple[str, list[Any]]: ...
         async def _replicated(self, name: str, keys: list[str], args: list[Any], what: str) -> Any: ...
         async def _step(self, job: Job, keys: list[str], args: list[Any], extra: tuple[str, list[Any]]) -> None: ...
+        async def group_settled(self, job: Job) -> None: ...
 
     async def cancel(self, job_id: str) -> CancelOutcome:
         """Cancel a waiting job, ask a claimed one to stop (see the protocol); one script."""
@@ -80,11 +81,11 @@ class RedisCancel:
             now = self.conn.now()
             _, text = edit(data, status=JobStatus.CANCELLED.value, scheduled_for=None,
                            error=CANCELLED_BEFORE_START, updated_at=wire_time(now))  # fmt: skip
-            ready = self.k.ready(job.routing_key, job.priority)
+            ready = self.k.ready_for(job)  # a grouped job waits in its group's list and set
             legacy = ready
-            if not job.routing_key or job.routing_key == DEFAULT_ROUTING_KEY:
+            if job.group is None and (not job.routing_key or job.routing_key == DEFAULT_ROUTING_KEY):
                 legacy = self.k.legacy_default(job.priority)
-            keys = [key, self.k.leases, self.k.scheduled, ready, legacy, cancel_key(self.k, job_id)]
+            keys = [key, self.k.leases, self.k.scheduled_for(job), ready, legacy, cancel_key(self.k, job_id)]
             ttl = max(opts.failed_job_ttl, opts.completed_job_ttl)
             args: list[Any] = [job_id, raw, text, _ms(opts.completed_job_ttl), _ms(ttl)]
             script = "workflow_cancel" if workflow_id(job) is not None else "cancel"
@@ -135,6 +136,7 @@ class RedisCancel:
             return stored  # settled already: a repeat changes nothing
         request = cancel_key(self.k, job.id)
         await self.conn.run(lambda: self.conn.client.delete(request), "settle_cancelled")
+        await self.group_settled(job)
         return Job.from_dict(data)
 
     async def _stored_cancelled(self, job_id: str) -> Job | None:

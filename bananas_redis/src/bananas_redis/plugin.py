@@ -23,6 +23,7 @@ CAPABILITIES: frozenset[Capability] = frozenset(
         Capability.WORKFLOWS,
         Capability.CHECKPOINTS,
         Capability.CANCEL,
+        Capability.GROUPS,
     }
 )
 """What the Redis backend offers: declared here once, for the spec and the Backend alike."""

@@ -51,6 +51,7 @@ from bananas_redis.admin import QueueAdmin, _text
 from bananas_redis.cancel import RedisCancel
 from bananas_redis.checkpoints import RedisCheckpoints
 from bananas_redis.connection import RETRYABLE, Connection
+from bananas_redis.groups import RedisGroups
 from bananas_redis.jobjson import dead_error, decode, edit, unreadable_stub, wire_time
 from bananas_redis.results import RedisResults
 from bananas_redis.settle import Settler
@@ -104,7 +105,7 @@ def _unreadable(job_id: str, error: str) -> None:
     log.warning("job %r sent to the dead letter queue: %s", job_id, error)
 
 
-class RedisQueue(QueueAdmin, RedisUnique, RedisWorkflows, RedisCheckpoints, RedisCancel):
+class RedisQueue(QueueAdmin, RedisUnique, RedisGroups, RedisWorkflows, RedisCheckpoints, RedisCancel):
     """:class:`bananas.protocols.Queue` on Redis, in the wire format of docs/redis-wire-format.md."""
 
     def __init__(self, conn: Connection) -> None:
@@ -120,13 +121,19 @@ class RedisQueue(QueueAdmin, RedisUnique, RedisWorkflows, RedisCheckpoints, Redi
     # -- enqueue ----------------------------------------------------------------------
 
     def _fields(self, job: Job) -> tuple[str, str, str, str, str]:
-        """``job`` as enqueue.lua takes it: kind, id, JSON, target (list key or score), routing key."""
+        """``job`` as enqueue.lua takes it: kind, id, JSON, target (list key or score), routing key.
+        A grouped job goes to its group's list ("G", with its join spec) or the groups'
+        scheduled set ("S"): never where an original Go worker or scheduler would find it."""
+        grouped = job.group is not None
         if job.status is JobStatus.PENDING:
-            kind, target = "L", self.k.ready(job.routing_key, job.priority)
+            if grouped:
+                kind, target = "G", f"{self.k.ready_for(job)}\n{self.k.join_spec(job)}"
+            else:
+                kind, target = "L", self.k.ready(job.routing_key, job.priority)
         elif job.status is JobStatus.SCHEDULED:
             if job.scheduled_for is None:
                 raise InvalidJob(f"job {job.id} is scheduled but has no scheduled_for time")
-            kind, target = "Z", repr(job.scheduled_for.timestamp())
+            kind, target = "S" if grouped else "Z", repr(job.scheduled_for.timestamp())
         else:
             raise InvalidJob(f"only pending or scheduled jobs can be enqueued; job {job.id} is {job.status.value}")
         return kind, job.id, job.to_json(), target, job.routing_key
@@ -291,9 +298,10 @@ class RedisQueue(QueueAdmin, RedisUnique, RedisWorkflows, RedisCheckpoints, Redi
     ) -> list[Job]:
         if lease <= 0:
             raise InvalidJob(f"lease must be > 0 seconds, got {lease!r}")
-        lists = self.k.claim_order(list(routing_keys), [JobPriority.parse(p) for p in priorities])
-        if not lists:
+        ordered = self.k.claim_lines(list(routing_keys), [JobPriority.parse(p) for p in priorities])
+        if not ordered:
             return []
+        lists = [ready for ready, _ in ordered]
         now = self.conn.now()
         deadline = repr(now + lease)
         names = sorted(job_names) if job_names is not None else []
@@ -301,6 +309,7 @@ class RedisQueue(QueueAdmin, RedisUnique, RedisWorkflows, RedisCheckpoints, Redi
             return []
         k = self.k
         args: list[Any] = [k.job(""), limit, deadline, MISSING_JOB_ERROR, wire_time(now), len(names), *names]
+        args += [f"{k.ns}:groups:", "\n".join(line for _, line in ordered), repr(now)]
         if waiter is not None:
             routes = "\n".join(dict.fromkeys(r or DEFAULT_ROUTING_KEY for r in routing_keys))
             register = "1" if timeout > 0 else "0"
@@ -465,6 +474,7 @@ class RedisQueue(QueueAdmin, RedisUnique, RedisWorkflows, RedisCheckpoints, Redi
         data, text = edit(self._base(job), status=JobStatus.COMPLETED.value, updated_at=wire_time(now))
         ttl = _ms(self.conn.options.completed_job_ttl)
         self._fenced(job, await self._finish(job.id, text, "complete", self.k.dead, ttl, token=job.lease_token))
+        await self.group_settled(job)
         return Job.from_dict(data)
 
     def shares_store_with(self, results: object) -> bool:
@@ -488,6 +498,7 @@ class RedisQueue(QueueAdmin, RedisUnique, RedisWorkflows, RedisCheckpoints, Redi
         for field, value in result.to_hash().items():
             args += [field, value]
         self._fenced(job, await self._settler.settle(keys, args))
+        await self.group_settled(job)
         return Job.from_dict(data)
 
     async def fail(self, job: Job, error: str, *, retry_at: RetryAt = BY_POLICY) -> Job:
@@ -499,33 +510,35 @@ class RedisQueue(QueueAdmin, RedisUnique, RedisWorkflows, RedisCheckpoints, Redi
         common = {"attempts": job.attempts + 1, "error": error or "failed", "updated_at": wire_time(now)}
         if when is not None:
             data, text = edit(base, status=JobStatus.PENDING.value, scheduled_for=format_time(when), **common)
-            score = repr(when.timestamp())
-            self._fenced(job, await self._finish(job.id, text, "retry", self.k.scheduled, score, token=job.lease_token))
+            score, where = repr(when.timestamp()), self.k.scheduled_for(job)
+            self._fenced(job, await self._finish(job.id, text, "retry", where, score, token=job.lease_token))
         else:
             data, text = edit(base, status=JobStatus.FAILED.value, scheduled_for=None, **common)
             ttl = _ms(self.conn.options.failed_job_ttl)
             self._fenced(job, await self._finish(job.id, text, "dead", self.k.dead, ttl, token=job.lease_token))
+        await self.group_settled(job)
         return Job.from_dict(data)
 
     async def release(self, job: Job) -> None:
         if not job.lease_token:
             return  # no claim gave this copy out: it holds nothing to hand back
         _, text = edit(self._base(job), status=JobStatus.PENDING.value, updated_at=wire_time(self.conn.now()))
-        target = self.k.ready(job.routing_key, job.priority)
-        await self._finish(job.id, text, "release", target, 0, token=job.lease_token)
+        target, join = self.k.ready_for(job), self.k.join_spec(job)
+        await self._finish(job.id, text, "release", target, 0, token=job.lease_token, dead_error=join)
+        await self.group_settled(job)
 
     # -- time-driven moves ------------------------------------------------------------
 
     async def move_scheduled(self) -> int:
         moved = 0
         while True:
-            ids, raws = await self._due()
+            ids, raws, sets = await self._due()
             if not ids:
                 return moved
             calls: list[tuple[list[str], list[Any]]] = []
             buried: list[str | None] = []  # per call: the error of an unreadable job, else None
             wake = self._waiter_prefixes(self.conn.now())
-            for job_id, raw in zip(ids, raws, strict=True):
+            for job_id, raw, source in zip(ids, raws, sets, strict=True):
                 old = raw if raw is not None else b""
                 try:  # hostile data: whatever one record raises is its problem alone
                     if raw is None:
@@ -535,13 +548,13 @@ class RedisQueue(QueueAdmin, RedisUnique, RedisWorkflows, RedisCheckpoints, Redi
                 except Exception as exc:
                     err = f"scheduled job unreadable: {exc}"
                     _unreadable(job_id, err)
-                    keys = [self.k.scheduled, self.k.job(job_id), self.k.dead, self.k.dead_errors]
+                    keys = [source, self.k.job(job_id), self.k.dead, self.k.dead_errors]
                     dead = dead_error(err, self.conn.now())
                     calls.append((keys, [job_id, old, "", self.k.wakeup, "", dead, *wake]))
                     buried.append(err)
                     continue
-                keys = [self.k.scheduled, self.k.job(job_id), self.k.ready(job.routing_key, job.priority)]
-                args = [job_id, old, text, self.k.wakeup, job.routing_key, "", *wake]
+                keys = [source, self.k.job(job_id), self.k.ready_for(job)]
+                args = [job_id, old, text, self.k.wakeup, job.routing_key, "", *wake, self.k.join_spec(job)]
                 calls.append(([*keys, self.k.dead_errors], args))
                 buried.append(None)
             results = await self._pipeline("promote", calls)
@@ -557,16 +570,28 @@ class RedisQueue(QueueAdmin, RedisUnique, RedisWorkflows, RedisCheckpoints, Redi
             if len(ids) < BATCH or done == 0:
                 return moved
 
-    async def _due(self) -> tuple[list[str], list[Any]]:
+    async def _due(self) -> tuple[list[str], list[Any], list[str]]:
+        """Up to BATCH due ids (the shared scheduled set first, then the groups'), their JSON and
+        the set each waits in."""
         client, now = self.conn.client, self.conn.now()
-        found = await self.conn.run(
-            lambda: client.zrangebyscore(self.k.scheduled, "-inf", repr(now), start=0, num=BATCH), "scan"
-        )
-        ids = [_text(i) for i in found]
+        ids: list[str] = []
+        sets: list[str] = []
+        for where in (self.k.scheduled, self.k.group_scheduled):
+            if len(ids) >= BATCH:
+                break
+            found = await self._due_in(where, now, BATCH - len(ids))
+            ids += [_text(i) for i in found]
+            sets += [where] * len(found)
         if not ids:
-            return [], []
+            return [], [], []
         raws = await self.conn.run(lambda: client.mget([self.k.job(i) for i in ids]), "mget")
-        return ids, list(raws)
+        return ids, list(raws), sets
+
+    async def _due_in(self, where: str, now: float, num: int) -> list[Any]:
+        """Up to ``num`` ids of the scheduled set ``where`` due at ``now``."""
+        client = self.conn.client
+        found = await self.conn.run(lambda: client.zrangebyscore(where, "-inf", repr(now), start=0, num=num), "scan")
+        return list(found)
 
     async def reap_expired(self) -> int:
         reaped = 0
@@ -609,8 +634,8 @@ class RedisQueue(QueueAdmin, RedisUnique, RedisWorkflows, RedisCheckpoints, Redi
             dead = dead_error(error, now)
             return self._finish_call(job_id, "", "dead", self.k.dead, 0, token=token, dead_error=dead, result=result)
         if not final:
-            target = self.k.ready(job.routing_key, job.priority)
-            return self._finish_call(job.id, text, "ready", target, 0, token=token)
+            join = self.k.join_spec(job)
+            return self._finish_call(job.id, text, "ready", self.k.ready_for(job), 0, token=token, dead_error=join)
         result = JobResult(
             job_id=job.id, status=JobStatus.FAILED, error=LEASE_EXPIRED_ERROR, completed_at=from_timestamp(now)
         )

@@ -107,6 +107,34 @@ local function claimlib()
     return true
   end
 
+  -- whether the job `id` has one of `names` (or is unreadable: the claim buries it)
+  local function wanted(c, id, names)
+    local json = redis.call('GET', c.prefix .. id)
+    if json then
+      local ok, job = pcall(cjson.decode, json)
+      if ok and type(job) == 'table' and type(job['name']) == 'string' then
+        return names[job['name']] == true
+      end
+    end
+    return true
+  end
+
+  -- move the oldest id of `list` (with one of `names`, when given) to processing; the id or nil
+  local function pop(c, list, names)
+    if names == nil then
+      return redis.call('RPOPLPUSH', list, c.processing) or nil
+    end
+    local ids = redis.call('LRANGE', list, -1000, -1)
+    for i = #ids, 1, -1 do
+      local id = ids[i]
+      if wanted(c, id, names) and redis.call('LREM', list, -1, id) == 1 then
+        redis.call('LPUSH', c.processing, id)
+        return id
+      end
+    end
+    return nil
+  end
+
   local function walk(c, lists, limit, names, out)
     local taken = 0
     for _, list in ipairs(lists) do
@@ -123,15 +151,7 @@ local function claimlib()
         for i = #ids, 1, -1 do
           if taken >= limit then break end
           local id = ids[i]
-          local json = redis.call('GET', c.prefix .. id)
-          local wanted = true
-          if json then
-            local ok, job = pcall(cjson.decode, json)
-            if ok and type(job) == 'table' and type(job['name']) == 'string' then
-              wanted = names[job['name']] == true
-            end
-          end
-          if wanted and redis.call('LREM', list, -1, id) == 1 then
+          if wanted(c, id, names) and redis.call('LREM', list, -1, id) == 1 then
             redis.call('LPUSH', c.processing, id)
             if take(c, id, out) then taken = taken + 1 end
           end
@@ -221,7 +241,7 @@ local function claimlib()
   end
 
   return {
-    walk = walk, split = split, unregister = unregister, unpack_into = unpack_into,
+    walk = walk, take = take, pop = pop, split = split, unregister = unregister, unpack_into = unpack_into,
     serve_waiters = serve_waiters,
   }
 end

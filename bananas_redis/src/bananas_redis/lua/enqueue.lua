@@ -4,12 +4,17 @@
 -- ARGV[1] namespace prefix "{ns}:", ARGV[2] error for missing jobs, ARGV[3] updated_at
 -- (RFC 3339), ARGV[4] now (seconds), ARGV[5] the jobs, packed (one argument, not five per job:
 -- packing the arguments is most of a bulk submit's client time), per job:
---   kind ("L" ready list | "Z" scheduled set), then <length>:<value> for id, json,
---   target (list key | score) and routing key
+--   kind ("L" ready list | "Z" scheduled set | "G" a group's ready list | "S" the groups'
+--   scheduled set {ns}:groups:scheduled), then <length>:<value> for id, json,
+--   target (list key | score | for "G": list key, newline, grouplib.join's spec) and routing key.
+--   A grouped job ("G", "S") is never in a list or set that an original Go worker pops; its
+--   enqueue wakes one idle worker of the routing key instead of handing the job over (its
+--   group's limit is for the claim to apply).
 -- or ARGV[5] empty and ONE job's kind, id, json, target and routing key as ARGV[6..10]
 -- (a single submit: nothing to pack or unpack, and its SET NX is also the existence check)
 -- Returns {} on success or {"dup", id} (nothing written) if a job id exists.
 --#include claimlib
+--#include grouplib
 local ns, blob = ARGV[1], ARGV[5]
 local prefix = ns .. 'job:'
 local kinds, ids, jsons, targets, routes_of = {}, {}, {}, {}, {}
@@ -47,15 +52,29 @@ else
     redis.call('SET', prefix .. ids[i], jsons[i])
   end
 end
-local woken, routes = {}, {}
+local woken, routes, glib = {}, {}, nil
 for i = 1, n do
-  if kinds[i] == 'Z' then
+  local kind = kinds[i]
+  if kind == 'Z' then
     redis.call('ZADD', KEYS[1], targets[i], ids[i])
+  elseif kind == 'S' then
+    redis.call('ZADD', ns .. 'groups:scheduled', targets[i], ids[i])
   else
-    redis.call('LPUSH', targets[i], ids[i])
-    if not woken[routes_of[i]] then
-      woken[routes_of[i]] = true
-      routes[#routes + 1] = routes_of[i]
+    local target = targets[i]
+    if kind == 'G' then
+      local list, spec = string.match(target, '^(.-)\n(.*)$')
+      glib = glib or grouplib()
+      redis.call('LPUSH', list, ids[i])
+      glib.join(spec)
+    else
+      redis.call('LPUSH', target, ids[i])
+    end
+    local route = routes_of[i]
+    if not woken[route] then
+      woken[route] = kind
+      routes[#routes + 1] = route
+    elseif woken[route] ~= kind then
+      woken[route] = 'both'
     end
   end
 end
@@ -70,7 +89,8 @@ for _, route in ipairs(routes) do
       }
       w = {waiting = waiting, waiter = ns .. 'waiter:', inbox = ns .. 'inbox:', now = ARGV[4]}
     end
-    lib.serve_waiters(c, w, route, false)
+    if woken[route] ~= 'G' then lib.serve_waiters(c, w, route, false) end
+    if woken[route] ~= 'L' then lib.serve_waiters(c, w, route, true) end
   end
   redis.call('PUBLISH', ns .. 'wakeup', route)
 end

@@ -7,11 +7,13 @@
 -- ARGV[4] TTL in ms (complete, dead; 0 = none) or score (retry), ARGV[5] fence: "c" + the claim
 -- number (a worker: its claim must still hold the job, see {lease set}:holders in claimlib.lua),
 -- a lease deadline (a reaper: the lease it took), or "" (any holder),
--- ARGV[6] error to remember for the dead list ("" = none),
+-- ARGV[6] error to remember for the dead list ("" = none); for release and ready of a grouped
+-- job, its grouplib.join spec instead (the target is then its group's list),
 -- ARGV[7] result TTL ms, ARGV[8] result channel, ARGV[9..] result hash field/value pairs
 -- Returns 1 when applied, 2 when it had already been applied (a retried call), 0 when the
 -- caller no longer holds the job (its lease was reaped, it was claimed again or settled by
 -- another; nothing changed).
+--#include grouplib
 local id, json, mode, n, token = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 if string.sub(token, 1, 1) == 'c' then
   if redis.call('HGET', KEYS[2] .. ':holders', id) ~= string.sub(token, 2) then
@@ -42,8 +44,10 @@ elseif mode == 'dead' then
   if ARGV[6] ~= '' then redis.call('HSET', KEYS[5], id, ARGV[6]) end
 elseif mode == 'release' then
   redis.call('RPUSH', KEYS[4], id)
+  if ARGV[6] ~= '' then grouplib().join(ARGV[6]) end
 elseif mode == 'ready' then
   redis.call('LPUSH', KEYS[4], id)
+  if ARGV[6] ~= '' then grouplib().join(ARGV[6]) end
 end
 if KEYS[6] and #ARGV >= 9 then
   redis.call('DEL', KEYS[6])

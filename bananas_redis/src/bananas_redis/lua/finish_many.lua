@@ -3,11 +3,13 @@
 -- keys: job key, target (ready list, scheduled set or dead list; any key for "complete"),
 -- result hash (any key when the job stores no result).
 -- ARGV per job: id, new json ("" keeps the stored one), mode (complete | retry | dead |
--- release | ready), TTL ms or score, fence (as finish.lua's ARGV[5]), dead-list error ("" = none),
+-- release | ready), TTL ms or score, fence (as finish.lua's ARGV[5]), dead-list error ("" = none;
+-- for release and ready of a grouped job its grouplib.join spec, as finish.lua's ARGV[6]),
 -- result TTL ms, result channel, F = number of result field/value values that follow (0 = no
 -- result), then the F values.
 -- Returns one code per job, as finish.lua: 1 applied, 2 already applied (a retried call),
 -- 0 the caller no longer holds the job (nothing changed for that job).
+--#include grouplib
 local processing, leases, dead_errors = KEYS[1], KEYS[2], KEYS[3]
 
 local function settle(id, json, mode, n, token, dead_error, job_key, target)
@@ -40,8 +42,10 @@ local function settle(id, json, mode, n, token, dead_error, job_key, target)
     if dead_error ~= '' then redis.call('HSET', dead_errors, id, dead_error) end
   elseif mode == 'release' then
     redis.call('RPUSH', target, id)
+    if dead_error ~= '' then grouplib().join(dead_error) end
   elseif mode == 'ready' then
     redis.call('LPUSH', target, id)
+    if dead_error ~= '' then grouplib().join(dead_error) end
   end
   return 1
 end
