@@ -142,7 +142,11 @@ local function grouplib()
           end
         end
         if moved then
-          redis.call('ZADD', line.turns, redis.call('INCR', line.turns .. ':seq'), who)
+          if who ~= '' and redis.call('LLEN', line.prefix .. who) == 0 then
+            redis.call('ZREM', line.turns, who)  -- its last ready job: it leaves the turns
+          else
+            redis.call('ZADD', line.turns, redis.call('INCR', line.turns .. ':seq'), who)
+          end
           break
         end
       end
