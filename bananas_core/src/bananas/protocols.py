@@ -426,8 +426,11 @@ class GroupLimits(Protocol):
     :meth:`Queue.reap_expired`, and, reaper or not, once the deadline passes; :meth:`Queue.renew`
     extends it. A job held back stays where it is, unchanged (no attempt, no error), and claims
     take the jobs behind it. Within one routing key and priority, the groups with ready jobs and
-    the jobs without a group (together, FIFO) are served in turn: the one served longest ago first
-    (never served: first, in the order of their oldest ready job); FIFO within a group.
+    the jobs without a group (together, FIFO) take turns: a participant that was served waits
+    behind every other participant with ready jobs before it is served again, so a group with a
+    huge backlog gets its share and no more; FIFO within a group. Where a group that has just got
+    ready jobs joins the turns is the backend's choice (memory:// serves the participant served
+    longest ago first, a newcomer first of all; Redis puts a newcomer at the back).
     :meth:`Queue.wait_for_work` counts only work a claim could take, and wakes when a slot frees.
     """
 
