@@ -4,10 +4,10 @@ of lines holding grouped jobs, under the store's lock (the rules are :mod:`banan
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
-from bananas.backends._memory_store import MemoryPart
+from bananas.backends._memory_store import MemoryPart, MemoryStore
 from bananas.groups import DEFAULT_GROUP, GroupLimit, admits, effective_limit, next_start_at
 from bananas.job import Job, JobPriority
 
@@ -58,17 +58,15 @@ class MemoryGroups(MemoryPart):
         limits = self._store.group_limits
         return effective_limit(limits.get(group), limits.get(DEFAULT_GROUP))
 
-    def _running(self, now: float) -> dict[str, int]:
-        """How many slots each group holds at ``now`` (claimed, lease still running)."""
-        s = self._store
-        counts: dict[str, int] = {}
-        for job_id, group in s.running.items():
-            if s.processing.get(job_id, now) > now:
-                counts[group] = counts.get(group, 0) + 1
-        return counts
+    def _running(self, now: float) -> Mapping[str, int]:
+        """How many slots each group holds at ``now`` (claimed, lease still running), counted
+        when asked."""
+        return _Running(self._store, now)
 
-    def _admitted(self, group: str, running: dict[str, int], now: float) -> bool:
-        return admits(self._limit(group), running.get(group, 0), self._store.starts.get(group, ()), now)
+    def _admitted(self, group: str, running: Mapping[str, int], now: float) -> bool:
+        limit = self._limit(group)
+        held = 0 if limit.max_running is None else running.get(group, 0)  # counted only where it matters
+        return admits(limit, held, self._store.starts.get(group, ()), now)
 
     def _pick(self, line: tuple[str, JobPriority], names: set[str] | None, now: float) -> str | None:
         """The id the next turn of ``line`` takes: the FIFO head of the participant (a group its
@@ -78,7 +76,13 @@ class MemoryGroups(MemoryPart):
         served = s.served.get(line, {})
         heads: dict[str, tuple[int, str]] = {}
         held: set[str] = set()
-        for index, job_id in enumerate(list(s.ready.get(line, ()))):
+        ready = s.ready.get(line, deque())
+        ids = ready if names is None else list(ready)  # a copy where looking may bury (change the line)
+        counts = s.line_groups.get(line, {})
+        present = len(counts) + (1 if len(ready) > sum(counts.values()) else 0)  # participants in the line
+        for index, job_id in enumerate(ids):
+            if len(heads) + len(held) >= present:
+                break  # every participant's head is found: the rest of the line changes nothing
             who = s.group_of.get(job_id, _NO_GROUP)
             if who in heads or who in held:
                 continue
@@ -106,9 +110,10 @@ class MemoryGroups(MemoryPart):
             if job is None:
                 continue  # buried, and so off the line
             s.ready[line].remove(job_id)
-            group = s.group_of.pop(job_id, None)
+            group = s.take_grouped(line, job_id)
             if group is not None:
                 s.running[job_id] = group
+                s.slots.setdefault(group, set()).add(job_id)
                 if self._limit(group).rate is not None:
                     self._record_start(group, now)
             return job
@@ -125,17 +130,18 @@ class MemoryGroups(MemoryPart):
         s = self._store
         running = self._running(now)
         for line in lines:
-            for job_id in s.ready.get(line, ()):
-                group = s.group_of.get(job_id)
-                if group is None or self._admitted(group, running, now):
-                    return True
+            counts = s.line_groups.get(line, {})
+            if len(s.ready.get(line, ())) > sum(counts.values()):
+                return True  # a job without a group
+            if any(self._admitted(group, running, now) for group in counts):
+                return True
         return False
 
     def _next_free(self, lines: Iterable[tuple[str, JobPriority]], now: float) -> float | None:
         """When a group holding back ready jobs of ``lines`` may next start one (a lease running
         out, a start leaving the rate window); ``None`` if only a settle or a new limit can free one."""
         s = self._store
-        groups = {s.group_of[job_id] for line in lines for job_id in s.ready.get(line, ()) if job_id in s.group_of}
+        groups = {group for line in lines for group in s.line_groups.get(line, {})}
         times: list[float] = []
         for group in groups:
             limit = self._limit(group)
@@ -143,7 +149,7 @@ class MemoryGroups(MemoryPart):
             if limit.max_running == 0:
                 continue  # paused: only a new limit lets it go
             if limit.max_running is not None:
-                leases = sorted(d for i, g in s.running.items() if g == group and (d := s.processing.get(i, now)) > now)
+                leases = sorted(d for i in s.slots.get(group, ()) if (d := s.processing.get(i, now)) > now)
                 if len(leases) >= limit.max_running:
                     at = max(at, leases[len(leases) - limit.max_running])
             times.append(at)
@@ -152,3 +158,24 @@ class MemoryGroups(MemoryPart):
     def _lines(self, routing_keys: Iterable[str]) -> list[tuple[str, JobPriority]]:
         keys = set(routing_keys)
         return [line for line, ids in self._store.ready.items() if line[0] in keys and ids]
+
+
+class _Running(Mapping[str, int]):
+    """Each group's slots held at ``now``, counted for the groups asked about (a claim asks
+    about a few; the store may hold many claimed jobs)."""
+
+    def __init__(self, store: MemoryStore, now: float) -> None:
+        self._store, self._now = store, now
+        self._counted: dict[str, int] = {}
+
+    def __getitem__(self, group: str) -> int:
+        if group not in self._counted:
+            s, now = self._store, self._now
+            self._counted[group] = sum(1 for i in s.slots.get(group, ()) if s.processing.get(i, now) > now)
+        return self._counted[group]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._store.slots)
+
+    def __len__(self) -> int:
+        return len(self._store.slots)

@@ -43,7 +43,9 @@ class MemoryStore:
         self.result_signals: dict[str, Signal] = {}
         self.group_limits: dict[str, GroupLimit] = {}  # group name or "*" -> its stored limit
         self.group_of: dict[str, str] = {}  # ready grouped id -> its group
+        self.line_groups: dict[_Ready, dict[str, int]] = {}  # line -> group -> how many of its ids it holds
         self.running: dict[str, str] = {}  # claimed grouped id -> its group (a slot while its lease runs)
+        self.slots: dict[str, set[str]] = {}  # group -> its ids in ``running``
         self.starts: dict[str, deque[float]] = {}  # group -> times of its claims, oldest first
         self.served: dict[_Ready, dict[str, int]] = {}  # line -> participant ("" = no group) -> turn last served
         self.turns = 0  # counts every turn served, for ``served``
@@ -73,20 +75,37 @@ class MemoryStore:
         line.appendleft(job.id) if front else line.append(job.id)
         if job.group is not None:
             self.group_of[job.id] = job.group
+            counts = self.line_groups.setdefault((job.routing_key, job.priority), {})
+            counts[job.group] = counts.get(job.group, 0) + 1
+
+    def take_grouped(self, line: _Ready, job_id: str) -> str | None:
+        """``job_id`` leaves ``line``'s group counts; its group, or ``None`` for a job without one."""
+        group = self.group_of.pop(job_id, None)
+        counts = self.line_groups.get(line)
+        if group is not None and counts is not None and group in counts:
+            counts[group] -= 1
+            if not counts[group]:
+                del counts[group]
+        return group
 
     def unlink(self, job_id: str) -> None:
         """Take ``job_id`` out of every place it may be waiting (not out of ``jobs``)."""
         self.processing.pop(job_id, None)
         self.holders.pop(job_id, None)
-        self.group_of.pop(job_id, None)
-        if self.running.pop(job_id, None) is not None:
+        group = self.running.pop(job_id, None)
+        if group is not None:
+            self.slots[group].discard(job_id)
+            if not self.slots[group]:
+                del self.slots[group]
             self.work_signal.wake_all()  # a group's slot is free: its held-back jobs may go
         self.scheduled.pop(job_id, None)
         self.dead.pop(job_id, None)
         self.job_expiry.pop(job_id, None)
-        for line in self.ready.values():
+        for key, line in self.ready.items():
             if job_id in line:
                 line.remove(job_id)
+                self.take_grouped(key, job_id)
+        self.group_of.pop(job_id, None)
 
     def expire(self, now: float) -> None:
         """Forget finished jobs and results whose TTL has run out."""
