@@ -128,3 +128,24 @@ async def test_an_idle_worker_is_woken_by_a_grouped_enqueue_and_by_a_freed_slot(
     [nxt] = await queue.claim_or_wait(["default"], waiter="w1", timeout=0.1)
     assert nxt.status is JobStatus.PROCESSING and nxt.group == "a"
     assert await queue.stop_waiting("w1") == []
+
+
+@pytest.mark.parametrize("limit", [GroupLimit(rate="1/s"), GroupLimit(max_running=1)])
+async def test_a_held_back_worker_sleeps_until_the_group_may_start_one(
+    backend: Backend, clock: ManualClock, limit: GroupLimit
+) -> None:
+    """Not the whole timeout, and not a spin: until the start leaves the window (1 s) or the
+    lease runs out (1.5 s); the test's clock stands still, so the group stays held back."""
+    queue: Any = backend.queue
+    await queue.set_group_limit("a", limit)
+    await queue.enqueue_many([_job(clock, "a"), _job(clock, "a")])
+    await queue.claim(["default"], lease=1.5)
+    for how in ("wait_for_work", "claim_or_wait"):
+        assert await queue.claim(["default"]) == []
+        started = time.monotonic()
+        if how == "wait_for_work":
+            await queue.wait_for_work(["default"], 10)
+        else:
+            assert await queue.claim_or_wait(["default"], waiter="w2", timeout=10) == []
+        assert 0.7 < time.monotonic() - started < 4, "the wait did not end when the group could start one"
+    assert await queue.stop_waiting("w2") == []

@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Collection, Sequence
 from typing import Any
 
@@ -114,6 +115,8 @@ class RedisQueue(QueueAdmin, RedisUnique, RedisGroups, RedisWorkflows, RedisChec
         self._held: dict[str, tuple[str, dict[str, Any]]] = {}  # claimed id -> (lease token, stored JSON)
         self._pubsub: Any = None
         self._settler = Settler(conn)
+        self._free_in: float | None = None  # after a claim that held grouped jobs back: seconds until one may go
+        self._free_from = 0.0  # when that was said (time.monotonic)
 
     async def ping(self) -> None:
         await self.conn.run(self.conn.client.ping, "ping")
@@ -319,16 +322,17 @@ class RedisQueue(QueueAdmin, RedisUnique, RedisGroups, RedisWorkflows, RedisChec
         if self.conn.wait_replicas and limit > 0:
             conn = self.conn
             reply, acked = await conn.run(lambda: conn.eval_replicated("claim", keys, args), "claim")
+            reply = self._held_back(reply, now)
             if reply and not self._claim_replicated(acked, len(reply) // 3):
                 return []
         else:
-            reply = await self.conn.call("claim", keys, args)
+            reply = self._held_back(await self.conn.call("claim", keys, args), now)
         # A waiter's claim may return jobs leased by an enqueue (another deadline): bury by id only.
         token = deadline if waiter is None else ""
         claimed = await self._accept(reply, now, token)
         if claimed or waiter is None or timeout <= 0:
             return claimed
-        inbox, block = k.inbox(waiter), min(timeout, MAX_BLOCK)
+        inbox, block = k.inbox(waiter), self._wait_bound(min(timeout, MAX_BLOCK))
         if self.conn.wait_replicas:
             conn = self.conn
             entry, acked = await conn.run(lambda: conn.blpop_replicated(inbox, block), "wait for work")
@@ -339,6 +343,24 @@ class RedisQueue(QueueAdmin, RedisUnique, RedisGroups, RedisWorkflows, RedisChec
         if entry is None:
             return []
         return await self._accept(unpack_inbox(entry[1]), self.conn.now(), "")
+
+    def _held_back(self, reply: list[Any], now: float) -> list[Any]:
+        """The jobs of claim.lua's reply; its trailing element, when a group held back ready jobs,
+        is when one of them may start: remembered so that the next wait ends then."""
+        if len(reply) % 3 == 1:
+            self._free_in = max(0.0, float(_text(reply[-1])) - now)
+            self._free_from = time.monotonic()
+            return reply[:-1]
+        self._free_in = None
+        return reply
+
+    def _wait_bound(self, timeout: float) -> float:
+        """``timeout``, cut short to when a group that held back ready jobs at the last claim may
+        start one (a lease runs out, a start leaves the rate window): no sleeping past a free slot."""
+        if self._free_in is None:
+            return timeout
+        left = self._free_in - (time.monotonic() - self._free_from)
+        return max(0.001, min(timeout, left + 0.001))
 
     def _claim_replicated(self, acked: int, count: int) -> bool:
         """With ``wait_replicas``: whether the replicas hold a claim of ``count`` jobs. If not, the
@@ -662,7 +684,7 @@ class RedisQueue(QueueAdmin, RedisUnique, RedisGroups, RedisWorkflows, RedisChec
     async def wait_for_work(self, routing_keys: Sequence[str], timeout: float) -> None:
         wanted = {r or DEFAULT_ROUTING_KEY for r in routing_keys}
         loop = asyncio.get_running_loop()
-        end = loop.time() + max(timeout, 0.0)
+        end = loop.time() + max(self._wait_bound(timeout), 0.0)
         try:
             if self._pubsub is None:
                 pubsub = self.conn.client.pubsub()

@@ -12,7 +12,8 @@
 -- waiting prefix, waiter prefix, inbox prefix, now (seconds), registration expiry, lease seconds,
 -- routing keys joined by newlines. It first takes what was handed to its inbox (those jobs are
 -- already claimed for it), and unregisters unless it registers again.
--- Returns {id, json, edited, ...}.
+-- Returns {id, json, edited, ...}, and one more element when a group held back ready jobs and
+-- one of them may start later: the earliest time (seconds) a lease ends or a start leaves a window.
 --#include claimlib
 --#include grouplib
 local lib = claimlib()
@@ -61,11 +62,16 @@ local function claim_lines(want)
   return taken
 end
 
+local function reply()
+  if g ~= nil and g.next ~= nil then out[#out + 1] = string.format('%.17g', g.next) end
+  return out
+end
+
 local r = gbase + 3
 local token = ARGV[r]
 if not token then
   claim_lines(limit)
-  return out
+  return reply()
 end
 local w = {waiting = ARGV[r + 2], waiter = ARGV[r + 3], inbox = ARGV[r + 4], now = ARGV[r + 5]}
 local expiry, lease, routes = ARGV[r + 6], ARGV[r + 7], lib.split(ARGV[r + 8])
@@ -86,4 +92,4 @@ if taken == 0 and ARGV[r + 1] == '1' then
     redis.call('ZADD', w.waiting .. route, expiry, token)
   end
 end
-return out
+return reply()

@@ -85,19 +85,32 @@ local function grouplib()
     return held
   end
 
+  -- a held-back group may start one at `at` (a lease ends, a start leaves the window): keep the earliest
+  local function free_at(g, at)
+    if at and (g.next == nil or at < g.next) then g.next = at end
+  end
+
   -- bananas.groups.admits: a free slot and room in the rate's sliding window
   local function admits(g, group)
     local limit = limit_of(g, group)
     if limit.max then
       if limit.max == 0 then return false end
-      if redis.call('ZCARD', g.running .. group) >= limit.max and tidy(g, group, true) >= limit.max then
+      local key = g.running .. group
+      if redis.call('ZCARD', key) >= limit.max and tidy(g, group, true) >= limit.max then
+        local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+        free_at(g, tonumber(first[2]))
         return false
       end
     end
     if limit.per then
       local key = g.starts .. group
       redis.call('ZREMRANGEBYSCORE', key, '-inf', string.format('%.17g', g.now - limit.per))
-      if redis.call('ZCARD', key) >= limit.count then return false end
+      local n = redis.call('ZCARD', key)
+      if n >= limit.count then
+        local oldest = redis.call('ZRANGE', key, n - limit.count, n - limit.count, 'WITHSCORES')
+        free_at(g, tonumber(oldest[2]) + limit.per)
+        return false
+      end
     end
     return true
   end
