@@ -149,3 +149,20 @@ async def test_a_held_back_worker_sleeps_until_the_group_may_start_one(
             assert await queue.claim_or_wait(["default"], waiter="w2", timeout=10) == []
         assert 0.7 < time.monotonic() - started < 4, "the wait did not end when the group could start one"
     assert await queue.stop_waiting("w2") == []
+
+
+async def test_unique_and_blocking_submits_of_grouped_jobs_wait_apart_too(
+    redis_url: str, raw: aioredis.Redis, namespace: str
+) -> None:
+    from bananas import AsyncClient, Client
+
+    async with AsyncClient(redis_url, namespace=namespace) as client:
+        first = await client.submit_job("t", group="a", unique_key="k")
+        assert await client.submit_job("t", group="a", unique_key="k") == first
+        later = await client.submit_job_scheduled("t", None, "normal", 60, group="a", unique_key="k2")
+    with Client(redis_url, namespace=namespace) as sync:  # the blocking enqueue path
+        from_thread = sync.submit_job("t", group="b")
+    assert await raw.lrange(f"{namespace}:groups:queue:default:normal:a", 0, -1) == [first]
+    assert await raw.lrange(f"{namespace}:groups:queue:default:normal:b", 0, -1) == [from_thread]
+    assert await raw.zrange(f"{namespace}:groups:scheduled", 0, -1) == [later]
+    assert await raw.llen(f"{namespace}:queue:normal") == 0 and await raw.zcard(f"{namespace}:queue:scheduled") == 0
