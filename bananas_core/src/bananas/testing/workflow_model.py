@@ -221,16 +221,18 @@ async def _cancel_doomed(backend: Backend, queue: WorkflowSteps, workflow_id: st
     claimed (then settled as their worker would); how many."""
     cancel = backend.queue
     assert isinstance(cancel, Cancellation), "cancelling steps needs the cancel capability"
-    record = await queue.workflow_record(workflow_id)
-    assert record is not None
-    done = 0
-    for job_id, step in record.steps.items():
-        if step.state != "created":
-            continue
-        job = await backend.queue.get_job(job_id)
-        if job.routing_key == DOOMED and job.status is JobStatus.PENDING and int(job.payload["key"]) % 2 == 0:
-            assert await cancel.cancel(job_id) is CancelOutcome.CANCELLED
-            done += 1
+    done, found = 0, True
+    while found:  # a cancel may create more steps (a chord allowing failures): look again
+        found = False
+        record = await queue.workflow_record(workflow_id)
+        assert record is not None
+        for job_id, step in record.steps.items():
+            if step.state != "created":
+                continue
+            job = await backend.queue.get_job(job_id)
+            if job.routing_key == DOOMED and job.status is JobStatus.PENDING and int(job.payload["key"]) % 2 == 0:
+                assert await cancel.cancel(job_id) is CancelOutcome.CANCELLED
+                done, found = done + 1, True
     for job in await backend.queue.claim([DOOMED], limit=100, lease=60):
         assert int(job.payload["key"]) % 2 == 1, "a task cancelled while it waited was claimed"
         assert await cancel.cancel(job.id) is CancelOutcome.REQUESTED

@@ -17,7 +17,7 @@ import random
 import time
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from bananas.backend import Backend
@@ -30,8 +30,8 @@ from bananas.testing.plugin import BackendFactory, skip_unless_capable
 from bananas.testing.suite.cancel import cancel_queue
 from bananas.testing.suite.workflows import _PROPERTY_SETTINGS, _claim, _info, _key, _ok, _steps, _submit, _t
 from bananas.testing.workflow_model import drive, expected, trees
-from bananas.workflows import chain, chord, group
-from bananas.workflows.canvas import Node
+from bananas.workflows import chain, chord, group, task
+from bananas.workflows.canvas import Node, Task
 from bananas.workflows.plan import CANCELLED_WAITING
 from bananas.workflows.submit import WorkflowNotFound, cancel_workflow, get_workflow
 
@@ -39,6 +39,11 @@ __all__ = ["WorkflowCancelTests", "WorkflowExpiryTests"]
 
 WORKFLOWS = pytest.mark.bananas_capability(Capability.WORKFLOWS)
 CANCEL = pytest.mark.bananas_capability(Capability.CANCEL)
+
+
+def _c(key: int, *, cancel: bool = False) -> Task:
+    """A task of the model's trees (:func:`~bananas.testing.workflow_model.trees`)."""
+    return task("step", {"key": key, "dead": False, "cancel": cancel})
 
 
 def _cancelled(error: str) -> dict[str, object]:
@@ -216,6 +221,9 @@ class WorkflowCancelTests:
     @CANCEL
     @_PROPERTY_SETTINGS
     @given(root=trees(cancels=True), seed=st.integers(0, 2**32 - 1))
+    @example(  # a cancel that creates steps to cancel: the callback of a chord allowing failures
+        root=chord(group(_c(0, cancel=True)), group(_c(1), _c(2, cancel=True)), allow_failures=True), seed=0
+    )
     def test_random_shapes_with_cancelled_steps_match_the_model(
         self, bananas_backend_factory: BackendFactory, root: Node, seed: int
     ) -> None:
