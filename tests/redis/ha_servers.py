@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -42,6 +43,12 @@ RECOMMENDED_LEASE = 30.0
 so no lease runs out while a worker's completion waits for a master that takes writes."""
 LEASE = 3.0
 """The workers' lease without them (short: jobs whose claim died with a master come back soon)."""
+
+
+def pause(server: RedisServer, paused: bool) -> None:
+    """Stop (SIGSTOP) or resume (SIGCONT) a running server's process, as a stalled replica."""
+    if server.proc is not None and server.proc.poll() is None:
+        os.kill(server.proc.pid, signal.SIGSTOP if paused else signal.SIGCONT)
 
 
 def wait_until(check: Callable[[], Any], timeout: float, what: str) -> Any:

@@ -10,12 +10,16 @@ import time
 from datetime import timedelta
 from typing import Any
 
+import bananas.plugins
 import pytest
+import redis
 import redis.asyncio as aioredis
 from bananas.backend import Backend
 from bananas.clock import ManualClock
 from bananas.groups import UNREADABLE_LIMIT, GroupLimit
 from bananas.job import Job, JobStatus
+from ha_servers import pause
+from servers import RedisServer
 
 pytestmark = pytest.mark.anyio
 
@@ -166,3 +170,20 @@ async def test_unique_and_blocking_submits_of_grouped_jobs_wait_apart_too(
     assert await raw.lrange(f"{namespace}:groups:queue:default:normal:b", 0, -1) == [from_thread]
     assert await raw.zrange(f"{namespace}:groups:scheduled", 0, -1) == [later]
     assert await raw.llen(f"{namespace}:queue:normal") == 0 and await raw.zcard(f"{namespace}:queue:scheduled") == 0
+
+
+async def test_limit_writes_return_once_the_replica_holds_them(replicated: tuple[RedisServer, RedisServer]) -> None:
+    master, replica = replicated
+    url = f"{master.url}?wait_replicas=1&wait_timeout=0.1&retry_for=60"
+    async with bananas.plugins.connect(url, namespace="groups") as backend:
+        queue: Any = backend.queue
+        await queue.set_group_limit("warm-up", GroupLimit())
+        pause(replica, True)
+        done = asyncio.ensure_future(queue.set_group_limit("a", GroupLimit(max_running=1)))
+        await asyncio.sleep(0.5)
+        assert not done.done(), "a limit's write returned while the replica was paused"
+        pause(replica, False)
+        await done
+        assert await queue.remove_group_limit("warm-up") is True
+    with redis.Redis(port=replica.port, decode_responses=True) as r:
+        assert r.hgetall("groups:groups:limits") == {"a": '{"max_running":1}'}

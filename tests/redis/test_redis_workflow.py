@@ -6,9 +6,6 @@ plain submits and settles do; on a lone master it says so instead of returning."
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-from collections.abc import Iterator
 from typing import Any
 
 import bananas.plugins
@@ -22,7 +19,7 @@ from bananas.job import Job, JobResult, JobStatus
 from bananas.workflows import chain, task
 from bananas.workflows.canvas import Node, Task
 from bananas.workflows.submit import cancel_workflow, get_workflow, submit_workflow
-from ha_servers import wait_until
+from ha_servers import pause
 from servers import RedisServer
 
 pytestmark = pytest.mark.anyio
@@ -73,28 +70,6 @@ async def test_on_a_lone_master_every_unconfirmed_workflow_write_raises(redis_ur
         assert [s.state for s in (await get_workflow(plain, other)).step_list()] == ["pending", "cancelled"]
 
 
-@pytest.fixture
-def replicated() -> Iterator[tuple[RedisServer, RedisServer]]:
-    """A master and its synced replica (ours), the replica resumed if a test paused it."""
-    master = RedisServer(extra=["--repl-diskless-sync-delay", "0"])
-    replica = RedisServer(extra=["--replicaof", "127.0.0.1", str(master.port)])
-    try:
-        master.start()
-        replica.start()
-        with redis.Redis(port=replica.port, decode_responses=True) as r:
-            wait_until(lambda: r.info("replication")["master_link_status"] == "up", 20, "the replica to sync")
-        yield master, replica
-    finally:
-        _pause(replica, False)
-        replica.stop()
-        master.stop()
-
-
-def _pause(server: RedisServer, paused: bool) -> None:
-    if server.proc is not None and server.proc.poll() is None:
-        os.kill(server.proc.pid, signal.SIGSTOP if paused else signal.SIGCONT)
-
-
 async def test_workflow_writes_return_once_the_replica_holds_them(
     replicated: tuple[RedisServer, RedisServer],
 ) -> None:
@@ -104,11 +79,11 @@ async def test_workflow_writes_return_once_the_replica_holds_them(
     async with bananas.plugins.connect(url, namespace="wf", clock=clock) as backend:
         wid = await _submit(backend, clock, chain(task("a"), task("b"), task("c")))
         [first] = await backend.queue.claim(["default"])
-        _pause(replica, True)
+        pause(replica, True)
         done = asyncio.ensure_future(_queue(backend).complete_step(first, _ok(first, 1)))
         await asyncio.sleep(0.5)
         assert not done.done(), "a step's settle returned while the replica was paused"
-        _pause(replica, False)
+        pause(replica, False)
         await done
         [second] = await backend.queue.claim(["default"])
         await _queue(backend).save_checkpoint(second, '{"at": 2}')
