@@ -70,5 +70,8 @@ def test_submit_with_a_group(capsys: pytest.CaptureFixture[str], url: str) -> No
             return (await backend.queue.get_job(job_id)).group
 
     assert asyncio.run(group_of(out.strip())) == "tenant-42"
+    shown = _cli(capsys, "job", out.strip(), "--url", url)[1]
+    assert [line.split() for line in shown.splitlines() if line.startswith("group")] == [["group", "tenant-42"]]
+    assert json.loads(_cli(capsys, "job", out.strip(), "--url", url, "--json")[1])["group"] == "tenant-42"
     code, _, err = _cli(capsys, "submit", "bill", "--group", "*", "--url", url)
     assert code == 2 and "invalid group '*'" in err

@@ -274,6 +274,7 @@ async def show_job(args: argparse.Namespace) -> int:
             ("status", job.status.value),
             ("priority", job.priority.value),
             ("routing key", job.routing_key),
+            *([("group", job.group)] if job.group is not None else []),
             ("attempts", f"{job.attempts} of {job.max_retries}"),
             ("created", relative(job.created_at, now)),
             ("updated", relative(job.updated_at, now)),
