@@ -120,7 +120,11 @@ local function grouplib()
   local function took(g, group, id, deadline, claim)
     redis.call('ZADD', g.running .. group, deadline, id)
     local limit = limit_of(g, group)
-    if limit.per then redis.call('ZADD', g.starts .. group, g.now_text, claim) end
+    if limit.per then
+      local key = g.starts .. group
+      redis.call('ZADD', key, g.now_text, claim)
+      redis.call('PEXPIRE', key, limit.per * 1000 + 1000)  -- gone with its last start's window
+    end
     if not limit.max then tidy(g, group, false) end  -- keeps an unlimited group's set short
   end
 
