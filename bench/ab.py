@@ -42,7 +42,7 @@ def venv_for(rev: str, cache: Path) -> Path:
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         editable = [arg for pkg in PACKAGES for arg in ("-e", str(tree / pkg.split("[")[0]) + _extra(pkg))]
         pip = [str(venv / "bin" / "pip"), "install", "-q", *editable, "redis[hiredis]", "psycopg[binary]"]
-        subprocess.run([*pip, "psycopg-pool"], check=True)
+        subprocess.run([*pip, "psycopg-pool", "uvloop"], check=True)  # uvloop: for BANANAS_LOOP=uvloop
         (venv / "ok").write_text(sha)
     return venv
 
