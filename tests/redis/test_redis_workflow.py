@@ -75,12 +75,15 @@ async def test_workflow_writes_return_once_the_replica_holds_them(
 ) -> None:
     master, replica = replicated
     clock = ManualClock()
-    url = f"{master.url}?wait_replicas=1&wait_timeout=0.1&retry_for=60"
-    async with bananas.plugins.connect(url, namespace="wf", clock=clock) as backend:
+    url = f"{master.url}?wait_replicas=1"
+    async with (
+        bananas.plugins.connect(url, namespace="wf", clock=clock, wait_timeout=5) as backend,  # the replica answers
+        bananas.plugins.connect(url, namespace="wf", clock=clock, wait_timeout=0.1, retry_for=60) as patient,
+    ):
         wid = await _submit(backend, clock, chain(task("a"), task("b"), task("c")))
         [first] = await backend.queue.claim(["default"])
         pause(replica, True)
-        done = asyncio.ensure_future(_queue(backend).complete_step(first, _ok(first, 1)))
+        done = asyncio.ensure_future(_queue(patient).complete_step(first, _ok(first, 1)))
         await asyncio.sleep(0.5)
         assert not done.done(), "a step's settle returned while the replica was paused"
         pause(replica, False)
