@@ -97,3 +97,21 @@ def test_a_cancelled_workflow_shows_why_and_exits_1(capsys: pytest.CaptureFixtur
     assert data["state"] == "cancelled"
     assert [s["state"] for s in data["steps"]] == ["completed", "cancelled", "cancelled"]
     assert data["steps"][1]["error"].startswith("Cancelled: the job was cancelled before it ran")
+
+
+def test_cancel_stops_what_has_not_run_and_says_so(capsys: pytest.CaptureFixture[str], url: str) -> None:
+    """``bananas workflow ID --cancel``: the steps not finished end cancelled; a second time there is nothing left."""
+    wid = _settle_first(url, chain(task("fetch"), task("load"), task("report")), results=[1])
+    code = main(["workflow", wid, "--url", url, "--cancel"])
+    out, _ = capsys.readouterr()
+    lines = out.splitlines()
+    assert code == 1, "a cancelled workflow exits 1"
+    assert lines[0] == "cancelled 2 step(s) not started"
+    assert lines[1].startswith(f"workflow {wid}: cancelled")
+    assert main(["workflow", wid, "--url", url, "--cancel", "--json"]) == 1
+    out, _ = capsys.readouterr()
+    data = json.loads(out)  # with --json only the JSON is printed
+    assert data["state"] == "cancelled"
+    assert [s["state"] for s in data["steps"]] == ["completed", "cancelled", "cancelled"]
+    assert main(["workflow", wid, "--url", url, "--cancel"]) == 1
+    assert capsys.readouterr().out.splitlines()[0] == "nothing to cancel: the workflow had already finished"

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections import Counter
 from typing import Any
 
 import attrs
 
+from bananas.cancel import CancelOutcome
 from bananas.cli.common import add_common, open_from_args, seconds_arg
 from bananas.cli.output import emit_json, shorten
 from bananas.errors import Timeout
 from bananas.job import JSON
-from bananas.workflows.submit import get_workflow, wait_for_workflow
+from bananas.workflows.submit import cancel_workflow, get_workflow, wait_for_workflow
 from bananas.workflows.view import StepInfo, WorkflowInfo
 
 __all__ = ["register", "render_tree", "show_workflow"]
@@ -28,13 +30,22 @@ def register(sub: Any) -> None:
     )
     p.add_argument("id", help="workflow id (what client.submit returned)")
     p.add_argument("--wait", type=seconds_arg, metavar="SECONDS", help="wait up to SECONDS for it to finish")
+    p.add_argument(
+        "--cancel",
+        action="store_true",
+        help="first cancel every step that has not finished (steps not started never run; running ones are stopped)",
+    )
     add_common(p)
     p.set_defaults(run=show_workflow)
 
 
 async def show_workflow(args: argparse.Namespace) -> int:
     """``bananas workflow ID``: the tree, or JSON with ``--json``."""
-    async with open_from_args(args, read_only=True) as backend:
+    async with open_from_args(args, read_only=not args.cancel) as backend:
+        if args.cancel:
+            outcomes = Counter((await cancel_workflow(backend, args.id)).values())
+            if not args.json:
+                print(_cancel_line(outcomes))
         info = await get_workflow(backend, args.id)
         if args.wait is not None and not info.done:
             try:
@@ -46,6 +57,18 @@ async def show_workflow(args: argparse.Namespace) -> int:
     else:
         print("\n".join(render_tree(info)))
     return 0 if info.state == "completed" else 1
+
+
+def _cancel_line(outcomes: Counter[CancelOutcome]) -> str:
+    if not outcomes:
+        return "nothing to cancel: the workflow had already finished"
+    stopped, asked = outcomes[CancelOutcome.CANCELLED], outcomes[CancelOutcome.REQUESTED]
+    line = f"cancelled {stopped} step(s) not started"
+    if asked:
+        line += f", asked the workers of {asked} running step(s) to stop"
+    if outcomes[CancelOutcome.ALREADY_FINISHED]:
+        line += f"; {outcomes[CancelOutcome.ALREADY_FINISHED]} finished meanwhile"
+    return line
 
 
 def _as_dict(info: WorkflowInfo) -> dict[str, Any]:
