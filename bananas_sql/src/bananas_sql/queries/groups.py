@@ -122,7 +122,7 @@ class PostgresSql:
             "FROM (SELECT d.routing_key, d.priority, d.group_name, "
             f"(SELECT position FROM {jobs} WHERE {claimable} AND group_name IS NOT NULL "
             "AND routing_key = d.routing_key AND priority = d.priority AND group_name = d.group_name "
-            f"{name} ORDER BY position LIMIT 1) AS head FROM d WHERE true {prio}) AS p "
+            f"{name} ORDER BY position LIMIT 1) AS head FROM d WHERE true {prio} OFFSET 0) AS p "  # head read once
             f"LEFT JOIN {state} AS s ON s.group_name = p.group_name "
             f"LEFT JOIN {limits} AS l ON l.group_name = p.group_name "
             f"LEFT JOIN {limits} AS x ON x.group_name = '*' "
@@ -246,7 +246,7 @@ class SqliteSql:
             "FROM (SELECT g.routing_key, g.priority, g.group_name, "
             f"(SELECT position FROM {jobs} WHERE {claimable} AND group_name IS NOT NULL "
             "AND routing_key = g.routing_key AND priority = g.priority AND group_name = g.group_name "
-            f"{name} ORDER BY position LIMIT 1) AS head FROM g WHERE true {prio}) AS p "
+            f"{name} ORDER BY position LIMIT 1) AS head FROM g WHERE true {prio} LIMIT -1) AS p "  # head read once
             f"LEFT JOIN {state} AS s ON s.group_name = p.group_name "
             f"LEFT JOIN {limits} AS l ON l.group_name = p.group_name "
             f"LEFT JOIN {limits} AS x ON x.group_name = '*' "
