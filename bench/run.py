@@ -48,10 +48,11 @@ SYSTEMS: dict[str, tuple[str, str, str]] = {
     "pgqueuer": ("pgqueuer", "pgqueuer", "postgres"),
     "saq-pg": ("saq", "saq", "postgres"),
 }
-WORKLOADS = ("W1", "W1b", "W2", "W3", "W4", "W5")
+WORKLOADS = ("W1", "W1b", "W2", "W3", "W4", "W5", "W6")
 CONFIG_KEYS = ("jobs", "jobs_sql", "repeat", "latency_jobs", "backlog", "history", "backlog_repeat", "fill_budget",
                "drain_limit", "batch", "concurrency", "scale", "workloads")  # fmt: skip
 PROBE_CLAIMS = 200  # W5 claim probes (Bananas): claims of up to 10 jobs each
+W6_GROUPS = 100  # W6: the jobs are spread over this many groups, each under a limit
 
 
 def _percentile(sorted_values: list[float], q: float) -> float:
@@ -191,6 +192,25 @@ class SystemBench:
         self.metrics["worker RSS MB"].append(d["rss"] / 2**20)
         self.log(f"W2 {d['rate']:.0f} jobs/s, CPU {d['cpu']:.2f} s, RSS {d['rss'] / 2**20:.0f} MB")
 
+    def w6(self) -> None:
+        """W2 with the jobs spread over W6_GROUPS groups, each limited (see the adapter's W6_LIMIT)."""
+        if not self.info.get("groups"):
+            self._note("W6: no groups with limits")
+            return
+        n = self.args.jobs
+        self.fresh()
+        r = self.role("groups", str(n), "--groups", str(W6_GROUPS), "--batch", str(self.args.batch),
+                      timeout=max(600.0, n / 200))  # fmt: skip
+        if "unsupported" in r:
+            self._note(f"W6: {r['unsupported']}")
+            return
+        d = self.drain(1, n, "w6")
+        self.metrics["W6 drain/s"].append(d["rate"])
+        self.metrics["W6 CPU ms/job"].append(d["cpu_per_job_ms"])
+        if self.store.kind != "sqlite":
+            self.metrics["W6 server CPU ms/job"].append(d["server_cpu_per_job_ms"])
+        self.log(f"W6 {d['rate']:.0f} jobs/s over {W6_GROUPS} limited groups, CPU {d['cpu']:.2f} s")
+
     def w4(self) -> None:
         n = self.args.jobs
         for k in self.args.scale:
@@ -275,7 +295,7 @@ class SystemBench:
             self.info = run_role(self.python, self.module, self.env, "info", timeout=120)
         except AdapterError as exc:
             return {"store": self.store.kind, "errors": [str(exc)], "metrics": {}}
-        steps = [("W1", self.w1), ("W1b", self.w1b), ("W2", self.w2), ("W4", self.w4), ("W3", self.w3)]
+        steps = [("W1", self.w1), ("W1b", self.w1b), ("W2", self.w2), ("W6", self.w6), ("W4", self.w4), ("W3", self.w3)]
         for rep in range(self.args.repeat):
             for key, step in steps:
                 if key not in self.args.workloads:
@@ -303,17 +323,18 @@ class SystemBench:
 
 
 RATIOS = (
+    ("W6 drain/s", "W2 drain/s"),
     ("W5 drain/s backlog", "W2 drain/s"),
     ("W5 drain/s history", "W2 drain/s"),
     ("W5h p50 ms", "W3 p50 ms"),
     ("W5 claim ms backlog", "W5 claim ms empty"),
     ("W5 claim ms history", "W5 claim ms empty"),
 )
-"""W5 figures and the empty-queue figures they are compared with."""
+"""W5 and W6 figures and the plain empty-queue figures they are compared with."""
 
 
 def with_ratios(metrics: dict[str, Any]) -> dict[str, Any]:
-    """``metrics`` (summarized) with each W5 figure divided by its empty-queue median."""
+    """``metrics`` (summarized) with each W5/W6 figure divided by its plain empty-queue median."""
     out = {k: v for k, v in metrics.items() if not k.endswith(" / empty")}
     for key, ref in RATIOS:
         if key in out and ref in out:

@@ -11,6 +11,7 @@ Roles print one JSON line on stdout:
   bulk N            W1b: N jobs through the bulk API in batches of B -> seconds (or unsupported)
   fill N            untimed: put N jobs in the queue the fastest way the system offers
                     (--budget S: stop after S seconds; prints how many it put)
+  groups N          W6: set a limit for every group and put N jobs spread over --groups G groups
   latency N         W3: N jobs in sequence carrying the submit time; -> the recorded latencies
   worker            exec the system's own worker command (concurrency C)
 
@@ -102,6 +103,14 @@ async def _role(mod: Any, args: argparse.Namespace) -> dict[str, Any]:
         if not hasattr(mod, "claim_probe"):
             return {"unsupported": "no claim probe for this system"}
         return {"claims_ms": await mod.claim_probe(args.n)}
+    if args.role == "groups":
+        if not hasattr(mod, "fill_groups"):
+            return {"unsupported": "no groups with limits"}
+        start = time.perf_counter()
+        missing = await mod.fill_groups(args.n, args.groups, args.batch)
+        if missing:
+            return {"unsupported": missing}
+        return {"seconds": time.perf_counter() - start, "n": args.n, "groups": args.groups}
     if args.role == "history":
         if not hasattr(mod, "add_history"):
             return {"unsupported": "no way to add finished rows for this system"}
@@ -176,13 +185,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m adapters")
     parser.add_argument("system")
     parser.add_argument(
-        "role", choices=["info", "setup", "history", "claimprobe", "submit", "bulk", "fill", "latency", "worker"]
+        "role",
+        choices=["info", "setup", "history", "claimprobe", "submit", "bulk", "fill", "groups", "latency", "worker"],
     )
     parser.add_argument("n", type=int, nargs="?", default=0)
     parser.add_argument("--sync", action="store_true", help="use the synchronous client (Bananas)")
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=10)
     parser.add_argument("--budget", type=float, default=1e9, help="fill: stop after this many seconds")
+    parser.add_argument("--groups", type=int, default=100, help="groups: how many groups the jobs are spread over")
     args = parser.parse_args()
     mod = importlib.import_module(f"adapters.{args.system}")
     if args.role == "info":
@@ -197,7 +208,7 @@ def main() -> None:
             "setup": getattr(mod, "needs_setup", lambda: hasattr(mod, "setup"))(),
             "store": mod.STORE, "style": mod.STYLE, "notes": mod.NOTES,
             "worker": mod.worker_argv(args.concurrency), "bulk": getattr(mod, "NO_BULK", None) is None,
-            "sync_client": hasattr(mod, "SyncProducer"),
+            "sync_client": hasattr(mod, "SyncProducer"), "groups": hasattr(mod, "fill_groups"),
         })  # fmt: skip
         return
     if args.role == "worker":

@@ -105,6 +105,28 @@ async def setup() -> None:
             await done
 
 
+W6_LIMIT = {"max_running": 2, "rate": "1000/s"}
+"""W6: the default limit of every group: two running at once; a rate too high to bind."""
+
+
+async def fill_groups(n: int, groups: int, batch: int) -> str | None:
+    """W6: the default limit :data:`W6_LIMIT` for every group, then n jobs spread in turn over
+    ``groups`` groups (job i in group ``g{i % groups}``), ``batch`` per submit_many. Returns why
+    not, without doing anything, on a store whose backend has no groups."""
+    from bananas import AsyncClient
+    from bananas.capabilities import Capability
+
+    async with AsyncClient(url()) as client:
+        if not client.backend.supports(Capability.GROUPS):
+            return f"the {client.backend.name} backend does not declare the groups capability"
+        await client.set_group_limit("*", **W6_LIMIT)  # type: ignore[arg-type]
+        for lo in range(0, n, batch):
+            specs = [
+                {"name": "count", "payload": {"i": i}, "group": f"g{i % groups}"} for i in range(lo, min(n, lo + batch))
+            ]
+            await client.submit_many(specs)
+
+
 async def add_history(n: int) -> None:
     """W5 on PostgreSQL: n completed jobs kept (expiring in a day, so retention keeps them)."""
     if _common.store() != "postgres":

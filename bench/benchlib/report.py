@@ -48,6 +48,15 @@ W5_COLUMNS = [
     ("W5 claim ms history", "claim ms history", "{:.2f}"),
     ("W5 claim ms history / empty", "÷ empty", "{:.2f}"),
 ]
+W6_COLUMNS = [
+    ("W2 drain/s", "W2 drain/s", "{:,.0f}"),
+    ("W6 drain/s", "W6 drain/s", "{:,.0f}"),
+    ("W6 drain/s / empty", "÷ W2", "{:.2f}"),
+    ("W2 CPU ms/job", "W2 worker CPU ms/job", "{:.3f}"),
+    ("W6 CPU ms/job", "W6 worker CPU ms/job", "{:.3f}"),
+    ("W2 server CPU ms/job", "W2 server CPU ms/job", "{:.3f}"),
+    ("W6 server CPU ms/job", "W6 server CPU ms/job", "{:.3f}"),
+]
 
 
 def _cmd(*args: str) -> str:
@@ -121,6 +130,9 @@ def markdown(results: dict[str, Any]) -> str:
     if any(k.startswith("W5") for s in results["systems"].values() for k in s.get("metrics", {})):
         lines += ["", "W5, backlog and history (claim = one claim of up to 10 jobs through the queue API):", ""]
         lines += _table(results, W5_COLUMNS)
+    if any(k.startswith("W6") for s in results["systems"].values() for k in s.get("metrics", {})):
+        lines += ["", "W6, the W2 jobs spread over 100 groups under a limit each (see below):", ""]
+        lines += _table(results, W6_COLUMNS)
     lines += ["", "Targets against this run (medians):", "", *targets.check(results)]
     lines += ["", "Configuration and versions per system:", ""]
     for name, s in results["systems"].items():
