@@ -18,6 +18,25 @@ from bananas.plugins import reload_plugins
 # imported inside them, and a second run would then import part of hypothesis and the suite's
 # strategies again beside the old copies ("Cannot | a SearchStrategy with booleans()").
 
+MEMORY_VARIANTS = '''
+
+
+def connect(url, options):
+    """One store per variant and namespace (the connections of one test share it)."""
+    scheme = url.split("://")[0]
+    store = memory.store_for(scheme, options.extra.get("namespace", ""))
+    return memory.memory_backend(store, options, url=url, queue_class=VARIANTS[scheme])
+
+
+@hookimpl
+def bananas_backends():
+    return [BackendSpec(name=scheme, schemes=(scheme,), factory=connect, capabilities=memory.CAPABILITIES,
+                        options=("namespace",)) for scheme in VARIANTS]
+'''
+"""The end of a plugin whose broken variants are memory:// queue classes: the plugin source
+imports ``memory``, ``BackendSpec`` and ``hookimpl``, defines ``VARIANTS`` (scheme: queue
+class) and ends with this."""
+
 
 def install_plugin(pytester: pytest.Pytester, module: str, source: str) -> Iterator[pytest.Pytester]:
     """Install ``source`` as module ``module`` of distribution ``module`` (a ``bananas`` entry

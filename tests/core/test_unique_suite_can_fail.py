@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from broken_backends import failed, install_plugin, run_suite
+from broken_backends import MEMORY_VARIANTS, failed, install_plugin, run_suite
 
 pytest_plugins = ["pytester"]
 
@@ -75,19 +75,6 @@ VARIANTS = {
     "unique-window": WindowFromSubmission,
     "unique-racy": ChecksThenWrites,
 }
-
-
-def connect(url, options):
-    """One store per variant and namespace, as the race test's connections need."""
-    scheme = url.split("://")[0]
-    store = memory.store_for(scheme, options.extra.get("namespace", ""))
-    return memory.memory_backend(store, options, url=url, queue_class=VARIANTS[scheme])
-
-
-@hookimpl
-def bananas_backends():
-    return [BackendSpec(name=scheme, schemes=(scheme,), factory=connect, capabilities=memory.CAPABILITIES,
-                        options=("namespace",)) for scheme in VARIANTS]
 '''
 
 SUITE_RUNS = """
@@ -142,7 +129,7 @@ MAY_FAIL = {
 
 @pytest.fixture
 def broken_plugin(pytester: pytest.Pytester) -> Iterator[pytest.Pytester]:
-    yield from install_plugin(pytester, "broken_unique", BROKEN_PLUGIN)
+    yield from install_plugin(pytester, "broken_unique", BROKEN_PLUGIN + MEMORY_VARIANTS)
 
 
 @pytest.mark.slow
