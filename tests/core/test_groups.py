@@ -118,11 +118,11 @@ def test_the_default_applies_only_without_an_own_limit() -> None:
 
 
 @given(st.lists(st.floats(0, 200, allow_nan=False), max_size=12), st.floats(0, 200, allow_nan=False))
-def test_the_sliding_window_counts_starts_of_the_last_period(starts: list[float], now: float) -> None:
+def test_a_rate_spaces_starts_per_over_count_apart(starts: list[float], now: float) -> None:
     rate = Rate(3, 60.0)
     counted = counted_starts(starts, rate, now)
-    assert counted == len([t for t in starts if t + 60 > now])
-    assert rate_admits(starts, rate, now) == (counted < 3)
+    assert counted == len([t for t in starts if t + 20 > now])
+    assert rate_admits(starts, rate, now) == (counted == 0)
     at = next_start_at(starts, rate, now)
     assert at >= now
     assert rate_admits(starts, rate, at), "next_start_at named a time the rate does not admit"
@@ -190,3 +190,18 @@ async def test_without_the_capability_a_grouped_submit_writes_nothing() -> None:
             await client.set_group_limit("a", max_running=1)
         assert (await client.backend.queue.depths()).total_ready == 0
         await client.submit_job("t")  # plain jobs as ever
+
+
+@given(st.integers(1, 50), st.sampled_from([1.0, 60.0, 3600.0]), st.integers(1, 200))
+def test_starts_admitted_one_by_one_never_crowd_a_window(count: int, per: float, jobs: int) -> None:
+    """Starting jobs as early as the rate admits: never more than ``count`` in any ``per``, and
+    the pace is the rate's (``jobs`` starts span ``(jobs - 1) * per / count``)."""
+    rate = Rate(count, per)
+    starts: list[float] = []
+    now = 0.0
+    for _ in range(jobs):
+        now = next_start_at(starts, rate, now)
+        assert rate_admits(starts, rate, now)
+        starts.append(now)
+    assert all(later - first >= per - 1e-9 for first, later in zip(starts, starts[count:], strict=False))
+    assert starts[-1] == pytest.approx((jobs - 1) * per / count)

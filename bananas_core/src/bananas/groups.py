@@ -14,8 +14,11 @@ and apply :func:`admits`:
   jobs still have a lease running (a slot is freed by any settle, and at the latest when the
   lease deadline passes, so a crashed worker leaks nothing), and while :func:`rate_admits`;
   ``max_running=0`` pauses the group;
-- the rate is a sliding window: a start at time ``t`` counts until ``t + per``, so no window of
-  ``per`` seconds ever holds more than ``count`` starts;
+- a rate of ``count`` per ``per`` seconds spaces the starts evenly: a start at time ``t``
+  admits the group's next one at ``t + per / count`` (a sliding window of ``per / count``
+  seconds holding one start), so no window of ``per`` seconds ever holds more than ``count``
+  starts and a backlog starts at the rate's pace rather than in bursts: ``"5/s"`` starts 20 jobs
+  over 3.8 s, one every 0.2 s, never 5 at once;
 - a job held back stays where it is (no attempt counted, no error) and claims go on past it;
   within one routing key and priority, groups (and the jobs without a group, together) are
   served in turn.
@@ -105,10 +108,21 @@ def validate_limit_target(name: object) -> str:
 
 @attrs.frozen
 class Rate:
-    """At most ``count`` starts in any window of ``per`` seconds (1, 60 or 3600)."""
+    """At most ``count`` starts in any window of ``per`` seconds (1, 60 or 3600), spaced evenly:
+    the store enforces a sliding window of :attr:`window` seconds holding :attr:`burst` start."""
 
     count: int
     per: float
+
+    @property
+    def window(self) -> float:
+        """Seconds a start counts against the rate: ``per / count``, the spacing of the starts."""
+        return self.per / self.count
+
+    @property
+    def burst(self) -> int:
+        """Starts one :attr:`window` may hold: one (starts are spaced, never bunched)."""
+        return 1
 
     def __attrs_post_init__(self) -> None:
         if isinstance(self.count, bool) or not isinstance(self.count, int) or not 1 <= self.count <= MAX_RATE_COUNT:
@@ -236,24 +250,24 @@ def effective_limit(own: GroupLimit | None, default: GroupLimit | None) -> Group
 
 def counted_starts(starts: Iterable[float], rate: Rate, now: float) -> int:
     """How many of ``starts`` (times a group's jobs were claimed) count against ``rate`` at ``now``:
-    those with ``t + per > now``."""
-    per = rate.per
-    return sum(1 for t in starts if t + per > now)
+    those with ``t + window > now``."""
+    window = rate.window
+    return sum(1 for t in starts if t + window > now)
 
 
 def rate_admits(starts: Iterable[float], rate: Rate | None, now: float) -> bool:
-    """True if one more start at ``now`` keeps every window within ``rate`` (always, without one)."""
-    return rate is None or counted_starts(starts, rate, now) < rate.count
+    """True if one more start at ``now`` keeps to ``rate`` (always, without one)."""
+    return rate is None or counted_starts(starts, rate, now) < rate.burst
 
 
 def next_start_at(starts: Iterable[float], rate: Rate | None, now: float) -> float:
     """The earliest time from ``now`` at which ``rate`` admits one more start."""
     if rate is None:
         return now
-    counted = sorted(t for t in starts if t + rate.per > now)
-    if len(counted) < rate.count:
+    counted = sorted(t for t in starts if t + rate.window > now)
+    if len(counted) < rate.burst:
         return now
-    return counted[len(counted) - rate.count] + rate.per
+    return counted[len(counted) - rate.burst] + rate.window
 
 
 def admits(limit: GroupLimit, running: int, starts: Iterable[float], now: float) -> bool:

@@ -116,7 +116,7 @@ def _bound(p: _Participant, left: int) -> int:
     if p.limit.max_running is not None:
         bound = min(bound, p.limit.max_running)
     if p.limit.rate is not None:
-        bound = min(bound, p.limit.rate.count)
+        bound = min(bound, p.limit.rate.burst)
     return bound
 
 
@@ -143,7 +143,7 @@ def _capacity(
             wake = first_end  # the first lease to run out frees a slot, should its worker die
     if limit.rate is not None:
         counted = starts.get(p.group, ())
-        free = limit.rate.count - len(counted)
+        free = limit.rate.burst - len(counted)
         if free <= 0:
             at = next_start_at(counted, limit.rate, now)
             wake = at if wake is None else max(wake, at)
@@ -232,7 +232,7 @@ def _plan(
             if limited:
                 locked = set((yield ("lock", (limited,))))
                 windows = {
-                    p.group: (req.now - p.limit.rate.per, p.limit.rate.count)
+                    p.group: (req.now - p.limit.rate.window, p.limit.rate.burst)
                     for p in batch
                     if p.group in locked and p.limit.rate is not None
                 }

@@ -47,7 +47,9 @@ def register(sub: Any) -> None:
         help="at most N of its jobs running at once across all workers (0 pauses the group)",
     )
     q.add_argument(
-        "--rate", metavar="COUNT/UNIT", help="at most COUNT starts per second, minute or hour: 10/s, 100/m, 5/h"
+        "--rate",
+        metavar="COUNT/UNIT",
+        help="at most COUNT starts per second, minute or hour, spaced evenly: 10/s, 100/m, 5/h",
     )
     add_common(q)
     q.set_defaults(run=groups_set)

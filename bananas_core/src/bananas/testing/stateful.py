@@ -532,8 +532,8 @@ class QueueStateMachine(RuleBasedStateMachine):
         """Time passes (never onto a deadline), then a worker's housekeeping runs."""
         boundaries = set(self.model.processing.values()) | set(self.model.scheduled.values())
         boundaries |= {self.model.finished.get(h, 0) + w for h, w in self.model.unique.values()}
-        windows = {rate.per for rate in RATES if rate is not None}
-        boundaries |= {t + per for starts in self.model.starts.values() for t in starts for per in windows}
+        windows = {rate.window for rate in RATES if rate is not None}
+        boundaries |= {t + window for starts in self.model.starts.values() for t in starts for window in windows}
         target = self.clock() + seconds
         while target in boundaries:
             target += TICK

@@ -29,8 +29,10 @@ local function grouplib()
   local units = {s = 1, m = 60, h = 3600}
   local paused = {max = 0}
 
-  -- a stored limit as {max = n|nil, count = n|nil, per = seconds|nil}; one that cannot be read
-  -- holds the group back (never more than its real limit)
+  -- a stored limit as {max = n|nil, count = n|nil, per = seconds|nil}, the rate as the window
+  -- the store enforces (bananas.groups.Rate.burst starts per Rate.window seconds: one start
+  -- per per/COUNT, so starts are spaced); one that cannot be read holds the group back (never
+  -- more than its real limit)
   local function parse_limit(text)
     local ok, data = pcall(cjson.decode, text)
     if not ok or type(data) ~= 'table' then return paused end
@@ -45,7 +47,7 @@ local function grouplib()
       if type(rate) ~= 'string' then return paused end
       local count, unit = string.match(rate, '^(%d+)/([smh])$')
       if not count or tonumber(count) < 1 then return paused end
-      out.count, out.per = tonumber(count), units[unit]
+      out.count, out.per = 1, units[unit] / tonumber(count)
     end
     return out
   end
@@ -90,7 +92,7 @@ local function grouplib()
     if at and (g.next == nil or at < g.next) then g.next = at end
   end
 
-  -- bananas.groups.admits: a free slot and room in the rate's sliding window
+  -- bananas.groups.admits: a free slot and room in the rate's window
   local function admits(g, group)
     local limit = limit_of(g, group)
     if limit.max then
@@ -123,7 +125,7 @@ local function grouplib()
     if limit.per then
       local key = g.starts .. group
       redis.call('ZADD', key, g.now_text, claim)
-      redis.call('PEXPIRE', key, limit.per * 1000 + 1000)  -- gone with its last start's window
+      redis.call('PEXPIRE', key, math.ceil(limit.per * 1000) + 1000)  -- gone with its last start's window
     end
     if not limit.max then tidy(g, group, false) end  -- keeps an unlimited group's set short
   end

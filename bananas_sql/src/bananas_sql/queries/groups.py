@@ -5,7 +5,7 @@ group tables (schema version 10).
 <bananas.groups.GroupLimit.to_json>` text under its group name (``*``: the default).
 ``group_state`` holds, per group, when it was last served (``served``, a counter that only
 grows: the round robin serves the smallest first; the jobs without a group are the row ``''``).
-``group_starts`` logs the starts of groups whose limit has a rate (the sliding window counts
+``group_starts`` logs the starts of groups whose limit has a rate (the rate's window counts
 them); the reaper prunes starts older than the longest window.
 
 A group's running jobs are not counted anywhere: a claim counts the group's processing rows

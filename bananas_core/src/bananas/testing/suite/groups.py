@@ -3,7 +3,7 @@ the queue's own methods do with grouped jobs, under the ``groups`` capability ma
 
 The rules are :mod:`bananas.groups`: at most ``max_running`` of a group's jobs hold a running
 lease at once (a slot is freed by every settle and when the lease runs out); at most ``rate``
-starts in any window (a sliding window); a job held back stays queued untouched while claims
+starts in any window (spaced: one start per per/count seconds); a job held back stays queued untouched while claims
 take the jobs behind it; within one routing key and priority, groups take turns; priorities
 and routing keys keep their meaning; ``"*"`` is the default of groups without a limit.
 Time is the suite's :class:`~bananas.clock.ManualClock`, never landed on a boundary.
@@ -195,30 +195,32 @@ class GroupTests:
         assert await claim_ids(bananas_backend) == [], "a renewed lease lost its slot"
 
     @GROUPS
-    async def test_groups_rate_is_a_sliding_window(self, bananas_backend: Backend, bananas_clock: ManualClock) -> None:
+    async def test_groups_rate_spaces_the_starts(self, bananas_backend: Backend, bananas_clock: ManualClock) -> None:
+        """``3/m``: one start every 20 s (a start counts for per/count seconds), never a burst."""
         queue = bananas_backend.queue
         await limit(bananas_backend, "A", rate="3/m")
         ids = await enqueue(bananas_backend, bananas_clock, "A", 7)
         started: list[str] = []
 
-        async def claim_at(offset: float, expected: int, take: int = 10) -> None:
+        async def claim_at(offset: float, expected: int) -> None:
             bananas_clock.set(t0 + offset)
-            got = await queue.claim(["default"], limit=take, lease=600)
+            got = await queue.claim(["default"], limit=10, lease=600)
             assert len(got) == expected, f"{offset} s in, the rate 3/m let {len(got)} start, expected {expected}"
             started.extend(job.id for job in got)
             for job in got:
                 await queue.complete(job)
 
         t0 = bananas_clock()
-        await claim_at(0, 1, take=1)
-        await claim_at(30, 2)
-        await claim_at(31, 0)
-        await claim_at(59.5, 0)
-        await claim_at(60.5, 1)  # the start at 0 left the window
-        await claim_at(89.5, 0)
-        await claim_at(90.5, 2)  # so did the two at 30
-        assert started == ids[:6]
-        await assert_untouched(bananas_backend, ids[6:])
+        await claim_at(0, 1)  # one at a time, however many are asked for
+        await claim_at(0, 0)
+        await claim_at(19.5, 0)
+        await claim_at(20, 1)  # the start at 0 counts until 0 + 60/3
+        await claim_at(45, 1)  # a late claim takes one, not the two it "saved"
+        await claim_at(64.5, 0)
+        await claim_at(65, 1)
+        await claim_at(200, 1)
+        assert started == ids[:5]
+        await assert_untouched(bananas_backend, ids[5:])
 
     @GROUPS
     async def test_groups_a_held_back_group_blocks_nobody(
