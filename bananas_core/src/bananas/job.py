@@ -691,24 +691,25 @@ class Job:
         raise PayloadError(f"job {_show(self.id)} cannot be stored: {problem}")
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, JSON]) -> Job:
+    def from_dict(cls, data: Mapping[str, JSON], *, lease_token: str = "") -> Job:
         """Read a wire-format JSON object; raises :class:`JobDecodeError`, and nothing else, if
         it is not a job.
 
         ``data`` is what :func:`loads` returned, which enforces the limits on the payload and
-        unknown fields; every other field is checked here.
+        unknown fields; every other field is checked here. A backend reading a job it has just
+        claimed passes the claim's ``lease_token`` (it is not part of the stored record).
         """
         if not isinstance(data, Mapping):
             raise JobDecodeError(f"a job must be a JSON object, got {type(data).__name__}")
         try:
-            return cls._read(data)
+            return cls._read(data, lease_token)
         except RecursionError:  # not the data: the caller's stack is exhausted
             raise
         except Exception as exc:  # deliberately broad: whatever stored data makes go wrong is its fault
             raise JobDecodeError(f"stored job {_stored_id(data)} is unreadable: {_reason(exc)}") from None
 
     @classmethod
-    def _read(cls, data: Mapping[str, JSON]) -> Job:
+    def _read(cls, data: Mapping[str, JSON], lease_token: str = "") -> Job:
         if data.keys() <= _WIRE_FIELDS:  # the common case: no fields of other implementations
             known, extra = data, {}
         else:
@@ -735,6 +736,7 @@ class Job:
             error=_str_field(known, "error"),
             extra=extra,
             group=_group_field(known),
+            lease_token=lease_token,
         )
 
     @classmethod

@@ -25,12 +25,13 @@ def wire_time(seconds: float) -> str:
     return format_time(from_timestamp(seconds))
 
 
-def decode(raw: bytes | str) -> tuple[dict[str, JSON], Job]:
-    """The stored JSON as a dict and as a :class:`Job`; raises JobDecodeError (only) if it is not a job."""
+def decode(raw: bytes | str, lease_token: str = "") -> tuple[dict[str, JSON], Job]:
+    """The stored JSON as a dict and as a :class:`Job` (holding ``lease_token``, for a job just
+    claimed); raises JobDecodeError (only) if it is not a job."""
     data = loads(raw)  # the limits every reader enforces; raises JobDecodeError only
     if not isinstance(data, dict):
         raise JobDecodeError(f"a job must be a JSON object, got {type(data).__name__}")
-    return data, Job.from_dict(data)  # validates (and raises JobDecodeError for anything not a job)
+    return data, Job.from_dict(data, lease_token=lease_token)  # validates (JobDecodeError for anything not a job)
 
 
 def dead_error(error: str, seconds: float) -> str:

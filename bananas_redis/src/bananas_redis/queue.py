@@ -384,20 +384,20 @@ class RedisQueue(QueueAdmin, RedisUnique, RedisGroups, RedisWorkflows, RedisChec
             job_id, raw, flag = _text(reply[i]), reply[i + 1], int(reply[i + 2])
             fence = lease_token(flag >> 1)
             try:  # hostile data: whatever reading or re-encoding one record raises is its problem alone
-                data, job = decode(raw)
+                data, job = decode(raw, fence)  # the claim's token, set as the job is built
                 if job.id != job_id:
                     raise JobDecodeError(f"stored JSON has id {job.id!r}")
                 if not flag & 1:  # the script could not mark it processing in place
                     data, text = edit(data, status=JobStatus.PROCESSING.value, updated_at=wire_time(now))
                     writes.append((job_id, raw, text))
-                    job = Job.from_dict(data)
+                    job = Job.from_dict(data, lease_token=fence)
             except Exception as exc:
                 error = f"job record unreadable: {exc}"
                 _unreadable(job_id, error)
                 await self._bury(job_id, error, token)
                 continue
             self._held[job_id] = (fence, data)
-            claimed.append(job.evolve(lease_token=fence))  # edited in place: the job already says processing
+            claimed.append(job)  # edited in place: the job already says processing
         if writes:
             await self._set_if_held(writes)
         return claimed
