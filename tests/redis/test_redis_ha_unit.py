@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import signal
-from collections.abc import Iterator
 
 import bananas.plugins
 import pytest
@@ -17,7 +14,7 @@ import redis
 from bananas.errors import BackendUnavailable, ConfigError
 from bananas.job import Job
 from bananas_redis.connection import describe, is_failover_reply
-from ha_servers import wait_until
+from ha_servers import pause, wait_until
 from redis.exceptions import ReadOnlyError, ResponseError
 from servers import RedisServer, free_port
 
@@ -81,29 +78,6 @@ async def test_wait_replicas_unconfirmed_raises(redis_url: str, namespace: str) 
         await backend.queue.enqueue(Job.create("t", {}))  # 0: no WAIT at all
 
 
-@pytest.fixture
-def replicated() -> Iterator[tuple[RedisServer, RedisServer]]:
-    """A master and its synced replica (ours), the replica resumed if a test paused it."""
-    master = RedisServer(extra=["--repl-diskless-sync-delay", "0"])  # the replica syncs at once, not after 5 s
-    replica = RedisServer(extra=["--replicaof", "127.0.0.1", str(master.port)])
-    try:
-        master.start()
-        replica.start()
-        with redis.Redis(port=replica.port, decode_responses=True) as r:
-            wait_until(lambda: r.info("replication")["master_link_status"] == "up", 20, "the replica to sync")
-        yield master, replica
-    finally:
-        _pause(replica, False)
-        replica.stop()
-        master.stop()
-
-
-def _pause(server: RedisServer, paused: bool) -> None:
-    """SIGSTOP / SIGCONT our own server: paused, it still receives the stream but acknowledges nothing."""
-    if server.proc is not None and server.proc.poll() is None:
-        os.kill(server.proc.pid, signal.SIGSTOP if paused else signal.SIGCONT)
-
-
 async def test_settle_returns_only_once_the_replica_has_it(
     replicated: tuple[RedisServer, RedisServer], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -117,14 +91,14 @@ async def test_settle_returns_only_once_the_replica_has_it(
     ):
         await steady.queue.enqueue_many([Job.create("t", {}, job_id="a"), Job.create("t", {}, job_id="b")])
         first, second = await steady.queue.claim(["default"], limit=2)
-        _pause(replica, True)
+        pause(replica, True)
         with pytest.raises(BackendUnavailable, match="0 of 1 replicas"):
             await brief.queue.complete(first)  # written on the master, never confirmed: the worker must not move on
         assert (await brief.queue.get_job("a")).status.value == "completed"
         done = asyncio.ensure_future(patient.queue.complete(second))
         await asyncio.sleep(0.5)
         assert not done.done(), "the completion returned while the replica was paused"
-        _pause(replica, False)
+        pause(replica, False)
         assert (await done).status.value == "completed"  # retried until the replica confirmed it
     with redis.Redis(port=replica.port) as r:
         wait_until(lambda: r.get("settle:job:b"), 5, "the completion on the replica")
@@ -144,11 +118,11 @@ async def test_a_claim_the_replica_did_not_confirm_is_not_run(
     ):
         queue = steady.queue
         await queue.enqueue(Job.create("t", {}, job_id="a"))
-        _pause(replica, True)
+        pause(replica, True)
         try:
             assert await brief.queue.claim(["default"], lease=0.2) == []  # a failover could undo it: not run
         finally:
-            _pause(replica, False)
+            pause(replica, False)
         assert (await queue.get_job("a")).status.value == "processing"  # left to its lease
         assert any("claimed job(s) not run" in r.getMessage() for r in caplog.records)
         await asyncio.sleep(0.3)
