@@ -453,3 +453,30 @@ async def test_the_pool_survives_a_store_outage_while_claiming(
     assert result.result == "ran"
     assert failures == 0
     assert "claim failed (connection refused)" in caplog.text
+
+
+async def test_a_side_task_that_swallows_its_cancellation_does_not_keep_the_worker_from_stopping(
+    backend: Backend,
+) -> None:
+    """A cancellation that lands inside a store call can be lost by the library making it (seen
+    with redis-py): the maintenance loop then carries on, and a stop that cancelled it once
+    would wait for it forever. The stop cancels what is still running again until it ends."""
+    swallowed = 0
+    reap = backend.queue.reap_expired
+
+    async def reap_losing_one_cancellation() -> int:
+        nonlocal swallowed
+        if not swallowed:
+            try:
+                await asyncio.sleep(5)  # the call under way when the stop cancels the side tasks
+            except asyncio.CancelledError:
+                swallowed += 1  # lost, as such a library loses it
+        return await reap()
+
+    backend.queue.reap_expired = reap_losing_one_cancellation  # type: ignore[method-assign]
+    pool = make_pool(Registry(), backend, config=WorkerConfig(concurrency=1, scheduler_interval=0.1))
+    await pool.start()
+    await asyncio.sleep(0.2)  # the first maintenance step is in its reap
+    await asyncio.wait_for(pool.stop(), 10)
+    assert swallowed == 1
+    assert not pool.running

@@ -73,7 +73,12 @@ class Worker:
             os.kill(self.proc.pid, sig)
 
     def wait(self, timeout: float = 30.0) -> int:
-        return self.proc.wait(timeout)
+        """The exit code; fails with the worker's last output lines if it runs ``timeout`` s longer."""
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            tail = "\n".join(self.output().splitlines()[-40:])
+            raise AssertionError(f"the worker did not exit within {timeout}s; its last output:\n{tail}") from None
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")

@@ -19,6 +19,7 @@ from bananas import observe
 from bananas.config import parse_duration
 from bananas.errors import ConfigError
 from bananas.metrics.collector import Collector, JobMetrics, StoreSample, sample_store
+from bananas.worker.loop import stop_tasks
 
 if TYPE_CHECKING:
     from bananas.worker.executor import Executor
@@ -178,7 +179,5 @@ async def serve_metrics(
     try:
         yield server.port
     finally:
-        ticker.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await ticker
+        await stop_tasks([ticker])
         await asyncio.to_thread(server.stop)

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+from typing import Any
 
 from bananas.errors import ConfigError
 
-__all__ = ["LOOPS", "loop_factory"]
+__all__ = ["LOOPS", "loop_factory", "stop_tasks"]
 
 LOOPS = ("auto", "asyncio", "uvloop")
 """The choices of ``--loop``."""
@@ -37,3 +38,18 @@ def loop_factory(choice: str | None = None) -> Callable[[], asyncio.AbstractEven
             raise ConfigError("--loop uvloop needs the uvloop package: pip install 'bananas-core[uvloop]'") from None
         return None
     return uvloop.new_event_loop
+
+
+async def stop_tasks(tasks: Collection[asyncio.Future[Any]], *, again_after: float = 0.5) -> None:
+    """Cancel ``tasks`` and return once every one has ended, cancelling those still running
+    again every ``again_after`` seconds: a cancellation that lands inside a network call can be
+    swallowed by the library that makes it, and a task that carried on (a loop that sleeps and
+    works again) must not keep a stopping worker alive. Their errors are collected, not raised."""
+    pending = {task for task in tasks if not task.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=again_after)
+    for task in tasks:
+        if not task.cancelled():
+            task.exception()  # retrieved: ended tasks' errors were logged where they happened

@@ -40,6 +40,7 @@ from bananas.protocols import Cancellation, HandOff
 from bananas.worker import cancelling
 from bananas.worker.executor import Executor
 from bananas.worker.liveness import Heartbeat, new_worker_id
+from bananas.worker.loop import stop_tasks
 
 __all__ = ["Pool"]
 
@@ -288,20 +289,13 @@ class Pool:
                     await asyncio.gather(self._interrupt, return_exceptions=True)
                 await self._guard("unregistering as a waiter", self._stop_waiting())
             waiting = [t for t, job in self._active.items() if not self._started_or_recording(job)]
-            for task in waiting:  # prefetched, never started: hand back now, not after the grace period
-                task.cancel()
-            await asyncio.gather(*waiting, return_exceptions=True)
+            await stop_tasks(waiting)  # prefetched, never started: hand back now, not after the grace period
             await self._hand_back()
             await self._wait_for_running()
-            unfinished = list(self._active)
-            for task in unfinished:
-                task.cancel()
-            await asyncio.gather(*unfinished, return_exceptions=True)
+            await stop_tasks(list(self._active))
             await asyncio.gather(*self._records, return_exceptions=True)  # outcomes being recorded
             await self._hand_back(started=True)
-            for task in self._side:
-                task.cancel()
-            await asyncio.gather(*self._side, return_exceptions=True)
+            await stop_tasks(self._side)
             await self._guard("deregister", self.heartbeat.stop())
             log.info("worker %s stopped", self.worker_id)
             if observe.OBSERVERS:
