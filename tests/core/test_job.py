@@ -133,6 +133,34 @@ def test_any_aware_time_is_written_as_rfc3339_utc_and_read_back_exactly(value: d
     assert parse_time(text) == value
 
 
+canonical_like = st.builds(
+    lambda y, mo, d, h, mi, se, frac: f"{y}-{mo}-{d}T{h}:{mi}:{se}{frac}Z",
+    st.text("0123456789", min_size=4, max_size=4),
+    *([st.text("0123456789", min_size=2, max_size=2)] * 5),
+    st.one_of(st.just(""), st.text("0123456789", min_size=1, max_size=10).map(lambda f: "." + f)),
+)
+
+
+@given(st.one_of(canonical_like, st.text(max_size=40)))
+def test_the_fast_path_for_written_times_reads_exactly_like_the_general_parser(text: str) -> None:
+    # parse_time hands the shape writers produce to datetime.fromisoformat; whatever the text
+    # (leap seconds, year 0, day 31 of a short month, ten fractional digits), the answer or
+    # the ValueError is the one of the general RFC 3339 parser.
+    from bananas.timefmt import _parse_general
+
+    try:
+        expected: datetime | str = _parse_general(text)
+    except ValueError:
+        expected = "ValueError"
+    try:
+        got: datetime | str = parse_time(text)
+    except ValueError:
+        got = "ValueError"
+    assert got == expected
+    if isinstance(got, datetime):
+        assert got.tzinfo is UTC
+
+
 def test_formatting_a_naive_time_says_what_is_missing() -> None:
     with pytest.raises(ValueError, match="naive datetime"):
         format_time(datetime(2025, 1, 1))

@@ -58,6 +58,7 @@ __all__ = [
     "dumps",
     "loads",
     "time_after",
+    "unchecked_copy",
     "validate_routing_key",
 ]
 
@@ -765,6 +766,24 @@ def _stored_id(data: Mapping[str, JSON]) -> str:
     except Exception:  # a broken mapping: say nothing of its id
         ident = None
     return _show(ident) if isinstance(ident, str) else "(with no string id)"
+
+
+_JOB_FIELDS = tuple(field.name for field in attrs.fields(Job))
+
+
+def unchecked_copy(job: Job, **changes: Any) -> Job:
+    """A copy of ``job`` with ``changes``, NOT validated: for a backend reporting the job it
+    has just stored from a copy it built itself (the new ``status``, an aware UTC
+    ``updated_at``, ...), where :meth:`Job.evolve` would check every field again. Values of
+    the wrong type make a broken job; anything read from storage goes through
+    :meth:`Job.from_dict`."""
+    new = object.__new__(Job)
+    put = object.__setattr__
+    for name in _JOB_FIELDS:
+        put(new, name, changes.pop(name) if name in changes else getattr(job, name))
+    if changes:
+        raise TypeError(f"Job has no field(s) {', '.join(sorted(changes))}")
+    return new
 
 
 _parse_time = functools.lru_cache(maxsize=1024)(parse_time)

@@ -26,6 +26,8 @@ class CompleteFailTests:
         assert (done.id, done.status) == (job.id, JobStatus.COMPLETED)
         stored = await bananas_backend.queue.get_job(job.id)
         assert stored.status is JobStatus.COMPLETED
+        assert done == stored  # complete returns the job as stored, every field
+        assert stored.updated_at == bananas_clock.now()
         assert await claim_ids(bananas_backend) == []
         depths = await bananas_backend.queue.depths()
         assert (depths.processing, depths.total_ready, depths.scheduled, depths.dead) == (0, 0, 0, 0)

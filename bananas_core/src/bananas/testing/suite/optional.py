@@ -135,7 +135,7 @@ class CompleteAndStoreTests:
         [claimed] = await bananas_backend.queue.claim(["default"])
         done = await queue.complete_and_store(claimed, _result(job, bananas_clock))
         assert done.status is JobStatus.COMPLETED
-        assert (await bananas_backend.queue.get_job(job.id)).status is JobStatus.COMPLETED
+        assert done == await bananas_backend.queue.get_job(job.id)  # the job as stored, every field
         stored = await bananas_backend.results.get(job.id)
         assert stored is not None and (stored.status, stored.result) == (
             JobStatus.COMPLETED,
