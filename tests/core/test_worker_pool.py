@@ -9,7 +9,18 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from bananas import AsyncClient, Backend, BackendUnavailable, Capability, Job, JobStatus, ManualClock, Registry, connect
+from bananas import (
+    AsyncClient,
+    Backend,
+    BackendUnavailable,
+    Capability,
+    Job,
+    JobResult,
+    JobStatus,
+    ManualClock,
+    Registry,
+    connect,
+)
 from bananas.config import WorkerConfig, load_worker_config
 from bananas.protocols import LEASE_EXPIRED_ERROR
 from bananas.worker import Executor, JobContext, Pool
@@ -480,3 +491,36 @@ async def test_a_side_task_that_swallows_its_cancellation_does_not_keep_the_work
     await asyncio.wait_for(pool.stop(), 10)
     assert swallowed == 1
     assert not pool.running
+
+
+async def test_a_forced_stop_lets_an_outcome_being_written_finish(backend: Backend) -> None:
+    """The handler has returned and its completion is on its way to a slow store when the
+    second signal comes: the write is not cut off (the job would run again), and the stop
+    returns once it has landed."""
+    registry = Registry()
+
+    @registry.handler("work")
+    async def work(ctx: JobContext, job: Job) -> str:
+        return "done"
+
+    writing, land = asyncio.Event(), asyncio.Event()
+    complete = backend.queue.complete_and_store  # what the executor records a success with here
+
+    async def slow_complete(job: Job, result: JobResult) -> Job:
+        writing.set()
+        await land.wait()
+        return await complete(job, result)
+
+    backend.queue.complete_and_store = slow_complete  # type: ignore[attr-defined]
+    pool = make_pool(registry, backend, config=WorkerConfig(concurrency=1, scheduler_interval=0.1))
+    async with AsyncClient(backend=backend) as client:
+        job_id = await client.submit_job("work", None)
+        await pool.start()
+        await asyncio.wait_for(writing.wait(), 5)
+        stopping = asyncio.create_task(pool.stop(force=True))
+        await asyncio.sleep(0.7)  # past a re-cancel of what the stop cancels
+        assert not stopping.done()  # waiting for the write, not cutting it off
+        land.set()
+        await asyncio.wait_for(stopping, 5)
+        job = await client.get_job(job_id)
+    assert job.status is JobStatus.COMPLETED and job.attempts == 0

@@ -122,7 +122,6 @@ class Pool:
         self._active: dict[asyncio.Task[None], Job] = {}
         self._recording: set[str] = set()
         self._began: set[str] = set()  # jobs of this worker whose handlers have started and not finished
-        self._records: set[asyncio.Future[Job | None]] = set()
         self._unfinished: list[Job] = []
         self._side: list[asyncio.Task[None]] = []
         self._claimer: asyncio.Task[None] | None = None
@@ -292,8 +291,9 @@ class Pool:
             await stop_tasks(waiting)  # prefetched, never started: hand back now, not after the grace period
             await self._hand_back()
             await self._wait_for_running()
-            await stop_tasks(list(self._active))
-            await asyncio.gather(*self._records, return_exceptions=True)  # outcomes being recorded
+            recording = [task for task, job in self._active.items() if job.id in self._recording]
+            await stop_tasks([task for task in self._active if task not in recording])
+            await asyncio.gather(*recording, return_exceptions=True)  # outcomes being recorded
             await self._hand_back(started=True)
             await stop_tasks(self._side)
             await self._guard("deregister", self.heartbeat.stop())
@@ -491,10 +491,7 @@ class Pool:
         outcome = await self.executor.run(job, timeout=self.job_timeout)
         self._recording.add(job.id)
         self._wake()  # a slot is free for claiming
-        record = asyncio.ensure_future(self.executor.record(job, outcome))
-        self._records.add(record)
-        record.add_done_callback(self._records.discard)
-        await asyncio.shield(record)
+        await self.executor.record(job, outcome)  # in this task, which the pool never cancels from here on
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         job = self._active.pop(task)
