@@ -3,8 +3,9 @@
     bench/.venvs/driver/bin/python bench/ab.py --config before=c39006c --config after=HEAD \
         --systems bananas-redis,bananas-pg --workloads W2,W3 --rounds 3
 
-Each ``--config NAME=REV[,VAR=VALUE...]`` is a git revision (built once into a worktree and a
-venv under ``--cache``, editable installs of the three packages) or ``.`` for this checkout
+Each ``--config NAME=REV[+EXTRA][,VAR=VALUE...]`` is a git revision (built once into a worktree
+and a venv under ``--cache``, editable installs of the three packages; ``+observability``
+installs bananas-core with that extra) or ``.`` for this checkout
 with its ``.venv``; the variables are set for that configuration's runs (for example
 ``BANANAS_LOG_LEVEL=WARNING``). Rounds run every configuration in turn, so a drift of the
 machine hits them all alike; the table gives each metric's median over the rounds and its
@@ -29,18 +30,21 @@ METRICS = ("W2 drain/s", "W2 worker CPU s", "W3 p50 ms", "W3 p99 ms", "W6 drain/
 PACKAGES = ("bananas_core", "bananas_redis[hiredis]", "bananas_sql[postgres]")
 
 
-def venv_for(rev: str, cache: Path) -> Path:
-    """The venv of ``rev`` (``.``: this checkout's .venv), built on first use."""
-    if rev == ".":
+def venv_for(spec: str, cache: Path) -> Path:
+    """The venv of ``spec``, a revision (``.``: this checkout's .venv) with optional
+    ``+EXTRA`` of bananas-core (``HEAD+observability``), built on first use."""
+    if spec == ".":
         return ROOT / ".venv"
+    rev, _, core_extra = spec.partition("+")
     sha = subprocess.run(["git", "rev-parse", rev], cwd=ROOT, check=True, capture_output=True, text=True).stdout
     sha = sha.strip()[:12]
-    tree, venv = cache / f"tree-{sha}", cache / f"venv-{sha}"
+    tree, venv = cache / f"tree-{sha}", cache / (f"venv-{sha}-{core_extra}" if core_extra else f"venv-{sha}")
     if not (venv / "ok").exists():
         if not tree.exists():
             subprocess.run(["git", "worktree", "add", "--detach", str(tree), sha], cwd=ROOT, check=True)
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        editable = [arg for pkg in PACKAGES for arg in ("-e", str(tree / pkg.split("[")[0]) + _extra(pkg))]
+        packages = [f"bananas_core[{core_extra}]" if core_extra and p == "bananas_core" else p for p in PACKAGES]
+        editable = [arg for pkg in packages for arg in ("-e", str(tree / pkg.split("[")[0]) + _extra(pkg))]
         pip = [str(venv / "bin" / "pip"), "install", "-q", *editable, "redis[hiredis]", "psycopg[binary]"]
         subprocess.run([*pip, "psycopg-pool", "uvloop"], check=True)  # uvloop: for BANANAS_LOOP=uvloop
         (venv / "ok").write_text(sha)
@@ -54,7 +58,7 @@ def _extra(pkg: str) -> str:
 def parse_config(text: str) -> tuple[str, str, dict[str, str]]:
     name, sep, rest = text.partition("=")
     if not sep or not name or not rest:
-        raise SystemExit(f"ab: --config must look like NAME=REV[,VAR=VALUE...], got {text!r}")
+        raise SystemExit(f"ab: --config must look like NAME=REV[+EXTRA][,VAR=VALUE...], got {text!r}")
     rev, *pairs = rest.split(",")
     env = dict(pair.split("=", 1) for pair in pairs if "=" in pair)
     return name, rev, env

@@ -204,9 +204,9 @@ class Executor:
             ctx._checkpoint = await checkpoints.load_for_attempt(self.queue, job)
         if self.on_start is not None:
             self.on_start(job)
-        attempt = ctx._attempt = asyncio.ensure_future(self._call(handler, ctx, job, loop))
+        attempt = ctx._attempt = loop.create_task(self._call(handler, ctx, job, loop))
         try:
-            done, _ = await asyncio.wait({attempt}, timeout=timeout)
+            await _done_or_timeout(attempt, timeout, loop)
         except asyncio.CancelledError:
             ctx.cancel("the worker stopped before the job finished")
             attempt.cancel()
@@ -222,7 +222,7 @@ class Executor:
             attempt.cancel()
             _abandon_thread(ctx, "its attempt failed")
             return Outcome(error=ctx._escape, duration=elapsed)
-        if not done:
+        if not attempt.done():
             ctx.cancel(f"timed out after {timeout:g}s")
             attempt.cancel()
             _abandon_thread(ctx, f"its timeout of {timeout:g}s")
@@ -372,6 +372,24 @@ class Executor:
             completed_at=from_timestamp(self.clock()),
             duration=timedelta(seconds=outcome.duration),
         )
+
+
+async def _done_or_timeout(task: asyncio.Future[Any], timeout: float, loop: asyncio.AbstractEventLoop) -> None:
+    """Return once ``task`` is done or ``timeout`` seconds have passed, whichever is first:
+    ``asyncio.wait`` for one task, without its sets and bookkeeping (it runs once per job)."""
+    waiter: asyncio.Future[None] = loop.create_future()
+
+    def wake(_: object = None) -> None:
+        if not waiter.done():
+            waiter.set_result(None)
+
+    task.add_done_callback(wake)
+    timer = loop.call_later(timeout, wake)
+    try:
+        await waiter
+    finally:
+        timer.cancel()
+        task.remove_done_callback(wake)
 
 
 def _is_async(handler: Callable[..., Any]) -> bool:
