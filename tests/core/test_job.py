@@ -317,3 +317,17 @@ def test_result_must_be_final_and_decodes_into_classes() -> None:
 
 def test_backoff_doubles() -> None:
     assert [backoff_seconds(a) for a in range(1, 5)] == [2, 4, 8, 16]
+
+
+@given(jobs)
+def test_an_unchecked_copy_equals_the_checked_one(job: Job) -> None:
+    from bananas.job import unchecked_copy
+
+    at = datetime(2030, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    changes = {"status": JobStatus.COMPLETED, "updated_at": at, "scheduled_for": None, "lease_token": "t"}
+    copy = unchecked_copy(job, **changes)
+    assert copy == job.evolve(**changes) and copy.lease_token == "t"
+    assert Job.from_json(copy.to_json()) == copy  # what it reports is what a store reads back
+    assert copy is not job
+    with pytest.raises(TypeError, match="no field"):
+        unchecked_copy(job, stauts=JobStatus.COMPLETED)

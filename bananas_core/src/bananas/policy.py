@@ -27,7 +27,7 @@ from datetime import datetime
 from typing import Final, TypeAlias
 
 from bananas.errors import InvalidJob
-from bananas.job import Job, JobResult, JobStatus, backoff_seconds, check_time
+from bananas.job import Job, JobResult, JobStatus, backoff_seconds, check_time, unchecked_copy
 from bananas.timefmt import from_timestamp
 
 __all__ = [
@@ -99,8 +99,11 @@ def decide_retry(job: Job, retry_at: RetryAt, now: float) -> datetime | None:
 
 
 def completed(job: Job, now: float) -> Job:
-    """The stored record of claimed ``job`` once completed."""
-    return job.evolve(status=JobStatus.COMPLETED, updated_at=from_timestamp(now), scheduled_for=None, lease_token="")
+    """The stored record of claimed ``job`` once completed (a copy of a valid job with valid
+    changes: not checked again, as it is built once per job)."""
+    return unchecked_copy(
+        job, status=JobStatus.COMPLETED, updated_at=from_timestamp(now), scheduled_for=None, lease_token=""
+    )
 
 
 def failed_attempt(job: Job, error: str, now: float, retry_at: RetryAt = BY_POLICY) -> Job:

@@ -7,7 +7,7 @@ from collections.abc import Collection, Sequence
 from typing import Any
 
 from bananas.errors import DuplicateJob, JobNotFound, LeaseLost
-from bananas.job import ALL_PRIORITIES, Job, JobPriority, JobResult, JobStatus
+from bananas.job import ALL_PRIORITIES, Job, JobPriority, JobResult, JobStatus, unchecked_copy
 from bananas.policy import BY_POLICY, RetryAt, completed, failed_attempt, lease_expired, reaped_result
 from bananas.protocols import DEFAULT_LEASE_SECONDS, QueueDepths
 from bananas.timefmt import from_timestamp
@@ -104,7 +104,8 @@ class SqlQueue(SqlUnique, SqlWorkflows, SqlCheckpoints, SqlCancel, SqlGroups):
         jobs: list[Job] = []
         for row, token in claimed:
             try:
-                job = Job.from_json(row.data).evolve(status=JobStatus.PROCESSING, scheduled_for=None, lease_token=token)
+                job = Job.from_json(row.data)  # validated here; the claim's changes need no second check
+                job = unchecked_copy(job, status=JobStatus.PROCESSING, scheduled_for=None, lease_token=token)
             except Exception as exc:  # deliberately broad: stored data is hostile
                 # Claimed, so leased to us: if this bury is lost, the lease reaper buries it.
                 await self.bury_unreadable(row.seq, row.id, describe(exc), now)
