@@ -291,7 +291,7 @@ class Pool:
             await stop_tasks(waiting)  # prefetched, never started: hand back now, not after the grace period
             await self._hand_back()
             await self._wait_for_running()
-            recording = [task for task, job in self._active.items() if job.id in self._recording]
+            recording = {task for task, job in self._active.items() if job.id in self._recording}
             await stop_tasks([task for task in self._active if task not in recording])
             await asyncio.gather(*recording, return_exceptions=True)  # outcomes being recorded
             await self._hand_back(started=True)
