@@ -10,12 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from bananas_sql.queries import HELD, PROCESSING
+
 if TYPE_CHECKING:  # the runtime reads only the statements: no SQLAlchemy import for them
     import sqlalchemy as sa
 
 __all__ = ["cancel_requests_table", "statements"]
-
-_HELD = "id = :id AND state = 'processing' AND lease_token = :token"
 
 
 def cancel_requests_table(md: sa.MetaData, prefix: str) -> None:
@@ -41,16 +41,16 @@ def statements(table: Callable[[str], str]) -> dict[str, str]:
             f"DELETE FROM {requests} WHERE job_id NOT IN (SELECT id FROM {jobs} WHERE state = 'processing')"
         ),
         "cancel_request": (
-            f"INSERT INTO {requests} (job_id) SELECT id FROM {jobs} WHERE id = :id AND state = 'processing' "
+            f"INSERT INTO {requests} (job_id) SELECT id FROM {jobs} WHERE id = :id AND state = {PROCESSING} "
             "ON CONFLICT (job_id) DO NOTHING"
         ),
         "cancel_requested": (
             f"SELECT r.job_id FROM {requests} AS r JOIN {jobs} AS j ON j.id = r.job_id "
-            "WHERE r.job_id IN :ids AND j.state = 'processing'"
+            f"WHERE r.job_id IN :ids AND j.state = {PROCESSING}"
         ),
         "settle_cancelled": (
             f"UPDATE {jobs} SET state = 'cancelled', data = :data, lease_until = NULL, lease_token = NULL, "
-            f"finished_at = :now, expires_at = :expires_at WHERE {_HELD} RETURNING id"
+            f"finished_at = :now, expires_at = :expires_at WHERE {HELD} RETURNING id"
         ),
         "cancel_forget": f"DELETE FROM {requests} WHERE job_id = :id",
     }

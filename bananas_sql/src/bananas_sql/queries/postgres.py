@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from bananas_sql.queries import PROCESSING
+
 FRAGMENTS: Mapping[str, str] = {
     "next_pos": "nextval('{position_seq}')",
     "front_pos": "-nextval('{position_seq}')",
@@ -103,24 +105,27 @@ def claim_or_register_sql(jobs: str, waiters: str, n_keys: int, all_priorities: 
     return "WITH " + ",\n".join(ctes) + f"\nSELECT * FROM c UNION ALL {_MARK}"
 
 
+# A batch's row still held under its lease token (see PROCESSING).
+_HELD_BY_V = f"j.state = {PROCESSING} AND j.lease_token = v.token"
+
 _TEMPLATES: Mapping[str, str] = {
     "unregister": "DELETE FROM {waiters} WHERE token = %(token)s",
     # Jobs handed over too large to travel with their notification, still held under their token.
     "handed_rows": (
         "SELECT j.seq, j.data, j.id FROM {jobs} AS j "
         "JOIN unnest(CAST(%(seqs)s AS bigint[]), CAST(%(tokens)s AS text[])) AS v(seq, token) "
-        "ON j.seq = v.seq AND j.lease_token = v.token WHERE j.state = 'processing'"
+        f"ON j.seq = v.seq WHERE {_HELD_BY_V}"
     ),
     "renew_handed": (
         "UPDATE {jobs} AS j SET lease_until = %(until)s "
         "FROM unnest(CAST(%(seqs)s AS bigint[]), CAST(%(tokens)s AS text[])) AS v(seq, token) "
-        "WHERE j.seq = v.seq AND j.lease_token = v.token AND j.state = 'processing'"
+        f"WHERE j.seq = v.seq AND {_HELD_BY_V}"
     ),
     # Lease renewal of (id, lease token) arrays in one statement, each fenced by its token.
     "renew_many": (
         "UPDATE {jobs} AS j SET lease_until = %(until)s "
         "FROM unnest(CAST(%(ids)s AS text[]), CAST(%(tokens)s AS text[])) AS v(id, token) "
-        "WHERE j.id = v.id AND j.state = 'processing' AND j.lease_token = v.token RETURNING j.id"
+        f"WHERE j.id = v.id AND {_HELD_BY_V} RETURNING j.id"
     ),
     # Jobs from arrays in one INSERT; positions drawn in array order (FIFO within the batch).
     # Arrays go in binary: in text form every JSON document would be escaped.
@@ -137,7 +142,7 @@ _TEMPLATES: Mapping[str, str] = {
     "complete_and_store": (
         "WITH done AS (UPDATE {jobs} SET state = 'completed', data = %(data)s, lease_until = NULL, "
         "lease_token = NULL, finished_at = %(now)s, expires_at = %(expires_at)s "
-        "WHERE id = %(id)s AND state = 'processing' AND lease_token = %(token)s RETURNING id) "
+        f"WHERE id = %(id)s AND state = {PROCESSING} AND lease_token = %(token)s RETURNING id) "
         "INSERT INTO {results} AS r (job_id, data, expires_at) "
         "SELECT id, CAST(%(result)s AS text), CAST(%(result_expires_at)s AS float8) FROM done "
         "ON CONFLICT (job_id) DO UPDATE SET data = excluded.data, expires_at = excluded.expires_at "
@@ -157,7 +162,7 @@ COMBINED: Mapping[str, tuple[str, tuple[tuple[str, str], ...]]] = {
     "complete": (
         "UPDATE {jobs} AS j SET state = 'completed', data = v.data, lease_until = NULL, lease_token = NULL, "
         "finished_at = v.now, expires_at = v.expires_at FROM unnest({arrays}) AS v(id, token, data, now, expires_at) "
-        "WHERE j.id = v.id AND j.state = 'processing' AND j.lease_token = v.token RETURNING j.id",
+        f"WHERE j.id = v.id AND {_HELD_BY_V} RETURNING j.id",
         (("id", "text"), ("token", "text"), ("data", "text"), ("now", "float8"), ("expires_at", "float8")),
     ),
     # Results only for the jobs the UPDATE found: a lost job gets no result.
@@ -166,7 +171,7 @@ COMBINED: Mapping[str, tuple[str, tuple[tuple[str, str], ...]]] = {
         "result_expires_at)), "
         "done AS (UPDATE {jobs} AS j SET state = 'completed', data = v.data, lease_until = NULL, lease_token = NULL, "
         "finished_at = v.now, expires_at = v.expires_at FROM v "
-        "WHERE j.id = v.id AND j.state = 'processing' AND j.lease_token = v.token RETURNING j.id) "
+        f"WHERE j.id = v.id AND {_HELD_BY_V} RETURNING j.id) "
         "INSERT INTO {results} AS r (job_id, data, expires_at) "
         "SELECT v.id, v.result, v.result_expires_at FROM v JOIN done ON done.id = v.id "
         "ON CONFLICT (job_id) DO UPDATE SET data = excluded.data, expires_at = excluded.expires_at RETURNING r.job_id",
