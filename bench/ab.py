@@ -26,7 +26,7 @@ from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
-METRICS = ("W2 drain/s", "W2 worker CPU s", "W3 p50 ms", "W3 p99 ms", "W6 drain/s", "W7 drain/s")
+METRICS = ("W2 drain/s", "W2 worker CPU s", "W3 p50 ms", "W3 p99 ms", "W6 drain/s", "W7 1 proc/s", "W7 2 proc/s")
 PACKAGES = ("bananas_core", "bananas_redis[hiredis]", "bananas_sql[postgres]")
 
 

@@ -27,6 +27,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from adapters._common import burn, calibrate
 from bananas import Job, Registry
 from bananas.worker import JobContext
 
@@ -34,14 +35,6 @@ HERE = Path(__file__).resolve().parent
 COUNTER = "bench:cpu:done"
 
 registry = Registry()
-
-
-def burn(rounds: int) -> int:
-    """The CPU-bound body: a pure-Python loop, holding the interpreter lock throughout."""
-    total = 0
-    for i in range(rounds):
-        total = (total + i * i) % 1_000_003
-    return total
 
 
 @registry.handler("burn")
@@ -61,19 +54,6 @@ def _redis() -> Any:
 
         _client = redis.Redis.from_url(os.environ["BENCH_CPU_REDIS_URL"])
     return _client
-
-
-def calibrate(job_ms: float) -> int:
-    """Loop rounds that take ``job_ms`` milliseconds here (best of five timings)."""
-    rounds = 10_000
-    best = min(_timed(rounds) for _ in range(5))
-    return max(1, int(rounds * job_ms / 1000 / best))
-
-
-def _timed(rounds: int) -> float:
-    start = time.perf_counter()
-    burn(rounds)
-    return time.perf_counter() - start
 
 
 def drain(redis_url: str, processes: int, jobs: int, rounds: int, concurrency: int) -> float:

@@ -28,6 +28,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from adapters._common import calibrate
 from benchlib import report
 from benchlib.procs import AdapterError, WorkerGroup, run_role
 from benchlib.stores import BENCH, ROOT, Servers, Store, claim_scratch
@@ -48,9 +49,10 @@ SYSTEMS: dict[str, tuple[str, str, str]] = {
     "pgqueuer": ("pgqueuer", "pgqueuer", "postgres"),
     "saq-pg": ("saq", "saq", "postgres"),
 }
-WORKLOADS = ("W1", "W1b", "W2", "W3", "W4", "W5", "W6")
+WORKLOADS = ("W1", "W1b", "W2", "W3", "W4", "W5", "W6", "W7")
 CONFIG_KEYS = ("jobs", "jobs_sql", "repeat", "latency_jobs", "backlog", "history", "backlog_repeat", "fill_budget",
-               "drain_limit", "batch", "concurrency", "scale", "workloads")  # fmt: skip
+               "drain_limit", "batch", "concurrency", "scale", "cpu_jobs", "cpu_ms", "cpu_rounds", "cpu_scale",
+               "workloads")  # fmt: skip
 PROBE_CLAIMS = 200  # W5 claim probes (Bananas): claims of up to 10 jobs each
 W6_GROUPS = 100  # W6: the jobs are spread over this many groups, each under a limit
 
@@ -223,6 +225,21 @@ class SystemBench:
             self.metrics[f"W4 {k} proc/s"].append(d["rate"])
             self.log(f"W4 {k} processes: {d['rate']:.0f} jobs/s")
 
+    def w7(self) -> None:
+        """CPU-bound jobs: each body first computes ``--cpu-ms`` of pure Python (see
+        ``_common.burn``), drained by 1 and 2 worker processes (``--cpu-scale``)."""
+        n = self.args.cpu_jobs
+        self.env["BENCH_BURN_ROUNDS"] = str(self.args.cpu_rounds)
+        try:
+            for k in self.args.cpu_scale:
+                self.fresh()
+                self.fill(n)
+                d = self.drain(k, n, f"w7-{k}")
+                self.metrics[f"W7 {k} proc/s"].append(d["rate"])
+                self.log(f"W7 {k} processes: {d['rate']:.0f} CPU-bound jobs/s")
+        finally:
+            self.env.pop("BENCH_BURN_ROUNDS", None)
+
     def latency(self, key: str) -> None:
         group = WorkerGroup(self.python, self.module, self.env, 1, self.args.concurrency, f"{self.name}-{key}")
         try:
@@ -295,7 +312,8 @@ class SystemBench:
             self.info = run_role(self.python, self.module, self.env, "info", timeout=120)
         except AdapterError as exc:
             return {"store": self.store.kind, "errors": [str(exc)], "metrics": {}}
-        steps = [("W1", self.w1), ("W1b", self.w1b), ("W2", self.w2), ("W6", self.w6), ("W4", self.w4), ("W3", self.w3)]
+        steps = [("W1", self.w1), ("W1b", self.w1b), ("W2", self.w2), ("W6", self.w6), ("W4", self.w4), ("W3", self.w3),
+                 ("W7", self.w7)]  # fmt: skip
         for rep in range(self.args.repeat):
             for key, step in steps:
                 if key not in self.args.workloads:
@@ -329,8 +347,10 @@ RATIOS = (
     ("W5h p50 ms", "W3 p50 ms"),
     ("W5 claim ms backlog", "W5 claim ms empty"),
     ("W5 claim ms history", "W5 claim ms empty"),
+    ("W7 2 proc/s", "W7 1 proc/s"),
 )
-"""W5 and W6 figures and the plain empty-queue figures they are compared with."""
+"""W5, W6 and W7 figures and the figures they are compared with (the plain empty queue; W7:
+one process)."""
 
 
 def with_ratios(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -378,6 +398,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=1000, help="jobs per bulk call (default 1000)")
     p.add_argument("--concurrency", type=int, default=10, help="per worker process, where the system has the knob")
     p.add_argument("--scale", default="1,2,4", help="W4 worker process counts (default 1,2,4)")
+    p.add_argument("--cpu-jobs", type=int, default=1000, help="W7 CPU-bound jobs per run (default 1000)")
+    p.add_argument("--cpu-ms", type=float, default=5.0, help="W7: compute per job in milliseconds (default 5)")
+    p.add_argument("--cpu-scale", default="1,2", help="W7 worker process counts (default 1,2)")
     p.add_argument("--venv", action="append", default=[], metavar="NAME=PATH", help="use another venv for NAME")
     p.add_argument("--out", help="results JSON (default bench/results/<UTC time>.json)")
     p.add_argument("--no-readme", action="store_true", help="do not rewrite the table in bench/README.md")
@@ -401,6 +424,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.backlog = args.backlog or (1000 if quick else 1_000_000)
     args.history = args.backlog if args.history is None else args.history
     args.scale = [int(k) for k in args.scale.split(",")]
+    args.cpu_scale = [int(k) for k in args.cpu_scale.split(",")]
+    args.cpu_rounds = calibrate(args.cpu_ms) if "W7" in args.workloads else 0
     args.venvs = dict(v.split("=", 1) for v in args.venv)
     if quick:
         args.no_readme = True

@@ -11,6 +11,9 @@ Job body (identical in every system): one counter increment in that store (Redis
 bench:counter`` or ``UPDATE bench_counter SET n = n + 1 WHERE id = 1``). A job carrying a
 submit time ``t`` (W3) also records ``now - t`` in seconds (Redis ``RPUSH bench:latency``,
 SQL ``INSERT INTO bench_latency``), stamped when the handler starts.
+
+W7 (CPU-bound jobs) sets ``BENCH_BURN_ROUNDS``: the body first computes that many rounds of a
+pure-Python loop (:func:`burn`, holding the interpreter lock throughout), then counts.
 """
 
 from __future__ import annotations
@@ -29,6 +32,30 @@ COUNTER_KEY = "bench:counter"
 LATENCY_KEY = "bench:latency"
 INCR_SQL = "UPDATE bench_counter SET n = n + 1 WHERE id = 1"
 LATENCY_SQL = "INSERT INTO bench_latency (s) VALUES (%s)"
+
+
+BURN_ROUNDS = int(os.environ.get("BENCH_BURN_ROUNDS", "0"))
+
+
+def burn(rounds: int) -> int:
+    """W7's CPU-bound work: a pure-Python loop (the same as ``bench/cpu_processes.py``)."""
+    total = 0
+    for i in range(rounds):
+        total = (total + i * i) % 1_000_003
+    return total
+
+
+def calibrate(job_ms: float) -> int:
+    """Rounds of :func:`burn` that take ``job_ms`` milliseconds here (best of five timings)."""
+    rounds = 10_000
+    best = min(_timed(rounds) for _ in range(5))
+    return max(1, int(rounds * job_ms / 1000 / best))
+
+
+def _timed(rounds: int) -> float:
+    start = time.perf_counter()
+    burn(rounds)
+    return time.perf_counter() - start
 
 
 def store() -> str:
@@ -94,6 +121,8 @@ def _pooled(kind: str) -> Iterator[Any]:
 def count_sync(i: int, t: float | None = None) -> None:
     """The job body, synchronous client."""
     started = time.time()
+    if BURN_ROUNDS:
+        burn(BURN_ROUNDS)
     kind = store()
     if kind == "redis":
         r = _redis_sync()
@@ -127,6 +156,8 @@ def _loop_key() -> int:
 async def count_async(i: int, t: float | None = None) -> None:
     """The job body, asynchronous client (redis.asyncio / psycopg AsyncConnection)."""
     started = time.time()
+    if BURN_ROUNDS:
+        burn(BURN_ROUNDS)  # blocks the event loop, as CPU-bound work in an async handler does
     kind = store()
     key = _loop_key()
     if kind == "redis":

@@ -33,7 +33,7 @@ def _registry() -> Any:
     from bananas.worker import Registry
 
     reg = Registry()
-    if _common.store() == "sqlite":
+    if _common.store() == "sqlite" or _common.BURN_ROUNDS:  # W7: CPU-bound plain-def handlers
 
         def count_sync(ctx: Any, job: Any) -> None:
             _common.count_sync(job.payload["i"], job.payload.get("t"))

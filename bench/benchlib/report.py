@@ -57,6 +57,11 @@ W6_COLUMNS = [
     ("W2 server CPU ms/job", "W2 server CPU ms/job", "{:.3f}"),
     ("W6 server CPU ms/job", "W6 server CPU ms/job", "{:.3f}"),
 ]
+W7_COLUMNS = [
+    ("W7 1 proc/s", "W7 1p jobs/s", "{:,.0f}"),
+    ("W7 2 proc/s", "W7 2p jobs/s", "{:,.0f}"),
+    ("W7 2 proc/s / empty", "2p ÷ 1p", "{:.2f}"),
+]
 
 
 def _cmd(*args: str) -> str:
@@ -133,6 +138,11 @@ def markdown(results: dict[str, Any]) -> str:
     if any(k.startswith("W6") for s in results["systems"].values() for k in s.get("metrics", {})):
         lines += ["", "W6, the W2 jobs spread over 100 groups under a limit each (see below):", ""]
         lines += _table(results, W6_COLUMNS)
+    if any(k.startswith("W7") for s in results["systems"].values() for k in s.get("metrics", {})):
+        ms, n = cfg.get("cpu_ms", 5.0), cfg.get("cpu_jobs", 0)
+        lines += ["", f"W7, {n:,} CPU-bound jobs (a {ms:g} ms pure-Python loop, then the count) per run, "
+                  "drained by 1 and 2 worker processes:", ""]  # fmt: skip
+        lines += _table(results, W7_COLUMNS)
     lines += ["", "Targets against this run (medians):", "", *targets.check(results)]
     lines += ["", "Configuration and versions per system:", ""]
     for name, s in results["systems"].items():
