@@ -38,7 +38,7 @@ BURN_ROUNDS = int(os.environ.get("BENCH_BURN_ROUNDS", "0"))
 
 
 def burn(rounds: int) -> int:
-    """W7's CPU-bound work: a pure-Python loop (the same as ``bench/cpu_processes.py``)."""
+    """W7's CPU-bound work: a pure-Python loop holding the interpreter lock (``bench/cpu_processes.py`` runs it too)."""
     total = 0
     for i in range(rounds):
         total = (total + i * i) % 1_000_003
