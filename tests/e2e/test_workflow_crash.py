@@ -55,6 +55,16 @@ def _runs(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def _wait_until_running(worker: Worker, log: Path) -> None:
+    """Return once ``worker`` has started a step (its pid is in the run log), it died, or 10 s
+    passed (the work may be nearly done, with nothing left for it to start)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and worker.proc.poll() is None:
+        if log.exists() and f'"pid": {worker.proc.pid}}}' in log.read_text():
+            return
+        time.sleep(0.02)
+
+
 def test_sigkilled_workers_neither_lose_nor_duplicate_a_continuation(
     backend_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -86,14 +96,17 @@ def test_sigkilled_workers_neither_lose_nor_duplicate_a_continuation(
             start()
         try:
             kills = 0
-            deadline = time.monotonic() + 120
+            deadline = time.monotonic() + 180
             while time.monotonic() < deadline:
                 infos = [client.get_workflow(w) for w in chords + chains]
                 if all(i.done for i in infos):
                     break
-                if kills < 12:
-                    time.sleep(rng.uniform(0.2, 0.8))
+                if kills < 12 and time.monotonic() < deadline - 60:
                     victim = live.pop(rng.randrange(len(live)))
+                    # kill only a worker that is running steps, at a random moment after that,
+                    # so the kill lands mid-step however slowly the worker started
+                    _wait_until_running(victim, log)
+                    time.sleep(rng.uniform(0.05, 0.5))
                     victim.signal(signal.SIGKILL)
                     victim.wait(10)
                     kills += 1
