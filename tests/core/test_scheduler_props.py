@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 from bananas import ManualClock, ScheduleError, connect
 from bananas.scheduler import CronScheduler, Schedule
 from croniter import croniter
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 ZONES = ["UTC", "America/New_York", "Europe/Paris", "Australia/Lord_Howe", "Asia/Kathmandu", "America/Santiago"]
@@ -59,6 +59,8 @@ instants = st.datetimes(min_value=datetime(2001, 1, 1), max_value=datetime(2035,
 
 @settings(max_examples=300, deadline=None)
 @given(expr=cron_expressions(), zone=st.sampled_from(ZONES), now=instants)
+# a day-of-month step across a short month: croniter before 6.1 skipped March 1 going forward
+@example(expr="* 1 */5 * *", zone="UTC", now=datetime(2001, 3, 1, tzinfo=UTC))
 def test_latest_and_next_tick_bracket_now_and_match_the_expression(expr: str, zone: str, now: datetime) -> None:
     schedule = schedule_or_skip(expr, zone)
     tz = ZoneInfo(zone)
