@@ -40,12 +40,11 @@ import contextlib
 import logging
 import time
 from collections.abc import Collection, Sequence
-from datetime import datetime
 from typing import Any
 
 from bananas.errors import DuplicateJob, InvalidJob, JobDecodeError, JobNotFound, LeaseLost
-from bananas.job import ALL_PRIORITIES, DEFAULT_ROUTING_KEY, Job, JobPriority, JobResult, JobStatus, unchecked_copy
-from bananas.policy import BY_POLICY, LEASE_EXPIRED_ERROR, RetryAt, decide_retry, retries_left
+from bananas.job import ALL_PRIORITIES, DEFAULT_ROUTING_KEY, Job, JobPriority, JobResult, JobStatus
+from bananas.policy import BY_POLICY, LEASE_EXPIRED_ERROR, RetryAt, completed, decide_retry, retries_left
 from bananas.protocols import DEFAULT_LEASE_SECONDS
 from bananas.timefmt import format_time, from_timestamp
 
@@ -87,12 +86,6 @@ def unpack_inbox(entry: bytes) -> list[Any]:
         out += [entry[colon + 1 : end_id], entry[colon2 + 1 : end_json], int(entry[end_id:colon1])]
         pos = end_json
     return out
-
-
-def _completed(job: Job, at: datetime) -> Job:
-    """``job`` as its completion stored it (``at``: the ``updated_at`` written), built
-    without validating again what the claim validated."""
-    return unchecked_copy(job, status=JobStatus.COMPLETED, updated_at=at, lease_token="")
 
 
 def _ms(seconds: float) -> int:
@@ -499,12 +492,12 @@ class RedisQueue(QueueAdmin, RedisUnique, RedisGroups, RedisWorkflows, RedisChec
             raise LeaseLost(job.id)
 
     async def complete(self, job: Job) -> Job:
-        at = from_timestamp(self.conn.now())
-        _, text = edit(self._base(job), status=JobStatus.COMPLETED.value, updated_at=format_time(at))
+        done = completed(job, self.conn.now())
+        _, text = edit(self._base(job), status=JobStatus.COMPLETED.value, updated_at=format_time(done.updated_at))
         ttl = _ms(self.conn.options.completed_job_ttl)
         self._fenced(job, await self._finish(job.id, text, "complete", self.k.dead, ttl, token=job.lease_token))
         await self.group_settled(job)
-        return _completed(job, at)
+        return done
 
     def shares_store_with(self, results: object) -> bool:
         """True if ``results`` keeps its hashes in this queue's Redis, so that
@@ -515,8 +508,8 @@ class RedisQueue(QueueAdmin, RedisUnique, RedisGroups, RedisWorkflows, RedisChec
         """:meth:`complete` and ``results.store(result)`` as one atomic script call
         (only for a ``results`` of :meth:`shares_store_with`); the result hash is written
         only if the completion was applied."""
-        at = from_timestamp(self.conn.now())
-        _, text = edit(self._base(job), status=JobStatus.COMPLETED.value, updated_at=format_time(at))
+        done = completed(job, self.conn.now())
+        _, text = edit(self._base(job), status=JobStatus.COMPLETED.value, updated_at=format_time(done.updated_at))
         opts = self.conn.options
         keys, args = self._finish_call(
             job.id, text, "complete", self.k.dead, _ms(opts.completed_job_ttl), token=job.lease_token
@@ -528,7 +521,7 @@ class RedisQueue(QueueAdmin, RedisUnique, RedisGroups, RedisWorkflows, RedisChec
             args += [field, value]
         self._fenced(job, await self._settler.settle(keys, args))
         await self.group_settled(job)
-        return _completed(job, at)
+        return done
 
     async def fail(self, job: Job, error: str, *, retry_at: RetryAt = BY_POLICY) -> Job:
         """Store a failed attempt as the caller decided (see the protocol): one finish.lua call,
