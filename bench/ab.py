@@ -70,6 +70,7 @@ def main() -> int:
     parser.add_argument("--systems", default="bananas-redis,bananas-pg,bananas-sqlite")
     parser.add_argument("--workloads", default="W2,W3")
     parser.add_argument("--jobs", type=int, default=10000)
+    parser.add_argument("--latency-jobs", type=int, default=200, help="W3 pickups per round (more: a steadier p99)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "bananas-ab")
     args = parser.parse_args()
@@ -81,7 +82,7 @@ def main() -> int:
         for name, _rev, env in configs:
             out = args.cache / f"{name}-{round_no}.json"
             cmd = [sys.executable, str(BENCH / "run.py"), "--systems", args.systems, "--workloads", args.workloads,
-                   "--jobs", str(args.jobs), "--repeat", "1", "--no-readme", "--no-plot",
+                   "--jobs", str(args.jobs), "--latency-jobs", str(args.latency_jobs), "--repeat", "1", "--no-readme", "--no-plot",
                    "--venv", f"bananas={venvs[name]}", "--out", str(out)]  # fmt: skip
             print(f"ab: round {round_no}, {name}", flush=True)
             subprocess.run(cmd, cwd=ROOT, check=True, env={**os.environ, **env}, stdout=subprocess.DEVNULL)
