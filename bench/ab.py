@@ -82,8 +82,8 @@ def main() -> int:
         for name, _rev, env in configs:
             out = args.cache / f"{name}-{round_no}.json"
             cmd = [sys.executable, str(BENCH / "run.py"), "--systems", args.systems, "--workloads", args.workloads,
-                   "--jobs", str(args.jobs), "--latency-jobs", str(args.latency_jobs), "--repeat", "1", "--no-readme", "--no-plot",
-                   "--venv", f"bananas={venvs[name]}", "--out", str(out)]  # fmt: skip
+                   "--jobs", str(args.jobs), "--latency-jobs", str(args.latency_jobs), "--repeat", "1",
+                   "--no-readme", "--no-plot", "--venv", f"bananas={venvs[name]}", "--out", str(out)]  # fmt: skip
             print(f"ab: round {round_no}, {name}", flush=True)
             subprocess.run(cmd, cwd=ROOT, check=True, env={**os.environ, **env}, stdout=subprocess.DEVNULL)
             for system, data in json.loads(out.read_text())["systems"].items():
