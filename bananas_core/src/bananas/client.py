@@ -615,7 +615,7 @@ class Client:
         self._pid = -1
         self._runner: _LoopThread | None = None
         self._client: AsyncClient | None = None
-        self._enqueue_blocking: Callable[[Sequence[Job]], None] | None = None
+        self._blocking_queue: BlockingEnqueue | None = None
         self._closed = False
         _CLIENTS.add(self)
         self._start()  # fail fast on a bad URL
@@ -639,7 +639,7 @@ class Client:
                 self._runner, self._pid = runner, os.getpid()
                 # decided once: a runtime protocol check costs several microseconds per submit
                 queue = self._client.backend.queue
-                self._enqueue_blocking = queue.enqueue_many_blocking if isinstance(queue, BlockingEnqueue) else None
+                self._blocking_queue = queue if isinstance(queue, BlockingEnqueue) else None
             return self._runner, self._client
 
     def _call(self, coro_fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -648,7 +648,8 @@ class Client:
 
     def _blocking(self, client: AsyncClient) -> Callable[[Sequence[Job]], None] | None:
         """The queue's blocking enqueue, once the first call (on the loop) has prepared the store."""
-        return self._enqueue_blocking if client._ready else None
+        queue = self._blocking_queue
+        return queue.enqueue_many_blocking if queue is not None and client._ready else None
 
     def _submit(self, build: Callable[[AsyncClient], Job], unique: UniqueKey | None = None) -> JobId:
         """Build (and validate) a job in the calling thread and enqueue it."""
